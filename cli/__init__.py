@@ -1,0 +1,79 @@
+"""The ``picks`` command line. Each module in :data:`COMMAND_MODULES` adds its commands.
+
+Commands stay thin: they parse options, call library functions and print results. Heavy
+imports (pandas, TensorFlow) happen inside command bodies so that ``picks --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from picks import __version__
+
+# Modules under picks.cli with a ``register(app)`` function, in help order.
+COMMAND_MODULES = [
+    "store_cmds",
+    "plugins_cmd",
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"picks {__version__}")
+        raise typer.Exit()
+
+
+def get_app() -> typer.Typer:
+    app = typer.Typer(
+        name="picks",
+        help="Consensus of cryo-ET particle pickers, with provenance for every pick.",
+        no_args_is_help=True,
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode=None,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+        debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    ) -> None:
+        """Consensus of cryo-ET particle pickers, with provenance for every pick."""
+        if debug:
+            os.environ["PICKS_DEBUG"] = "1"
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"picks.cli.{name}").register(app)
+    return app
+
+
+def main() -> None:
+    """Console entry point: user errors become one ``Error:`` line and a meaningful exit code."""
+    from picks.core.errors import PicksError
+
+    app = get_app()
+    try:
+        app(standalone_mode=False)
+    except PicksError as exc:
+        if os.environ.get("PICKS_DEBUG"):
+            raise
+        typer.echo(f"Error: {exc}", err=True)
+        if exc.hint:
+            typer.echo(f"Hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except _click_exceptions() as exc:  # usage errors, aborts
+        exc.show() if hasattr(exc, "show") else typer.echo(str(exc), err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    import click
+
+    return (click.ClickException, click.exceptions.Abort)

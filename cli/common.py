@@ -1,0 +1,108 @@
+"""Shared CLI pieces: the ``--db`` option, output as tables or JSON, progress bars, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DbOption = Annotated[
+    Path,
+    typer.Option("--db", envvar="PICKS_DB", help="Provenance database file.", dir_okay=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def open_store(db: Path):
+    from picks.core.store import Store
+
+    return Store(db)
+
+
+def registry():
+    from picks.plugins.manager import get_registry
+
+    return get_registry()
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def echo_table(rows: Sequence[dict], columns: Sequence[str], *, title: str | None = None) -> None:
+    """A plain aligned table (readable in logs and terminals alike)."""
+    if title:
+        typer.echo(title)
+    if not rows:
+        typer.echo("(none)")
+        return
+    cells = [[_fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    numeric = [all(_is_number(row.get(c)) for row in rows) for c in columns]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
+
+    typer.echo(line(list(columns)))
+    typer.echo("  ".join("-" * w for w in widths))
+    for row in cells:
+        typer.echo(line(row))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) or value is None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return ""
+        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e6 else f"{value:.3f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+@contextmanager
+def progress(description: str, total: int | None = None):
+    """A progress bar on stderr (hidden when stderr is not a terminal). Yields ``advance(n)``."""
+    if not sys.stderr.isatty() or os.environ.get("PICKS_NO_PROGRESS"):
+        yield lambda n=1, **kw: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str | None = None) -> None:
+            bar.update(task, advance=n, **({"info": info} if info is not None else {}))
+
+        yield advance
+
+
+def parse_options(values: Iterable[str]) -> dict[str, str]:
+    """``--option key=value`` pairs into a dict."""
+    from picks.core.errors import PicksError
+
+    result = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise PicksError(f"--option {value!r}: expected KEY=VALUE")
+        result[key.strip()] = val.strip()
+    return result

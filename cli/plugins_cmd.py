@@ -1,0 +1,35 @@
+"""``picks plugins``: list every adapter and where it came from."""
+
+from __future__ import annotations
+
+import typer
+
+from picks.cli.common import JsonOption, echo_json, echo_table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plugins")(plugins_cmd)
+
+
+def plugins_cmd(json_out: JsonOption = False) -> None:
+    """List adapters: name, picker, read/write, origin (built-in, entry point, local), version."""
+    from picks.plugins.manager import get_registry
+
+    rows = []
+    for entry in get_registry():
+        rows.append(
+            {
+                "name": entry.name,
+                "picker": entry.picker,
+                "read": "yes",
+                "write": "yes" if entry.can_write else "no",
+                "origin": entry.origin,
+                "version": entry.version,
+                "patterns": " ".join(entry.patterns),
+                "description": entry.description,
+            }
+        )
+    if json_out:
+        echo_json(rows)
+    else:
+        echo_table(rows, ["name", "picker", "read", "write", "origin", "version", "patterns"])

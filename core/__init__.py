@@ -1,0 +1,1 @@
+"""Core data model: canonical pick table, tomograms, particle catalog, provenance store."""

@@ -1,0 +1,150 @@
+"""Answer "why is this pick here?" from the store alone (read-only)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from picks.core.store import Store
+
+
+def _loads(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def source_summary(source: dict) -> dict:
+    keep = ("id", "path", "sha256", "adapter", "adapter_version", "picker", "role", "imported_at")
+    out = {k: source.get(k) for k in keep}
+    out["options"] = _loads(source.get("options"))
+    return out
+
+
+def audit_pick(store: Store, pick_id: int) -> dict:
+    """A raw pick with its source file, record (line) and the original values."""
+    pick = store.get_pick(pick_id)
+    source = store.get_source(pick["source_id"])
+    members = list(
+        store.db.query(
+            "SELECT m.consensus_id, m.distance, c.run_id, c.status, c.accepted "
+            "FROM consensus_members m JOIN consensus c ON c.id = m.consensus_id WHERE m.pick_id = ?",
+            [pick_id],
+        )
+    )
+    return {
+        "kind": "raw pick",
+        "pick": {k: v for k, v in pick.items() if k != "original"},
+        "source": source_summary(source),
+        "record": pick["record"],
+        "original": pick["original"],
+        "consensus": members,
+    }
+
+
+def _in_ranges(ranges: str | None, value: int) -> bool:
+    """Whether ``value`` lies in a compact range list such as ``"1-40,45"``."""
+    for part in (ranges or "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        if int(lo) <= value <= int(hi or lo):
+            return True
+    return False
+
+
+def audit_consensus(store: Store, consensus_id: int) -> dict:
+    """A consensus pick: members (picker, file, line, original values, distance), support,
+    scores, status, the run's parameters and the exported files that contain it."""
+    from picks.core.errors import NotFound
+
+    rows = list(store.db.query("SELECT * FROM consensus WHERE id = ?", [consensus_id]))
+    if not rows:
+        raise NotFound(
+            f"no consensus pick with id {consensus_id}",
+            hint="Ids are in the 'consensus_id' column of aggregate outputs; use --pick for raw picks.",
+        )
+    consensus = rows[0]
+    members = list(
+        store.db.query(
+            "SELECT m.pick_id, m.picker, m.distance, p.record, p.original, p.x, p.y, p.z, p.score, "
+            "p.score_field, p.particle, s.id AS source_id, s.path, s.adapter, s.role "
+            "FROM consensus_members m JOIN picks p ON p.id = m.pick_id "
+            "JOIN sources s ON s.id = p.source_id WHERE m.consensus_id = ? ORDER BY m.picker, m.pick_id",
+            [consensus_id],
+        )
+    )
+    run = store.get_run(consensus["run_id"])
+    run["params"] = _loads(run.get("params"))
+    scores = list(
+        store.db.query("SELECT model_id, particle, score FROM scores WHERE consensus_id = ?", [consensus_id])
+    )
+    exports = [
+        {k: e[k] for k in ("id", "path", "format", "sha256", "created_at")}
+        for e in store.db["exports"].rows_where("run_id = ?", [consensus["run_id"]], order_by="id")
+        if _in_ranges(e.get("consensus_ids"), consensus_id)
+    ]
+    dropped = list(
+        store.db.query(
+            "SELECT stage, reason FROM dropped WHERE run_id = ? AND kind = 'consensus' AND ref_id = ?",
+            [consensus["run_id"], consensus_id],
+        )
+    )
+    return {
+        "kind": "consensus pick",
+        "consensus": consensus,
+        "members": members,
+        "model_scores": scores,
+        "dropped": dropped,
+        "run": run,
+        "exports": exports,
+    }
+
+
+def render(report: dict) -> str:
+    """Human-readable text of an audit report."""
+    lines: list[str] = []
+    if report["kind"] == "raw pick":
+        pick, source = report["pick"], report["source"]
+        lines.append(f"Raw pick {pick['id']} ({pick['tomogram']}, {pick['particle'] or 'no class'})")
+        lines.append(f"  position  x={pick['x']:.1f} y={pick['y']:.1f} z={pick['z']:.1f} Å")
+        if pick.get("score") is not None:
+            lines.append(f"  score     {pick['score']:g} (from {pick.get('score_field') or '?'})")
+        lines.append(f"  source    #{source['id']} {source['path']}")
+        lines.append(f"            adapter {source['adapter']} v{source['adapter_version']}, picker {source['picker']}, sha256 {source['sha256'][:16]}")
+        lines.append(f"  record    {report['record']}: {report['original']}")
+        for c in report["consensus"]:
+            lines.append(f"  member of consensus pick {c['consensus_id']} (run {c['run_id']}, {c['status']}, "
+                         f"{'accepted' if c['accepted'] else 'rejected'}, {c['distance']:.1f} Å from it)")
+        return "\n".join(lines)
+    c = report["consensus"]
+    lines.append(f"Consensus pick {c['id']} ({c['tomogram']}, {c['particle'] or 'no class'}) of run {c['run_id']}")
+    lines.append(f"  position  x={c['x']:.1f} y={c['y']:.1f} z={c['z']:.1f} Å")
+    lines.append(f"  support   {c['support']:g} ({c['pickers']}), status {c['status']}")
+    score_bits = [f"final {c['score']:.3f}" if c["score"] is not None else "final -"]
+    if c.get("vote_score") is not None:
+        score_bits.append(f"vote {c['vote_score']:.3f}")
+    if c.get("cnn_score") is not None:
+        score_bits.append(f"cnn {c['cnn_score']:.3f}")
+    lines.append(f"  scores    {', '.join(score_bits)}")
+    lines.append(f"  decision  {'ACCEPTED' if c['accepted'] else 'rejected'}" + (f" ({c['reason']})" if c.get("reason") else ""))
+    lines.append(f"  members   {len(report['members'])}")
+    for m in report["members"]:
+        lines.append(f"    - {m['picker']}: raw pick {m['pick_id']}, {m['distance']:.1f} Å away, "
+                     f"{m['path']} record {m['record']}")
+        lines.append(f"        {m['original']}")
+    for s in report["model_scores"]:
+        lines.append(f"  model {s['model_id']} score for {s['particle']}: {s['score']:.3f}")
+    for d in report["dropped"]:
+        lines.append(f"  dropped at {d['stage']}: {d['reason']}")
+    run = report["run"]
+    lines.append(f"  run       #{run['id']} {run['command']} ({run['method']}), picks {run['version']}, seed {run['seed']}, {run['status']}")
+    params = run.get("params") or {}
+    for key in sorted(params):
+        lines.append(f"            {key} = {params[key]}")
+    for e in report["exports"]:
+        lines.append(f"  exported  {e['path']} ({e['format']})")
+    return "\n".join(lines)

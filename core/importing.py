@@ -1,0 +1,189 @@
+"""Import picker files into the store: detect the adapter, read, check, store atomically.
+
+Each file is one transaction: a failure leaves the store unchanged and names the file (and
+line); a file whose sha256 is already in the store is a no-op that says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from picks.core import picks as canonical
+from picks.core.errors import InputFormatError, OutOfExtent, PicksError
+from picks.core.store import Store
+from picks.core.tomograms import TomogramSet
+from picks.plugins.adapter import Adapter, ReadContext
+from picks.plugins.manager import AdapterRegistry
+
+# Picks up to this many reference voxels outside the volume are tolerated (picker rounding).
+EXTENT_TOLERANCE_VOXELS = 1.0
+
+
+@dataclass
+class ImportResult:
+    path: Path
+    source_id: int
+    adapter: str
+    picker: str
+    n_picks: int
+    skipped: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "source_id": self.source_id,
+            "adapter": self.adapter,
+            "picker": self.picker,
+            "n_picks": self.n_picks,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expand_inputs(paths: Iterable[str | Path], registry: AdapterRegistry, adapter: str = "auto") -> list[Path]:
+    """Files as given; folders expanded (recursively, sorted) to files some adapter's patterns fit."""
+    entries = [registry.entry(adapter)] if adapter != "auto" else list(registry)
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and any(e.matches(p) for e in entries))
+            if not found:
+                raise PicksError(f"{path}: folder holds no file any adapter reads")
+            files.extend(found)
+        elif not path.exists():
+            raise PicksError(f"{path} does not exist")
+        else:
+            files.append(path)
+    return files
+
+
+def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
+    """Run an adapter and return a checked canonical table; wrap unexpected errors with the file."""
+    try:
+        frame = adapter.read(ctx.path, ctx)
+        frame = canonical.normalise(frame)
+        canonical.validate(frame)
+    except PicksError:
+        raise
+    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as exc:
+        raise InputFormatError(
+            ctx.path, f"cannot read as {adapter.name} ({type(exc).__name__}: {exc})"
+        ) from exc
+    check_extent(frame, ctx.tomograms, ctx.path)
+    return frame
+
+
+def check_extent(frame: pd.DataFrame, tomograms: TomogramSet, path: object) -> None:
+    """Raise :class:`OutOfExtent` if picks fall outside their tomogram, suggesting why."""
+    for name, group in frame.groupby("tomogram", sort=True):
+        tomo = tomograms.get(str(name))
+        if tomo is None or tomo.shape is None or not tomo.voxel_size:
+            continue
+        v = tomo.voxel_size
+        coords = group[canonical.COORDS].to_numpy(dtype=float)
+        lo = -(0.5 + EXTENT_TOLERANCE_VOXELS) * v
+        hi = (np.asarray(tomo.shape, dtype=float) - 0.5 + EXTENT_TOLERANCE_VOXELS) * v
+        outside = ((coords < lo) | (coords > hi)).any(axis=1)
+        if not outside.any():
+            continue
+        extent = np.asarray(tomo.shape) * v
+        ratio = float(np.max(coords.max(axis=0) / extent))
+        if ratio > 0.8 * v:
+            cause = "coordinates look like Å read as voxels (or multiplied by the voxel size twice)"
+        elif ratio > 1.2:
+            cause = (
+                f"coordinates are about {ratio:.1f}× too large: wrong --binning or --voxel-size "
+                f"(the tomogram is {v:g} Å/voxel)"
+            )
+        elif (coords < lo).any():
+            cause = "negative coordinates: the file may use centred coordinates (RELION 5) or a different origin"
+        else:
+            cause = "wrong tomogram, binning or voxel size"
+        first = int(group["record"].to_numpy()[np.flatnonzero(outside)[0]])
+        raise OutOfExtent(
+            f"{path}: {int(outside.sum())} of {len(group)} picks lie outside tomogram {name!r} "
+            f"(extent {extent[0]:g} × {extent[1]:g} × {extent[2]:g} Å; first at record {first}); "
+            f"likely cause: {cause}",
+            hint="Check --voxel-size/--binning, or the tomogram the file belongs to.",
+        )
+
+
+def import_file(
+    store: Store,
+    path: str | Path,
+    registry: AdapterRegistry,
+    *,
+    adapter: str = "auto",
+    picker: str | None = None,
+    role: str = "picker",
+    voxel_size: float | None = None,
+    binning: float = 1.0,
+    particle: str | None = None,
+    tomogram: str | None = None,
+    options: dict[str, str] | None = None,
+    run_id: int | None = None,
+) -> ImportResult:
+    """Import one picker file as one transaction (see module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PicksError(f"{path} does not exist or is not a file")
+    digest = sha256_file(path)
+    existing = store.find_source(digest)
+    if existing is not None:
+        return ImportResult(
+            path, existing["id"], existing["adapter"], existing["picker"], existing["n_picks"], skipped=True
+        )
+    chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
+    ctx = ReadContext(
+        path=path,
+        tomograms=store.tomograms(),
+        voxel_size=voxel_size,
+        binning=binning,
+        particle=particle,
+        tomogram=tomogram,
+        options=dict(options or {}),
+    )
+    frame = read_file(chosen, ctx)
+    label = picker or default_picker_label(chosen)
+    meta = {
+        "path": str(path.resolve()),
+        "sha256": digest,
+        "size": path.stat().st_size,
+        "adapter": chosen.name,
+        "adapter_version": chosen.version,
+        "picker": label,
+        "role": role,
+        "options": {
+            "voxel_size": voxel_size,
+            "binning": binning,
+            "particle": particle,
+            "tomogram": tomogram,
+            **(options or {}),
+        },
+        "warnings": ctx.warnings,
+        "run_id": run_id,
+    }
+    source_id = store.add_source(meta, frame)
+    return ImportResult(path, source_id, chosen.name, label, len(frame), warnings=list(ctx.warnings))
+
+
+def default_picker_label(adapter: Adapter) -> str:
+    """A picker label from the adapter's program name: ``crYOLO`` -> ``cryolo``."""
+    label = "".join(ch if ch.isalnum() else "-" for ch in (adapter.picker or adapter.name).lower())
+    return "-".join(part for part in label.split("-") if part) or adapter.name

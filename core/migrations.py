@@ -1,0 +1,177 @@
+"""Schema of the provenance store, as an ordered list of named migrations.
+
+Migrations are applied by :func:`migrate` (sqlite-utils' migration system records each applied
+name in ``_sqlite_migrations``). Never edit an applied migration: add a new one. Names are
+``mNNN_what`` with NNN never reused.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from picks.core.errors import SchemaTooNew
+
+migrations = Migrations("picks")
+
+
+@migrations(name="m001_initial")
+def m001_initial(db: Database) -> None:
+    db["tomograms"].create(
+        {"name": str, "path": str, "voxel_size": float, "shape": str, "registered_at": str},
+        pk="name",
+    )
+    db["runs"].create(
+        {
+            "id": int,
+            "command": str,
+            "method": str,
+            "params": str,  # JSON
+            "version": str,
+            "seed": int,
+            "started_at": str,
+            "ended_at": str,
+            "status": str,  # running | ok | failed
+            "message": str,
+        },
+        pk="id",
+    )
+    db["sources"].create(
+        {
+            "id": int,
+            "path": str,
+            "sha256": str,
+            "size": int,
+            "adapter": str,
+            "adapter_version": str,
+            "picker": str,
+            "role": str,  # picker | positive | negative (trusted reference picks)
+            "options": str,  # JSON of the read options (voxel size, binning, ...)
+            "warnings": str,  # JSON list
+            "n_picks": int,
+            "imported_at": str,
+            "run_id": int,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["sources"].create_index(["sha256"], unique=True)
+    db["picks"].create(
+        {
+            "id": int,
+            "source_id": int,
+            "record": int,
+            "tomogram": str,
+            "particle": str,
+            "x": float,
+            "y": float,
+            "z": float,
+            "score": float,
+            "score_field": str,
+            "particle_field": str,
+            "rot": float,
+            "tilt": float,
+            "psi": float,
+            "angle_convention": str,
+            "original": str,
+        },
+        pk="id",
+        foreign_keys=[("source_id", "sources", "id")],
+    )
+    db["picks"].create_index(["source_id"])
+    db["picks"].create_index(["tomogram", "particle"])
+    db["consensus"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "tomogram": str,
+            "particle": str,
+            "x": float,
+            "y": float,
+            "z": float,
+            "support": float,
+            "n_members": int,
+            "pickers": str,  # comma-separated picker labels that support it
+            "score": float,  # final score used for acceptance (vote fraction or CNN)
+            "vote_score": float,
+            "cnn_score": float,
+            "status": str,  # positive | doubtful | negative (support partition)
+            "accepted": int,
+            "reason": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["consensus"].create_index(["run_id", "tomogram", "particle"])
+    db["consensus_members"].create(
+        {"consensus_id": int, "pick_id": int, "picker": str, "distance": float},
+        pk=("consensus_id", "pick_id"),
+        foreign_keys=[("consensus_id", "consensus", "id"), ("pick_id", "picks", "id")],
+    )
+    db["consensus_members"].create_index(["pick_id"])
+    db["noise"].create(
+        {"id": int, "run_id": int, "tomogram": str, "x": float, "y": float, "z": float},
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["noise"].create_index(["run_id"])
+    db["models"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "path": str,
+            "sha256": str,
+            "card": str,  # JSON model card
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["scores"].create(
+        {"consensus_id": int, "model_id": int, "particle": str, "score": float},
+        pk=("consensus_id", "model_id", "particle"),
+        foreign_keys=[("consensus_id", "consensus", "id"), ("model_id", "models", "id")],
+    )
+    db["exports"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "path": str,
+            "format": str,
+            "sha256": str,
+            "n_rows": int,
+            "consensus_ids": str,  # compact ranges "1-40,45" of the consensus ids written
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["exports"].create_index(["run_id"])
+
+
+@migrations(name="m002_dropped")
+def m002_dropped(db: Database) -> None:
+    """Picks left out of a stage (e.g. a box crossing the tomogram edge), with the reason."""
+    db["dropped"].create(
+        {"id": int, "run_id": int, "kind": str, "ref_id": int, "stage": str, "reason": str},
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["dropped"].create_index(["run_id"])
+
+
+def migrate(db: Database) -> None:
+    """Bring ``db`` to the current schema (idempotent); refuse databases from a newer picks."""
+    known = {m.name for m in migrations._migrations}
+    applied = {m.name for m in migrations.applied(db)}
+    unknown = applied - known
+    if unknown:
+        raise SchemaTooNew(
+            f"the database was written by a newer picks (migrations {sorted(unknown)}); upgrade picks"
+        )
+    migrations.apply(db)
+
+
+def schema_version(db: Database) -> int:
+    """Number of migrations applied."""
+    return len(migrations.applied(db))

@@ -1,0 +1,118 @@
+"""The canonical pick table every adapter returns and every later stage consumes.
+
+One row per pick, as a :class:`pandas.DataFrame` with exactly the columns in
+:data:`COLUMNS`:
+
+=================  ========  ==================================================================
+column             dtype     meaning
+=================  ========  ==================================================================
+tomogram           str       tomogram name (matched against registered tomograms)
+particle           str/None  particle class (e.g. ``ribosome``); ``None`` when the picker has none
+x, y, z            float64   position in Ångström, full-tomogram frame: ``x = i × voxel_size``
+                             where ``i`` is the 0-based voxel index along the MRC x axis (the
+                             fastest axis), i.e. the origin is the *centre* of voxel 0
+score              float64   picker confidence, NaN when the format has none
+score_field        str/None  name of the field the score came from (scales differ per picker)
+particle_field     str/None  name of the field the class came from
+rot, tilt, psi     float64   orientation as ZYZ Euler angles in degrees (RELION convention), NaN
+                             when the format has none
+angle_convention   str/None  what the angles were in the source (e.g. ``relion-zyz``)
+record             int64     where the pick is in the source: 1-based line number for text
+                             files, 0-based element index otherwise (see ``record_kind``)
+original           str       the source record as written (line text or JSON of the fields)
+=================  ========  ==================================================================
+
+The frame is the one copick, the CryoET Data Portal and the CZII metric use; see
+``docs/conventions.md`` for how each format maps onto it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+COORDS = ["x", "y", "z"]
+ANGLES = ["rot", "tilt", "psi"]
+
+COLUMNS: dict[str, str] = {
+    "tomogram": "object",
+    "particle": "object",
+    "x": "float64",
+    "y": "float64",
+    "z": "float64",
+    "score": "float64",
+    "score_field": "object",
+    "particle_field": "object",
+    "rot": "float64",
+    "tilt": "float64",
+    "psi": "float64",
+    "angle_convention": "object",
+    "record": "int64",
+    "original": "object",
+}
+
+_DEFAULTS: dict[str, Any] = {
+    "particle": None,
+    "score": np.nan,
+    "score_field": None,
+    "particle_field": None,
+    "rot": np.nan,
+    "tilt": np.nan,
+    "psi": np.nan,
+    "angle_convention": None,
+    "original": "",
+}
+
+
+def empty() -> pd.DataFrame:
+    """An empty canonical pick table with the right columns and dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=d) for c, d in COLUMNS.items()})
+
+
+def make(data: Mapping[str, Any] | pd.DataFrame, **constants: Any) -> pd.DataFrame:
+    """Build a canonical table from columns, filling optional columns with their defaults.
+
+    ``data`` must provide ``tomogram``, ``x``, ``y``, ``z`` and ``record`` (as columns or as
+    keyword constants); everything else is optional. Extra columns are dropped.
+    """
+    frame = pd.DataFrame(dict(data)) if not isinstance(data, pd.DataFrame) else data.copy()
+    n = len(frame)
+    for key, value in constants.items():
+        frame[key] = [value] * n if n else pd.Series(dtype=COLUMNS.get(key, "object"))
+    missing = [c for c in ("tomogram", "x", "y", "z", "record") if c not in frame]
+    if missing:
+        raise ValueError(f"canonical pick table is missing required columns {missing}")
+    for column, default in _DEFAULTS.items():
+        if column not in frame:
+            frame[column] = [default] * n if n else pd.Series(dtype=COLUMNS[column])
+    return normalise(frame)
+
+
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` restricted to :data:`COLUMNS`, in order, with canonical dtypes."""
+    out = frame.loc[:, list(COLUMNS)].copy()
+    for column, dtype in COLUMNS.items():
+        if dtype == "object":
+            values = out[column].astype(object)
+            out[column] = values.where(pd.notna(values), None)
+            if column in ("tomogram", "original"):
+                out[column] = out[column].map(lambda v: "" if v is None else str(v))
+        else:
+            out[column] = pd.to_numeric(out[column], errors="raise").astype(dtype)
+    return out.reset_index(drop=True)
+
+
+def validate(frame: pd.DataFrame) -> None:
+    """Raise ``ValueError`` if ``frame`` is not a well-formed canonical table."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"missing columns {missing}")
+    coords = frame[COORDS].to_numpy(dtype=float)
+    if coords.size and not np.isfinite(coords).all():
+        bad = int(np.flatnonzero(~np.isfinite(coords).all(axis=1))[0])
+        raise ValueError(f"non-finite coordinate in record {frame['record'].iloc[bad]}")
+    if (frame["tomogram"].astype(str) == "").any():
+        raise ValueError("a pick has no tomogram name")

@@ -1,0 +1,222 @@
+"""The provenance store: one SQLite file (sqlite-utils) holding every source, pick and decision.
+
+Open it with :class:`Store` (``picks.db`` in the working directory by default, ``--db`` or
+``$PICKS_DB`` to choose). Every entry point migrates first, so an old file is upgraded in place.
+Writes that belong together run in one transaction (:meth:`Store.transaction`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlite_utils import Database
+
+from picks.core import picks as canonical
+from picks.core.errors import NotFound
+from picks.core.migrations import migrate
+from picks.core.tomograms import Tomogram, TomogramSet
+
+DEFAULT_DB = "picks.db"
+
+PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("PICKS_DB", DEFAULT_DB))
+
+
+class Store:
+    """The provenance database. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path | None = None, *, memory: bool = False) -> None:
+        if memory:
+            self.db = Database(memory=True)
+            self.path = None
+        else:
+            self.path = Path(path) if path else default_path()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = Database(self.path)
+            self.db.enable_wal()
+        self.db.execute("PRAGMA foreign_keys = ON")
+        migrate(self.db)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """All writes inside commit together or not at all."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    # -- tomograms ---------------------------------------------------------------------------
+    def add_tomograms(self, tomograms: Iterable[Tomogram]) -> None:
+        rows = [dict(t.to_row(), registered_at=now()) for t in tomograms]
+        if rows:
+            with self.transaction():
+                self.db["tomograms"].upsert_all(rows, pk="name")
+
+    def tomograms(self) -> TomogramSet:
+        return TomogramSet(Tomogram.from_row(r) for r in self.db["tomograms"].rows_where(order_by="name"))
+
+    # -- runs --------------------------------------------------------------------------------
+    def start_run(self, command: str, params: dict[str, Any], *, method: str = "", seed: int | None = None) -> int:
+        from picks import __version__
+
+        with self.transaction():
+            table = self.db["runs"].insert(
+                {
+                    "command": command,
+                    "method": method,
+                    "params": json.dumps(params, sort_keys=True, default=str),
+                    "version": __version__,
+                    "seed": seed,
+                    "started_at": now(),
+                    "status": "running",
+                }
+            )
+        return int(table.last_pk)
+
+    def finish_run(self, run_id: int, status: str = "ok", message: str = "", **updates: Any) -> None:
+        with self.transaction():
+            self.db["runs"].update(run_id, {"ended_at": now(), "status": status, "message": message, **updates})
+
+    @contextlib.contextmanager
+    def run(self, command: str, params: dict[str, Any], *, method: str = "", seed: int | None = None) -> Iterator[int]:
+        """Record a run around a block: status ``ok`` on success, ``failed`` with the error."""
+        run_id = self.start_run(command, params, method=method, seed=seed)
+        try:
+            yield run_id
+        except BaseException as exc:
+            self.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        self.finish_run(run_id, "ok")
+
+    def runs(self) -> list[dict]:
+        return list(self.db["runs"].rows_where(order_by="id"))
+
+    def get_run(self, run_id: int) -> dict:
+        try:
+            return self.db["runs"].get(run_id)
+        except Exception:
+            raise NotFound(f"no run with id {run_id}") from None
+
+    # -- sources and raw picks ---------------------------------------------------------------
+    def find_source(self, sha256: str) -> dict | None:
+        rows = list(self.db["sources"].rows_where("sha256 = ?", [sha256]))
+        return rows[0] if rows else None
+
+    def add_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> int:
+        """Insert one source and all its picks in a single transaction; returns the source id."""
+        canonical.validate(picks)
+        with self.transaction():
+            source_id = self._insert_source(meta, picks)
+        return source_id
+
+    def _insert_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> int:
+        row = dict(meta)
+        for key in ("options", "warnings"):
+            if not isinstance(row.get(key), str | type(None)):
+                row[key] = json.dumps(row[key], sort_keys=True, default=str)
+        row.setdefault("role", "picker")
+        row["n_picks"] = len(picks)
+        row["imported_at"] = now()
+        source_id = int(self.db["sources"].insert(row).last_pk)
+        self.insert_picks(source_id, picks)
+        return source_id
+
+    def insert_picks(self, source_id: int, picks: pd.DataFrame) -> None:
+        """Bulk insert (executemany over columns, no per-row Python dicts)."""
+        if picks.empty:
+            return
+        columns = list(canonical.COLUMNS)
+        values = [np.full(len(picks), source_id, dtype=object)]
+        for column in columns:
+            series = picks[column]
+            if canonical.COLUMNS[column] == "float64":
+                array = series.to_numpy(dtype=float).astype(object)
+                array[np.isnan(series.to_numpy(dtype=float))] = None
+                values.append(array)
+            elif column == "record":
+                values.append(series.to_numpy(dtype=np.int64).astype(object))
+            else:
+                values.append(series.to_numpy(dtype=object))
+        placeholders = ",".join("?" * (len(columns) + 1))
+        sql = f"INSERT INTO picks (source_id, {', '.join(columns)}) VALUES ({placeholders})"
+        rows = zip(*[v.tolist() for v in values], strict=True)
+        self.db.conn.executemany(sql, rows)
+
+    def sources(self) -> list[dict]:
+        return list(self.db["sources"].rows_where(order_by="id"))
+
+    def get_source(self, source_id: int) -> dict:
+        try:
+            return self.db["sources"].get(source_id)
+        except Exception:
+            raise NotFound(f"no source with id {source_id}") from None
+
+    def picks(
+        self,
+        *,
+        source_ids: Sequence[int] | None = None,
+        roles: Sequence[str] | None = ("picker",),
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Raw picks joined with their source's picker label and role, as a DataFrame.
+
+        Always includes ``id``, ``source_id``, ``picker`` and ``role``.
+        """
+        wanted = list(columns) if columns else list(canonical.COLUMNS)
+        select = ", ".join(["p.id", "p.source_id", "s.picker", "s.role"] + [f"p.{c}" for c in wanted if c not in ("id", "source_id")])
+        where, params = [], []
+        if source_ids is not None:
+            where.append(f"p.source_id IN ({','.join('?' * len(source_ids))})")
+            params.extend(int(i) for i in source_ids)
+        if roles is not None:
+            where.append(f"s.role IN ({','.join('?' * len(roles))})")
+            params.extend(roles)
+        sql = f"SELECT {select} FROM picks p JOIN sources s ON s.id = p.source_id"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY p.id"
+        cursor = self.db.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
+        for column in ("x", "y", "z", "score", "rot", "tilt", "psi"):
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        return frame
+
+    def get_pick(self, pick_id: int) -> dict:
+        rows = list(self.db.query("SELECT * FROM picks WHERE id = ?", [pick_id]))
+        if not rows:
+            raise NotFound(f"no raw pick with id {pick_id}", hint="'picks sources' lists what is imported.")
+        return rows[0]
+
+    def count(self, table: str) -> int:
+        return self.db[table].count

@@ -1,0 +1,205 @@
+"""The adapter contract: what a picker-format plugin provides, and what it is given.
+
+An adapter turns one picker's output file into the canonical pick table
+(:mod:`picks.core.picks`): Ångström, full-tomogram frame, x/y/z, origin at the centre of
+voxel 0, box corners already converted to centres, binning undone. It is given a
+:class:`ReadContext` that knows the registered tomograms and the user's options, and that
+does the unit conversion so that every adapter applies it the same way.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from picks.core.errors import InputFormatError, MissingVoxelSize
+from picks.core.particles import canonical_name
+from picks.core.tomograms import TomogramSet
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class ReadContext:
+    """What an adapter knows when it reads a file.
+
+    :ivar path: the file being read.
+    :ivar tomograms: registered tomograms (may be empty).
+    :ivar voxel_size: Å per voxel of the coordinates in the file, when the user gave it
+        (``--voxel-size``); otherwise the registered tomogram's voxel size × ``binning``.
+    :ivar binning: the file's coordinates were picked on a tomogram binned by this factor
+        relative to the registered one (``--binning``).
+    :ivar particle: class to give picks that have none (``--particle``).
+    :ivar tomogram: tomogram name for files that do not name one (``--tomogram``); otherwise
+        the file name is used.
+    :ivar options: adapter-specific options (``--option key=value``), as strings.
+    """
+
+    path: Path
+    tomograms: TomogramSet = field(default_factory=TomogramSet)
+    voxel_size: float | None = None
+    binning: float = 1.0
+    particle: str | None = None
+    tomogram: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Record a warning about this file (shown to the user, stored with the source)."""
+        self.warnings.append(message)
+
+    def error(self, message: str, *, line: int | None = None, record: str | None = None) -> InputFormatError:
+        """An :class:`InputFormatError` naming this file (and line), ready to ``raise``."""
+        return InputFormatError(self.path, message, line=line, record=record)
+
+    def resolve_tomogram(self, raw: str) -> str:
+        """Map a tomogram name written in the file to the registered name."""
+        return self.tomograms.resolve(str(raw), source=self.path)
+
+    def tomogram_from_path(self) -> str:
+        """The tomogram of a one-file-per-tomogram format: ``--tomogram`` or the file name."""
+        return self.resolve_tomogram(self.tomogram or self.path.name)
+
+    def particle_name(self, raw: object) -> str | None:
+        """Canonical class name for a raw label (``None``/empty -> ``--particle`` or None)."""
+        if raw is None or (isinstance(raw, float) and np.isnan(raw)) or str(raw).strip() == "":
+            return canonical_name(self.particle) if self.particle else None
+        return canonical_name(str(raw))
+
+    def voxel_sizes(self, tomogram: str) -> tuple[float, float]:
+        """(picked, reference) voxel sizes in Å for coordinates picked on ``tomogram``.
+
+        *picked* is the voxel size of the volume the picker saw; *reference* the voxel size of
+        the registered (full-resolution) tomogram that defines the canonical frame.
+        """
+        registered = self.tomograms.get(tomogram)
+        reference = registered.voxel_size if registered else None
+        picked = self.voxel_size or (reference * self.binning if reference else None)
+        if picked is None:
+            raise MissingVoxelSize(
+                f"{self.path}: coordinates are in voxels but the voxel size of tomogram "
+                f"{tomogram!r} is unknown"
+            )
+        return picked, reference or picked
+
+    def voxels_to_angstrom(self, frame: pd.DataFrame, columns: tuple[str, ...] = ("x", "y", "z")) -> pd.DataFrame:
+        """Convert 0-based voxel-centre coordinates to Å in the canonical frame, in place.
+
+        For a volume binned by ``b`` relative to the reference (voxel sizes ``vb = b·v0``),
+        the centre of binned voxel ``i`` lies at ``(i + 0.5)·vb − 0.5·v0`` Å: binned voxels
+        cover whole blocks of reference voxels starting at the same outer edge. With no
+        binning this is simply ``i·v0``.
+        """
+        for tomogram, index in frame.groupby("tomogram", sort=False).groups.items():
+            picked, reference = self.voxel_sizes(str(tomogram))
+            for column in columns:
+                values = frame.loc[index, column].to_numpy(dtype=float)
+                frame.loc[index, column] = (values + 0.5) * picked - 0.5 * reference
+        return frame
+
+
+@dataclass
+class WriteContext:
+    """What a writer knows: tomograms (for voxel formats), voxel size override, options."""
+
+    tomograms: TomogramSet = field(default_factory=TomogramSet)
+    voxel_size: float | None = None
+    binning: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def voxel_sizes(self, tomogram: str) -> tuple[float, float]:
+        """(target, reference) voxel sizes in Å; the inverse of :meth:`ReadContext.voxel_sizes`."""
+        registered = self.tomograms.get(tomogram)
+        reference = registered.voxel_size if registered else None
+        target = self.voxel_size or (reference * self.binning if reference else None)
+        if target is None:
+            raise MissingVoxelSize(
+                f"cannot write voxel coordinates for tomogram {tomogram!r}: its voxel size is unknown"
+            )
+        return target, reference or target
+
+    def angstrom_to_voxels(self, frame: pd.DataFrame, columns: tuple[str, ...] = ("x", "y", "z")) -> pd.DataFrame:
+        """Inverse of :meth:`ReadContext.voxels_to_angstrom`; returns a converted copy."""
+        out = frame.copy()
+        for tomogram, index in out.groupby("tomogram", sort=False).groups.items():
+            target, reference = self.voxel_sizes(str(tomogram))
+            for column in columns:
+                values = out.loc[index, column].to_numpy(dtype=float)
+                out.loc[index, column] = (values + 0.5 * reference) / target - 0.5
+        return out
+
+
+class Adapter:
+    """Base class for a picker-format adapter. Subclass it and register an instance.
+
+    Class attributes (the adapter's card, shown by ``picks plugins``):
+
+    * ``name`` – unique id used with ``--adapter`` (``cryolo-cbox``).
+    * ``picker`` – the program that writes the format (``crYOLO``).
+    * ``patterns`` – file-name globs the format uses (``("*.cbox",)``); ``sniff`` is only
+      asked about files that match one.
+    * ``description`` – one line.
+    * ``version`` – bump when the conversion changes (recorded with every import).
+    * ``extension`` – file extension for writing (writers only).
+    * ``layout`` – how a writer lays picks out: ``"file"`` (one file for everything),
+      ``"per_tomogram"`` (one file per tomogram, named ``<tomogram><extension>``),
+      ``"per_tomogram_particle"`` (``<tomogram>_<particle><extension>``) or ``"directory"``
+      (the writer is given a directory and lays it out itself, e.g. a copick project).
+    """
+
+    name: ClassVar[str] = ""
+    picker: ClassVar[str] = ""
+    patterns: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    extension: ClassVar[str] = ""
+    layout: ClassVar[str] = "file"
+
+    def matches(self, path: Path) -> bool:
+        """Whether ``path``'s name fits one of ``patterns`` (case-insensitive)."""
+        name = path.name.lower()
+        return any(fnmatch.fnmatch(name, p.lower()) for p in self.patterns)
+
+    def sniff(self, path: Path) -> float:
+        """How sure the adapter is that ``path`` is its format: 0 (no) .. 1 (certain).
+
+        Read only the start of the file (see :func:`head`). When several adapters claim a
+        file the most certain wins; a tie is an error asking for ``--adapter``.
+        """
+        raise NotImplementedError
+
+    def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
+        """Read ``path`` and return the canonical pick table (:mod:`picks.core.picks`).
+
+        Raise ``ctx.error(message, line=...)`` for malformed input; never return partial
+        results. Use ``ctx.voxels_to_angstrom`` for voxel coordinates.
+        """
+        raise NotImplementedError
+
+    def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
+        """Write canonical picks to ``path`` (optional). ``picks`` may carry the extra columns
+        ``consensus_id``, ``support`` and ``status``; write them where the format can hold them.
+        The caller handles atomic replacement and ``--force``.
+        """
+        raise NotImplementedError
+
+    @property
+    def can_write(self) -> bool:
+        return type(self).write is not Adapter.write
+
+
+def head(path: Path, size: int = 8192) -> str:
+    """The first ``size`` bytes of a file decoded as text ('' for binary or unreadable files)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(size)
+    except OSError:
+        return ""
+    if b"\x00" in data:
+        return ""
+    return data.decode("utf-8", errors="replace")

@@ -1,0 +1,275 @@
+"""Build the plugin manager and the adapter registry.
+
+Adapters come from three places, in this order:
+
+1. **built-in** – declared in the package's ``registry.toml``; their modules are imported
+   only when an adapter is actually used (``picks plugins`` and ``--help`` import none);
+2. **entry point** – installed packages that declare ``[project.entry-points.picks]``;
+3. **local** – entries in a local registry file: ``$PICKS_REGISTRY``, else ``picks-registry.toml``
+   in the working directory, else ``registry.toml`` in ``$PICKS_USER_DIR``.
+
+``PICKS_LOAD_PLUGINS=name1,name2`` restricts which entry-point plugins load (empty string: none).
+``PICKS_TRACE_PLUGINS=1`` prints every hook call to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from picks.core.errors import AdapterConflict, PicksError, UnknownAdapter
+from picks.plugins import hookspecs
+from picks.plugins.adapter import Adapter
+
+ENTRY_POINT_GROUP = "picks"
+
+
+@dataclass
+class AdapterEntry:
+    """An adapter as listed by the registry; the adapter object is loaded on first use."""
+
+    name: str
+    picker: str
+    description: str
+    patterns: tuple[str, ...]
+    origin: str  # "built-in", "entry point" or "local"
+    version: str
+    formats: tuple[str, ...] = ()
+    plugin: str = ""
+    _target: str | None = None  # "module:Class" for lazy entries
+    _path: str | None = None  # .py file for local entries
+    _adapter: Adapter | None = field(default=None, repr=False)
+
+    def load(self) -> Adapter:
+        if self._adapter is None:
+            self._adapter = _instantiate(self._target or "", self._path)
+            if self._adapter.name != self.name:
+                raise PicksError(
+                    f"registry entry {self.name!r} loads an adapter named {self._adapter.name!r}"
+                )
+        return self._adapter
+
+    @property
+    def can_write(self) -> bool:
+        return self.load().can_write
+
+    def matches(self, path: Path) -> bool:
+        return Adapter.matches(self, path)  # type: ignore[arg-type]
+
+
+def _instantiate(target: str, path: str | None) -> Adapter:
+    module_name, _, attr = target.partition(":")
+    if path:
+        spec = importlib.util.spec_from_file_location(f"picks_local_{Path(path).stem}", path)
+        if spec is None or spec.loader is None:
+            raise PicksError(f"cannot import local adapter file {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        attr = attr or module_name
+    else:
+        module = importlib.import_module(module_name)
+    try:
+        cls = getattr(module, attr)
+    except AttributeError:
+        raise PicksError(f"adapter {target!r}: {module.__name__} has no attribute {attr!r}") from None
+    return cls() if isinstance(cls, type) else cls
+
+
+def _read_registry(path: Path | Any, origin: str) -> list[AdapterEntry]:
+    with path.open("rb") as handle:
+        try:
+            data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise PicksError(f"registry file {path}: {exc}") from None
+    entries = []
+    base = Path(str(path)).parent
+    for item in data.get("adapter", []):
+        try:
+            file = item.get("path")
+            entries.append(
+                AdapterEntry(
+                    name=item["name"],
+                    picker=item.get("picker", ""),
+                    description=item.get("description", ""),
+                    patterns=tuple(item.get("patterns", ())),
+                    formats=tuple(item.get("formats", ())),
+                    origin=origin,
+                    version=item.get("version", ""),
+                    plugin=str(path) if origin == "local" else "picks",
+                    _target=item["object"],
+                    _path=str((base / file).resolve()) if file else None,
+                )
+            )
+        except KeyError as exc:
+            raise PicksError(f"registry file {path}: an [[adapter]] entry lacks {exc}") from None
+    return entries
+
+
+def builtin_entries() -> list[AdapterEntry]:
+    from picks import __version__
+
+    entries = _read_registry(resources.files("picks").joinpath("registry.toml"), "built-in")
+    for entry in entries:
+        entry.version = entry.version or __version__
+    return entries
+
+
+def local_registry_path() -> Path | None:
+    """The local registry file in effect, if any (see module docstring)."""
+    if os.environ.get("PICKS_REGISTRY"):
+        return Path(os.environ["PICKS_REGISTRY"])
+    here = Path.cwd() / "picks-registry.toml"
+    if here.exists():
+        return here
+    user_dir = os.environ.get("PICKS_USER_DIR")
+    if user_dir and (Path(user_dir) / "registry.toml").exists():
+        return Path(user_dir) / "registry.toml"
+    return None
+
+
+def get_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager:
+    """A fresh manager with the hookspecs and (optionally) entry-point plugins loaded."""
+    pm = pluggy.PluginManager("picks")
+    pm.add_hookspecs(hookspecs)
+    if load_entrypoints:
+        allow = os.environ.get("PICKS_LOAD_PLUGINS")
+        if allow is None:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        else:
+            wanted = {n.strip() for n in allow.split(",") if n.strip()}
+            from importlib.metadata import entry_points
+
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name in wanted and pm.get_plugin(ep.name) is None:
+                    pm.register(ep.load(), name=ep.name)
+    if os.environ.get("PICKS_TRACE_PLUGINS"):
+        pm.add_hookcall_monitoring(
+            lambda name, impls, kw: print(f"picks hook {name} -> {[i.plugin_name for i in impls]}", file=sys.stderr),
+            lambda outcome, name, impls, kw: None,
+        )
+    pm.check_pending()
+    return pm
+
+
+class AdapterRegistry:
+    """All adapters, by name, with auto-detection of a file's format."""
+
+    def __init__(self, entries: list[AdapterEntry]) -> None:
+        self._entries: dict[str, AdapterEntry] = {}
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: AdapterEntry) -> None:
+        if entry.name in self._entries:
+            other = self._entries[entry.name]
+            raise AdapterConflict(
+                f"adapter name {entry.name!r} is registered twice ({other.origin} {other.plugin!r} "
+                f"and {entry.origin} {entry.plugin!r})",
+                hint="Give the plugin's adapter a distinct name.",
+            )
+        self._entries[entry.name] = entry
+
+    def __iter__(self) -> Iterator[AdapterEntry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, name: str) -> Adapter:
+        try:
+            return self._entries[name].load()
+        except KeyError:
+            raise UnknownAdapter(
+                f"no adapter named {name!r}; known: {', '.join(sorted(self._entries))}",
+                hint="Run 'picks plugins' to list adapters.",
+            ) from None
+
+    def entry(self, name: str) -> AdapterEntry:
+        self.get(name)
+        return self._entries[name]
+
+    def writers(self) -> list[str]:
+        return [e.name for e in self if e.can_write]
+
+    def detect(self, path: Path) -> Adapter:
+        """The adapter for ``path``: the most certain ``sniff`` among name-matching adapters."""
+        candidates = [e for e in self if e.matches(path)]
+        scored = []
+        for entry in candidates:
+            certainty = float(entry.load().sniff(path))
+            if certainty > 0:
+                scored.append((certainty, entry.name))
+        if not scored:
+            tried = ", ".join(e.name for e in candidates) or "none (no adapter pattern fits the name)"
+            raise UnknownAdapter(
+                f"{path}: no adapter recognised this file (tried: {tried})",
+                hint="Name one with --adapter NAME; 'picks plugins' lists them.",
+            )
+        scored.sort(reverse=True)
+        if len(scored) > 1 and scored[0][0] == scored[1][0]:
+            tied = [n for c, n in scored if c == scored[0][0]]
+            raise UnknownAdapter(
+                f"{path}: several adapters claim this file equally ({', '.join(tied)})",
+                hint="Choose one with --adapter NAME.",
+            )
+        return self.get(scored[0][1])
+
+
+def get_registry(*, load_entrypoints: bool = True, local: bool = True) -> AdapterRegistry:
+    """Collect built-in, entry-point and local adapters into one registry."""
+    registry = AdapterRegistry(builtin_entries())
+    pm = get_plugin_manager(load_entrypoints=load_entrypoints)
+    versions = {id(plugin): dist.version for plugin, dist in pm.list_plugin_distributions()}
+
+    for plugin_name, plugin in pm.list_name_plugin():
+        impl = getattr(plugin, "register_adapters", None)
+        if impl is None:
+            continue
+
+        def register(adapter: Adapter, _plugin=plugin, _name=plugin_name) -> None:
+            _check_adapter(adapter, _name)
+            registry.add(
+                AdapterEntry(
+                    name=adapter.name,
+                    picker=adapter.picker,
+                    description=adapter.description,
+                    patterns=tuple(adapter.patterns),
+                    origin="entry point",
+                    version=versions.get(id(_plugin), adapter.version),
+                    plugin=_name,
+                    _adapter=adapter,
+                )
+            )
+
+        pm.subset_hook_caller("register_adapters", remove_plugins=[
+            p for _, p in pm.list_name_plugin() if p is not plugin
+        ])(register=register)
+
+    if local and (path := local_registry_path()) is not None:
+        if not path.exists():
+            raise PicksError(f"local registry file {path} (from PICKS_REGISTRY) does not exist")
+        for entry in _read_registry(path, "local"):
+            entry.version = entry.version or "local"
+            registry.add(entry)
+    return registry
+
+
+def _check_adapter(adapter: Adapter, plugin: str) -> None:
+    if not isinstance(adapter, Adapter):
+        raise PicksError(f"plugin {plugin!r} registered {adapter!r}, which is not a picks Adapter")
+    if not adapter.name or not adapter.patterns:
+        raise PicksError(f"plugin {plugin!r}: adapter {type(adapter).__name__} needs a name and patterns")
