@@ -49,7 +49,9 @@ class CziiCsvAdapter(Adapter):
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
         text = path.read_text(encoding="utf-8")
         if not text.strip():
-            raise ctx.error("empty file; expected a header 'id,experiment,particle_type,x,y,z'", line=1)
+            raise ctx.error(
+                "empty file; expected a header 'id,experiment,particle_type,x,y,z'", line=1
+            )
         reader = csv.reader(io.StringIO(text))
         header = [c.strip() for c in next(reader)]
         lower = [c.lower() for c in header]
@@ -57,7 +59,9 @@ class CziiCsvAdapter(Adapter):
         if missing:
             raise ctx.error(f"header lacks column(s) {missing}; found {header}", line=1)
         index = {c: lower.index(c) for c in lower}
-        rows: dict[str, list] = {k: [] for k in ("tomogram", "particle", "x", "y", "z", "score", "record", "original")}
+        rows: dict[str, list] = {
+            k: [] for k in ("tomogram", "particle", "x", "y", "z", "score", "record", "original")
+        }
         raw_names: dict[str, str] = {}
         for number, fields in enumerate(reader, start=2):
             if not fields or all(not f.strip() for f in fields):
@@ -76,7 +80,9 @@ class CziiCsvAdapter(Adapter):
                 try:
                     score = float(fields[index["score"]])
                 except ValueError:
-                    raise ctx.error(f"score = {fields[index['score']]!r} is not a number", line=number) from None
+                    raise ctx.error(
+                        f"score = {fields[index['score']]!r} is not a number", line=number
+                    ) from None
             experiment = fields[index["experiment"]].strip()
             if experiment not in raw_names:
                 raw_names[experiment] = ctx.resolve_tomogram(experiment)
@@ -105,8 +111,15 @@ class CziiCsvAdapter(Adapter):
         largest = frame[["x", "y", "z"]].abs().max().to_numpy()
         for name, group in frame.groupby("tomogram"):
             tomo = ctx.tomograms.get(str(name))
-            if tomo is not None and tomo.shape is not None and tomo.voxel_size and tomo.voxel_size > 1.5:
-                fits_in_voxels = (group[["x", "y", "z"]].max().to_numpy() <= np.asarray(tomo.shape) + 1).all()
+            if (
+                tomo is not None
+                and tomo.shape is not None
+                and tomo.voxel_size
+                and tomo.voxel_size > 1.5
+            ):
+                fits_in_voxels = (
+                    group[["x", "y", "z"]].max().to_numpy() <= np.asarray(tomo.shape) + 1
+                ).all()
                 if fits_in_voxels:
                     ctx.warn(
                         f"every coordinate of tomogram {name!r} fits inside its size in voxels "
@@ -138,5 +151,3 @@ class CziiCsvAdapter(Adapter):
             if extra in picks:
                 out[extra] = picks[extra].to_numpy()
         out.to_csv(path, index=False, float_format="%.4f")
-
-

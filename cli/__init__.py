@@ -39,7 +39,9 @@ def get_app() -> typer.Typer:
 
     @app.callback()
     def root(
-        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Show the version."
+        ),
         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
     ) -> None:
         """Consensus of cryo-ET particle pickers, with provenance for every pick."""
@@ -55,9 +57,10 @@ def main() -> None:
     """Console entry point: user errors become one ``Error:`` line and a meaningful exit code."""
     from picks.core.errors import PicksError
 
-    app = get_app()
+    command = typer.main.get_command(get_app())
     try:
-        app(standalone_mode=False)
+        # Click handles usage errors itself (exit 2); our errors arrive here.
+        command.main(prog_name="picks", standalone_mode=True)
     except PicksError as exc:
         if os.environ.get("PICKS_DEBUG"):
             raise
@@ -65,15 +68,3 @@ def main() -> None:
         if exc.hint:
             typer.echo(f"Hint: {exc.hint}", err=True)
         sys.exit(exc.exit_code)
-    except _click_exceptions() as exc:  # usage errors, aborts
-        exc.show() if hasattr(exc, "show") else typer.echo(str(exc), err=True)
-        sys.exit(getattr(exc, "exit_code", 2))
-    except KeyboardInterrupt:
-        typer.echo("Interrupted.", err=True)
-        sys.exit(130)
-
-
-def _click_exceptions() -> tuple[type[BaseException], ...]:
-    import click
-
-    return (click.ClickException, click.exceptions.Abort)

@@ -47,7 +47,9 @@ def echo_table(rows: Sequence[dict], columns: Sequence[str], *, title: str | Non
     numeric = [all(_is_number(row.get(c)) for row in rows) for c in columns]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     typer.echo(line(list(columns)))
     typer.echo("  ".join("-" * w for w in widths))
@@ -56,7 +58,7 @@ def echo_table(rows: Sequence[dict], columns: Sequence[str], *, title: str | Non
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) or value is None
+    return (isinstance(value, int | float) and not isinstance(value, bool)) or value is None
 
 
 def _fmt(value: Any) -> str:
@@ -65,7 +67,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return ""
-        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e6 else f"{value:.3f}".rstrip("0").rstrip(".")
+        return (
+            f"{value:.4g}"
+            if abs(value) < 1e-3 or abs(value) >= 1e6
+            else f"{value:.3f}".rstrip("0").rstrip(".")
+        )
     return str(value)
 
 

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from picks.cli.common import DbOption, JsonOption, echo_json, echo_table, open_store, parse_options, progress
+from picks.cli.common import (
+    DbOption,
+    JsonOption,
+    echo_json,
+    echo_table,
+    open_store,
+    parse_options,
+    progress,
+)
 
 DB_DEFAULT = Path("picks.db")
 
@@ -29,16 +37,33 @@ def register_tomograms(store, paths: list[Path], voxel_size: float | None) -> in
 
 
 def import_cmd(
-    files: Annotated[list[Path], typer.Argument(help="Picker output files or folders.")],
-    picker: Annotated[str | None, typer.Option(help="Label for this picker (default: from the adapter).")] = None,
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILES...", help="Picker output files or folders.")
+    ],
+    picker: Annotated[
+        str | None, typer.Option(help="Label for this picker (default: from the adapter).")
+    ] = None,
     adapter: Annotated[str, typer.Option(help="Adapter name, or 'auto' to detect it.")] = "auto",
-    tomograms: Annotated[list[Path] | None, typer.Option("--tomograms", help="Tomogram files/folders to register first.")] = None,
-    voxel_size: Annotated[float | None, typer.Option(help="Å per voxel of the coordinates in the files.")] = None,
-    binning: Annotated[float, typer.Option(help="The picks were made on a tomogram binned by this factor.")] = 1.0,
+    tomograms: Annotated[
+        list[Path] | None,
+        typer.Option("--tomograms", help="Tomogram files/folders to register first."),
+    ] = None,
+    voxel_size: Annotated[
+        float | None, typer.Option(help="Å per voxel of the coordinates in the files.")
+    ] = None,
+    binning: Annotated[
+        float, typer.Option(help="The picks were made on a tomogram binned by this factor.")
+    ] = 1.0,
     particle: Annotated[str | None, typer.Option(help="Class for picks that have none.")] = None,
-    tomogram: Annotated[str | None, typer.Option(help="Tomogram name for files that do not name one.")] = None,
-    role: Annotated[str, typer.Option(help="picker, or positive/negative for trusted reference picks.")] = "picker",
-    option: Annotated[list[str] | None, typer.Option("--option", help="Adapter option KEY=VALUE.")] = None,
+    tomogram: Annotated[
+        str | None, typer.Option(help="Tomogram name for files that do not name one.")
+    ] = None,
+    role: Annotated[
+        str, typer.Option(help="picker, or positive/negative for trusted reference picks.")
+    ] = "picker",
+    option: Annotated[
+        list[str] | None, typer.Option("--option", help="Adapter option KEY=VALUE.")
+    ] = None,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
 ) -> None:
@@ -59,18 +84,30 @@ def import_cmd(
         with progress("import", total=len(paths)) as advance:
             for path in paths:
                 result = import_file(
-                    store, path, registry, adapter=adapter, picker=picker, role=role,
-                    voxel_size=voxel_size, binning=binning, particle=particle,
-                    tomogram=tomogram, options=options,
+                    store,
+                    path,
+                    registry,
+                    adapter=adapter,
+                    picker=picker,
+                    role=role,
+                    voxel_size=voxel_size,
+                    binning=binning,
+                    particle=particle,
+                    tomogram=tomogram,
+                    options=options,
                 )
                 results.append(result)
                 advance(1)
                 if not json_out:
                     if result.skipped:
-                        typer.echo(f"{path}: already imported as source {result.source_id} (same sha256), nothing to do")
+                        typer.echo(
+                            f"{path}: already imported as source {result.source_id} (same sha256), nothing to do"
+                        )
                     else:
-                        typer.echo(f"{path}: {result.n_picks} picks imported as source {result.source_id} "
-                                   f"({result.adapter}, picker {result.picker})")
+                        typer.echo(
+                            f"{path}: {result.n_picks} picks imported as source {result.source_id} "
+                            f"({result.adapter}, picker {result.picker})"
+                        )
                         for warning in result.warnings:
                             typer.echo(f"  warning: {warning}", err=True)
     if json_out:
@@ -78,8 +115,13 @@ def import_cmd(
 
 
 def tomograms_cmd(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Tomogram files (MRC, OME-Zarr) or folders to register.")] = None,
-    voxel_size: Annotated[float | None, typer.Option(help="Voxel size in Å when the header lacks it.")] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Tomogram files (MRC, OME-Zarr) or folders to register."),
+    ] = None,
+    voxel_size: Annotated[
+        float | None, typer.Option(help="Voxel size in Å when the header lacks it.")
+    ] = None,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
 ) -> None:
@@ -88,7 +130,12 @@ def tomograms_cmd(
         if paths:
             register_tomograms(store, paths, voxel_size)
         rows = [
-            {"name": t.name, "voxel_size": t.voxel_size, "shape": "×".join(map(str, t.shape or ())), "path": t.path}
+            {
+                "name": t.name,
+                "voxel_size": t.voxel_size,
+                "shape": "×".join(map(str, t.shape or ())),
+                "path": t.path,
+            }
             for t in store.tomograms()
         ]
     echo_json(rows) if json_out else echo_table(rows, ["name", "voxel_size", "shape", "path"])
@@ -104,20 +151,30 @@ def sources_cmd(db: DbOption = DB_DEFAULT, json_out: JsonOption = False) -> None
     for row in rows:
         row["sha256"] = row["sha256"][:12]
         row["file"] = Path(row["path"]).name
-    echo_table(rows, ["id", "picker", "role", "adapter", "n_picks", "sha256", "imported_at", "file"])
+    echo_table(
+        rows, ["id", "picker", "role", "adapter", "n_picks", "sha256", "imported_at", "file"]
+    )
 
 
 def runs_cmd(db: DbOption = DB_DEFAULT, json_out: JsonOption = False) -> None:
     """List runs (imports, aggregations, trainings) with their status."""
     with open_store(db) as store:
         rows = store.runs()
-    echo_json(rows) if json_out else echo_table(rows, ["id", "command", "method", "status", "seed", "started_at", "ended_at", "version"])
+    echo_json(rows) if json_out else echo_table(
+        rows, ["id", "command", "method", "status", "seed", "started_at", "ended_at", "version"]
+    )
 
 
 def audit_cmd(
-    ident: Annotated[int, typer.Argument(metavar="ID", help="Consensus pick id (or raw pick id with --pick).")],
-    pick: Annotated[bool, typer.Option("--pick", help="ID is a raw pick, not a consensus pick.")] = False,
-    export: Annotated[Path | None, typer.Option(help="Write the full audit as JSON to this file.")] = None,
+    ident: Annotated[
+        int, typer.Argument(metavar="ID", help="Consensus pick id (or raw pick id with --pick).")
+    ],
+    pick: Annotated[
+        bool, typer.Option("--pick", help="ID is a raw pick, not a consensus pick.")
+    ] = False,
+    export: Annotated[
+        Path | None, typer.Option(help="Write the full audit as JSON to this file.")
+    ] = None,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
 ) -> None:

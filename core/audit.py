@@ -80,7 +80,9 @@ def audit_consensus(store: Store, consensus_id: int) -> dict:
     run = store.get_run(consensus["run_id"])
     run["params"] = _loads(run.get("params"))
     scores = list(
-        store.db.query("SELECT model_id, particle, score FROM scores WHERE consensus_id = ?", [consensus_id])
+        store.db.query(
+            "SELECT model_id, particle, score FROM scores WHERE consensus_id = ?", [consensus_id]
+        )
     )
     exports = [
         {k: e[k] for k in ("id", "path", "format", "sha256", "created_at")}
@@ -109,19 +111,27 @@ def render(report: dict) -> str:
     lines: list[str] = []
     if report["kind"] == "raw pick":
         pick, source = report["pick"], report["source"]
-        lines.append(f"Raw pick {pick['id']} ({pick['tomogram']}, {pick['particle'] or 'no class'})")
+        lines.append(
+            f"Raw pick {pick['id']} ({pick['tomogram']}, {pick['particle'] or 'no class'})"
+        )
         lines.append(f"  position  x={pick['x']:.1f} y={pick['y']:.1f} z={pick['z']:.1f} Å")
         if pick.get("score") is not None:
             lines.append(f"  score     {pick['score']:g} (from {pick.get('score_field') or '?'})")
         lines.append(f"  source    #{source['id']} {source['path']}")
-        lines.append(f"            adapter {source['adapter']} v{source['adapter_version']}, picker {source['picker']}, sha256 {source['sha256'][:16]}")
+        lines.append(
+            f"            adapter {source['adapter']} v{source['adapter_version']}, picker {source['picker']}, sha256 {source['sha256'][:16]}"
+        )
         lines.append(f"  record    {report['record']}: {report['original']}")
         for c in report["consensus"]:
-            lines.append(f"  member of consensus pick {c['consensus_id']} (run {c['run_id']}, {c['status']}, "
-                         f"{'accepted' if c['accepted'] else 'rejected'}, {c['distance']:.1f} Å from it)")
+            lines.append(
+                f"  member of consensus pick {c['consensus_id']} (run {c['run_id']}, {c['status']}, "
+                f"{'accepted' if c['accepted'] else 'rejected'}, {c['distance']:.1f} Å from it)"
+            )
         return "\n".join(lines)
     c = report["consensus"]
-    lines.append(f"Consensus pick {c['id']} ({c['tomogram']}, {c['particle'] or 'no class'}) of run {c['run_id']}")
+    lines.append(
+        f"Consensus pick {c['id']} ({c['tomogram']}, {c['particle'] or 'no class'}) of run {c['run_id']}"
+    )
     lines.append(f"  position  x={c['x']:.1f} y={c['y']:.1f} z={c['z']:.1f} Å")
     lines.append(f"  support   {c['support']:g} ({c['pickers']}), status {c['status']}")
     score_bits = [f"final {c['score']:.3f}" if c["score"] is not None else "final -"]
@@ -130,18 +140,25 @@ def render(report: dict) -> str:
     if c.get("cnn_score") is not None:
         score_bits.append(f"cnn {c['cnn_score']:.3f}")
     lines.append(f"  scores    {', '.join(score_bits)}")
-    lines.append(f"  decision  {'ACCEPTED' if c['accepted'] else 'rejected'}" + (f" ({c['reason']})" if c.get("reason") else ""))
+    lines.append(
+        f"  decision  {'ACCEPTED' if c['accepted'] else 'rejected'}"
+        + (f" ({c['reason']})" if c.get("reason") else "")
+    )
     lines.append(f"  members   {len(report['members'])}")
     for m in report["members"]:
-        lines.append(f"    - {m['picker']}: raw pick {m['pick_id']}, {m['distance']:.1f} Å away, "
-                     f"{m['path']} record {m['record']}")
+        lines.append(
+            f"    - {m['picker']}: raw pick {m['pick_id']}, {m['distance']:.1f} Å away, "
+            f"{m['path']} record {m['record']}"
+        )
         lines.append(f"        {m['original']}")
     for s in report["model_scores"]:
         lines.append(f"  model {s['model_id']} score for {s['particle']}: {s['score']:.3f}")
     for d in report["dropped"]:
         lines.append(f"  dropped at {d['stage']}: {d['reason']}")
     run = report["run"]
-    lines.append(f"  run       #{run['id']} {run['command']} ({run['method']}), picks {run['version']}, seed {run['seed']}, {run['status']}")
+    lines.append(
+        f"  run       #{run['id']} {run['command']} ({run['method']}), picks {run['version']}, seed {run['seed']}, {run['status']}"
+    )
     params = run.get("params") or {}
     for key in sorted(params):
         lines.append(f"            {key} = {params[key]}")

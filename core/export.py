@@ -61,7 +61,12 @@ def planned_files(picks: pd.DataFrame, adapter: Adapter, out: Path) -> dict[Path
 
 
 def write_picks(
-    picks: pd.DataFrame, adapter: Adapter, out: str | Path, ctx: WriteContext | None = None, *, force: bool = False
+    picks: pd.DataFrame,
+    adapter: Adapter,
+    out: str | Path,
+    ctx: WriteContext | None = None,
+    *,
+    force: bool = False,
 ) -> list[Path]:
     """Write ``picks`` with ``adapter`` to ``out`` (a file, or a folder for multi-file layouts)."""
     if not adapter.can_write:

@@ -55,14 +55,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def expand_inputs(paths: Iterable[str | Path], registry: AdapterRegistry, adapter: str = "auto") -> list[Path]:
+def expand_inputs(
+    paths: Iterable[str | Path], registry: AdapterRegistry, adapter: str = "auto"
+) -> list[Path]:
     """Files as given; folders expanded (recursively, sorted) to files some adapter's patterns fit."""
     entries = [registry.entry(adapter)] if adapter != "auto" else list(registry)
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and any(e.matches(p) for e in entries))
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and any(e.matches(p) for e in entries)
+            )
             if not found:
                 raise PicksError(f"{path}: folder holds no file any adapter reads")
             files.extend(found)
@@ -147,7 +151,12 @@ def import_file(
     existing = store.find_source(digest)
     if existing is not None:
         return ImportResult(
-            path, existing["id"], existing["adapter"], existing["picker"], existing["n_picks"], skipped=True
+            path,
+            existing["id"],
+            existing["adapter"],
+            existing["picker"],
+            existing["n_picks"],
+            skipped=True,
         )
     chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
     ctx = ReadContext(
@@ -180,7 +189,9 @@ def import_file(
         "run_id": run_id,
     }
     source_id = store.add_source(meta, frame)
-    return ImportResult(path, source_id, chosen.name, label, len(frame), warnings=list(ctx.warnings))
+    return ImportResult(
+        path, source_id, chosen.name, label, len(frame), warnings=list(ctx.warnings)
+    )
 
 
 def default_picker_label(adapter: Adapter) -> str:

@@ -82,10 +82,14 @@ class Store:
                 self.db["tomograms"].upsert_all(rows, pk="name")
 
     def tomograms(self) -> TomogramSet:
-        return TomogramSet(Tomogram.from_row(r) for r in self.db["tomograms"].rows_where(order_by="name"))
+        return TomogramSet(
+            Tomogram.from_row(r) for r in self.db["tomograms"].rows_where(order_by="name")
+        )
 
     # -- runs --------------------------------------------------------------------------------
-    def start_run(self, command: str, params: dict[str, Any], *, method: str = "", seed: int | None = None) -> int:
+    def start_run(
+        self, command: str, params: dict[str, Any], *, method: str = "", seed: int | None = None
+    ) -> int:
         from picks import __version__
 
         with self.transaction():
@@ -102,12 +106,18 @@ class Store:
             )
         return int(table.last_pk)
 
-    def finish_run(self, run_id: int, status: str = "ok", message: str = "", **updates: Any) -> None:
+    def finish_run(
+        self, run_id: int, status: str = "ok", message: str = "", **updates: Any
+    ) -> None:
         with self.transaction():
-            self.db["runs"].update(run_id, {"ended_at": now(), "status": status, "message": message, **updates})
+            self.db["runs"].update(
+                run_id, {"ended_at": now(), "status": status, "message": message, **updates}
+            )
 
     @contextlib.contextmanager
-    def run(self, command: str, params: dict[str, Any], *, method: str = "", seed: int | None = None) -> Iterator[int]:
+    def run(
+        self, command: str, params: dict[str, Any], *, method: str = "", seed: int | None = None
+    ) -> Iterator[int]:
         """Record a run around a block: status ``ok`` on success, ``failed`` with the error."""
         run_id = self.start_run(command, params, method=method, seed=seed)
         try:
@@ -192,7 +202,10 @@ class Store:
         Always includes ``id``, ``source_id``, ``picker`` and ``role``.
         """
         wanted = list(columns) if columns else list(canonical.COLUMNS)
-        select = ", ".join(["p.id", "p.source_id", "s.picker", "s.role"] + [f"p.{c}" for c in wanted if c not in ("id", "source_id")])
+        select = ", ".join(
+            ["p.id", "p.source_id", "s.picker", "s.role"]
+            + [f"p.{c}" for c in wanted if c not in ("id", "source_id")]
+        )
         where, params = [], []
         if source_ids is not None:
             where.append(f"p.source_id IN ({','.join('?' * len(source_ids))})")
@@ -215,7 +228,9 @@ class Store:
     def get_pick(self, pick_id: int) -> dict:
         rows = list(self.db.query("SELECT * FROM picks WHERE id = ?", [pick_id]))
         if not rows:
-            raise NotFound(f"no raw pick with id {pick_id}", hint="'picks sources' lists what is imported.")
+            raise NotFound(
+                f"no raw pick with id {pick_id}", hint="'picks sources' lists what is imported."
+            )
         return rows[0]
 
     def count(self, table: str) -> int:

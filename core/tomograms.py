@@ -82,10 +82,14 @@ class Tomogram:
     @classmethod
     def from_row(cls, row: dict) -> Tomogram:
         shape = json.loads(row["shape"]) if row.get("shape") else None
-        return cls(row["name"], row.get("path"), row.get("voxel_size"), tuple(shape) if shape else None)
+        return cls(
+            row["name"], row.get("path"), row.get("voxel_size"), tuple(shape) if shape else None
+        )
 
 
-def read_tomogram(path: str | Path, *, name: str | None = None, voxel_size: float | None = None) -> Tomogram:
+def read_tomogram(
+    path: str | Path, *, name: str | None = None, voxel_size: float | None = None
+) -> Tomogram:
     """Read a tomogram's header (never its data): MRC via mrcfile, or OME-Zarr.
 
     ``voxel_size`` overrides the header; a header voxel size of 0 or 1 Å is treated as unset
@@ -137,13 +141,19 @@ def _zarr_header(path: Path) -> tuple[tuple[int, int, int], float | None]:
 
     try:
         group = zarr.open_group(str(path), mode="r")
-        multiscales = group.attrs.get("multiscales") or group.attrs.get("ome", {}).get("multiscales")
+        multiscales = group.attrs.get("multiscales") or group.attrs.get("ome", {}).get(
+            "multiscales"
+        )
         dataset = multiscales[0]["datasets"][0]
         array = group[dataset["path"]]
         nz, ny, nx = array.shape[-3:]
-        scale = next(t["scale"] for t in dataset["coordinateTransformations"] if t["type"] == "scale")
+        scale = next(
+            t["scale"] for t in dataset["coordinateTransformations"] if t["type"] == "scale"
+        )
         axes = multiscales[0].get("axes", [])
-        unit = axes[-1].get("unit", "angstrom") if axes and isinstance(axes[-1], dict) else "angstrom"
+        unit = (
+            axes[-1].get("unit", "angstrom") if axes and isinstance(axes[-1], dict) else "angstrom"
+        )
     except Exception as exc:
         raise PicksError(f"tomogram {path}: cannot read OME-Zarr metadata ({exc})") from None
     factor = {"nanometer": 10.0, "angstrom": 1.0, "micrometer": 1e4}.get(unit, 1.0)
@@ -210,7 +220,9 @@ class TomogramSet:
         candidates = self._by_key.get(key, [])
         if not candidates:
             # A picker may add its own prefix/suffix: accept a unique containment match.
-            candidates = [n for k, names in self._by_key.items() for n in names if k in key or key in k]
+            candidates = [
+                n for k, names in self._by_key.items() for n in names if k in key or key in k
+            ]
         if len(candidates) == 1:
             return candidates[0]
         where = f"{source}: " if source else ""

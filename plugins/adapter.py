@@ -53,7 +53,9 @@ class ReadContext:
         """Record a warning about this file (shown to the user, stored with the source)."""
         self.warnings.append(message)
 
-    def error(self, message: str, *, line: int | None = None, record: str | None = None) -> InputFormatError:
+    def error(
+        self, message: str, *, line: int | None = None, record: str | None = None
+    ) -> InputFormatError:
         """An :class:`InputFormatError` naming this file (and line), ready to ``raise``."""
         return InputFormatError(self.path, message, line=line, record=record)
 
@@ -87,7 +89,9 @@ class ReadContext:
             )
         return picked, reference or picked
 
-    def voxels_to_angstrom(self, frame: pd.DataFrame, columns: tuple[str, ...] = ("x", "y", "z")) -> pd.DataFrame:
+    def voxels_to_angstrom(
+        self, frame: pd.DataFrame, columns: tuple[str, ...] = ("x", "y", "z")
+    ) -> pd.DataFrame:
         """Convert 0-based voxel-centre coordinates to Å in the canonical frame, in place.
 
         For a volume binned by ``b`` relative to the reference (voxel sizes ``vb = b·v0``),
@@ -123,7 +127,9 @@ class WriteContext:
             )
         return target, reference or target
 
-    def angstrom_to_voxels(self, frame: pd.DataFrame, columns: tuple[str, ...] = ("x", "y", "z")) -> pd.DataFrame:
+    def angstrom_to_voxels(
+        self, frame: pd.DataFrame, columns: tuple[str, ...] = ("x", "y", "z")
+    ) -> pd.DataFrame:
         """Inverse of :meth:`ReadContext.voxels_to_angstrom`; returns a converted copy."""
         out = frame.copy()
         for tomogram, index in out.groupby("tomogram", sort=False).groups.items():

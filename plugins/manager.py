@@ -15,6 +15,7 @@ Adapters come from three places, in this order:
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -82,7 +83,9 @@ def _instantiate(target: str, path: str | None) -> Adapter:
     try:
         cls = getattr(module, attr)
     except AttributeError:
-        raise PicksError(f"adapter {target!r}: {module.__name__} has no attribute {attr!r}") from None
+        raise PicksError(
+            f"adapter {target!r}: {module.__name__} has no attribute {attr!r}"
+        ) from None
     return cls() if isinstance(cls, type) else cls
 
 
@@ -147,15 +150,18 @@ def get_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager
         if allow is None:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         else:
+            # Block everything not allowed, then let pluggy load (and record distributions).
             wanted = {n.strip() for n in allow.split(",") if n.strip()}
-            from importlib.metadata import entry_points
-
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                if ep.name in wanted and pm.get_plugin(ep.name) is None:
-                    pm.register(ep.load(), name=ep.name)
+            for dist in importlib.metadata.distributions():
+                for ep in dist.entry_points:
+                    if ep.group == ENTRY_POINT_GROUP and ep.name not in wanted:
+                        pm.set_blocked(ep.name)
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     if os.environ.get("PICKS_TRACE_PLUGINS"):
         pm.add_hookcall_monitoring(
-            lambda name, impls, kw: print(f"picks hook {name} -> {[i.plugin_name for i in impls]}", file=sys.stderr),
+            lambda name, impls, kw: print(
+                f"picks hook {name} -> {[i.plugin_name for i in impls]}", file=sys.stderr
+            ),
             lambda outcome, name, impls, kw: None,
         )
     pm.check_pending()
@@ -214,7 +220,9 @@ class AdapterRegistry:
             if certainty > 0:
                 scored.append((certainty, entry.name))
         if not scored:
-            tried = ", ".join(e.name for e in candidates) or "none (no adapter pattern fits the name)"
+            tried = (
+                ", ".join(e.name for e in candidates) or "none (no adapter pattern fits the name)"
+            )
             raise UnknownAdapter(
                 f"{path}: no adapter recognised this file (tried: {tried})",
                 hint="Name one with --adapter NAME; 'picks plugins' lists them.",
@@ -255,9 +263,10 @@ def get_registry(*, load_entrypoints: bool = True, local: bool = True) -> Adapte
                 )
             )
 
-        pm.subset_hook_caller("register_adapters", remove_plugins=[
-            p for _, p in pm.list_name_plugin() if p is not plugin
-        ])(register=register)
+        pm.subset_hook_caller(
+            "register_adapters",
+            remove_plugins=[p for _, p in pm.list_name_plugin() if p is not plugin],
+        )(register=register)
 
     if local and (path := local_registry_path()) is not None:
         if not path.exists():
@@ -272,4 +281,6 @@ def _check_adapter(adapter: Adapter, plugin: str) -> None:
     if not isinstance(adapter, Adapter):
         raise PicksError(f"plugin {plugin!r} registered {adapter!r}, which is not a picks Adapter")
     if not adapter.name or not adapter.patterns:
-        raise PicksError(f"plugin {plugin!r}: adapter {type(adapter).__name__} needs a name and patterns")
+        raise PicksError(
+            f"plugin {plugin!r}: adapter {type(adapter).__name__} needs a name and patterns"
+        )

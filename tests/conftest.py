@@ -31,7 +31,13 @@ def polnet_dir(shared_dir: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep PICKS_* settings of the developer's shell out of tests; no progress bars."""
-    for var in ("PICKS_DB", "PICKS_REGISTRY", "PICKS_LOAD_PLUGINS", "PICKS_DEBUG", "PICKS_TRACE_PLUGINS"):
+    for var in (
+        "PICKS_DB",
+        "PICKS_REGISTRY",
+        "PICKS_LOAD_PLUGINS",
+        "PICKS_DEBUG",
+        "PICKS_TRACE_PLUGINS",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PICKS_USER_DIR", str(tmp_path / "user"))
     monkeypatch.setenv("PICKS_NO_PROGRESS", "1")
