@@ -18,6 +18,7 @@ from picks import __version__
 COMMAND_MODULES = [
     "store_cmds",
     "plugins_cmd",
+    "convert_cmd",
 ]
 
 

@@ -81,7 +81,10 @@ def write_picks(
     files = planned_files(picks, adapter, out)
     clashes = [str(p) for p in files if p.exists()]
     if clashes and not force:
-        raise PicksError(f"{', '.join(clashes[:5])} exist(s)", hint="Use --force to replace.")
+        raise PicksError(
+            f"{len(clashes)} output file(s) already exist: {', '.join(clashes[:5])}",
+            hint="Use --force to replace them.",
+        )
     for path, group in files.items():
         with atomic_path(path, force=force) as tmp:
             adapter.write(group.reset_index(drop=True), tmp, ctx)
