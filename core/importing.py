@@ -16,6 +16,7 @@ import pandas as pd
 
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, OutOfExtent, PicksError
+from picks.core.migrations import source_identity
 from picks.core.store import Store
 from picks.core.tomograms import TomogramSet
 from picks.plugins.adapter import Adapter, ReadContext
@@ -65,7 +66,12 @@ def expand_inputs(
         path = Path(raw)
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*") if p.is_file() and any(e.matches(p) for e in entries)
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                # never look inside volume stores (a zarr v3 store holds zarr.json files)
+                and not any(q.lower().endswith(".zarr") for q in p.relative_to(path).parts[:-1])
+                and any(e.matches(p) for e in entries)
             )
             if not found:
                 raise PicksError(f"{path}: folder holds no file any adapter reads")
@@ -148,16 +154,6 @@ def import_file(
     if not path.is_file():
         raise PicksError(f"{path} does not exist or is not a file")
     digest = sha256_file(path)
-    existing = store.find_source(digest)
-    if existing is not None:
-        return ImportResult(
-            path,
-            existing["id"],
-            existing["adapter"],
-            existing["picker"],
-            existing["n_picks"],
-            skipped=True,
-        )
     chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
     ctx = ReadContext(
         path=path,
@@ -169,6 +165,18 @@ def import_file(
         options=dict(options or {}),
     )
     frame = read_file(chosen, ctx)
+    # Same bytes are the same source unless they land in other tomograms (a copick file whose
+    # run comes from its folder), so the match is on bytes + tomograms, after reading.
+    existing = store.find_source(digest, source_identity(digest, frame["tomogram"].unique()))
+    if existing is not None:
+        return ImportResult(
+            path,
+            existing["id"],
+            existing["adapter"],
+            existing["picker"],
+            existing["n_picks"],
+            skipped=True,
+        )
     label = picker or default_picker_label(chosen)
     meta = {
         "path": str(path.resolve()),

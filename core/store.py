@@ -21,7 +21,7 @@ from sqlite_utils import Database
 
 from picks.core import picks as canonical
 from picks.core.errors import NotFound
-from picks.core.migrations import migrate
+from picks.core.migrations import migrate, source_identity
 from picks.core.tomograms import Tomogram, TomogramSet
 
 DEFAULT_DB = "picks.db"
@@ -137,8 +137,12 @@ class Store:
             raise NotFound(f"no run with id {run_id}") from None
 
     # -- sources and raw picks ---------------------------------------------------------------
-    def find_source(self, sha256: str) -> dict | None:
-        rows = list(self.db["sources"].rows_where("sha256 = ?", [sha256]))
+    def find_source(self, sha256: str, identity: str | None = None) -> dict | None:
+        """A source with these bytes (and, if given, the same identity, see m004)."""
+        if identity is None:
+            rows = list(self.db["sources"].rows_where("sha256 = ?", [sha256], order_by="id"))
+        else:
+            rows = list(self.db["sources"].rows_where("identity = ?", [identity]))
         return rows[0] if rows else None
 
     def add_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> int:
@@ -154,6 +158,7 @@ class Store:
             if not isinstance(row.get(key), str | type(None)):
                 row[key] = json.dumps(row[key], sort_keys=True, default=str)
         row.setdefault("role", "picker")
+        row.setdefault("identity", source_identity(row["sha256"], picks["tomogram"].unique()))
         row["n_picks"] = len(picks)
         row["imported_at"] = now()
         source_id = int(self.db["sources"].insert(row).last_pk)

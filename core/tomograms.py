@@ -111,6 +111,10 @@ def read_tomogram(
 
 
 def _display_name(path: Path) -> str:
+    # copick projects: ExperimentRuns/<run>/VoxelSpacing<s>/<tomo_type>.zarr is named after <run>.
+    parts = Path(path).absolute().parts
+    if len(parts) >= 4 and parts[-2].startswith("VoxelSpacing") and parts[-4] == "ExperimentRuns":
+        return parts[-3]
     stem = _EXTENSIONS.sub("", path.name.rstrip("/"))
     return stem
 
@@ -167,7 +171,14 @@ def find_volumes(paths: Iterable[str | Path]) -> list[Path]:
         path = Path(raw)
         if path.is_dir() and not path.name.endswith(".zarr"):
             found.extend(
-                sorted(p for p in path.rglob("*") if p.name.lower().endswith(VOLUME_SUFFIXES))
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.name.lower().endswith(VOLUME_SUFFIXES)
+                    # copick segmentations are label volumes, not tomograms
+                    and "Segmentations" not in p.relative_to(path).parts[:-1]
+                    and not any(q.lower().endswith(".zarr") for q in p.relative_to(path).parts[:-1])
+                )
             )
         else:
             found.append(path)

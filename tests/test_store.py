@@ -42,7 +42,7 @@ def test_migrate_creates_all_tables_and_is_idempotent():
     assert expected <= set(db.table_names())
     assert schema_version(db) == len(migrations._migrations)
     assert db["picks"].columns_dict["x"] is float
-    assert {"sha256"} == {next(iter(i.columns)) for i in db["sources"].indexes if i.unique}
+    assert [["identity"]] == [i.columns for i in db["sources"].indexes if i.unique]
 
 
 def test_database_from_newer_picks_is_refused(tmp_path: Path):
@@ -79,6 +79,25 @@ def test_imported_values_and_provenance(store: Store, registry, tmp_path: Path):
     source = store.get_source(result.source_id)
     assert source["picker"] == "yolo" and source["adapter"] == "czii-csv"
     assert len(source["sha256"]) == 64 and source["size"] == path.stat().st_size
+
+
+def test_identical_bytes_in_different_tomograms_are_different_sources(store: Store, registry, tmp_path: Path):
+    """A file whose tomogram comes from its name is a new source when the name differs."""
+    text = "id,experiment,particle_type,x,y,z\n0,TS_1,ribosome,1,2,3\n"
+    a = write(tmp_path / "a.csv", text)
+    first = import_file(store, a, registry)
+    copy = write(tmp_path / "copy.csv", text)  # a copy elsewhere: same bytes, same tomograms
+    again = import_file(store, copy, registry)
+    assert again.skipped and again.source_id == first.source_id
+    xyz = "1 2 3\n"
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run2").mkdir()
+    one = write(tmp_path / "run1" / "TS_A.coords", xyz)
+    two = write(tmp_path / "run2" / "TS_B.coords", xyz)
+    r1 = import_file(store, one, registry, voxel_size=10)
+    r2 = import_file(store, two, registry, voxel_size=10)
+    assert not r1.skipped and not r2.skipped and r1.source_id != r2.source_id
+    assert import_file(store, one, registry, voxel_size=10).skipped
 
 
 def test_failed_import_leaves_store_unchanged(store: Store, registry, tmp_path: Path):

@@ -1,0 +1,319 @@
+"""copick picks JSON, single files or whole copick project folders (no copick install needed).
+
+Convention (``shared/reference/formats.md`` §5; copick/copick:src/copick/models.py,
+src/copick/util/relion.py):
+
+* one file per (run, user, session, object): ``pickable_object_name``, ``user_id``,
+  ``session_id``, ``run_name`` (may be null), ``voxel_spacing``, ``unit`` (default
+  ``"angstrom"``), ``trust_orientation`` and ``points[]`` with ``location {x, y, z}``,
+  ``transformation_`` (4×4), ``instance_id`` and ``score``;
+* ``location`` is in Å with the origin at the centre of voxel 0 (``Å = voxel index × spacing``,
+  what copick's own importers and its Data-Portal backend do) — already the canonical frame;
+* ``transformation_`` is the object-to-tomogram transform: its 3×3 block is
+  ``Rotation.from_euler("ZYZ", (rot, tilt, psi)).inv()`` of RELION's angles (copick's
+  ``relion_rows_to_poses``), read back here as RELION ZYZ angles with
+  ``angle_convention = "copick-matrix"``; its last column is an extra shift in Å that copick
+  *adds* to the location when it exports positions ("positions include the transforms'
+  translations"), so the canonical position is ``location + transformation_[:3, 3]``. The
+  bottom row must be ``[0, 0, 0, w]`` (divided by ``w``);
+* ``trust_orientation: false`` -> angles are NaN (the rotation carries no information);
+* units other than Å: ``nanometer`` (× 10) and ``pixel``/``voxel`` (converted with
+  ``--voxel-size``, the registered tomogram, or the file's ``voxel_spacing``); anything else is
+  an error;
+* score = ``score`` (copick's default 1.0 when absent); class = ``pickable_object_name``
+  (``particle_field``), falling back to the file name;
+* tomogram = ``--tomogram``, else ``run_name``, else — for copick projects — the folder name in
+  ``ExperimentRuns/<run>/Picks/<file>.json``, else the file name. When ``run_name`` and the
+  folder disagree the file's ``run_name`` wins and a warning names both.
+
+Project folders: ``picks import PROJECT`` expands to every ``*.json`` under it
+(``ExperimentRuns/<run>/Picks/<user>_<session>_<object>.json`` and the Kaggle naming
+``Picks/<object>.json``; files inside ``*.zarr`` stores are skipped by the importer).
+``--option user=NAME`` / ``--option session=ID`` import only the files of that user/session
+(other files import as empty sources, with a warning). OME-Zarr tomograms of a project
+(``ExperimentRuns/<run>/VoxelSpacing<s>/<type>.zarr``) are registered with ``--tomograms
+PROJECT`` and named after their run.
+
+Writer (layout ``directory``): given a copick overlay root (or an empty folder) it writes
+``ExperimentRuns/<tomogram>/Picks/<user>_<session>_<particle>.json`` per tomogram and class
+with ``user_id = --option user`` (default ``picks``) and ``session_id = --option session``
+(default ``consensus``), unit Å, ``transformation_`` from the angles (identity and
+``trust_orientation: false`` when a pick has none), ``score`` (1.0, copick's default, when a pick
+has none) and ``instance_id = consensus_id`` when present. A copick project config is never
+modified: copick tools show the new picks only for objects its ``pickable_objects`` list, so
+add missing classes to the config yourself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from picks.adapters import _convert
+from picks.core import picks as canonical
+from picks.core.errors import PicksError
+from picks.core.export import atomic_path, safe_name
+from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
+
+UNIT_FACTORS = {
+    "angstrom": 1.0,
+    "angstroms": 1.0,
+    "a": 1.0,
+    "å": 1.0,
+    "nanometer": 10.0,
+    "nm": 10.0,
+}
+VOXEL_UNITS = {"pixel", "pixels", "px", "voxel", "voxels"}
+
+
+def run_from_path(path: Path) -> str | None:
+    """``…/ExperimentRuns/<run>/Picks/<file>.json`` -> ``<run>`` (None outside that layout)."""
+    parent = path.parent
+    if (
+        parent.name == "Picks"
+        and parent.parent.name
+        and parent.parent.parent.name == "ExperimentRuns"
+    ):
+        return parent.parent.name
+    return None
+
+
+class CopickAdapter(Adapter):
+    name = "copick"
+    picker = "copick"
+    patterns = ("*.json",)
+    description = (
+        "copick picks JSON (Å, transformation_, score, instance_id) and copick project folders"
+    )
+    extension = ".json"
+    layout = "directory"
+
+    def sniff(self, path: Path) -> float:
+        text = head(path)
+        if '"pickable_object_name"' in text and '"points"' in text:
+            return 0.95
+        if '"pickable_object_name"' in text:
+            return 0.8
+        return 0.0
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            raise ctx.error("empty file; expected a copick picks JSON object", line=1)
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ctx.error(
+                f"not valid JSON ({exc.msg}, column {exc.colno})", line=exc.lineno
+            ) from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("points", []), list):
+            raise ctx.error(
+                "expected a JSON object with a 'points' list (copick picks file)", line=1
+            )
+        if "pickable_object_name" not in doc and "points" not in doc:
+            raise ctx.error(
+                "no 'pickable_object_name' or 'points': not a copick picks file", line=1
+            )
+        if not self._selected(doc, ctx):
+            return canonical.empty()
+        tomogram = self._tomogram(doc, path, ctx)
+        particle_raw = doc.get("pickable_object_name") or self._object_from_name(path)
+        particle = ctx.particle_name(particle_raw)
+        points = doc.get("points") or []
+        trust = doc.get("trust_orientation", True) is not False
+        coords = np.zeros((len(points), 3))
+        rotations = np.tile(np.eye(3), (len(points), 1, 1))
+        scores = np.ones(len(points))
+        originals = []
+        for i, point in enumerate(points):
+            coords[i], rotations[i], scores[i] = self._point(point, i, ctx)
+            originals.append(json.dumps(point, separators=(",", ":")))
+        angles = (
+            _convert.relion_from_object_matrices(rotations)
+            if trust
+            else np.full((len(points), 3), np.nan)
+        )
+        frame = canonical.make(
+            {
+                "tomogram": [tomogram] * len(points),
+                "particle": [particle] * len(points),
+                "x": coords[:, 0],
+                "y": coords[:, 1],
+                "z": coords[:, 2],
+                "score": scores,
+                "rot": angles[:, 0],
+                "tilt": angles[:, 1],
+                "psi": angles[:, 2],
+                "record": np.arange(len(points)),
+                "original": originals,
+            },
+            particle_field="pickable_object_name",
+            score_field="score",
+            angle_convention="copick-matrix" if trust else None,
+        )
+        return self._to_angstrom(frame, doc, ctx)
+
+    def _selected(self, doc: dict, ctx: ReadContext) -> bool:
+        for key, field in (("user", "user_id"), ("session", "session_id")):
+            wanted = ctx.options.get(key)
+            if wanted is not None and str(doc.get(field)) != wanted:
+                ctx.warn(
+                    f"skipped: {field} is {doc.get(field)!r}, not {wanted!r} (--option {key}={wanted})"
+                )
+                return False
+        return True
+
+    @staticmethod
+    def _object_from_name(path: Path) -> str:
+        # copick: <user>_<session>_<object>.json; Kaggle: <object>.json
+        parts = path.stem.split("_", 2)
+        return parts[2] if len(parts) == 3 else path.stem
+
+    @staticmethod
+    def _tomogram(doc: dict, path: Path, ctx: ReadContext) -> str:
+        if ctx.tomogram:
+            return ctx.resolve_tomogram(ctx.tomogram)
+        run_name = doc.get("run_name")
+        folder = run_from_path(path)
+        if run_name not in (None, ""):
+            if folder and folder != str(run_name):
+                ctx.warn(
+                    f"run_name {run_name!r} in the file differs from its run folder {folder!r}; using {run_name!r}"
+                )
+            return ctx.resolve_tomogram(str(run_name))
+        if folder:
+            return ctx.resolve_tomogram(folder)
+        return ctx.tomogram_from_path()
+
+    @staticmethod
+    def _point(point: object, i: int, ctx: ReadContext) -> tuple[np.ndarray, np.ndarray, float]:
+        where = f"points[{i}]"
+        if not isinstance(point, dict) or not isinstance(point.get("location"), dict):
+            raise ctx.error("expected an object with a 'location' {x, y, z}", record=where)
+        location = []
+        for axis in ("x", "y", "z"):
+            value = point["location"].get(axis)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ctx.error(f"location.{axis} = {value!r} is not a finite number", record=where)
+            location.append(float(value))
+        transform = point.get("transformation_")
+        shift = np.zeros(3)
+        rotation = np.eye(3)
+        if transform is not None:
+            try:
+                matrix = np.array(transform, dtype=float)
+            except (TypeError, ValueError):
+                matrix = np.empty(0)
+            if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+                raise ctx.error("transformation_ must be a 4×4 list of numbers", record=where)
+            if np.abs(matrix[3, :3]).max() > 1e-6 or abs(matrix[3, 3]) < 1e-8:
+                raise ctx.error(
+                    f"transformation_ bottom row must be [0, 0, 0, w], found {matrix[3].tolist()}",
+                    record=where,
+                )
+            matrix = matrix / matrix[3, 3]
+            if not _convert.is_rotation(matrix[:3, :3]):
+                raise ctx.error("transformation_[:3, :3] is not a rotation matrix", record=where)
+            rotation, shift = matrix[:3, :3], matrix[:3, 3]
+        score = point.get("score", 1.0)
+        if score is None:
+            score = float("nan")
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise ctx.error(f"score = {score!r} is not a number", record=where)
+        return np.asarray(location) + shift, rotation, float(score)
+
+    @staticmethod
+    def _to_angstrom(frame: pd.DataFrame, doc: dict, ctx: ReadContext) -> pd.DataFrame:
+        unit = str(doc.get("unit") or "angstrom").strip().lower()
+        if unit in UNIT_FACTORS:
+            factor = UNIT_FACTORS[unit]
+            if factor != 1.0:
+                frame[canonical.COORDS] = frame[canonical.COORDS] * factor
+            return frame
+        if unit in VOXEL_UNITS:
+            spacing = doc.get("voxel_spacing")
+            spacing = float(spacing) if isinstance(spacing, int | float) and spacing > 0 else None
+            names = sorted(frame["tomogram"].unique())
+            return _convert.with_voxel_size(
+                ctx, names, spacing, "the file's voxel_spacing"
+            ).voxels_to_angstrom(frame)
+        raise ctx.error(
+            f"unit {doc.get('unit')!r} is not supported; expected angstrom, nanometer or voxel",
+            record="field 'unit'",
+        )
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
+        root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise PicksError(f"{root} is a file; the copick writer needs a copick project folder")
+        user = str(ctx.options.get("user", "picks"))
+        session = str(ctx.options.get("session", "consensus"))
+        force = bool(ctx.options.get("force", False))
+        groups = {}
+        keyed = picks.assign(_particle=picks["particle"].fillna("particle").astype(str))
+        for (tomogram, particle), group in keyed.groupby(["tomogram", "_particle"], sort=True):
+            name = f"{safe_name(user)}_{safe_name(session)}_{safe_name(particle)}.json"
+            target = root / "ExperimentRuns" / safe_name(str(tomogram)) / "Picks" / name
+            groups[target] = (str(tomogram), particle, group)
+        clashes = [str(p) for p in groups if p.exists()]
+        if clashes and not force:
+            raise PicksError(f"{', '.join(clashes[:5])} exist(s)", hint="Use --force to replace.")
+        written = []
+        for target, (tomogram, particle, group) in groups.items():
+            document = self._document(group, tomogram, particle, user, session)
+            with atomic_path(target, force=force) as tmp:
+                tmp.write_text(json.dumps(document, indent=2), encoding="utf-8")
+            written.append(target)
+        ctx.options["written"] = written
+
+    @staticmethod
+    def _document(
+        group: pd.DataFrame, tomogram: str, particle: str, user: str, session: str
+    ) -> dict:
+        angles = group[canonical.ANGLES].to_numpy(dtype=float)
+        has_angles = np.isfinite(angles).all(axis=1)
+        rotations = np.tile(np.eye(3), (len(group), 1, 1))
+        if has_angles.any():
+            rotations[has_angles] = _convert.object_matrices_from_relion(angles[has_angles])
+        coords = group[canonical.COORDS].to_numpy(dtype=float)
+        scores = group["score"].to_numpy(dtype=float)
+        ids = group["consensus_id"].to_numpy() if "consensus_id" in group else np.zeros(len(group))
+        points = []
+        for i in range(len(group)):
+            transform = np.eye(4)
+            transform[:3, :3] = rotations[i]
+            instance = ids[i]
+            points.append(
+                {
+                    "location": {
+                        "x": float(coords[i, 0]),
+                        "y": float(coords[i, 1]),
+                        "z": float(coords[i, 2]),
+                    },
+                    "transformation_": transform.tolist(),
+                    "instance_id": int(instance) if pd.notna(instance) else 0,
+                    "score": float(scores[i]) if np.isfinite(scores[i]) else 1.0,
+                }
+            )
+        return {
+            "pickable_object_name": particle,
+            "user_id": user,
+            "session_id": session,
+            "run_name": tomogram,
+            "voxel_spacing": None,
+            "unit": "angstrom",
+            "points": points,
+            "trust_orientation": bool(has_angles.all()) if len(group) else True,
+        }
