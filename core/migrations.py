@@ -160,6 +160,40 @@ def m002_dropped(db: Database) -> None:
     db["dropped"].create_index(["run_id"])
 
 
+@migrations(name="m003_member_duplicates")
+def m003_member_duplicates(db: Database) -> None:
+    """Consensus members a picker reported twice: ``duplicate_of`` is the raw pick id of the
+    same picker's kept (primary) pick they were merged into; NULL for primary members."""
+    db["consensus_members"].add_column("duplicate_of", int)
+
+
+@migrations(name="m004_source_identity")
+def m004_source_identity(db: Database) -> None:
+    """A source is a file's bytes *and* the tomograms they were read into: byte-identical files
+    whose tomogram comes from their folder (copick runs) are different sources. ``identity`` is
+    ``sha256:tomogram,tomogram...`` and is what re-imports are matched on."""
+    db["sources"].add_column("identity", str)
+    for row in db.query("SELECT id, sha256 FROM sources"):
+        names = [
+            r["tomogram"]
+            for r in db.query(
+                "SELECT DISTINCT tomogram FROM picks WHERE source_id = ? ORDER BY tomogram",
+                [row["id"]],
+            )
+        ]
+        db["sources"].update(row["id"], {"identity": source_identity(row["sha256"], names)})
+    for index in db["sources"].indexes:
+        if index.unique and index.columns == ["sha256"]:
+            db.execute(f"DROP INDEX [{index.name}]")
+    db["sources"].create_index(["sha256"])
+    db["sources"].create_index(["identity"], unique=True)
+
+
+def source_identity(sha256: str, tomograms) -> str:
+    """The key re-imports are matched on (see m004)."""
+    return f"{sha256}:{','.join(sorted(set(map(str, tomograms))))}"
+
+
 def migrate(db: Database) -> None:
     """Bring ``db`` to the current schema (idempotent); refuse databases from a newer picks."""
     known = {m.name for m in migrations._migrations}

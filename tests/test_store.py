@@ -42,7 +42,7 @@ def test_migrate_creates_all_tables_and_is_idempotent():
     assert expected <= set(db.table_names())
     assert schema_version(db) == len(migrations._migrations)
     assert db["picks"].columns_dict["x"] is float
-    assert [["identity"]] == [i.columns for i in db["sources"].indexes if i.unique]
+    assert [i.columns for i in db["sources"].indexes if i.unique] == [["identity"]]
 
 
 def test_database_from_newer_picks_is_refused(tmp_path: Path):
@@ -81,7 +81,9 @@ def test_imported_values_and_provenance(store: Store, registry, tmp_path: Path):
     assert len(source["sha256"]) == 64 and source["size"] == path.stat().st_size
 
 
-def test_identical_bytes_in_different_tomograms_are_different_sources(store: Store, registry, tmp_path: Path):
+def test_identical_bytes_in_different_tomograms_are_different_sources(
+    store: Store, registry, tmp_path: Path
+):
     """A file whose tomogram comes from its name is a new source when the name differs."""
     text = "id,experiment,particle_type,x,y,z\n0,TS_1,ribosome,1,2,3\n"
     a = write(tmp_path / "a.csv", text)
