@@ -87,5 +87,8 @@ def write_picks(
         )
     for path, group in files.items():
         with atomic_path(path, force=force) as tmp:
+            # Writers that add companion files (RELION 5's tomograms.star) name them after the
+            # final path, not the temporary one they are given.
+            ctx.options["target"] = path
             adapter.write(group.reset_index(drop=True), tmp, ctx)
     return list(files)

@@ -24,6 +24,46 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+SAMPLINGS = ("block", "point")
+
+
+def index_to_angstrom(
+    index: Any, picked: Any, reference: Any, *, sampling: str = "block"
+) -> np.ndarray:
+    """Å in the canonical frame of 0-based voxel-centre indices of a volume with voxels ``picked``.
+
+    The one implementation of the index → Å arithmetic (arguments broadcast, so per-row voxel
+    sizes work). ``reference`` is the voxel size of the registered tomogram that defines the
+    frame. Two ways a coarser grid can sit on the reference grid:
+
+    * ``"block"`` (default; binning by averaging blocks, IMOD ``binvol`` style): coarse voxel
+      ``i`` covers reference voxels ``i·b .. i·b+b−1``, so its centre is at
+      ``(i + 0.5)·picked − 0.5·reference``;
+    * ``"point"`` (RELION's reconstructions: coarse voxel ``i`` samples position ``i·b`` of the
+      fine grid, so voxel 0 of every binning shares its centre): ``i·picked``.
+
+    Both give ``i·v`` when ``picked == reference``.
+    """
+    index = np.asarray(index, dtype=float)
+    if sampling == "point":
+        return index * picked
+    if sampling != "block":
+        raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLINGS}")
+    return (index + 0.5) * picked - 0.5 * np.asarray(reference, dtype=float)
+
+
+def angstrom_to_index(
+    angstrom: Any, target: Any, reference: Any, *, sampling: str = "block"
+) -> np.ndarray:
+    """Inverse of :func:`index_to_angstrom`."""
+    angstrom = np.asarray(angstrom, dtype=float)
+    if sampling == "point":
+        return angstrom / target
+    if sampling != "block":
+        raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLINGS}")
+    return (angstrom + 0.5 * np.asarray(reference, dtype=float)) / target - 0.5
+
+
 @dataclass
 class ReadContext:
     """What an adapter knows when it reads a file.
@@ -90,20 +130,56 @@ class ReadContext:
         return picked, reference or picked
 
     def voxels_to_angstrom(
-        self, frame: pd.DataFrame, columns: tuple[str, ...] = ("x", "y", "z")
+        self,
+        frame: pd.DataFrame,
+        columns: tuple[str, ...] = ("x", "y", "z"),
+        *,
+        sampling: str = "block",
     ) -> pd.DataFrame:
         """Convert 0-based voxel-centre coordinates to Å in the canonical frame, in place.
 
         For a volume binned by ``b`` relative to the reference (voxel sizes ``vb = b·v0``),
         the centre of binned voxel ``i`` lies at ``(i + 0.5)·vb − 0.5·v0`` Å: binned voxels
         cover whole blocks of reference voxels starting at the same outer edge. With no
-        binning this is simply ``i·v0``.
+        binning this is simply ``i·v0``. See :func:`index_to_angstrom` for ``sampling``.
         """
         for tomogram, index in frame.groupby("tomogram", sort=False).groups.items():
             picked, reference = self.voxel_sizes(str(tomogram))
             for column in columns:
                 values = frame.loc[index, column].to_numpy(dtype=float)
-                frame.loc[index, column] = (values + 0.5) * picked - 0.5 * reference
+                frame.loc[index, column] = index_to_angstrom(
+                    values, picked, reference, sampling=sampling
+                )
+        return frame
+
+    def pixels_to_angstrom(
+        self,
+        frame: pd.DataFrame,
+        pixel_size: float | np.ndarray,
+        columns: tuple[str, ...] = ("x", "y", "z"),
+        *,
+        sampling: str = "block",
+    ) -> pd.DataFrame:
+        """:meth:`voxels_to_angstrom` for files that carry their own pixel size, in place.
+
+        ``pixel_size`` (Å; a number, or one value per row of ``frame``) is the size of the
+        pixels the coordinates count; the frame is set by the registered tomogram's voxel size
+        (or by ``pixel_size`` itself when the tomogram is not registered). ``--voxel-size`` and
+        ``--binning`` are not consulted: the adapter decides whether the user's value overrides
+        the file's.
+        """
+        sizes = np.broadcast_to(np.asarray(pixel_size, dtype=float), (len(frame),))
+        if len(frame) and not (np.isfinite(sizes).all() and (sizes > 0).all()):
+            raise ValueError("pixel sizes must be positive numbers")
+        for tomogram, index in frame.groupby("tomogram", sort=False).groups.items():
+            picked = sizes[frame.index.get_indexer(index)]
+            registered = self.tomograms.get(str(tomogram))
+            reference = registered.voxel_size if registered and registered.voxel_size else picked
+            for column in columns:
+                values = frame.loc[index, column].to_numpy(dtype=float)
+                frame.loc[index, column] = index_to_angstrom(
+                    values, picked, reference, sampling=sampling
+                )
         return frame
 
 
@@ -128,7 +204,11 @@ class WriteContext:
         return target, reference or target
 
     def angstrom_to_voxels(
-        self, frame: pd.DataFrame, columns: tuple[str, ...] = ("x", "y", "z")
+        self,
+        frame: pd.DataFrame,
+        columns: tuple[str, ...] = ("x", "y", "z"),
+        *,
+        sampling: str = "block",
     ) -> pd.DataFrame:
         """Inverse of :meth:`ReadContext.voxels_to_angstrom`; returns a converted copy."""
         out = frame.copy()
@@ -136,7 +216,9 @@ class WriteContext:
             target, reference = self.voxel_sizes(str(tomogram))
             for column in columns:
                 values = out.loc[index, column].to_numpy(dtype=float)
-                out.loc[index, column] = (values + 0.5 * reference) / target - 0.5
+                out.loc[index, column] = angstrom_to_index(
+                    values, target, reference, sampling=sampling
+                )
         return out
 
 

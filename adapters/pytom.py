@@ -1,0 +1,98 @@
+"""pytom-match-pick ``<tomo>_particles.star`` (``pytom_extract_candidates.py``); reader only.
+
+Source: SBC-Utrecht/pytom-match-pick ``src/pytom_tm/extract.py`` (``extract_particles``);
+``shared/reference/formats.md`` §8.5. One ``data_`` loop with the columns
+``rlnCoordinateX/Y/Z, rlnAngleRot/Tilt/Psi, rlnLCCmax, rlnCutOff, rlnSearchStd,
+rlnDetectorPixelSize, rlnMicrographName``.
+
+Convention applied:
+
+* **Coordinates** are the integer voxel indices of the score-map peak in the template-matching
+  tomogram (pytom reads MRC data transposed to x, y, z, so they are true x, y, z), 0-based
+  (numpy) and already including the search-region offset; i.e. voxel centres at
+  ``rlnDetectorPixelSize`` Å (the template-matching voxel size, despite the name). They are
+  converted with :meth:`~picks.plugins.adapter.ReadContext.pixels_to_angstrom` (picks' block
+  binning when the registered tomogram has a different voxel size); ``--voxel-size``
+  overrides the file's value with a warning when they differ, and a file without the column
+  uses the registered tomogram's voxel size × ``--binning``.
+* **Tomogram** = ``rlnMicrographName`` (pytom's tomogram id, the MRC file stem), matched to
+  registered tomograms by name.
+* **Score** = ``rlnLCCmax`` (local normalised cross-correlation peak; ``rlnLCCmax /
+  rlnSearchStd`` would be an SNR). ``--option score_column=LABEL`` chooses another column.
+* **Angles** are already RELION ZYZ (pytom converts its anti-clockwise ZXZ angles on export):
+  kept as ``relion-zyz``.
+* **Class** from ``--particle`` (pytom matches one template per run) or
+  ``--option class_column=LABEL``.
+
+pytom's ``--relion5-compat`` output (``rlnCenteredCoordinate*Angst``, ``rlnTomoName``) is a
+RELION 5 file and is read by the ``relion5`` adapter; the sniffer leaves it alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from picks.adapters._star import (
+    COORDS,
+    RELION_CONVENTION,
+    build,
+    classes,
+    flavour,
+    orientation,
+    positive,
+    read_star,
+    resolve_names,
+    scores,
+    user_pixel_size,
+)
+from picks.core import picks as canonical
+from picks.plugins.adapter import Adapter, ReadContext
+
+
+class PytomAdapter(Adapter):
+    name = "pytom-star"
+    picker = "pytom-match-pick"
+    patterns = ("*.star",)
+    description = "pytom-match-pick <tomo>_particles.star (0-based voxels, rlnLCCmax score)"
+
+    def sniff(self, path: Path) -> float:
+        return 0.95 if flavour(path) == "pytom" else 0.0
+
+    def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
+        star = read_star(path, ctx)
+        parts = star.table_with(ctx, (*COORDS, "rlnLCCmax"), "particle table")
+        if len(parts) == 0:
+            ctx.warn("the particle table has no rows")
+            return canonical.empty()
+        coords = np.stack([parts.numbers(ctx, label) for label in COORDS], axis=1)
+        if parts.has("rlnMicrographName"):
+            names = resolve_names(parts.strings("rlnMicrographName"), ctx)
+        else:
+            names = [ctx.tomogram_from_path()] * len(parts)
+        sizes = None
+        if parts.has("rlnDetectorPixelSize"):
+            sizes = positive(
+                ctx, parts, parts.numbers(ctx, "rlnDetectorPixelSize"), "rlnDetectorPixelSize"
+            )
+        sizes, _ = user_pixel_size(ctx, parts, sizes, "rlnDetectorPixelSize", names)
+        frame = pd.DataFrame(
+            {"tomogram": names, "x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
+        )
+        ctx.pixels_to_angstrom(frame, sizes)
+        rot, tilt, psi, _ = orientation(parts, ctx)
+        score, score_field = scores(parts, ctx, ("rlnLCCmax",))
+        particle, particle_field = classes(parts, ctx)
+        return build(
+            parts,
+            names,
+            frame[["x", "y", "z"]].to_numpy(dtype=float),
+            score=score,
+            score_field=score_field,
+            particle=particle,
+            particle_field=particle_field,
+            angles=(rot, tilt, psi),
+            convention=RELION_CONVENTION,
+        )

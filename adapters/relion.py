@@ -1,0 +1,540 @@
+"""RELION particle STAR files: RELION 5 (centred Å) and RELION 3.0–4.x (pixels); readers and writers.
+
+Sources: 3dem/relion ``src/jaz/tomography/particle_set.cpp`` (``getPosition``,
+``getParticleCoordDecenteredPixel``), ``tomogram_set.cpp`` (``loadTomogram``: the centre),
+``programs/reconstruct_tomogram.cpp`` and ``projection/real_backprojection.h`` (which tilt-series
+position each tomogram voxel samples); ``shared/reference/formats.md`` §7.1–7.2.
+
+**Which tilt-series position is which voxel (the convention everything below rests on).**
+RELION reconstructs voxel ``i`` of a tomogram binned by ``b`` at tilt-series pixel position
+``x0 + i·b`` with ``x0 = 0`` (RELION ≥ 4.1; 4.0 used ``x0 = 1`` and added the same +1 to every
+particle, which cancels). So voxel 0 of every binning is centred on tilt-series pixel 0 and a
+position ``p`` in tilt-series pixels is, in the canonical frame (origin at the centre of voxel 0
+of the registered tomogram, whatever its binning), ``x_Å = p · rlnTomoTiltSeriesPixelSize``.
+This is the ``"point"`` sampling of :func:`picks.plugins.adapter.index_to_angstrom`; it differs
+from the block-binning reading ``(p + 0.5)·Pts − 0.5·V`` by ``(V − Pts)/2`` (4.3 Å for the
+tutorial data) — tools disagree at this level (3dem/relion#1137, #1280, #1353; pytom#250), so
+consensus tolerances must absorb ±1 tilt-series pixel anyway.
+
+``relion5`` reader — ``rlnCenteredCoordinateX/Y/ZAngst`` are Å from the tomogram centre.
+RELION decentres with ``p = centred / rlnTomoTiltSeriesPixelSize + rlnTomoSizeX / 2.0`` (float
+division; sizes in unbinned tilt-series pixels from ``tomograms.star``), then subtracts the
+rotated origin shift, so ``x_Å = (centred − A_sub·origin_Å)/Pts_optics · Pts + SizeX/2 · Pts``
+(``Pts_optics`` from the particle file's optics group, ``Pts`` from tomograms.star; equal in
+practice). The tomogram table comes from ``--option tomograms_star=PATH``, else from the only
+``*tomograms.star`` next to the file (a warning says so; ``tomograms_star=none`` disables this). Without one the centre is taken from
+the registered tomogram: ``n·V/2`` Å (``n`` voxels of ``V`` Å — the same centre, since RELION
+writes ``n = SizeX/b``), or from ``--option tomo_size=NX,NY,NZ`` (voxels of ``--voxel-size`` or of
+the registered tomogram). ``--option origins=ignore`` skips the ``rlnOrigin*Angst`` shifts.
+pytom's ``--relion5-compat`` files (centred with the binned size, pixel size as a particle
+column) are read here too; use the registered-tomogram centre for them.
+
+``relion4`` reader — ``rlnCoordinateX/Y/Z`` are pixels; the tomogram is ``rlnTomoName`` (RELION
+≥ 4, TOMOMAN) or ``rlnMicrographName`` (≤ 3.1, Warp 1). The pixel size of the coordinates is, in
+order: optics ``rlnTomoTiltSeriesPixelSize`` (RELION 4: *unbinned* tilt-series pixels),
+``rlnMicrographPixelSize``, ``rlnImagePixelSize`` (RELION 3.1), per-particle ``rlnPixelSize``
+(TOMOMAN, Warp 1), ``rlnDetectorPixelSize × 10⁴ / rlnMagnification`` (RELION 3.0, Warp 1).
+``--voxel-size`` overrides it (with a warning when they differ); a file with none uses the
+registered tomogram's voxel size × ``--binning``. It is never inferred from a file name (Warp 1
+names a 10.73 Å reconstruction while its coordinates are 5.364 Å pixels).
+Position = coordinate − origin (``rlnOriginX/Y/Z`` pixels, or ``rlnOrigin*Angst`` / pixel size).
+RELION 4 files (tilt-series pixel size in optics) use the point sampling above; the others
+(Warp/TOMOMAN exports) use picks' default block binning — both are ``i·v`` when the registered
+tomogram has the coordinates' pixel size.
+
+Both readers: angles ``rlnAngleRot/Tilt/Psi`` (ZYZ, ``relion-zyz``), composed with a RELION 5
+``rlnTomoSubtomogramRot/Tilt/Psi`` pre-rotation when present (``A = A_sub · A_particle``, as
+RELION does) so they describe the particle in the tomogram. Score: ``rlnAutopickFigureOfMerit``,
+else ``rlnMaxValueProbDistribution`` (refinement confidence, 0..1), else ``rlnLCCmax``;
+``--option score_column=LABEL`` chooses. Class: ``--particle`` unless
+``--option class_column=LABEL`` (e.g. ``rlnClassNumber``).
+
+Writers. ``relion5`` writes ``data_general``/``data_optics``/``data_particles`` with
+``rlnTomoName``, centred Å (centre ``SizeX/2 · Pts``), angles (only when every pick has them:
+RELION cannot read NaN), ``rlnAutopickFigureOfMerit`` = score, and ``rlnTomoParticleName`` =
+``<tomogram>/<consensus_id>`` (RELION keeps that column through its jobs, so results can be
+traced back; picks are numbered 1.. per tomogram when there is no consensus id), plus a matching
+``<name>_tomograms.star`` (``--to-option tomograms_star=PATH`` names it, relative to the
+output's folder) with ``rlnTomoSizeX/Y/Z``, ``rlnTomoTiltSeriesPixelSize`` and
+``rlnTomoTomogramBinning``. Knowing no tilt series, picks treats the registered tomogram as one:
+``Pts = V``, binning 1, sizes = its shape (``--to-option tilt_series_pixel_size=Å`` states the
+real pixel size; sizes become ``round(n·V/Pts)``; ``--to-option tomo_size=NX,NY,NZ`` with
+``--to-voxel-size`` replaces an unregistered tomogram). That file lacks voltage and CTF
+columns; the particles can be used with your own RELION project's ``tomograms.star`` when its
+``SizeX·Pts`` equals the registered extent (the centre is the same). Particle classes are not
+written (RELION keeps one species per file; re-import with ``--particle``).
+``relion4`` writes ``rlnTomoName``, ``rlnCoordinateX/Y/Z`` in pixels of ``--voxel-size`` (or the
+registered voxel size × ``--binning``) with the point sampling above, angles, score,
+``rlnTomoParticleName`` and ``data_optics`` with that pixel size as ``rlnTomoTiltSeriesPixelSize``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from picks.adapters._star import (
+    CENTRED,
+    COORDS,
+    RELION_CONVENTION,
+    StarData,
+    Table,
+    build,
+    classes,
+    flavour,
+    optics_column,
+    orientation,
+    origins,
+    particle_names,
+    positive,
+    read_star,
+    resolve_names,
+    scores,
+    user_pixel_size,
+    writable_angles,
+    write_star,
+)
+from picks.core import picks as canonical
+from picks.core.errors import MissingVoxelSize, PicksError
+from picks.core.export import atomic_path
+from picks.core.tomograms import name_key
+from picks.plugins.adapter import Adapter, ReadContext, WriteContext
+
+TOMOGRAM_COLUMNS = (
+    "rlnTomoName",
+    "rlnTomoSizeX",
+    "rlnTomoSizeY",
+    "rlnTomoSizeZ",
+    "rlnTomoTiltSeriesPixelSize",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TomoGeometry:
+    """One row of a tomograms.star: size in unbinned tilt-series pixels and that pixel size."""
+
+    size: np.ndarray
+    pixel_size: float
+    binning: float
+
+
+# -- options shared by reader and writer ----------------------------------------------------
+
+
+def _tomo_size_option(options: dict, where: str) -> np.ndarray | None:
+    raw = options.get("tomo_size")
+    if raw is None or str(raw).strip() == "":
+        return None
+    parts = [p for p in str(raw).replace("x", ",").split(",") if p.strip()]
+    try:
+        size = np.array([float(p) for p in parts])
+    except ValueError:
+        size = np.array([])
+    if size.shape != (3,) or not (np.isfinite(size).all() and (size > 0).all()):
+        raise PicksError(f"{where} tomo_size={raw!r}: expected NX,NY,NZ (voxels)")
+    return size
+
+
+def _float_option(options: dict, key: str, where: str) -> float | None:
+    raw = options.get(key)
+    if raw is None or str(raw).strip() == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise PicksError(f"{where} {key}={raw!r}: expected a positive number (Å)")
+    return value
+
+
+# -- RELION 5 -------------------------------------------------------------------------------
+
+
+def read_tomograms_star(path: Path, ctx: ReadContext) -> dict[str, TomoGeometry]:
+    """rlnTomoName -> geometry from a RELION (or WarpTools) tomograms.star."""
+    sub = dataclasses.replace(ctx, path=path)
+    star = read_star(path, sub)
+    table = star.table_with(sub, TOMOGRAM_COLUMNS, "tomogram table")
+    sizes = np.stack([table.numbers(sub, f"rlnTomoSize{a}") for a in "XYZ"], axis=1)
+    pixel = positive(
+        sub, table, table.numbers(sub, "rlnTomoTiltSeriesPixelSize"), "rlnTomoTiltSeriesPixelSize"
+    )
+    binning = (
+        table.numbers(sub, "rlnTomoTomogramBinning")
+        if table.has("rlnTomoTomogramBinning")
+        else np.ones(len(table))
+    )
+    return {
+        name: TomoGeometry(sizes[i], float(pixel[i]), float(binning[i]))
+        for i, name in enumerate(table.strings("rlnTomoName"))
+    }
+
+
+def _find_tomograms_star(path: Path, ctx: ReadContext) -> Path | None:
+    option = ctx.options.get("tomograms_star")
+    if option and option.lower() in ("none", "off", "no"):
+        return None
+    if option:
+        given = Path(option).expanduser()
+        for candidate in (given, path.parent / given):
+            if candidate.is_file():
+                return candidate
+        raise PicksError(f"--option tomograms_star={option}: no such file")
+    candidates = sorted(p for p in path.parent.glob("*tomograms.star") if p != path)
+    if len(candidates) == 1:
+        ctx.warn(
+            f"decentring with {candidates[0].name}, the tomograms.star next to the file "
+            "(choose another with --option tomograms_star=PATH)"
+        )
+        return candidates[0]
+    if len(candidates) > 1:
+        ctx.warn(
+            f"{len(candidates)} *tomograms.star files next to the file; none used "
+            "(choose one with --option tomograms_star=PATH)"
+        )
+    return None
+
+
+def _geometry_for(raw: str, table: dict[str, TomoGeometry], source: Path) -> TomoGeometry:
+    if raw in table:
+        return table[raw]
+    matches = [name for name in table if name_key(name) == name_key(raw)]
+    if len(matches) == 1:
+        return table[matches[0]]
+    raise PicksError(
+        f"{source}: tomogram {raw!r} is not in the tomogram table "
+        f"({', '.join(sorted(table)[:10])})",
+        hint="Give the tomograms.star of the same RELION project with --option tomograms_star=PATH.",
+    )
+
+
+def _registered_centre(name: str, ctx: ReadContext) -> np.ndarray:
+    """Tomogram centre in Å (``n·V/2``) from ``tomo_size`` or the registered tomogram."""
+    size = _tomo_size_option(ctx.options, "--option")
+    tomo = ctx.tomograms.get(name)
+    voxel = ctx.voxel_size or (tomo.voxel_size if tomo else None)
+    if size is not None and voxel:
+        return size * voxel / 2.0
+    if tomo is not None and tomo.shape is not None and tomo.voxel_size:
+        return np.asarray(tomo.shape, dtype=float) * tomo.voxel_size / 2.0
+    raise MissingVoxelSize(
+        f"{ctx.path}: RELION 5 coordinates are centred on the tomogram, and the size of "
+        f"tomogram {name!r} is unknown",
+        hint=(
+            "Give RELION's tomograms.star with --option tomograms_star=PATH, register the "
+            "tomogram with --tomograms, or give --option tomo_size=NX,NY,NZ with --voxel-size."
+        ),
+    )
+
+
+def _check_registered(name: str, geometry: TomoGeometry, ctx: ReadContext, done: set) -> None:
+    tomo = ctx.tomograms.get(name)
+    if name in done or tomo is None or tomo.shape is None or not tomo.voxel_size:
+        return
+    done.add(name)
+    star_extent = geometry.size * geometry.pixel_size
+    registered = np.asarray(tomo.shape, dtype=float) * tomo.voxel_size
+    if np.any(np.abs(star_extent - registered) > tomo.voxel_size):
+        ctx.warn(
+            f"tomogram {name!r}: tomograms.star gives an extent of "
+            f"{' × '.join(f'{v:g}' for v in star_extent)} Å but the registered tomogram is "
+            f"{' × '.join(f'{v:g}' for v in registered)} Å; decentring uses tomograms.star"
+        )
+
+
+class Relion5Adapter(Adapter):
+    name = "relion5"
+    picker = "RELION 5"
+    patterns = ("*.star",)
+    description = "RELION 5 particles STAR (centred Å; decentred with tomograms.star) + writer"
+    extension = ".star"
+    layout = "file"
+
+    def sniff(self, path: Path) -> float:
+        return 0.9 if flavour(path) == "relion5" else 0.0
+
+    def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
+        star = read_star(path, ctx)
+        parts = star.table_with(ctx, (*CENTRED, "rlnTomoName"), "particle table")
+        if len(parts) == 0:
+            ctx.warn("the particle table has no rows")
+            return canonical.empty()
+        if ctx.binning not in (1, 1.0):
+            ctx.warn(f"--binning {ctx.binning:g} ignored: RELION 5 coordinates are in Å")
+        centred = np.stack([parts.numbers(ctx, label) for label in CENTRED], axis=1)
+        raw = parts.strings("rlnTomoName")
+        rot, tilt, psi, sub = orientation(parts, ctx)
+        shifts, unit = origins(parts, ctx, sub)
+        if ctx.options.get("origins", "apply").lower() in ("ignore", "no", "off", "false"):
+            shifts, unit = np.zeros_like(shifts), None
+        pts = self._pixel_sizes(star, parts, ctx)
+        if unit == "pixel":
+            if pts is None:
+                raise ctx.error(
+                    "rlnOriginX/Y/Z are in pixels but no rlnTomoTiltSeriesPixelSize is given",
+                    line=parts.header_line,
+                )
+            shifts = shifts * pts[:, None]
+        table_path = _find_tomograms_star(path, ctx)
+        geometry = read_tomograms_star(table_path, ctx) if table_path else None
+        names = resolve_names(raw, ctx)
+        xyz = np.empty_like(centred)
+        checked: set[str] = set()
+        warned_pixel = False
+        raw_array = np.asarray(raw, dtype=object)
+        for raw_name in dict.fromkeys(raw):
+            rows = np.flatnonzero(raw_array == raw_name)
+            name = names[rows[0]]
+            position = centred[rows] - shifts[rows]
+            if geometry is None:
+                xyz[rows] = position + _registered_centre(name, ctx)
+                continue
+            geo = _geometry_for(raw_name, geometry, table_path)
+            _check_registered(name, geo, ctx, checked)
+            pixel = pts[rows] if pts is not None else np.full(len(rows), geo.pixel_size)
+            if not warned_pixel and np.any(np.abs(pixel - geo.pixel_size) > 1e-4 * geo.pixel_size):
+                warned_pixel = True
+                ctx.warn(
+                    f"the particles' rlnTomoTiltSeriesPixelSize ({pixel[0]:g} Å) differs from "
+                    f"the tomograms.star one ({geo.pixel_size:g} Å); decentring as RELION does"
+                )
+            tilt_series_px = position / pixel[:, None] + geo.size / 2.0
+            xyz[rows] = tilt_series_px * geo.pixel_size
+        score, score_field = scores(parts, ctx)
+        particle, particle_field = classes(parts, ctx)
+        return build(
+            parts,
+            names,
+            xyz,
+            score=score,
+            score_field=score_field,
+            particle=particle,
+            particle_field=particle_field,
+            angles=(rot, tilt, psi),
+            convention=RELION_CONVENTION,
+        )
+
+    @staticmethod
+    def _pixel_sizes(star: StarData, parts: Table, ctx: ReadContext) -> np.ndarray | None:
+        pts = optics_column(star, parts, ctx, "rlnTomoTiltSeriesPixelSize")
+        if pts is None and parts.has("rlnTomoTiltSeriesPixelSize"):  # pytom --relion5-compat
+            pts = parts.numbers(ctx, "rlnTomoTiltSeriesPixelSize")
+        if pts is not None:
+            positive(ctx, parts, pts, "rlnTomoTiltSeriesPixelSize")
+        return pts
+
+    def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
+        target = Path(ctx.options.get("target") or path)
+        named = ctx.options.get("tomograms_star")
+        companion = (
+            target.parent / Path(named).expanduser()  # absolute paths stay absolute
+            if named
+            else target.with_name(f"{target.name.removesuffix('.star')}_tomograms.star")
+        )
+        geometry = self._geometry(picks, ctx)
+        tomograms = picks["tomogram"].astype(str).to_numpy()
+        pixel = {t: g.pixel_size for t, g in geometry.items()}
+        groups = {p: i + 1 for i, p in enumerate(sorted(set(pixel.values())))}
+        centre = np.array(
+            [geometry[t].size / 2.0 * geometry[t].pixel_size for t in tomograms], dtype=float
+        ).reshape(-1, 3)
+        xyz = picks[list(canonical.COORDS)].to_numpy(dtype=float).reshape(-1, 3) - centre
+        particles = pd.DataFrame(
+            {
+                "rlnTomoName": tomograms,
+                "rlnCenteredCoordinateXAngst": xyz[:, 0],
+                "rlnCenteredCoordinateYAngst": xyz[:, 1],
+                "rlnCenteredCoordinateZAngst": xyz[:, 2],
+            }
+        )
+        _add_common_columns(particles, picks, [groups[pixel[t]] for t in tomograms])
+        optics = pd.DataFrame(
+            {
+                "rlnOpticsGroup": list(groups.values()),
+                "rlnOpticsGroupName": [f"opticsGroup{g}" for g in groups.values()],
+                "rlnTomoTiltSeriesPixelSize": list(groups),
+            }
+        )
+        write_star(
+            path,
+            {
+                "general": {"rlnTomoSubTomosAre2DStacks": 0},
+                "optics": optics,
+                "particles": particles,
+            },
+            "RELION 5 particles written by picks; decentre with " + companion.name,
+        )
+        names = sorted(geometry)
+        table = pd.DataFrame(
+            {
+                "rlnTomoName": names,
+                "rlnTomoSizeX": [int(geometry[t].size[0]) for t in names],
+                "rlnTomoSizeY": [int(geometry[t].size[1]) for t in names],
+                "rlnTomoSizeZ": [int(geometry[t].size[2]) for t in names],
+                "rlnTomoTiltSeriesPixelSize": [geometry[t].pixel_size for t in names],
+                "rlnTomoTomogramBinning": [geometry[t].binning for t in names],
+            }
+        )
+        with atomic_path(companion, force=bool(ctx.options.get("force"))) as tmp:
+            write_star(tmp, {"global": table}, "RELION 5 tomogram set written by picks")
+
+    @staticmethod
+    def _geometry(picks: pd.DataFrame, ctx: WriteContext) -> dict[str, TomoGeometry]:
+        size_option = _tomo_size_option(ctx.options, "--to-option")
+        pts_option = _float_option(ctx.options, "tilt_series_pixel_size", "--to-option")
+        geometry = {}
+        for name in dict.fromkeys(picks["tomogram"].astype(str)):
+            tomo = ctx.tomograms.get(name)
+            voxel = tomo.voxel_size if tomo and tomo.voxel_size else ctx.voxel_size
+            shape = (
+                size_option
+                if size_option is not None
+                else (np.asarray(tomo.shape, dtype=float) if tomo and tomo.shape else None)
+            )
+            if voxel is None or shape is None:
+                raise MissingVoxelSize(
+                    f"cannot write RELION 5 centred coordinates for tomogram {name!r}: "
+                    "its size or voxel size is unknown",
+                    hint=(
+                        "Register the tomogram with --tomograms, or give --to-option "
+                        "tomo_size=NX,NY,NZ with --to-voxel-size."
+                    ),
+                )
+            pts = pts_option or float(voxel)
+            size = np.round(shape * voxel / pts)
+            geometry[name] = TomoGeometry(size, pts, float(voxel) / pts)
+        return geometry
+
+
+# -- RELION 3.0 - 4.x --------------------------------------------------------------------------
+
+
+class Relion4Adapter(Adapter):
+    name = "relion4"
+    picker = "RELION 3/4"
+    patterns = ("*.star",)
+    description = "RELION 3.0-4.x / Warp 1 / TOMOMAN subtomogram STAR (pixels) + RELION 4 writer"
+    extension = ".star"
+    layout = "file"
+
+    def sniff(self, path: Path) -> float:
+        kind = flavour(path)
+        if kind == "relion4":
+            return 0.8
+        return 0.3 if kind == "relion-named" else 0.0
+
+    def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
+        star = read_star(path, ctx)
+        parts = star.table_with(ctx, COORDS, "particle table")
+        if len(parts) == 0:
+            ctx.warn("the particle table has no rows")
+            return canonical.empty()
+        coords = np.stack([parts.numbers(ctx, label) for label in COORDS], axis=1)
+        if parts.has("rlnTomoName"):
+            names = resolve_names(parts.strings("rlnTomoName"), ctx)
+        elif parts.has("rlnMicrographName"):
+            names = resolve_names(parts.strings("rlnMicrographName"), ctx)
+        else:
+            names = [ctx.tomogram_from_path()] * len(parts)
+        sizes, source = self._pixel_sizes(star, parts, ctx)
+        sizes, source = user_pixel_size(ctx, parts, sizes, source, names)
+        # RELION 4 proper (tilt-series pixels) samples like RELION's reconstructions.
+        sampling = (
+            "point"
+            if optics_column(star, parts, ctx, "rlnTomoTiltSeriesPixelSize") is not None
+            else "block"
+        )
+        rot, tilt, psi, sub = orientation(parts, ctx)
+        shifts, unit = origins(parts, ctx, sub)
+        if ctx.options.get("origins", "apply").lower() in ("ignore", "no", "off", "false"):
+            unit = None
+        if unit == "angstrom":
+            coords = coords - shifts / sizes[:, None]
+        elif unit == "pixel":
+            coords = coords - shifts
+        frame = pd.DataFrame(
+            {"tomogram": names, "x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
+        )
+        ctx.pixels_to_angstrom(frame, sizes, sampling=sampling)
+        score, score_field = scores(parts, ctx)
+        particle, particle_field = classes(parts, ctx)
+        return build(
+            parts,
+            names,
+            frame[["x", "y", "z"]].to_numpy(dtype=float),
+            score=score,
+            score_field=score_field,
+            particle=particle,
+            particle_field=particle_field,
+            angles=(rot, tilt, psi),
+            convention=RELION_CONVENTION,
+        )
+
+    @staticmethod
+    def _pixel_sizes(
+        star: StarData, parts: Table, ctx: ReadContext
+    ) -> tuple[np.ndarray | None, str | None]:
+        for label in ("rlnTomoTiltSeriesPixelSize", "rlnMicrographPixelSize", "rlnImagePixelSize"):
+            values = optics_column(star, parts, ctx, label)
+            if values is not None:
+                return positive(ctx, parts, values, label), f"data_optics {label}"
+        if parts.has("rlnPixelSize"):
+            return positive(ctx, parts, parts.numbers(ctx, "rlnPixelSize"), "rlnPixelSize"), (
+                "rlnPixelSize"
+            )
+        if parts.has("rlnDetectorPixelSize"):
+            detector = positive(
+                ctx, parts, parts.numbers(ctx, "rlnDetectorPixelSize"), "rlnDetectorPixelSize"
+            )
+            if not parts.has("rlnMagnification"):
+                return detector, "rlnDetectorPixelSize"
+            magnification = positive(
+                ctx, parts, parts.numbers(ctx, "rlnMagnification"), "rlnMagnification"
+            )
+            return detector * 1e4 / magnification, "rlnDetectorPixelSize×10⁴/rlnMagnification"
+        return None, None
+
+    def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
+        pixels = ctx.angstrom_to_voxels(picks, sampling="point")
+        tomograms = picks["tomogram"].astype(str).to_numpy()
+        pixel = {t: ctx.voxel_sizes(t)[0] for t in dict.fromkeys(tomograms)}
+        groups = {p: i + 1 for i, p in enumerate(sorted(set(pixel.values())))}
+        particles = pd.DataFrame(
+            {
+                "rlnTomoName": tomograms,
+                "rlnCoordinateX": pixels["x"].to_numpy(dtype=float),
+                "rlnCoordinateY": pixels["y"].to_numpy(dtype=float),
+                "rlnCoordinateZ": pixels["z"].to_numpy(dtype=float),
+            }
+        )
+        _add_common_columns(particles, picks, [groups[pixel[t]] for t in tomograms])
+        optics = pd.DataFrame(
+            {
+                "rlnOpticsGroup": list(groups.values()),
+                "rlnOpticsGroupName": [f"opticsGroup{g}" for g in groups.values()],
+                "rlnTomoTiltSeriesPixelSize": list(groups),
+            }
+        )
+        write_star(
+            path,
+            {"optics": optics, "particles": particles},
+            "RELION 4 particles written by picks (coordinates in pixels of "
+            "rlnTomoTiltSeriesPixelSize)",
+        )
+
+
+def _add_common_columns(particles: pd.DataFrame, picks: pd.DataFrame, groups: list[int]) -> None:
+    """Angles, score, optics group and particle name, shared by both writers (in place)."""
+    if writable_angles(picks):
+        for label, column in zip(
+            ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"), canonical.ANGLES, strict=True
+        ):
+            particles[label] = picks[column].to_numpy(dtype=float)
+    if picks["score"].notna().any():
+        particles["rlnAutopickFigureOfMerit"] = picks["score"].to_numpy(dtype=float)
+    particles["rlnOpticsGroup"] = groups
+    particles["rlnTomoParticleName"] = particle_names(picks)
