@@ -1,0 +1,1 @@
+"""Consensus of pickers: clustering, voting, noise sampling, CNN rescoring, simulation, metric."""

@@ -1,0 +1,134 @@
+"""``picks demo``: simulate a small world, aggregate its pickers, score everything.
+
+The folder it fills (``picks-demo`` by default)::
+
+    data/            picks simulate output (tomograms, ground truth, pickers, manifest)
+    picks.db         the provenance store
+    consensus/       the consensus picks (aggregate's formats + czii-csv), summary.json
+    evaluation.json  per source CZII F-beta (the printed table)
+    evaluation.png   precision/recall vs score threshold per source
+
+Running it again replaces these (and only these); a non-empty folder that is not a demo is
+refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from picks.consensus import evaluate as evaluate_mod
+from picks.consensus.simulate import (
+    DEFAULT_SEED,
+    DEFAULT_SIZE,
+    DEFAULT_SNR,
+    SimulationResult,
+    picker_inputs,
+    simulate,
+)
+from picks.core.errors import PicksError
+
+DEMO_ENTRIES = (
+    "data",
+    "picks.db",
+    "picks.db-wal",
+    "picks.db-shm",
+    "consensus",
+    "evaluation.json",
+    "evaluation.png",
+)
+
+
+@dataclass
+class DemoResult:
+    folder: Path
+    simulation: SimulationResult
+    db: Path
+    aggregate: Any  # picks.consensus.pipeline.AggregateResult
+    results: list[evaluate_mod.Evaluated] = field(repr=False)
+    evaluation: Path = Path()
+    plot: Path | None = None
+
+
+def aggregate_inputs(simulation: SimulationResult | Path) -> list:
+    """The simulated pickers as :class:`~picks.consensus.pipeline.InputSpec` inputs."""
+    from picks.consensus.pipeline import InputSpec
+
+    return [
+        InputSpec(item["path"], item["label"], dict(item["options"]), given=str(item["given"]))
+        for item in picker_inputs(simulation)
+    ]
+
+
+def _prepare(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise PicksError(f"{folder} exists and is not a folder")
+    if folder.is_dir():
+        foreign = [p.name for p in folder.iterdir() if p.name not in DEMO_ENTRIES]
+        if foreign:
+            raise PicksError(
+                f"{folder} holds files the demo did not write ({', '.join(sorted(foreign)[:3])})",
+                hint="Choose a new or empty folder.",
+            )
+        if any(folder.iterdir()) and not (folder / "data" / "manifest.json").is_file():
+            raise PicksError(
+                f"{folder} is not an earlier picks demo folder",
+                hint="Choose a new or empty folder.",
+            )
+        for name in DEMO_ENTRIES:
+            path = folder / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def run_demo(
+    folder: str | Path = "picks-demo",
+    *,
+    seed: int = DEFAULT_SEED,
+    n_tomograms: int = 2,
+    size: tuple[int, int, int] = DEFAULT_SIZE,
+    snr: float = DEFAULT_SNR,
+    method: str = "auto",
+    plot: bool = True,
+    progress=None,
+) -> DemoResult:
+    """Simulate, aggregate (default method: the CNN, since tomograms are given), evaluate."""
+    from picks.consensus.pipeline import DEFAULT_FORMATS, aggregate
+    from picks.core.store import Store
+
+    folder = Path(folder)
+    _prepare(folder)
+    simulation = simulate(folder / "data", seed=seed, n_tomograms=n_tomograms, size=size, snr=snr)
+    db = folder / "picks.db"
+    truth = evaluate_mod.read_picks_files([simulation.truth_csv], adapter="czii-csv")
+    with Store(db) as store:
+        result = aggregate(
+            store,
+            aggregate_inputs(simulation),
+            out=folder / "consensus",
+            tomograms=[simulation.out / "tomograms"],
+            formats=[*DEFAULT_FORMATS, "czii-csv"],
+            method=method,
+            seed=seed,
+            progress=progress,
+        )
+        results = evaluate_mod.evaluate(truth, store=store, runs=[result.run_id])
+    evaluation = folder / "evaluation.json"
+    evaluation.write_text(
+        json.dumps(
+            {"truth": str(simulation.truth_csv), "results": [r.as_dict() for r in results]},
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    plot_path = (
+        evaluate_mod.plot_curves(results, truth, folder / "evaluation.png") if plot else None
+    )
+    return DemoResult(folder, simulation, db, result, results, evaluation, plot_path)

@@ -1,0 +1,245 @@
+"""``picks evaluate``: score pickers and consensus runs against ground truth (CZII metric).
+
+Everything is read through the adapters (:mod:`picks.plugins.manager`), so the truth and the
+picks share one set of conventions: a CZII CSV, a copick project or file, or any picker file
+can be the truth. What is scored:
+
+* every picker in the store (``--db``): all its ``picker`` sources together, by label;
+* every consensus run in the store (or the ones named with ``--run``): its **accepted**
+  consensus picks, and separately all its candidates (accepted or not, scored by their final
+  score, so the threshold curve shows what a different acceptance threshold would give);
+* picks files given directly, each labelled ``LABEL=PATH`` or by its file name.
+
+The metric is :mod:`picks.consensus.metric` (see ``docs/metric.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from picks.consensus import metric
+from picks.core.errors import PicksError, UnknownAdapter
+from picks.core.tomograms import TomogramSet
+
+
+@dataclass
+class Evaluated:
+    """One scored set of picks."""
+
+    label: str
+    kind: str  # picker | consensus | consensus-candidates | file
+    picks: pd.DataFrame = field(repr=False)
+    score: metric.Score
+    run_id: int | None = None
+
+    def row(self) -> dict:
+        out = {"source": self.label, "kind": self.kind, "n": len(self.picks)}
+        for c in self.score.classes:
+            out[c.particle] = c.fbeta
+        out["overall"] = self.score.overall
+        return out
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.label,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "n_picks": len(self.picks),
+            **self.score.as_dict(),
+        }
+
+
+def read_picks_files(
+    paths: Iterable[str | Path],
+    *,
+    tomograms: TomogramSet | None = None,
+    adapter: str = "auto",
+    voxel_size: float | None = None,
+    binning: float = 1.0,
+    particle: str | None = None,
+    tomogram: str | None = None,
+    options: Mapping[str, str] | None = None,
+    registry=None,
+) -> pd.DataFrame:
+    """Read files (or folders) through the adapters into one canonical table.
+
+    Files inside a folder that no adapter recognises (a copick project's config, a label map)
+    are skipped; a file named directly must be readable.
+    """
+    from picks.core.importing import expand_inputs, read_file
+    from picks.plugins.adapter import ReadContext
+    from picks.plugins.manager import get_registry
+
+    registry = registry or get_registry()
+    frames = []
+    for raw in paths:
+        raw = Path(raw)
+        for path in expand_inputs([raw], registry, adapter):
+            try:
+                chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
+            except UnknownAdapter:
+                if raw.is_dir():
+                    continue
+                raise
+            ctx = ReadContext(
+                path=path,
+                tomograms=tomograms or TomogramSet(),
+                voxel_size=voxel_size,
+                binning=binning,
+                particle=particle,
+                tomogram=tomogram,
+                options=dict(options or {}),
+            )
+            frames.append(read_file(chosen, ctx))
+    if not frames:
+        raise PicksError(f"no picks found in {', '.join(map(str, paths))}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def store_pickers(store) -> dict[str, pd.DataFrame]:
+    """Picks of every ``picker`` source in the store, by picker label."""
+    picks = store.picks(roles=("picker",), columns=["tomogram", "particle", "x", "y", "z", "score"])
+    return {
+        str(label): group.reset_index(drop=True)
+        for label, group in picks.groupby("picker", sort=True)
+    }
+
+
+def consensus_runs(store, run_ids: Sequence[int] | None = None) -> list[int]:
+    """Run ids with consensus picks (all, or the given ones, which must exist)."""
+    present = [
+        int(r[0])
+        for r in store.db.execute(
+            "SELECT DISTINCT run_id FROM consensus ORDER BY run_id"
+        ).fetchall()
+    ]
+    if not run_ids:
+        return present
+    for run_id in run_ids:
+        store.get_run(run_id)
+        if run_id not in present:
+            raise PicksError(
+                f"run {run_id} has no consensus picks", hint="'picks runs' lists the runs."
+            )
+    return list(run_ids)
+
+
+def consensus_picks(store, run_id: int) -> pd.DataFrame:
+    """All consensus candidates of a run (tomogram, particle, x, y, z, score, accepted)."""
+    cursor = store.db.execute(
+        "SELECT id, tomogram, particle, x, y, z, score, accepted FROM consensus WHERE run_id = ? ORDER BY id",
+        [run_id],
+    )
+    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=[d[0] for d in cursor.description])
+    for column in ("x", "y", "z", "score"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame["accepted"] = frame["accepted"].fillna(0).astype(int).astype(bool)
+    return frame
+
+
+def evaluate(
+    truth: pd.DataFrame,
+    *,
+    store=None,
+    runs: Sequence[int] | None = None,
+    pickers: bool = True,
+    files: Mapping[str, pd.DataFrame] | None = None,
+    multiplier: float = metric.DEFAULT_MULTIPLIER,
+    beta: float = metric.DEFAULT_BETA,
+    radii: Mapping[str, float] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> list[Evaluated]:
+    """Score every requested source against ``truth`` (a canonical table)."""
+    kwargs = {"multiplier": multiplier, "beta": beta, "radii": radii, "weights": weights}
+    results: list[Evaluated] = []
+    if store is not None:
+        if pickers:
+            for label, picks in store_pickers(store).items():
+                results.append(
+                    Evaluated(label, "picker", picks, metric.score(truth, picks, **kwargs))
+                )
+        for run_id in consensus_runs(store, runs):
+            candidates = consensus_picks(store, run_id)
+            accepted = candidates[candidates["accepted"]].reset_index(drop=True)
+            results.append(
+                Evaluated(
+                    f"consensus run {run_id}",
+                    "consensus",
+                    accepted,
+                    metric.score(truth, accepted, **kwargs),
+                    run_id,
+                )
+            )
+            results.append(
+                Evaluated(
+                    f"run {run_id} all candidates",
+                    "consensus-candidates",
+                    candidates,
+                    metric.score(truth, candidates, **kwargs),
+                    run_id,
+                )
+            )
+    for label, picks in (files or {}).items():
+        results.append(Evaluated(label, "file", picks, metric.score(truth, picks, **kwargs)))
+    return results
+
+
+def plot_curves(
+    results: Sequence[Evaluated],
+    truth: pd.DataFrame,
+    path: str | Path,
+    *,
+    multiplier: float = metric.DEFAULT_MULTIPLIER,
+    beta: float = metric.DEFAULT_BETA,
+    radii: Mapping[str, float] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> Path:
+    """Precision, recall and overall F-beta against the score threshold, one panel per source.
+
+    Every picker has its own score scale, so each panel has its own x axis. Sources without
+    scores show one point (the whole set).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(results), 1)
+    columns = min(3, n)
+    rows = (n + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
+    for ax, result in zip(axes.ravel(), results, strict=False):
+        curve = metric.threshold_curve(
+            truth, result.picks, multiplier=multiplier, beta=beta, radii=radii, weights=weights
+        )
+        marker = "o" if len(curve) < 3 else None
+        ax.plot(curve["threshold"], curve["precision"], label="precision", marker=marker)
+        ax.plot(curve["threshold"], curve["recall"], label="recall", marker=marker)
+        ax.plot(
+            curve["threshold"],
+            curve["fbeta"],
+            label=f"F{beta:g} (weighted)",
+            marker=marker,
+            linestyle="--",
+        )
+        if not result.picks["score"].notna().any():
+            ax.text(
+                0.5, 0.5, "no scores: one point", transform=ax.transAxes, ha="center", fontsize=8
+            )
+        ax.set_title(result.label, fontsize=10)
+        ax.set_xlabel("score threshold")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(results) :]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=8, loc="lower left")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
