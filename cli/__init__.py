@@ -19,6 +19,11 @@ COMMAND_MODULES = [
     "store_cmds",
     "plugins_cmd",
     "convert_cmd",
+    "simulate_cmd",
+    "evaluate_cmd",
+    "demo_cmd",
+    "aggregate",
+    "cnn_cmds",
 ]
 
 

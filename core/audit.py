@@ -70,7 +70,8 @@ def audit_consensus(store: Store, consensus_id: int) -> dict:
     consensus = rows[0]
     members = list(
         store.db.query(
-            "SELECT m.pick_id, m.picker, m.distance, p.record, p.original, p.x, p.y, p.z, p.score, "
+            "SELECT m.pick_id, m.picker, m.distance, m.duplicate_of, p.record, p.original, "
+            "p.x, p.y, p.z, p.score, "
             "p.score_field, p.particle, s.id AS source_id, s.path, s.adapter, s.role "
             "FROM consensus_members m JOIN picks p ON p.id = m.pick_id "
             "JOIN sources s ON s.id = p.source_id WHERE m.consensus_id = ? ORDER BY m.picker, m.pick_id",
@@ -146,9 +147,12 @@ def render(report: dict) -> str:
     )
     lines.append(f"  members   {len(report['members'])}")
     for m in report["members"]:
+        extra = f" (duplicate of raw pick {m['duplicate_of']})" if m.get("duplicate_of") else ""
+        if m.get("role") not in (None, "picker"):
+            extra += f" ({m['role']} reference)"
         lines.append(
             f"    - {m['picker']}: raw pick {m['pick_id']}, {m['distance']:.1f} Å away, "
-            f"{m['path']} record {m['record']}"
+            f"{m['path']} record {m['record']}{extra}"
         )
         lines.append(f"        {m['original']}")
     for s in report["model_scores"]:

@@ -1,0 +1,97 @@
+"""Benchmark: ``picks aggregate --method vote`` on 100,000 picks end to end (target < 60 s).
+
+Writes one CZII CSV per picker (4 pickers, 10 tomograms, synthetic picks as in
+``bench_cluster.py``) into a temporary folder, then times :func:`aggregate` into a fresh
+store: import (read, check, bulk insert), cluster, vote, store consensus and members, write
+the accepted picks (one CSV per class) and record the exports. Stage times come from the
+progress protocol the CLI uses.
+
+    python benchmarks/bench_aggregate_vote.py [--picks N] [--tomograms T] [--pickers P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_cluster import machine, synthetic_picks
+
+
+class StageTimer:
+    """A progress factory that records how long each stage (import, cluster, write) takes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, description: str = "", total: int | None = None):
+        start = time.perf_counter()
+        yield lambda n=1, **kw: None
+        self.seconds[description] = self.seconds.get(description, 0.0) + time.perf_counter() - start
+
+
+def main() -> None:
+    from picks.consensus.pipeline import aggregate
+    from picks.core.store import Store
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--picks", type=int, default=100_000)
+    parser.add_argument("--tomograms", type=int, default=10)
+    parser.add_argument("--pickers", type=int, default=4)
+    parser.add_argument(
+        "--format", action="append", default=None, help="output formats (default csv)"
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="picks-bench-") as tmp:
+        root = Path(tmp)
+        picks = synthetic_picks(args.picks, args.tomograms, args.pickers)
+        inputs = []
+        for label, group in picks.groupby("picker", sort=True):
+            path = root / f"{label}.csv"
+            group.assign(id=range(len(group))).rename(
+                columns={"tomogram": "experiment", "particle": "particle_type"}
+            )[["id", "experiment", "particle_type", "x", "y", "z", "score"]].to_csv(
+                path, index=False
+            )
+            inputs.append(f"{label}={path}")
+        timer = StageTimer()
+        start = time.perf_counter()
+        with Store(root / "picks.db") as store:
+            result = aggregate(
+                store,
+                inputs,
+                out=root / "out",
+                formats=args.format or ["csv"],
+                method="vote",
+                progress=timer,
+            )
+        total = time.perf_counter() - start
+    report = {
+        "benchmark": "aggregate --method vote",
+        "picks": result.n_picks,
+        "pickers": len(result.pickers),
+        "tomograms": args.tomograms,
+        "consensus": result.n_consensus,
+        "accepted": result.n_accepted,
+        "files_written": len(result.outputs),
+        "seconds_total": round(total, 3),
+        "seconds_by_stage": {
+            **{k: round(v, 3) for k, v in timer.seconds.items()},
+            "vote+store+summary": round(total - sum(timer.seconds.values()), 3),
+        },
+        "picks_per_second": round(result.n_picks / total),
+        "machine": machine(),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""``picks aggregate`` (consensus of pickers) and ``picks noise`` (background samples)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from picks.cli.common import DbOption, JsonOption, echo_json, echo_table, open_store, progress
+
+DB_DEFAULT = Path("picks.db")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("aggregate")(aggregate_cmd)
+    app.command("noise")(noise_cmd)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def aggregate_cmd(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[LABEL=]PATH...",
+            help="Picker outputs (files or folders), optionally labelled: cryolo=picks/cryolo/. None: every picker source already imported.",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("consensus"),
+    tomograms: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--tomograms",
+            help="Tomogram files/folders (register them; enables noise sampling and the CNN).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output formats (adapter names, or box, csv, star); repeat or comma-separate. Default: relion5,box.",
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="auto (CNN when tomograms are given, else vote), vote or cnn.")
+    ] = "auto",
+    min_support: Annotated[
+        str | None,
+        typer.Option(
+            help="Support a positive needs: a number, all, all-but-one or majority (default: all but one picker with ≥3 pickers, else all)."
+        ),
+    ] = None,
+    doubtful_support: Annotated[
+        int, typer.Option(help="Pickers a doubtful pick needs (fewer: negative).")
+    ] = 2,
+    match_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Match distance as a fraction of the class radius (default 1.0; the CZII metric's hit radius is 0.5)."
+        ),
+    ] = None,
+    match_distance: Annotated[
+        float | None,
+        typer.Option(help="Match distance in Å for every class (overrides --match-fraction)."),
+    ] = None,
+    radius: Annotated[
+        list[str] | None,
+        typer.Option("--radius", help="Class radius CLASS=Å (adds or overrides catalog classes)."),
+    ] = None,
+    box_size: Annotated[
+        float | None,
+        typer.Option(
+            help="Box edge in Å (pixels × sampling) for classes with no known radius: radius = box/2."
+        ),
+    ] = None,
+    particle: Annotated[str | None, typer.Option(help="Class for picks that have none.")] = None,
+    class_agnostic: Annotated[
+        bool,
+        typer.Option("--class-agnostic", help="Cluster across classes; report the majority class."),
+    ] = False,
+    representative: Annotated[
+        str,
+        typer.Option(
+            help="centroid, weighted (score-weighted centroid) or best (best-scoring member)."
+        ),
+    ] = "centroid",
+    weights: Annotated[
+        list[str] | None, typer.Option("--weights", help="Per-picker weight LABEL=W (default 1).")
+    ] = None,
+    positive: Annotated[
+        list[str] | None,
+        typer.Option("--positive", help="Trusted positive reference picks ([LABEL=]FILE)."),
+    ] = None,
+    negative: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--negative", help="Trusted negative reference picks, e.g. gold beads ([LABEL=]FILE)."
+        ),
+    ] = None,
+    noise_ratio: Annotated[
+        float, typer.Option(help="Noise samples per positive pick (with --tomograms).")
+    ] = 1.0,
+    voxel_size: Annotated[
+        float | None,
+        typer.Option(help="Å per voxel of the tomograms/coordinates when headers lack it."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (noise, CNN).")] = 0,
+    input_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input-option",
+            help="Per-input option LABEL:KEY=VALUE (adapter, binning, voxel_size, particle, tomogram, role, or an adapter option).",
+        ),
+    ] = None,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option("--model", help="CNN: reuse a trained model (repeat for an ensemble)."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="CNN: training epochs.")] = None,
+    box: Annotated[int | None, typer.Option(help="CNN: network input box in voxels.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="CNN: acceptance threshold on the CNN score.")
+    ] = None,
+    combine: Annotated[
+        bool | None,
+        typer.Option(
+            "--combine/--no-combine",
+            help="CNN: learned combination of CNN score, support and picker scores.",
+        ),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="CNN: auto, cpu or gpu.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing output files.")] = False,
+    db: DbOption = DB_DEFAULT,
+    json_out: JsonOption = False,
+) -> None:
+    """Aggregate several pickers' outputs into one consensus set, with provenance."""
+    from picks.consensus.cluster import DEFAULT_MATCH_FRACTION
+    from picks.consensus.pipeline import DEFAULT_FORMATS, aggregate
+    from picks.core.particles import parse_radius_options
+
+    cnn_options = {
+        "model": [str(m) for m in model] if model else None,
+        "epochs": epochs,
+        "box": box,
+        "threshold": threshold,
+        "combine": combine,
+        "device": device,
+    }
+    cnn_options = {k: v for k, v in cnn_options.items() if v is not None}
+    with open_store(db) as store:
+        result = aggregate(
+            store,
+            inputs or [],
+            out=out,
+            tomograms=tomograms or (),
+            formats=_split(fmt) or DEFAULT_FORMATS,
+            method=method,
+            min_support=min_support,
+            doubtful_support=doubtful_support,
+            match_fraction=match_fraction if match_fraction is not None else DEFAULT_MATCH_FRACTION,
+            match_distance=match_distance,
+            representative=representative,
+            class_agnostic=class_agnostic,
+            particle=particle,
+            radii=parse_radius_options(radius or []),
+            box_size=box_size,
+            weights=weights or [],
+            positives=positive or [],
+            negatives=negative or [],
+            input_options=input_option or [],
+            noise_ratio=noise_ratio,
+            voxel_size=voxel_size,
+            seed=seed,
+            cnn_options=cnn_options,
+            force=force,
+            progress=progress,
+        )
+    if json_out:
+        echo_json(result.as_dict())
+        return
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    columns = ["tomogram", "particle", *[f"in:{p}" for p in result.pickers], "consensus"]
+    columns += [
+        s
+        for s in ("positive", "doubtful", "negative", "reference")
+        if any(s in r for r in result.summary)
+    ]
+    columns.append("accepted")
+    echo_table(
+        result.summary,
+        columns,
+        title=f"Run {result.run_id} ({result.method}): consensus per tomogram and class",
+    )
+    ids = result.consensus_ids
+    typer.echo(
+        f"\n{result.n_picks} picks from {len(result.pickers)} pickers -> {result.n_consensus} consensus picks"
+        + (f" (ids {ids[0]}-{ids[1]})" if ids else "")
+        + f", {result.n_accepted} accepted"
+    )
+    if result.noise:
+        sampled = sum(r["sampled"] for r in result.noise)
+        typer.echo(f"noise: {sampled} background samples stored for the CNN")
+    for row in result.outputs:
+        typer.echo(f"wrote {row['path']} ({row['format']}, {row['n_rows']} picks)")
+    typer.echo("Trace any output row with: picks audit CONSENSUS_ID")
+
+
+def noise_cmd(
+    run: Annotated[
+        int | None, typer.Option(help="Consensus run (default: the latest aggregate run).")
+    ] = None,
+    noise_ratio: Annotated[float, typer.Option(help="Samples per positive consensus pick.")] = 1.0,
+    count: Annotated[
+        int | None, typer.Option(help="Samples per tomogram (instead of --noise-ratio).")
+    ] = None,
+    evasion: Annotated[
+        float | None,
+        typer.Option(
+            help="Distance in Å every sample keeps from every pick (default: 2 × the pick's class radius)."
+        ),
+    ] = None,
+    half_box: Annotated[
+        float | None,
+        typer.Option(
+            help="Distance in Å kept from the tomogram faces (default: 1.25 × largest class radius)."
+        ),
+    ] = None,
+    radius: Annotated[
+        list[str] | None, typer.Option("--radius", help="Class radius CLASS=Å.")
+    ] = None,
+    box_size: Annotated[
+        float | None, typer.Option(help="Box edge in Å for classes with no known radius.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    max_batches: Annotated[
+        int, typer.Option(help="Give up (with fewer samples) after this many batches.")
+    ] = 20,
+    tomograms: Annotated[
+        list[Path] | None, typer.Option("--tomograms", help="Register these tomograms first.")
+    ] = None,
+    voxel_size: Annotated[
+        float | None, typer.Option(help="Voxel size in Å when the headers lack it.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the run's existing noise samples.")
+    ] = False,
+    db: DbOption = DB_DEFAULT,
+    json_out: JsonOption = False,
+) -> None:
+    """Sample background positions away from every pick, for training the CNN."""
+    import json
+
+    from picks.consensus.cluster import resolve_radii
+    from picks.consensus.noise import noise_for_run
+    from picks.core.errors import NotFound, PicksError
+    from picks.core.particles import Catalog, parse_radius_options
+    from picks.core.tomograms import find_volumes, read_tomogram
+
+    with open_store(db) as store:
+        if tomograms:
+            store.add_tomograms(
+                [read_tomogram(p, voxel_size=voxel_size) for p in find_volumes(tomograms)]
+            )
+        if run is None:
+            row = store.db.execute(
+                "SELECT MAX(r.id) FROM runs r WHERE EXISTS (SELECT 1 FROM consensus c WHERE c.run_id = r.id)"
+            ).fetchone()
+            if row[0] is None:
+                raise NotFound("no consensus run in the store", hint="Run 'picks aggregate' first.")
+            run = int(row[0])
+        params = json.loads(store.get_run(run).get("params") or "{}")
+        catalog = Catalog().with_radii(
+            {**params.get("radii", {}), **parse_radius_options(radius or [])}
+        )
+        classes = [
+            r[0]
+            for r in store.db.execute(
+                "SELECT DISTINCT particle FROM consensus WHERE run_id = ?", [run]
+            )
+        ]
+        if not classes:
+            raise PicksError(f"run {run} has no consensus picks")
+        radii = resolve_radii(classes, catalog, box_size=box_size or params.get("box_size"))
+        result = noise_for_run(
+            store,
+            run,
+            radii,
+            ratio=noise_ratio,
+            count=count,
+            evasion=evasion,
+            half_box=half_box,
+            seed=seed,
+            max_batches=max_batches,
+            replace=force,
+        )
+    if json_out:
+        echo_json({"run_id": run, "tomograms": result.as_rows(), "warnings": result.warnings})
+        return
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    echo_table(
+        result.as_rows(), ["tomogram", "requested", "sampled"], title=f"Noise samples of run {run}"
+    )

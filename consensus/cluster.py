@@ -1,0 +1,493 @@
+"""Cluster the picks of several pickers into consensus picks (pure NumPy/SciPy, no store).
+
+Input: a pick table with columns ``id, picker, tomogram, particle, x, y, z`` (Å, canonical
+frame) and optionally ``score, rot, tilt, psi``. Output (:class:`Clusters`): one row per
+consensus pick and one member row per input pick: every input pick belongs to exactly one
+consensus pick, so nothing disappears.
+
+Guarantees (per tomogram, and per particle class unless ``class_agnostic``):
+
+1. **Duplicates within a picker** closer than the match distance are merged first, by
+   non-maximum suppression in order of score (best first; ties by the canonical order
+   below). The kept pick is the picker's *primary* member; the suppressed ones become
+   members too, with ``duplicate_of`` naming the kept pick. Every duplicate lies within the
+   match distance of its primary, and the primaries of one picker are pairwise farther apart
+   than the match distance.
+2. **At most one primary pick per picker** in a consensus pick.
+3. **No chaining**: no two primary members of a consensus pick are farther apart than the
+   match distance (complete linkage). Clusters are grown greedily over candidate pairs
+   (KD-tree ``query_pairs``) in order of increasing distance; a pair merges its two clusters
+   only if the pickers are disjoint and *every* cross pair is within the match distance.
+4. **Order independence**: picks are first sorted by the stable key (tomogram, particle,
+   picker, x, y, z, score, id); ties between pair distances are broken by that order, so
+   the result does not depend on the order of the input rows or files.
+
+Match distance: ``match_distance`` Å if given, else ``match_fraction`` × the class radius
+(default :data:`DEFAULT_MATCH_FRACTION` = 1.0). Why 1.0 and not the CZII metric's 0.5: the
+metric counts a pick as a hit within 0.5 r of the particle centre, so two hits on the same
+particle may be up to 0.5 r + 0.5 r = r apart — a pick-to-pick threshold of r is the smallest
+that can merge every pair of hits. Two particles of one class do not overlap (centres ≥ 2 r
+apart), so hits on two different particles are ≥ r apart and are never merged. A threshold
+of 0.5 r would split many correct matches (pickers off by ~0.3 r in opposite directions)
+into two weak consensus picks. In ``class_agnostic`` mode the threshold of a pair is
+``match_fraction × max(r_i, r_j)``, which stays below r_i + r_j (no overlap) for fractions ≤ 1.
+
+Support = Σ weights of the distinct pickers among the primaries (weight 1 unless given), so
+it equals the number of pickers by default. The representative position is computed from
+the primaries (one position per picker): ``centroid`` (mean), ``weighted`` (weights ×
+normalised score) or ``best`` (highest normalised score). Scores of different pickers use
+different scales, so they are normalised per picker to their percentile rank in (0, 1]
+(picks without a score get 1.0). Orientation (rot, tilt, psi) is taken from the best-scoring
+primary that has one; angles are never averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from picks.core.errors import PicksError
+from picks.core.particles import Catalog
+
+DEFAULT_MATCH_FRACTION = 1.0
+REPRESENTATIVES = ("centroid", "weighted", "best")
+# Candidate search radius slack: scipy's own distance rounding must never drop a pair that our
+# exact check (``distance <= threshold``) would keep.
+_SLACK = 1e-9
+
+CONSENSUS_COLUMNS = [
+    "tomogram",
+    "particle",
+    "x",
+    "y",
+    "z",
+    "support",
+    "n_pickers",
+    "n_members",
+    "pickers",
+    "member_score",
+    "match_distance",
+    "rot",
+    "tilt",
+    "psi",
+]
+MEMBER_COLUMNS = ["consensus", "pick_id", "picker", "distance", "duplicate_of", "primary"]
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """How to cluster; see the module docstring for the meaning of each field."""
+
+    match_fraction: float = DEFAULT_MATCH_FRACTION
+    match_distance: float | None = None
+    representative: str = "centroid"
+    class_agnostic: bool = False
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.representative not in REPRESENTATIVES:
+            raise PicksError(
+                f"representative {self.representative!r}: expected one of {', '.join(REPRESENTATIVES)}"
+            )
+        if self.match_distance is not None and not self.match_distance >= 0:
+            raise PicksError(f"match distance {self.match_distance!r} Å must be ≥ 0")
+        if self.match_distance is None and not self.match_fraction > 0:
+            raise PicksError(f"match fraction {self.match_fraction!r} must be > 0")
+        for label, weight in self.weights.items():
+            if not weight >= 0:
+                raise PicksError(f"weight of picker {label!r} must be ≥ 0, got {weight!r}")
+
+
+@dataclass
+class Clusters:
+    """Consensus picks (row ``i`` is consensus pick ``i``) and their member picks."""
+
+    consensus: pd.DataFrame
+    members: pd.DataFrame
+    stats: dict = field(default_factory=dict)
+
+
+def resolve_radii(
+    particles: object, catalog: Catalog, *, box_size: float | None = None
+) -> dict[str | None, float]:
+    """Radius in Å of every class in ``particles`` (``None`` = unlabelled picks).
+
+    Classes unknown to ``catalog`` (and unlabelled picks) take ``box_size / 2`` when a box
+    size is given (the box encloses the particle, so this is an upper bound); otherwise they
+    are an error that names them and how to give a radius.
+    """
+    radii: dict[str | None, float] = {}
+    unknown: list[str] = []
+    for name in sorted({p for p in particles if p is not None}) + (
+        [None] if any(p is None for p in particles) else []
+    ):
+        if name is not None and name in catalog:
+            radii[name] = catalog.radius(name)
+        elif box_size:
+            radii[name] = float(box_size) / 2.0
+        else:
+            unknown.append("(no class)" if name is None else name)
+    if unknown:
+        raise PicksError(
+            f"no radius known for particle class(es) {', '.join(unknown)}",
+            hint="Give --radius CLASS=ÅNGSTROM (or --box-size), or assign unlabelled picks a class "
+            "with --particle NAME / --input-option LABEL:particle=NAME.",
+        )
+    return radii
+
+
+def _empty() -> Clusters:
+    consensus = pd.DataFrame({c: pd.Series(dtype=object) for c in CONSENSUS_COLUMNS})
+    members = pd.DataFrame({c: pd.Series(dtype=object) for c in MEMBER_COLUMNS})
+    return Clusters(consensus, members, {"n_picks": 0, "n_consensus": 0})
+
+
+def _object_array(series: pd.Series) -> np.ndarray:
+    values = series.astype(object).to_numpy()
+    return np.where(pd.isna(values), None, values)
+
+
+def cluster(
+    picks: pd.DataFrame, radii: Mapping[str | None, float], options: ClusterOptions | None = None
+) -> Clusters:
+    """Cluster ``picks`` into consensus picks (see the module docstring for the guarantees)."""
+    options = options or ClusterOptions()
+    options.check()
+    n = len(picks)
+    if n == 0:
+        return _empty()
+
+    # -- canonical order ------------------------------------------------------------------
+    tomo = picks["tomogram"].astype(str).to_numpy(dtype=object)
+    particle = _object_array(picks["particle"])
+    pkey = np.array(["" if p is None else str(p) for p in particle], dtype=object)
+    picker = picks["picker"].astype(str).to_numpy(dtype=object)
+    xyz_in = picks[["x", "y", "z"]].to_numpy(dtype=float)
+    score_in = picks["score"].to_numpy(dtype=float) if "score" in picks else np.full(n, np.nan)
+    ids_in = picks["id"].to_numpy(dtype=np.int64)
+    t_codes, t_names = pd.factorize(tomo, sort=True)
+    p_codes, p_names = pd.factorize(pkey, sort=True)
+    k_codes, k_names = pd.factorize(picker, sort=True)
+    order = np.lexsort(
+        (ids_in, score_in, xyz_in[:, 2], xyz_in[:, 1], xyz_in[:, 0], k_codes, p_codes, t_codes)
+    )
+    t = t_codes[order]
+    pc = p_codes[order]
+    pk = k_codes[order]
+    xyz = np.ascontiguousarray(xyz_in[order])
+    score = score_in[order]
+    ids = ids_in[order]
+    n_pickers_total = len(k_names)
+    if n_pickers_total > 52:
+        raise PicksError(f"{n_pickers_total} picker labels: at most 52 are supported in one run")
+
+    # Per-picker percentile rank of the score; no score -> 1.0.
+    nscore = (
+        pd.Series(score).groupby(pk).rank(method="max", pct=True).fillna(1.0).to_numpy(dtype=float)
+    )
+    weight_of = np.array([float(options.weights.get(str(k), 1.0)) for k in k_names])
+    w = weight_of[pk]
+
+    # Per-pick match distance.
+    p_name_of = [None if name == "" else str(name) for name in p_names]
+    try:
+        radius_of = np.array([float(radii[name]) for name in p_name_of])
+    except KeyError as exc:
+        raise PicksError(f"no radius for particle class {exc.args[0]!r}") from None
+    if options.match_distance is not None:
+        thr = np.full(n, float(options.match_distance))
+    else:
+        thr = options.match_fraction * radius_of[pc]
+
+    # -- candidate pairs per group (tomogram, or tomogram × class) ------------------------
+    group = t if options.class_agnostic else t.astype(np.int64) * len(p_names) + pc
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[starts[1:], n]
+    pair_i: list[np.ndarray] = []
+    pair_j: list[np.ndarray] = []
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        if b - a < 2:
+            continue
+        r = float(thr[a:b].max())
+        found = cKDTree(xyz[a:b]).query_pairs(r * (1 + _SLACK) + _SLACK, output_type="ndarray")
+        if len(found):
+            pair_i.append(found[:, 0].astype(np.int64) + a)
+            pair_j.append(found[:, 1].astype(np.int64) + a)
+    if pair_i:
+        pi = np.concatenate(pair_i)
+        pj = np.concatenate(pair_j)
+        lo, hi = np.minimum(pi, pj), np.maximum(pi, pj)
+        pi, pj = lo, hi
+        dist = np.sqrt(((xyz[pi] - xyz[pj]) ** 2).sum(axis=1))
+        keep = dist <= np.maximum(thr[pi], thr[pj])
+        pi, pj, dist = pi[keep], pj[keep], dist[keep]
+    else:
+        pi = pj = np.zeros(0, dtype=np.int64)
+        dist = np.zeros(0)
+
+    # -- 1. duplicates within a picker: non-maximum suppression -------------------------
+    same = pk[pi] == pk[pj]
+    dup_of = _suppress_duplicates(n, pi[same], pj[same], nscore)
+    primary = dup_of < 0
+
+    # -- 2./3. complete-linkage clusters across pickers ----------------------------------
+    cross = ~same & primary[pi] & primary[pj]
+    ci, cj, cd = pi[cross], pj[cross], dist[cross]
+    root, n_complex = _link(n, ci, cj, cd, primary, pk)
+    root[~primary] = root[dup_of[~primary]]
+
+    # Cluster index per pick, consensus rows in canonical order below.
+    uniq_root, cidx = np.unique(root, return_inverse=True)
+    k = len(uniq_root)
+    prim_idx = np.flatnonzero(primary)
+    pc_prim = cidx[prim_idx]
+    n_pick = np.bincount(pc_prim, minlength=k)
+    support = np.bincount(pc_prim, weights=w[prim_idx], minlength=k)
+    n_members = np.bincount(cidx, minlength=k)
+    member_score = np.bincount(pc_prim, weights=nscore[prim_idx], minlength=k) / n_pick
+    mask = np.bincount(pc_prim, weights=np.ldexp(1.0, pk[prim_idx]), minlength=k)
+    match_d = np.zeros(k)
+    np.maximum.at(match_d, pc_prim, thr[prim_idx])
+    cons_t = np.empty(k, dtype=np.int64)
+    cons_t[pc_prim] = t[prim_idx]
+
+    # Representative position.
+    rep = _representative(options.representative, k, prim_idx, pc_prim, xyz, w, nscore)
+
+    # Class: the class of every member, or the (weighted) majority class when agnostic.
+    cons_pc = np.empty(k, dtype=np.int64)
+    if options.class_agnostic:
+        cons_pc[:] = _majority_class(
+            pc_prim, pc[prim_idx], w[prim_idx], nscore[prim_idx], p_name_of
+        )
+    else:
+        cons_pc[pc_prim] = pc[prim_idx]
+
+    # Orientation of the best-scoring primary that has one.
+    angles = np.full((k, 3), np.nan)
+    if {"rot", "tilt", "psi"} <= set(picks.columns):
+        ang = picks[["rot", "tilt", "psi"]].to_numpy(dtype=float)[order]
+        has = np.isfinite(ang).all(axis=1)[prim_idx]
+        pick_order = np.lexsort((prim_idx, -nscore[prim_idx], ~has, pc_prim))
+        first = pick_order[np.r_[True, pc_prim[pick_order][1:] != pc_prim[pick_order][:-1]]]
+        chosen = first[has[first]]
+        angles[pc_prim[chosen]] = ang[prim_idx[chosen]]
+
+    # Canonical consensus order: tomogram, class, position (then the root as a last tie).
+    cons_order = np.lexsort((uniq_root, rep[:, 2], rep[:, 1], rep[:, 0], cons_pc, cons_t))
+    new_index = np.empty(k, dtype=np.int64)
+    new_index[cons_order] = np.arange(k)
+
+    mask_int = mask.astype(np.int64)
+    unique_masks, mask_inv = np.unique(mask_int, return_inverse=True)
+    labels = np.array(
+        [
+            ",".join(str(k_names[b]) for b in range(n_pickers_total) if m >> b & 1)
+            for m in unique_masks.tolist()
+        ],
+        dtype=object,
+    )
+    consensus = (
+        pd.DataFrame(
+            {
+                "tomogram": np.asarray(t_names, dtype=object)[cons_t],
+                "particle": np.asarray(p_name_of, dtype=object)[cons_pc],
+                "x": rep[:, 0],
+                "y": rep[:, 1],
+                "z": rep[:, 2],
+                "support": support,
+                "n_pickers": n_pick,
+                "n_members": n_members,
+                "pickers": labels[mask_inv],
+                "member_score": member_score,
+                "match_distance": match_d,
+                "rot": angles[:, 0],
+                "tilt": angles[:, 1],
+                "psi": angles[:, 2],
+            }
+        )
+        .iloc[cons_order]
+        .reset_index(drop=True)
+    )
+
+    member_cons = new_index[cidx]
+    distance = np.sqrt(((xyz - rep[cidx]) ** 2).sum(axis=1))
+    dup_ids = np.where(primary, -1, ids[np.where(primary, 0, dup_of)])
+    members = pd.DataFrame(
+        {
+            "consensus": member_cons,
+            "pick_id": ids,
+            "picker": np.asarray(k_names, dtype=object)[pk],
+            "distance": distance,
+            "duplicate_of": pd.array(np.where(dup_ids < 0, None, dup_ids), dtype="Int64"),
+            "primary": primary,
+        }
+    )
+    members = members.iloc[np.lexsort((ids, member_cons))].reset_index(drop=True)
+    stats = {
+        "n_picks": n,
+        "n_consensus": k,
+        "n_duplicates": int((~primary).sum()),
+        "n_candidate_pairs": len(pi),
+        "n_complex_components": n_complex,
+    }
+    return Clusters(consensus, members, stats)
+
+
+def _suppress_duplicates(n: int, si: np.ndarray, sj: np.ndarray, nscore: np.ndarray) -> np.ndarray:
+    """Non-maximum suppression over same-picker pairs; returns the keeper index or -1.
+
+    Only the picks that take part in a same-picker pair are visited (in Python); a pick
+    with no close twin is its own keeper without any work.
+    """
+    dup_of = np.full(n, -1, dtype=np.int64)
+    if len(si) == 0:
+        return dup_of
+    graph = coo_matrix(
+        (np.ones(2 * len(si), dtype=np.int8), (np.r_[si, sj], np.r_[sj, si])), shape=(n, n)
+    ).tocsr()
+    indptr, indices = graph.indptr, graph.indices
+    involved = np.unique(np.r_[si, sj])
+    visit = involved[np.lexsort((involved, -nscore[involved]))]
+    done = np.zeros(n, dtype=bool)
+    for u in visit.tolist():
+        if done[u]:
+            continue
+        done[u] = True
+        nb = indices[indptr[u] : indptr[u + 1]]
+        nb = nb[~done[nb]]
+        dup_of[nb] = u
+        done[nb] = True
+    return dup_of
+
+
+def _link(
+    n: int, ci: np.ndarray, cj: np.ndarray, cd: np.ndarray, primary: np.ndarray, pk: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Cluster roots (smallest member index) for the primaries; see module docstring §2–3.
+
+    Connected components of the candidate graph that are already cliques of distinct pickers
+    are final clusters (vectorised). Only the other components go through the greedy merge,
+    which visits their pairs in order of (distance, i, j).
+    """
+    root = np.arange(n, dtype=np.int64)
+    if len(ci) == 0:
+        return root, 0
+    graph = coo_matrix((np.ones(len(ci), dtype=np.int8), (ci, cj)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    prim = np.flatnonzero(primary)
+    n_comp = int(comp.max()) + 1
+    size = np.bincount(comp[prim], minlength=n_comp)
+    n_edges = np.bincount(comp[ci], minlength=n_comp)
+    distinct = np.bincount(np.unique(comp[prim] * 64 + pk[prim]) // 64, minlength=n_comp)
+    simple = (n_edges == size * (size - 1) // 2) & (distinct == size)
+    comp_min = np.full(n_comp, n, dtype=np.int64)
+    np.minimum.at(comp_min, comp[prim], prim)
+    simple_pts = prim[simple[comp[prim]]]
+    root[simple_pts] = comp_min[comp[simple_pts]]
+
+    hard = ~simple[comp[ci]]
+    n_complex = len(np.unique(comp[ci[hard]])) if hard.any() else 0
+    if not hard.any():
+        return root, 0
+    hi_, hj_, hd_ = ci[hard], cj[hard], cd[hard]
+    visit = np.lexsort((hj_, hi_, hd_))
+    hi_l, hj_l = hi_[visit].tolist(), hj_[visit].tolist()
+    edges = set(zip(hi_l, hj_l, strict=True))
+    pk_l = pk.tolist()
+    owner: dict[int, int] = {}
+    members: dict[int, list[int]] = {}
+    masks: dict[int, int] = {}
+    for u, v in zip(hi_l, hj_l, strict=True):
+        a = owner.get(u, u)
+        b = owner.get(v, v)
+        if a == b:
+            continue
+        ma = members.get(a) or [a]
+        mb = members.get(b) or [b]
+        mask_a = masks.get(a, 1 << pk_l[a])
+        mask_b = masks.get(b, 1 << pk_l[b])
+        if mask_a & mask_b:
+            continue
+        if not all(((x, y) if x < y else (y, x)) in edges for x in ma for y in mb):
+            continue
+        keep, gone = (a, b) if a < b else (b, a)
+        merged = ma + mb
+        members[keep] = merged
+        masks[keep] = mask_a | mask_b
+        members.pop(gone, None)
+        masks.pop(gone, None)
+        for x in merged:
+            owner[x] = keep
+    for x, r in owner.items():
+        root[x] = r
+    return root, n_complex
+
+
+def _representative(
+    method: str,
+    k: int,
+    prim_idx: np.ndarray,
+    pc_prim: np.ndarray,
+    xyz: np.ndarray,
+    w: np.ndarray,
+    nscore: np.ndarray,
+) -> np.ndarray:
+    rep = np.empty((k, 3))
+    count = np.bincount(pc_prim, minlength=k).astype(float)
+    if method == "best":
+        pick_order = np.lexsort((prim_idx, -nscore[prim_idx], pc_prim))
+        sorted_c = pc_prim[pick_order]
+        first = pick_order[np.r_[True, sorted_c[1:] != sorted_c[:-1]]]
+        rep[pc_prim[first]] = xyz[prim_idx[first]]
+        return rep
+    if method == "weighted":
+        weight = w[prim_idx] * nscore[prim_idx]
+        total = np.bincount(pc_prim, weights=weight, minlength=k)
+        zero = total <= 0
+        # A cluster whose members all have weight 0 falls back to the plain centroid.
+        weight = np.where(zero[pc_prim], 1.0, weight)
+        total = np.where(zero, count, total)
+    else:
+        weight = np.ones(len(prim_idx))
+        total = count
+    for axis in range(3):
+        rep[:, axis] = (
+            np.bincount(pc_prim, weights=weight * xyz[prim_idx, axis], minlength=k) / total
+        )
+    return rep
+
+
+def _majority_class(
+    pc_prim: np.ndarray,
+    classes: np.ndarray,
+    weights: np.ndarray,
+    nscore: np.ndarray,
+    p_name_of: list[str | None],
+) -> np.ndarray:
+    """Per cluster: the class with the largest picker weight, then the larger summed
+    normalised score, then the alphabetically first name; unlabelled picks vote only when
+    no member has a class."""
+    frame = pd.DataFrame({"c": pc_prim, "p": classes, "w": weights, "s": nscore})
+    votes = frame.groupby(["c", "p"], sort=True).agg(w=("w", "sum"), s=("s", "sum")).reset_index()
+    unlabelled = np.array([p_name_of[p] is None for p in votes["p"].to_numpy()])
+    order = np.lexsort(
+        (
+            votes["p"].to_numpy(),
+            -votes["s"].to_numpy(),
+            -votes["w"].to_numpy(),
+            unlabelled,
+            votes["c"].to_numpy(),
+        )
+    )
+    votes = votes.iloc[order]
+    first = votes.drop_duplicates("c", keep="first")
+    out = np.empty(int(pc_prim.max()) + 1, dtype=np.int64)
+    out[first["c"].to_numpy()] = first["p"].to_numpy()
+    return out

@@ -1,0 +1,271 @@
+"""Random background positions ("noise") for training the CNN against, and ``picks noise``.
+
+A noise sample lies
+
+* inside its tomogram, at least half a box from every face (voxel-centre range
+  ``[hb, (n − 1)·v − hb]`` per axis), so a box around it needs no padding;
+* strictly farther than an *evasion radius* from every pick of every picker and every
+  trusted reference in that tomogram. The radius of a pick is ``evasion_factor`` × its
+  class radius (default 2.0: a particle-sized sphere at the sample does not overlap the
+  picked particle), or one ``evasion`` distance in Å for all.
+
+Sampling is vectorised: candidates are drawn uniformly in batches and checked against one
+KD-tree per distinct evasion radius. It is seeded per tomogram
+(``SeedSequence([seed, crc32(name)])``), so a tomogram's samples do not depend on which other
+tomograms are in the run. It is bounded: after ``max_batches`` batches it stops and returns
+fewer samples with a warning (a crowded tomogram has little background) instead of looping.
+
+The number of samples per tomogram is ``noise_ratio`` × the positive consensus picks there
+(Xmipp's deep consensus also trains against as many noise boxes as positives).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from picks.core.tomograms import Tomogram
+
+DEFAULT_NOISE_RATIO = 1.0
+DEFAULT_EVASION_FACTOR = 2.0
+# Half box = this × the largest class radius: the usual extraction box of diameter + 25 %.
+DEFAULT_HALF_BOX_FACTOR = 1.25
+DEFAULT_MAX_BATCHES = 20
+MIN_BATCH = 256
+MAX_BATCH = 1 << 20
+_EPS = 1e-9
+
+
+@dataclass
+class NoiseResult:
+    """Samples (``tomogram, x, y, z`` in Å) with requested/obtained counts and warnings."""
+
+    samples: pd.DataFrame
+    requested: dict[str, int] = field(default_factory=dict)
+    obtained: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_rows(self) -> list[dict]:
+        return [
+            {"tomogram": t, "requested": self.requested[t], "sampled": self.obtained.get(t, 0)}
+            for t in sorted(self.requested)
+        ]
+
+
+def tomogram_rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())]))
+
+
+def sample_positions(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    avoid: np.ndarray,
+    radii: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+    *,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+) -> tuple[np.ndarray, int]:
+    """Up to ``count`` uniform points in the box [lo, hi] farther than ``radii[i]`` from
+    ``avoid[i]`` for every i. Returns the points (in draw order) and the batches used."""
+    found: list[np.ndarray] = []
+    if count <= 0 or np.any(hi < lo):
+        return np.zeros((0, 3)), 0
+    trees = [(float(r), cKDTree(avoid[radii == r])) for r in np.unique(radii) if len(avoid)]
+    remaining = count
+    rate = 1.0
+    batches = 0
+    while remaining > 0 and batches < max_batches:
+        size = int(min(MAX_BATCH, max(MIN_BATCH, np.ceil(1.5 * remaining / max(rate, 0.01)))))
+        cand = lo + rng.random((size, 3)) * (hi - lo)
+        ok = np.ones(size, dtype=bool)
+        for radius, tree in trees:
+            d, _ = tree.query(cand[ok], k=1, distance_upper_bound=radius * (1 + _EPS) + _EPS)
+            sub = np.flatnonzero(ok)
+            ok[sub[d <= radius]] = False
+        batches += 1
+        rate = max(ok.mean(), 0.0)
+        good = cand[ok][:remaining]
+        found.append(good)
+        remaining -= len(good)
+    return (np.vstack(found) if found else np.zeros((0, 3))), batches
+
+
+def sample_noise(
+    tomograms: Iterable[Tomogram],
+    avoid: pd.DataFrame,
+    counts: Mapping[str, int],
+    *,
+    half_box: float,
+    seed: int = 0,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+) -> NoiseResult:
+    """Noise samples for each tomogram in ``counts``.
+
+    ``avoid`` has columns ``tomogram, x, y, z, evasion`` (Å): a sample is kept only if it is
+    farther than ``evasion`` from every such point of its tomogram.
+    """
+    by_name = {t.name: t for t in tomograms}
+    frames = []
+    result = NoiseResult(pd.DataFrame(columns=["tomogram", "x", "y", "z"]))
+    groups = {str(k): g for k, g in avoid.groupby("tomogram", sort=True)} if len(avoid) else {}
+    for name in sorted(counts):
+        count = int(counts[name])
+        result.requested[name] = count
+        tomo = by_name.get(name)
+        if count <= 0:
+            result.obtained[name] = 0
+            continue
+        if tomo is None or tomo.shape is None or not tomo.voxel_size:
+            result.warnings.append(
+                f"tomogram {name!r}: shape unknown (not registered with --tomograms), no noise sampled"
+            )
+            result.obtained[name] = 0
+            continue
+        lo = np.full(3, float(half_box))
+        hi = (np.asarray(tomo.shape, dtype=float) - 1) * tomo.voxel_size - half_box
+        if np.any(hi < lo):
+            result.warnings.append(
+                f"tomogram {name!r}: a box of half-size {half_box:g} Å does not fit inside it, "
+                "no noise sampled"
+            )
+            result.obtained[name] = 0
+            continue
+        group = groups.get(name)
+        points = (
+            group[["x", "y", "z"]].to_numpy(dtype=float) if group is not None else np.zeros((0, 3))
+        )
+        radii = group["evasion"].to_numpy(dtype=float) if group is not None else np.zeros(0)
+        xyz, batches = sample_positions(
+            lo, hi, points, radii, count, tomogram_rng(seed, name), max_batches=max_batches
+        )
+        result.obtained[name] = len(xyz)
+        if len(xyz) < count:
+            result.warnings.append(
+                f"tomogram {name!r}: only {len(xyz)} of {count} noise samples found after "
+                f"{batches} batches (little background away from the picks); continuing with fewer"
+            )
+        if len(xyz):
+            frames.append(
+                pd.DataFrame({"tomogram": name, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+            )
+    if frames:
+        result.samples = pd.concat(frames, ignore_index=True)
+    return result
+
+
+def evasion_radii(
+    particles: Iterable[object],
+    radii: Mapping[object, float],
+    *,
+    evasion: float | None = None,
+    factor: float = DEFAULT_EVASION_FACTOR,
+) -> np.ndarray:
+    """Per-point evasion radius: ``evasion`` Å, else ``factor`` × class radius (the largest
+    known radius for classes without one)."""
+    values = list(particles)
+    if evasion is not None:
+        return np.full(len(values), float(evasion))
+    largest = max(radii.values()) if radii else 0.0
+    return np.array([factor * float(radii.get(p, largest)) for p in values], dtype=float)
+
+
+def save_noise(store, run_id: int, samples: pd.DataFrame, *, replace: bool = False) -> int:
+    """Store samples in the ``noise`` table under ``run_id`` (bulk); returns rows written."""
+    rows = zip(
+        [int(run_id)] * len(samples),
+        samples["tomogram"].astype(str).tolist(),
+        samples["x"].astype(float).tolist(),
+        samples["y"].astype(float).tolist(),
+        samples["z"].astype(float).tolist(),
+        strict=True,
+    )
+    with store.transaction():
+        if replace:
+            store.db.conn.execute("DELETE FROM noise WHERE run_id = ?", [int(run_id)])
+        store.db.conn.executemany(
+            "INSERT INTO noise (run_id, tomogram, x, y, z) VALUES (?, ?, ?, ?, ?)", rows
+        )
+    return len(samples)
+
+
+def run_positive_counts(store, run_id: int) -> dict[str, int]:
+    """Positive consensus picks (incl. reference-only ones) per tomogram of a run."""
+    rows = store.db.execute(
+        "SELECT tomogram, COUNT(*) FROM consensus WHERE run_id = ? "
+        "AND status IN ('positive', 'reference') GROUP BY tomogram",
+        [int(run_id)],
+    ).fetchall()
+    tomos = store.db.execute(
+        "SELECT DISTINCT tomogram FROM consensus WHERE run_id = ?", [int(run_id)]
+    ).fetchall()
+    counts = {str(t): 0 for (t,) in tomos}
+    counts.update({str(t): int(c) for t, c in rows})
+    return counts
+
+
+def run_avoid_points(store, run_id: int) -> pd.DataFrame:
+    """Every pick clustered in the run plus every trusted reference in its tomograms."""
+    sql = (
+        "SELECT p.tomogram, p.particle, p.x, p.y, p.z FROM picks p "
+        "JOIN consensus_members m ON m.pick_id = p.id JOIN consensus c ON c.id = m.consensus_id "
+        "WHERE c.run_id = ? "
+        "UNION ALL SELECT p.tomogram, p.particle, p.x, p.y, p.z FROM picks p "
+        "JOIN sources s ON s.id = p.source_id WHERE s.role IN ('positive', 'negative') "
+        "AND p.tomogram IN (SELECT DISTINCT tomogram FROM consensus WHERE run_id = ?)"
+    )
+    rows = store.db.execute(sql, [int(run_id), int(run_id)]).fetchall()
+    return pd.DataFrame.from_records(rows, columns=["tomogram", "particle", "x", "y", "z"])
+
+
+def noise_for_run(
+    store,
+    run_id: int,
+    radii: Mapping[object, float],
+    *,
+    ratio: float = DEFAULT_NOISE_RATIO,
+    count: int | None = None,
+    evasion: float | None = None,
+    evasion_factor: float = DEFAULT_EVASION_FACTOR,
+    half_box: float | None = None,
+    seed: int = 0,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+    replace: bool = False,
+) -> NoiseResult:
+    """Sample and store noise for a consensus run: ``count`` per tomogram, or ``ratio`` ×
+    its positives. Existing noise of the run is an error unless ``replace``."""
+    from picks.core.errors import PicksError
+
+    existing = store.db.execute(
+        "SELECT COUNT(*) FROM noise WHERE run_id = ?", [int(run_id)]
+    ).fetchone()[0]
+    if existing and not replace:
+        raise PicksError(
+            f"run {run_id} already has {existing} noise samples",
+            hint="Use --force to replace them.",
+        )
+    positives = run_positive_counts(store, run_id)
+    if not positives:
+        raise PicksError(f"run {run_id} has no consensus picks to sample noise for")
+    counts = {
+        t: (int(count) if count is not None else round(ratio * n)) for t, n in positives.items()
+    }
+    avoid = run_avoid_points(store, run_id)
+    avoid["evasion"] = evasion_radii(
+        [None if pd.isna(p) else p for p in avoid["particle"]],
+        radii,
+        evasion=evasion,
+        factor=evasion_factor,
+    )
+    if half_box is None:
+        half_box = DEFAULT_HALF_BOX_FACTOR * (max(radii.values()) if radii else 0.0)
+    result = sample_noise(
+        store.tomograms(), avoid, counts, half_box=half_box, seed=seed, max_batches=max_batches
+    )
+    save_noise(store, run_id, result.samples, replace=replace)
+    return result
