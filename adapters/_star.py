@@ -1,13 +1,23 @@
-"""Shared parts of the STAR-family adapters: RELION 3–5, Warp/WarpTools, pytom-match-pick, STOPGAP.
+"""The STAR format: one scanner for every STAR-family adapter, a sniffer and a writer.
 
-Reading. Values are read with the ``starfile`` package; a layout scan (blocks, loops, the
-field count of every row) runs first, so a truncated or hand-broken row is an error naming its
-line, and every pick keeps the line it came from (``record``) and its text (``original``).
-Names (tomograms, classes) are taken from the raw tokens, never from starfile's typed columns,
-which would turn a tomogram called ``0002`` into the number 2.
+Used by crYOLO (CBOX, STAR output), RELION 3–5, Warp/WarpTools, pytom-match-pick and STOPGAP;
+what the RELION-family particle readers share beyond the format is in
+:mod:`picks.adapters._relion_family`.
 
-Sniffing. One function, :func:`flavour`, decides which STAR dialect a file is from its header
-lines (up to the first loop with coordinates), so the adapters never claim the same file:
+Reading (:func:`parse`, :func:`read_star`). ``data_NAME`` blocks, ``_key value`` pairs and
+``loop_`` tables, each row checked against its loop's column count, so a truncated or
+hand-broken row is an error naming its line. Fields are split on whitespace; single or double
+quotes group a field with spaces; a field starting with ``#`` starts a comment (so do lines
+starting with ``#``, and the ``#N`` index crYOLO and RELION put after column names). Values are
+kept as the tokens written: names (tomograms, classes) are never retyped, so a tomogram called
+``0002`` stays ``0002``; numbers are read from the tokens by :meth:`Table.numbers` with the
+rules of :mod:`picks.adapters._fields` (``<NA>`` and the other :data:`~picks.adapters._fields.
+NA_TOKENS` are missing values where a column may have them; anything else that is not a finite
+number is an error naming line, column and token). Every row keeps its line number and text,
+which become ``record`` and ``original``.
+
+Sniffing. :func:`read_head` reads only header lines; :func:`flavour` decides which STAR
+dialect a file is from them, so the adapters never claim the same file:
 
 ==================  ===========================================================================
 flavour             rule (first match wins)
@@ -28,22 +38,20 @@ flavour             rule (first match wins)
 ``bare``            coordinates with neither a tomogram link nor a pixel size: not ours (0)
 ==================  ===========================================================================
 
-Options understood by every STAR-family reader: ``score_column=LABEL`` (which column is the
-score; default per adapter) and ``class_column=LABEL`` (take the particle class from that
-column, e.g. ``rlnClassNumber``; default: ``--particle``).
+Writing (:func:`write_star`) uses the ``starfile`` package.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from picks.adapters._euler import relion_angles, relion_matrix
-from picks.core import picks as canonical
+from picks.adapters._fields import numbers, read_text
 from picks.plugins.adapter import ReadContext, head
 
 COORDS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
@@ -52,18 +60,8 @@ CENTRED = (
     "rlnCenteredCoordinateYAngst",
     "rlnCenteredCoordinateZAngst",
 )
-ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
-SUBTOMO_ANGLES = ("rlnTomoSubtomogramRot", "rlnTomoSubtomogramTilt", "rlnTomoSubtomogramPsi")
-ORIGINS_ANGST = ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
-ORIGINS_PX = ("rlnOriginX", "rlnOriginY", "rlnOriginZ")
 OPTICS_PIXEL = ("rlnTomoTiltSeriesPixelSize", "rlnMicrographPixelSize", "rlnImagePixelSize")
 PARTICLE_PIXEL = ("rlnPixelSize", "rlnDetectorPixelSize", "rlnTomoTiltSeriesPixelSize")
-# Scores in order of preference: a picker's figure of merit (what picks' own writers use), then
-# RELION's refinement confidence, then pytom's template-matching peak.
-SCORES = ("rlnAutopickFigureOfMerit", "rlnMaxValueProbDistribution", "rlnLCCmax")
-RELION_CONVENTION = "relion-zyz"
-# What starfile reads as missing (its na_values) plus common spellings.
-NA_TOKENS = frozenset({"<NA>", "nan", "NaN", "NAN", "NA", "None"})
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -71,15 +69,14 @@ NA_TOKENS = frozenset({"<NA>", "nan", "NaN", "NAN", "NA", "None"})
 
 @dataclass
 class Table:
-    """One ``loop_`` table: starfile's typed values plus the line and text of every row."""
+    """One ``loop_`` table: its columns and, for every row, line number, text and tokens."""
 
     block: str
     header_line: int
-    columns: list[str]
-    frame: pd.DataFrame
-    lines: list[int]
-    texts: list[str]
-    tokens: list[list[str]]
+    columns: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    tokens: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -87,7 +84,7 @@ class Table:
     def has(self, *labels: str) -> bool:
         return all(label in self.columns for label in labels)
 
-    def require(self, ctx: ReadContext, labels: tuple[str, ...] | list[str], what: str) -> None:
+    def require(self, ctx: ReadContext, labels: Iterable[str], what: str) -> None:
         """Error naming the missing columns (and what was found) unless all ``labels`` exist."""
         missing = [label for label in labels if label not in self.columns]
         if missing:
@@ -102,49 +99,69 @@ class Table:
         index = self.columns.index(label)
         return [row[index] for row in self.tokens]
 
-    def numbers(self, ctx: ReadContext, label: str, *, allow_missing: bool = False) -> np.ndarray:
-        """A column as floats; text (or, unless ``allow_missing``, NaN) is an error naming the line."""
-        values = pd.to_numeric(self.frame[label], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(values)
-        if allow_missing:
-            bad &= ~np.isin(np.asarray(self.strings(label), dtype=object), list(NA_TOKENS))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            token = self.strings(label)[row]
-            raise ctx.error(f"{label} = {token!r} is not a number", line=self.lines[row])
-        return values
+    def numbers(
+        self, ctx: ReadContext, label: str, *, allow_missing: bool = False, what: str | None = None
+    ) -> np.ndarray:
+        """A column as floats (:func:`picks.adapters._fields.numbers`); missing values (NaN)
+        only when ``allow_missing``. ``what`` names the column in errors (default: its label)."""
+        return numbers(self.strings(label), self.lines, ctx, what or label, allow_na=allow_missing)
+
+    def xyz(self, ctx: ReadContext, labels: tuple[str, str, str]) -> np.ndarray:
+        """Three columns as an (n, 3) array of floats."""
+        return np.stack([self.numbers(ctx, label) for label in labels], axis=1)
+
+
+@dataclass
+class Block:
+    """One ``data_NAME`` block: its ``_key value`` pairs and its loops, in file order."""
+
+    name: str
+    line: int
+    pairs: dict[str, str] = field(default_factory=dict)
+    loops: list[Table] = field(default_factory=list)
 
 
 @dataclass
 class StarData:
-    """A parsed STAR file: loop tables and key/value blocks, by block name."""
+    """A scanned STAR file: its blocks by name (``""`` for a bare ``data_``)."""
 
     path: Path
-    tables: dict[str, Table]
-    pairs: dict[str, dict[str, str]]
+    blocks: dict[str, Block]
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        """The first loop of every block that has one, by block name."""
+        return {name: block.loops[0] for name, block in self.blocks.items() if block.loops}
+
+    def find(self, label: str, prefer: tuple[str, ...] = ("particles",)) -> Table | None:
+        """The first loop with column ``label``, looking in the ``prefer`` blocks first."""
+        ordered = [self.blocks[n] for n in prefer if n in self.blocks] + [
+            b for n, b in self.blocks.items() if n not in prefer
+        ]
+        for block in ordered:
+            for table in block.loops:
+                if label in table.columns:
+                    return table
+        return None
 
     def table_with(self, ctx: ReadContext, labels: tuple[str, ...], what: str) -> Table:
         """The loop holding ``labels[0]`` (``data_particles`` first), checked for all ``labels``."""
-        ordered = sorted(self.tables.values(), key=lambda t: t.block != "particles")
-        for table in ordered:
-            if labels[0] in table.columns:
-                table.require(ctx, labels, what)
-                return table
-        found = "; ".join(f"data_{t.block}: {', '.join(t.columns)}" for t in self.tables.values())
-        raise ctx.error(f"no {what}: no loop has column {labels[0]} ({found or 'no loops'})")
+        table = self.find(labels[0])
+        if table is None:
+            found = "; ".join(
+                f"data_{t.block}: {', '.join(t.columns)}" for t in self.tables.values()
+            )
+            raise ctx.error(f"no {what}: no loop has column {labels[0]} ({found or 'no loops'})")
+        table.require(ctx, labels, what)
+        return table
 
-
-@dataclass
-class _Loop:
-    columns: list[str]
-    header_line: int
-    rows: list[tuple[int, str, list[str]]] = field(default_factory=list)
-
-
-@dataclass
-class _Block:
-    pairs: dict[str, str] = field(default_factory=dict)
-    loops: list[_Loop] = field(default_factory=list)
+    def rows(self, ctx: ReadContext, labels: tuple[str, ...], what: str) -> Table | None:
+        """:meth:`table_with`, or None (with a warning) when that table has no rows."""
+        table = self.table_with(ctx, labels, what)
+        if len(table) == 0:
+            ctx.warn(f"the {what} has no rows")
+            return None
+        return table
 
 
 _TOKEN = re.compile(r"""'[^']*'|"[^"]*"|\S+""")
@@ -160,21 +177,31 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
-def _layout(text: str, ctx: ReadContext) -> dict[str, _Block]:
-    """Blocks, loops and rows (with line numbers), checking every row's field count."""
-    blocks: dict[str, _Block] = {}
-    block: _Block | None = None
-    loop: _Loop | None = None
+def _block_name(stripped: str) -> str:
+    rest = stripped[5:]
+    return rest.split()[0] if rest.strip() else ""
+
+
+def parse(text: str, ctx: ReadContext) -> StarData:
+    """Scan STAR text: blocks, pairs and loops, with the line number of everything.
+
+    Every problem (data before the first block, a block named twice, a key without value, data
+    outside a loop, a row whose field count differs from its loop's) is an
+    :class:`~picks.core.errors.InputFormatError` naming the line.
+    """
+    blocks: dict[str, Block] = {}
+    block: Block | None = None
+    loop: Table | None = None
     in_header = False
     for number, raw in enumerate(text.splitlines(), start=1):
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
         if stripped.startswith("data_"):
-            name = stripped[5:].split()[0] if stripped[5:].strip() else ""
+            name = _block_name(stripped)
             if name in blocks:
                 raise ctx.error(f"block data_{name} appears twice", line=number)
-            block = blocks[name] = _Block()
+            block = blocks[name] = Block(name, number)
             loop, in_header = None, False
             continue
         if block is None:
@@ -182,7 +209,7 @@ def _layout(text: str, ctx: ReadContext) -> dict[str, _Block]:
                 f"expected a data_ block before {stripped[:40]!r}: not a STAR file", line=number
             )
         if stripped.startswith("loop_"):
-            loop, in_header = _Loop([], number), True
+            loop, in_header = Table(block.name, number), True
             block.loops.append(loop)
             continue
         if stripped.startswith("_"):
@@ -193,7 +220,7 @@ def _layout(text: str, ctx: ReadContext) -> dict[str, _Block]:
             if len(fields) < 2:
                 raise ctx.error(f"{fields[0]} has no value", line=number)
             block.pairs[fields[0][1:]] = " ".join(fields[1:])
-            loop = None
+            loop = None  # a key-value pair ends a loop
             continue
         if loop is None or not loop.columns:
             raise ctx.error(f"data outside a loop_ table: {stripped[:60]!r}", line=number)
@@ -205,268 +232,29 @@ def _layout(text: str, ctx: ReadContext) -> dict[str, _Block]:
                 f"{loop.header_line}), found {len(fields)}: truncated or malformed row",
                 line=number,
             )
-        loop.rows.append((number, stripped, fields))
-    return blocks
-
-
-def _read_text(path: Path, ctx: ReadContext) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ctx.error("not a text file (bytes that are not UTF-8)", line=line) from None
+        loop.lines.append(number)
+        loop.texts.append(stripped)
+        loop.tokens.append(fields)
+    return StarData(Path(ctx.path), blocks)
 
 
 def read_star(path: Path, ctx: ReadContext) -> StarData:
-    """Parse a STAR file; every problem is an :class:`InputFormatError` naming file and line."""
-    import starfile
-
-    text = _read_text(path, ctx)
+    """Read and scan a STAR file of the RELION family (one loop per block)."""
+    text = read_text(path, ctx)
     if not text.strip():
         raise ctx.error(
             "empty file; expected a STAR file (data_ blocks with a loop_ table)", line=1
         )
-    blocks = _layout(text, ctx)
-    if not blocks:
+    star = parse(text, ctx)
+    if not star.blocks:
         raise ctx.error("no data_ block: this is not a STAR file", line=1)
-    try:
-        typed = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises pandas/ValueError/TypeError with useful text
-        raise ctx.error(f"cannot be read as STAR ({type(exc).__name__}: {exc})") from None
-    tables: dict[str, Table] = {}
-    pairs: dict[str, dict[str, str]] = {}
-    for name, block in blocks.items():
-        pairs[name] = dict(block.pairs)
-        if not block.loops:
-            continue
+    for name, block in star.blocks.items():
         if len(block.loops) > 1:
             raise ctx.error(
                 f"block data_{name} holds {len(block.loops)} loop_ tables; expected one",
                 line=block.loops[1].header_line,
             )
-        loop = block.loops[0]
-        frame = typed.get(name)
-        if (
-            not isinstance(frame, pd.DataFrame)
-            or len(frame) != len(loop.rows)
-            or list(frame.columns) != loop.columns
-        ):
-            raise ctx.error(
-                f"block data_{name} could not be read consistently (malformed rows or quotes)",
-                line=loop.header_line,
-            )
-        tables[name] = Table(
-            block=name,
-            header_line=loop.header_line,
-            columns=list(loop.columns),
-            frame=frame.reset_index(drop=True),
-            lines=[row[0] for row in loop.rows],
-            texts=[row[1] for row in loop.rows],
-            tokens=[row[2] for row in loop.rows],
-        )
-    return StarData(path, tables, pairs)
-
-
-def optics_column(
-    star: StarData, particles: Table, ctx: ReadContext, label: str
-) -> np.ndarray | None:
-    """Per-particle values of optics column ``label`` (via ``rlnOpticsGroup``), or None."""
-    optics = star.tables.get("optics")
-    if optics is None or label not in optics.columns or len(optics) == 0:
-        return None
-    values = optics.numbers(ctx, label)
-    if not particles.has("rlnOpticsGroup"):
-        if len(optics) == 1:
-            return np.full(len(particles), values[0])
-        raise ctx.error(
-            f"data_optics has {len(optics)} groups but the particles have no rlnOpticsGroup",
-            line=particles.header_line,
-        )
-    optics.require(ctx, ["rlnOpticsGroup"], "optics table")
-    by_group = dict(zip(optics.numbers(ctx, "rlnOpticsGroup"), values, strict=True))
-    groups = particles.numbers(ctx, "rlnOpticsGroup")
-    out = np.empty(len(particles))
-    for row, group in enumerate(groups):
-        if group not in by_group:
-            raise ctx.error(
-                f"rlnOpticsGroup {group:g} is not in data_optics "
-                f"(groups {', '.join(f'{g:g}' for g in by_group)})",
-                line=particles.lines[row],
-            )
-        out[row] = by_group[group]
-    return out
-
-
-def positive(ctx: ReadContext, table: Table, values: np.ndarray, label: str) -> np.ndarray:
-    """Check pixel sizes are > 0 (a 0 pixel size is a common placeholder)."""
-    bad = ~(values > 0)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ctx.error(
-            f"{label} = {values[row]:g}; a pixel size must be > 0", line=table.lines[row]
-        )
-    return values
-
-
-def user_pixel_size(
-    ctx: ReadContext,
-    table: Table,
-    sizes: np.ndarray | None,
-    source: str | None,
-    tomograms: list[str],
-) -> tuple[np.ndarray, str]:
-    """The pixel size (Å) of every row's coordinates, and where it came from.
-
-    ``--voxel-size`` overrides the file (with a warning when they disagree). A file without
-    one falls back to the registered tomogram's voxel size × ``--binning``, exactly like a
-    voxel format (a :class:`~picks.core.errors.MissingVoxelSize` error when that is unknown
-    too). ``--binning`` does not apply to files that state their own pixel size; it is ignored
-    with a warning.
-    """
-    if ctx.binning not in (1, 1.0) and sizes is not None and not ctx.voxel_size:
-        ctx.warn(f"--binning {ctx.binning:g} ignored: the file gives its pixel size ({source})")
-    if ctx.voxel_size:
-        if sizes is not None and np.any(np.abs(sizes - ctx.voxel_size) > 1e-3 * ctx.voxel_size):
-            found = ", ".join(f"{v:g}" for v in np.unique(sizes)[:5])
-            ctx.warn(
-                f"--voxel-size {ctx.voxel_size:g} Å overrides the file's pixel size "
-                f"({source} = {found} Å)"
-            )
-        return np.full(len(table), float(ctx.voxel_size)), "--voxel-size"
-    if sizes is None:
-        picked = {name: ctx.voxel_sizes(name)[0] for name in dict.fromkeys(tomograms)}
-        return np.array([picked[name] for name in tomograms], dtype=float), "registered tomogram"
-    return sizes, str(source)
-
-
-def orientation(
-    table: Table, ctx: ReadContext
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """(rot, tilt, psi, A_subtomogram) of every particle in the tomogram frame.
-
-    RELION 5 may store a per-particle pre-rotation of the extracted box
-    (``rlnTomoSubtomogramRot/Tilt/Psi``); the orientation in the tomogram is then
-    ``A = A_subtomogram · A_particle`` (``ParticleSet::getMatrix3x3``), which is what is
-    returned. Angles are NaN when the file has none (all three labels are needed).
-    """
-    n = len(table)
-    sub = None
-    if table.has(*SUBTOMO_ANGLES):
-        sub = relion_matrix(*(table.numbers(ctx, label) for label in SUBTOMO_ANGLES))
-    if table.has(*ANGLES):
-        rot, tilt, psi = (table.numbers(ctx, label) for label in ANGLES)
-        if sub is not None:
-            rot, tilt, psi = relion_angles(sub @ relion_matrix(rot, tilt, psi))
-        return rot, tilt, psi, sub
-    if sub is not None:
-        rot, tilt, psi = relion_angles(sub)
-        return rot, tilt, psi, sub
-    nan = np.full(n, np.nan)
-    return nan, nan.copy(), nan.copy(), None
-
-
-def origins(
-    table: Table, ctx: ReadContext, sub: np.ndarray | None
-) -> tuple[np.ndarray, str | None]:
-    """Per-particle origin shifts (n×3) rotated into the tomogram frame, and their unit.
-
-    RELION's position is ``coordinate − A_subtomogram · origin`` (``ParticleSet::getPosition``):
-    ``rlnOrigin*Angst`` are Å (RELION ≥ 3.1), ``rlnOriginX/Y/Z`` pixels (RELION 3.0, TOMOMAN).
-    """
-    if table.has(*ORIGINS_ANGST):
-        labels, unit = ORIGINS_ANGST, "angstrom"
-    elif table.has(*ORIGINS_PX):
-        labels, unit = ORIGINS_PX, "pixel"
-    else:
-        return np.zeros((len(table), 3)), None
-    shifts = np.stack([table.numbers(ctx, label) for label in labels], axis=1)
-    if sub is not None:
-        shifts = np.einsum("nij,nj->ni", sub, shifts)
-    return shifts, unit
-
-
-def scores(
-    table: Table, ctx: ReadContext, candidates: tuple[str, ...] = SCORES
-) -> tuple[np.ndarray, str | None]:
-    """The score column (``--option score_column=LABEL`` or the first candidate present)."""
-    chosen = ctx.options.get("score_column")
-    if chosen:
-        if chosen not in table.columns:
-            raise ctx.error(
-                f"--option score_column={chosen}: no such column; found {', '.join(table.columns)}",
-                line=table.header_line,
-            )
-    else:
-        chosen = next((c for c in candidates if c in table.columns), None)
-    if chosen is None:
-        return np.full(len(table), np.nan), None
-    return table.numbers(ctx, chosen, allow_missing=True), chosen
-
-
-def classes(table: Table, ctx: ReadContext) -> tuple[list[str | None], str | None]:
-    """Particle classes: ``--option class_column=LABEL`` or ``--particle`` for every pick."""
-    column = ctx.options.get("class_column")
-    if not column:
-        return [ctx.particle_name(None)] * len(table), None
-    if column not in table.columns:
-        raise ctx.error(
-            f"--option class_column={column}: no such column; found {', '.join(table.columns)}",
-            line=table.header_line,
-        )
-    labels = []
-    for token in table.strings(column):
-        labels.append(None if token in NA_TOKENS else ctx.particle_name(_tidy_number(token)))
-    return labels, column
-
-
-def _tidy_number(token: str) -> str:
-    """``"2.000000"`` -> ``"2"`` (class numbers are written as floats by some programs)."""
-    try:
-        value = float(token)
-    except ValueError:
-        return token
-    return str(int(value)) if np.isfinite(value) and value == int(value) else token
-
-
-def resolve_names(raw: list[str], ctx: ReadContext) -> list[str]:
-    """Registered tomogram name for every raw name (each distinct name resolved once)."""
-    cache: dict[str, str] = {}
-    return [cache.setdefault(name, ctx.resolve_tomogram(name)) for name in raw]
-
-
-def build(
-    table: Table,
-    tomograms: list[str],
-    xyz: np.ndarray,
-    *,
-    score: np.ndarray,
-    score_field: str | None,
-    particle: list[str | None],
-    particle_field: str | None,
-    angles: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-    convention: str | None,
-) -> pd.DataFrame:
-    """The canonical pick table for ``table``'s rows (record = line, original = line text)."""
-    data = {
-        "tomogram": tomograms,
-        "particle": particle,
-        "x": xyz[:, 0],
-        "y": xyz[:, 1],
-        "z": xyz[:, 2],
-        "score": score,
-        "record": table.lines,
-        "original": table.texts,
-    }
-    has_angles = angles is not None and bool(np.isfinite(np.asarray(angles[0])).any())
-    if has_angles:
-        data.update(rot=angles[0], tilt=angles[1], psi=angles[2])
-    return canonical.make(
-        data,
-        score_field=score_field,
-        particle_field=particle_field,
-        angle_convention=convention if has_angles else None,
-    )
+    return star
 
 
 # -- sniffing -------------------------------------------------------------------------------
@@ -474,9 +262,11 @@ def build(
 
 @dataclass
 class Head:
-    """Block names and column labels seen in a file's first bytes."""
+    """Block names with the labels (pair keys and columns) seen in a file's first bytes, and
+    the columns of each loop in file order."""
 
     blocks: dict[str, list[str]]
+    loops: list[list[str]] = field(default_factory=list)
 
     def labels(self) -> set[str]:
         return {label for labels in self.blocks.values() for label in labels}
@@ -505,7 +295,9 @@ def read_head(path: Path) -> Head | None:
     if "data_" not in first:
         return None
     blocks: dict[str, list[str]] = {}
+    loops: list[list[str]] = []
     current: list[str] | None = None
+    loop: list[str] | None = None
     seen = 0
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -513,21 +305,23 @@ def read_head(path: Path) -> Head | None:
                 seen += len(raw)
                 stripped = raw.strip()
                 if stripped.startswith("data_"):
-                    name = stripped[5:].split()[0] if stripped[5:].strip() else ""
-                    current = blocks.setdefault(name, [])
+                    current, loop = blocks.setdefault(_block_name(stripped), []), None
+                elif stripped.startswith("loop_"):
+                    loop = []
+                    loops.append(loop)
                 elif stripped.startswith("_") and current is not None:
                     current.append(stripped.split()[0][1:])
-                elif (
-                    stripped
-                    and not stripped.startswith(("#", "loop_"))
-                    and any(label in (current or ()) for label in _POSITION_LABELS)
-                ):
-                    break  # first data row of the coordinate loop: the header is complete
+                    if loop is not None:
+                        loop.append(stripped.split()[0][1:])
+                elif stripped and not stripped.startswith("#"):
+                    loop = None  # a data row ends the loop's header
+                    if any(label in (current or ()) for label in _POSITION_LABELS):
+                        break  # first data row of the coordinate loop: the header is complete
                 if seen > SNIFF_LIMIT:
                     break
     except OSError:
         return None
-    return Head(blocks) if blocks else None
+    return Head(blocks, loops) if blocks else None
 
 
 def flavour(path: Path) -> str | None:
@@ -576,27 +370,3 @@ def write_star(path: Path, blocks: dict[str, pd.DataFrame | dict], comment: str)
     writer = StarWriter(blocks, None, float_format="%.10g", separator="\t", na_rep="nan")
     lines = list(writer.lines())[1:]
     Path(path).write_text("\n".join([f"# {comment}", *lines]) + "\n", encoding="utf-8")
-
-
-def particle_names(picks: pd.DataFrame) -> list[str]:
-    """``rlnTomoParticleName`` values: ``<tomogram>/<consensus_id>``, else ``<tomogram>/<n>``.
-
-    The consensus id is used when every pick has one (so ``picks audit`` can follow a RELION
-    particle back); otherwise picks are numbered from 1 within each tomogram, as RELION does.
-    """
-    tomograms = picks["tomogram"].astype(str).to_numpy()
-    ids = picks.get("consensus_id")
-    if ids is not None and ids.notna().all():
-        return [f"{t}/{_tidy_number(str(i))}" for t, i in zip(tomograms, ids, strict=True)]
-    counters: dict[str, int] = {}
-    names = []
-    for tomogram in tomograms:
-        counters[tomogram] = counters.get(tomogram, 0) + 1
-        names.append(f"{tomogram}/{counters[tomogram]}")
-    return names
-
-
-def writable_angles(picks: pd.DataFrame) -> bool:
-    """Angles are written only when every pick has them (RELION cannot read NaN angles)."""
-    angles = picks[list(canonical.ANGLES)].to_numpy(dtype=float)
-    return bool(len(picks)) and bool(np.isfinite(angles).all())

@@ -37,9 +37,10 @@ PROJECT`` and named after their run.
 Writer (layout ``directory``): given a copick overlay root (or an empty folder) it writes
 ``ExperimentRuns/<tomogram>/Picks/<user>_<session>_<particle>.json`` per tomogram and class
 with ``user_id = --option user`` (default ``picks``) and ``session_id = --option session``
-(default ``consensus``), unit Å, ``transformation_`` from the angles (identity and
-``trust_orientation: false`` when a pick has none), ``score`` (1.0, copick's default, when a pick
-has none) and ``instance_id = consensus_id`` when present. A copick project config is never
+(default ``consensus``), unit Å, ``transformation_`` from the angles (identity for a pick
+without angles; ``trust_orientation`` is true only when every pick of the file has angles),
+``score`` (1.0, copick's default, when a pick has none) and ``instance_id = consensus_id`` when
+present (else 0). A copick project config is never
 modified: copick tools show the new picks only for objects its ``pickable_objects`` list, so
 add missing classes to the config yourself.
 """
@@ -47,27 +48,21 @@ add missing classes to the config yourself.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from picks.adapters import _convert
+from picks.adapters._euler import is_rotation, relion_angles, relion_matrix
+from picks.adapters._fields import json_number, read_text
+from picks.adapters._options import ANGSTROM_UNITS, VOXEL_UNITS
+from picks.adapters._voxels import with_voxel_size
 from picks.core import picks as canonical
 from picks.core.errors import PicksError
 from picks.core.export import atomic_path, safe_name
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
 
-UNIT_FACTORS = {
-    "angstrom": 1.0,
-    "angstroms": 1.0,
-    "a": 1.0,
-    "å": 1.0,
-    "nanometer": 10.0,
-    "nm": 10.0,
-}
-VOXEL_UNITS = {"pixel", "pixels", "px", "voxel", "voxels"}
+UNIT_FACTORS = {**dict.fromkeys(ANGSTROM_UNITS, 1.0), "nanometer": 10.0, "nm": 10.0}
 
 
 def run_from_path(path: Path) -> str | None:
@@ -103,7 +98,7 @@ class CopickAdapter(Adapter):
     # -- reading -----------------------------------------------------------------------------
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, ctx)
         if not text.strip():
             raise ctx.error("empty file; expected a copick picks JSON object", line=1)
         try:
@@ -134,11 +129,8 @@ class CopickAdapter(Adapter):
         for i, point in enumerate(points):
             coords[i], rotations[i], scores[i] = self._point(point, i, ctx)
             originals.append(json.dumps(point, separators=(",", ":")))
-        angles = (
-            _convert.relion_from_object_matrices(rotations)
-            if trust
-            else np.full((len(points), 3), np.nan)
-        )
+        nan = np.full(len(points), np.nan)
+        rot, tilt, psi = relion_angles(rotations) if trust else (nan, nan, nan)
         frame = canonical.make(
             {
                 "tomogram": [tomogram] * len(points),
@@ -147,9 +139,9 @@ class CopickAdapter(Adapter):
                 "y": coords[:, 1],
                 "z": coords[:, 2],
                 "score": scores,
-                "rot": angles[:, 0],
-                "tilt": angles[:, 1],
-                "psi": angles[:, 2],
+                "rot": rot,
+                "tilt": tilt,
+                "psi": psi,
                 "record": np.arange(len(points)),
                 "original": originals,
             },
@@ -196,16 +188,10 @@ class CopickAdapter(Adapter):
         where = f"points[{i}]"
         if not isinstance(point, dict) or not isinstance(point.get("location"), dict):
             raise ctx.error("expected an object with a 'location' {x, y, z}", record=where)
-        location = []
-        for axis in ("x", "y", "z"):
-            value = point["location"].get(axis)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
-                raise ctx.error(f"location.{axis} = {value!r} is not a finite number", record=where)
-            location.append(float(value))
+        location = [
+            json_number(point["location"].get(axis), ctx, f"location.{axis}", record=where)
+            for axis in ("x", "y", "z")
+        ]
         transform = point.get("transformation_")
         shift = np.zeros(3)
         rotation = np.eye(3)
@@ -222,15 +208,11 @@ class CopickAdapter(Adapter):
                     record=where,
                 )
             matrix = matrix / matrix[3, 3]
-            if not _convert.is_rotation(matrix[:3, :3]):
+            if not is_rotation(matrix[:3, :3]):
                 raise ctx.error("transformation_[:3, :3] is not a rotation matrix", record=where)
             rotation, shift = matrix[:3, :3], matrix[:3, 3]
-        score = point.get("score", 1.0)
-        if score is None:
-            score = float("nan")
-        if isinstance(score, bool) or not isinstance(score, int | float):
-            raise ctx.error(f"score = {score!r} is not a number", record=where)
-        return np.asarray(location) + shift, rotation, float(score)
+        score = json_number(point.get("score", 1.0), ctx, "score", record=where, allow_missing=True)
+        return np.asarray(location) + shift, rotation, score
 
     @staticmethod
     def _to_angstrom(frame: pd.DataFrame, doc: dict, ctx: ReadContext) -> pd.DataFrame:
@@ -244,7 +226,7 @@ class CopickAdapter(Adapter):
             spacing = doc.get("voxel_spacing")
             spacing = float(spacing) if isinstance(spacing, int | float) and spacing > 0 else None
             names = sorted(frame["tomogram"].unique())
-            return _convert.with_voxel_size(
+            return with_voxel_size(
                 ctx, names, spacing, "the file's voxel_spacing"
             ).voxels_to_angstrom(frame)
         raise ctx.error(
@@ -286,7 +268,7 @@ class CopickAdapter(Adapter):
         has_angles = np.isfinite(angles).all(axis=1)
         rotations = np.tile(np.eye(3), (len(group), 1, 1))
         if has_angles.any():
-            rotations[has_angles] = _convert.object_matrices_from_relion(angles[has_angles])
+            rotations[has_angles] = relion_matrix(*angles[has_angles].T)
         coords = group[canonical.COORDS].to_numpy(dtype=float)
         scores = group["score"].to_numpy(dtype=float)
         ids = group["consensus_id"].to_numpy() if "consensus_id" in group else np.zeros(len(group))

@@ -66,21 +66,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.adapters import _minstar as _star
-from picks.adapters._columns import (
-    box_sizes,
+from picks.adapters._fields import (
     data_lines,
     fmt,
     head_rows,
     is_integer,
     is_number,
-    need_slice,
     number,
     read_text,
-    slice_option,
 )
+from picks.adapters._options import need_slice, option_choice, slice_option
+from picks.adapters._star import Table, parse, read_head
+from picks.adapters._voxels import box_sizes
 from picks.core import picks as canonical
-from picks.core.errors import PicksError
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
 
 CBOX_COLUMNS = (
@@ -108,9 +106,21 @@ CRYOLO_STAR_COLUMNS = frozenset(
 )
 
 
+def _column(table: Table, ctx: ReadContext, label: str) -> np.ndarray:
+    """A required numeric column; errors name it as written (``_CoordinateX``)."""
+    return table.numbers(ctx, label, what=f"_{label}")
+
+
+def _optional(table: Table, ctx: ReadContext, label: str) -> np.ndarray:
+    """A column that may be absent or hold ``<NA>``: NaN there."""
+    if not table.has(label):
+        return np.full(len(table), math.nan)
+    return table.numbers(ctx, label, allow_missing=True, what=f"_{label}")
+
+
 def _frame(
     ctx: ReadContext,
-    columns: dict[str, list],
+    columns: dict[str, object],
     *,
     score_field: str | None,
 ) -> pd.DataFrame:
@@ -125,14 +135,14 @@ def _frame(
     return ctx.voxels_to_angstrom(frame)
 
 
-def _apply_slices(zs: np.ndarray, rows: list, ctx: ReadContext, what: str) -> np.ndarray:
+def _apply_slices(zs: np.ndarray, lines: list[int], ctx: ReadContext, what: str) -> np.ndarray:
     """Fill or check Z: 2D files need ``--option z``; all-zero Z get a warning (module doc)."""
     missing = np.isnan(zs)
     option = slice_option(ctx)
     if missing.all():
-        return np.full(len(zs), need_slice(ctx, rows[0].number, what))
+        return np.full(len(zs), need_slice(ctx, lines[0], what))
     if missing.any():
-        first = rows[int(np.flatnonzero(missing)[0])].number
+        first = lines[int(np.flatnonzero(missing)[0])]
         raise ctx.error("Z is missing (<NA>) on this row but present on others", line=first)
     if (zs == 0).all():
         if option is not None:
@@ -176,51 +186,37 @@ class CryoloCboxAdapter(Adapter):
         return self._read_old(text, ctx)
 
     def _read_star(self, text: str, ctx: ReadContext) -> pd.DataFrame:
-        blocks = _star.parse(text, ctx)
-        version = blocks["global"].pairs.get("cbox_format_version") if "global" in blocks else None
-        if version and not version[0].startswith("1"):
-            ctx.warn(f"CBOX format version {version[0]} is newer than the 1.x this reader knows")
-        found = _star.loop_with(blocks, "CoordinateX", prefer=("cryolo",))
-        if found is None:
+        star = parse(text, ctx)
+        header = star.blocks.get("global")
+        version = header.pairs.get("cbox_format_version", "") if header else ""
+        if version and not version.startswith("1"):
+            ctx.warn(f"CBOX format version {version} is newer than the 1.x this reader knows")
+        table = star.find("CoordinateX", prefer=("cryolo",))
+        if table is None:
             raise ctx.error("no data_cryolo loop with _CoordinateX: not a crYOLO CBOX", line=1)
-        _block, loop = found
         required = ("CoordinateX", "CoordinateY", "Width", "Height")
-        missing = [f"_{c}" for c in required if c not in loop.columns]
+        missing = [f"_{c}" for c in required if c not in table.columns]
         if missing:
             raise ctx.error(
-                f"the data_cryolo loop lacks {', '.join(missing)}", line=loop.header_line
+                f"the data_cryolo loop lacks {', '.join(missing)}", line=table.header_line
             )
-        if not loop.rows:
-            raise ctx.error("the data_cryolo loop holds no picks", line=loop.header_line)
-        index = {c: i for i, c in enumerate(loop.columns)}
-        cols: dict[str, list] = {k: [] for k in ("x", "y", "z", "score", "record", "original")}
-        for row in loop.rows:
-            values = {c: number(row.fields[index[c]], ctx, row.number, f"_{c}") for c in required}
-            z = math.nan
-            if "CoordinateZ" in index:
-                z = number(
-                    row.fields[index["CoordinateZ"]], ctx, row.number, "_CoordinateZ", allow_na=True
-                )
-            score = math.nan
-            if "Confidence" in index:
-                score = number(
-                    row.fields[index["Confidence"]], ctx, row.number, "_Confidence", allow_na=True
-                )
-            # Corner -> centre for X, Y only (module docstring).
-            cols["x"].append(values["CoordinateX"] + values["Width"] / 2.0)
-            cols["y"].append(values["CoordinateY"] + values["Height"] / 2.0)
-            cols["z"].append(z)
-            cols["score"].append(score)
-            cols["record"].append(row.number)
-            cols["original"].append(row.text.strip())
-        if "filamentid" in index:
+        if not len(table):
+            raise ctx.error("the data_cryolo loop holds no picks", line=table.header_line)
+        x, y, width, height = (_column(table, ctx, c) for c in required)
+        if table.has("filamentid"):
             ctx.warn(
                 "filament CBOX: every segment is read as one pick (filament id kept in 'original')"
             )
-        cols["z"] = list(
-            _apply_slices(np.asarray(cols["z"], dtype=float), loop.rows, ctx, "this CBOX")
-        )
-        cols["tomogram"] = [ctx.tomogram_from_path()] * len(loop.rows)
+        cols = {
+            # Corner -> centre for X, Y only (module docstring).
+            "x": x + width / 2.0,
+            "y": y + height / 2.0,
+            "z": _apply_slices(_optional(table, ctx, "CoordinateZ"), table.lines, ctx, "this CBOX"),
+            "score": _optional(table, ctx, "Confidence"),
+            "record": table.lines,
+            "original": table.texts,
+            "tomogram": [ctx.tomogram_from_path()] * len(table),
+        }
         return _frame(ctx, cols, score_field="_Confidence")
 
     def _read_old(self, text: str, ctx: ReadContext) -> pd.DataFrame:
@@ -253,11 +249,7 @@ class CryoloCboxAdapter(Adapter):
 
     def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
         vox = ctx.angstrom_to_voxels(picks)
-        box = np.empty(len(picks))
-        for tomogram, index in picks.groupby("tomogram", sort=False).groups.items():
-            target, _reference = ctx.voxel_sizes(str(tomogram))
-            positions = picks.index.get_indexer(index)
-            box[positions] = box_sizes(picks.loc[index], ctx, target)
+        box = box_sizes(picks, ctx)
         lines = ["", "data_global", "", "_cbox_format_version 1.0", "", "data_cryolo", "", "loop_"]
         lines += [f"_{c} #{i}" for i, c in enumerate(CBOX_COLUMNS, start=1)]
         scores = picks["score"].to_numpy(dtype=float)
@@ -291,12 +283,10 @@ class CoordsAdapter(Adapter):
 
     @staticmethod
     def _origin_shift(options: dict) -> float:
-        origin = str(options.get("origin", "index")).strip().lower()
-        if origin in ("index", "centre", "center", "0", ""):
-            return 0.0
-        if origin == "imod":
-            return 0.5
-        raise PicksError(f"--option origin={origin!r}: expected 'index' (default) or 'imod'")
+        choices = {"index": 0.0, "centre": 0.0, "center": 0.0, "0": 0.0, "imod": 0.5}
+        return option_choice(
+            options, "origin", choices, "index", expected="'index' (default) or 'imod'"
+        )
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
         shift = self._origin_shift(ctx.options)
@@ -340,10 +330,10 @@ class CryoloStarAdapter(Adapter):
     layout = "per_tomogram"
 
     def sniff(self, path: Path) -> float:
-        text = head(path)
-        if "data_optics" in text:
+        if "data_optics" in head(path):
             return 0.0
-        for columns in _star.header_columns(text):
+        found = read_head(path)
+        for columns in found.loops if found else ():
             if "rlnCoordinateX" in columns:
                 names = set(columns)
                 if {"rlnCoordinateX", "rlnCoordinateY"} <= names <= CRYOLO_STAR_COLUMNS:
@@ -357,57 +347,28 @@ class CryoloStarAdapter(Adapter):
             raise ctx.error(
                 "empty file: no picks (expected a STAR loop with rlnCoordinateX)", line=1
             )
-        blocks = _star.parse(text, ctx)
-        found = _star.loop_with(blocks, "rlnCoordinateX", prefer=("particles", ""))
-        if found is None:
+        star = parse(text, ctx)
+        table = star.find("rlnCoordinateX", prefer=("particles", ""))
+        if table is None:
             raise ctx.error("no loop with _rlnCoordinateX: not a crYOLO STAR file", line=1)
-        _block, loop = found
-        if "rlnCoordinateY" not in loop.columns:
-            raise ctx.error("the loop lacks _rlnCoordinateY", line=loop.header_line)
-        if not loop.rows:
-            raise ctx.error("the particle loop holds no picks", line=loop.header_line)
-        index = {c: i for i, c in enumerate(loop.columns)}
-        cols: dict[str, list] = {
-            k: [] for k in ("tomogram", "x", "y", "z", "score", "record", "original")
+        if "rlnCoordinateY" not in table.columns:
+            raise ctx.error("the loop lacks _rlnCoordinateY", line=table.header_line)
+        if not len(table):
+            raise ctx.error("the particle loop holds no picks", line=table.header_line)
+        x = _column(table, ctx, "rlnCoordinateX")
+        y = _column(table, ctx, "rlnCoordinateY")
+        z = _optional(table, ctx, "rlnCoordinateZ")
+        if table.has("rlnMicrographName") and not ctx.tomogram:
+            tomograms = ctx.resolve_tomograms(table.strings("rlnMicrographName"))
+        else:
+            tomograms = [ctx.tomogram_from_path()] * len(table)
+        cols = {
+            "tomogram": tomograms,
+            "x": x,
+            "y": y,
+            "z": _apply_slices(z, table.lines, ctx, "this STAR file"),
+            "score": _optional(table, ctx, "rlnAutopickFigureOfMerit"),
+            "record": table.lines,
+            "original": table.texts,
         }
-        names: dict[str, str] = {}
-        for row in loop.rows:
-            for axis in "XYZ":
-                column = f"rlnCoordinate{axis}"
-                value = math.nan
-                if column in index:
-                    value = number(
-                        row.fields[index[column]],
-                        ctx,
-                        row.number,
-                        f"_{column}",
-                        allow_na=axis == "Z",
-                    )
-                cols[axis.lower()].append(value)
-            score = math.nan
-            if "rlnAutopickFigureOfMerit" in index:
-                score = number(
-                    row.fields[index["rlnAutopickFigureOfMerit"]],
-                    ctx,
-                    row.number,
-                    "_rlnAutopickFigureOfMerit",
-                    allow_na=True,
-                )
-            cols["score"].append(score)
-            if "rlnMicrographName" in index:
-                raw = row.fields[index["rlnMicrographName"]]
-                if raw not in names:
-                    names[raw] = (
-                        ctx.resolve_tomogram(raw) if not ctx.tomogram else ctx.tomogram_from_path()
-                    )
-                cols["tomogram"].append(names[raw])
-            else:
-                cols["tomogram"].append(None)
-            cols["record"].append(row.number)
-            cols["original"].append(row.text.strip())
-        if "rlnMicrographName" not in index:
-            cols["tomogram"] = [ctx.tomogram_from_path()] * len(loop.rows)
-        cols["z"] = list(
-            _apply_slices(np.asarray(cols["z"], dtype=float), loop.rows, ctx, "this STAR file")
-        )
         return _frame(ctx, cols, score_field="rlnAutopickFigureOfMerit")

@@ -12,6 +12,11 @@ Trap: submitting voxel indices instead of Å (the real file in
 The reader warns when every coordinate would fit inside the tomogram *in voxels* (or, with no
 tomogram registered, when the whole set spans less than 1,000 Å). ``--option units=voxel``
 reads such a file as voxels and converts it with the tomogram's voxel size.
+
+Writer (``layout="file"``, one CSV for all tomograms): ``id`` (0..N−1, the row number the metric
+expects), ``experiment``, ``particle_type`` (empty for picks without a class), ``x, y, z`` in Å
+with 4 decimals, then ``score`` when any pick has one and ``consensus_id``/``support`` when the
+picks carry them (the metric ignores extra columns).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from picks.adapters._fields import number, read_text
+from picks.adapters._options import units_are_voxels
 from picks.core import picks as canonical
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
 
@@ -47,7 +54,7 @@ class CziiCsvAdapter(Adapter):
         return 0.9 if set(REQUIRED) <= columns else 0.0
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, ctx)
         if not text.strip():
             raise ctx.error(
                 "empty file; expected a header 'id,experiment,particle_type,x,y,z'", line=1
@@ -62,44 +69,28 @@ class CziiCsvAdapter(Adapter):
         rows: dict[str, list] = {
             k: [] for k in ("tomogram", "particle", "x", "y", "z", "score", "record", "original")
         }
-        raw_names: dict[str, str] = {}
-        for number, fields in enumerate(reader, start=2):
+        for lineno, fields in enumerate(reader, start=2):
             if not fields or all(not f.strip() for f in fields):
                 continue
             if len(fields) != len(header):
-                raise ctx.error(f"expected {len(header)} fields, found {len(fields)}", line=number)
-            values = []
+                raise ctx.error(f"expected {len(header)} fields, found {len(fields)}", line=lineno)
             for axis in ("x", "y", "z"):
-                token = fields[index[axis]].strip()
-                try:
-                    values.append(float(token))
-                except ValueError:
-                    raise ctx.error(f"{axis} = {token!r} is not a number", line=number) from None
-            score = np.nan
-            if "score" in index and fields[index["score"]].strip():
-                try:
-                    score = float(fields[index["score"]])
-                except ValueError:
-                    raise ctx.error(
-                        f"score = {fields[index['score']]!r} is not a number", line=number
-                    ) from None
-            experiment = fields[index["experiment"]].strip()
-            if experiment not in raw_names:
-                raw_names[experiment] = ctx.resolve_tomogram(experiment)
-            rows["tomogram"].append(raw_names[experiment])
+                rows[axis].append(number(fields[index[axis]].strip(), ctx, lineno, axis))
+            score = fields[index["score"]].strip() if "score" in index else ""
+            rows["score"].append(
+                number(score, ctx, lineno, "score", allow_na=True) if score else np.nan
+            )
+            rows["tomogram"].append(fields[index["experiment"]].strip())
             rows["particle"].append(ctx.particle_name(fields[index["particle_type"]]))
-            rows["x"].append(values[0])
-            rows["y"].append(values[1])
-            rows["z"].append(values[2])
-            rows["score"].append(score)
-            rows["record"].append(number)
+            rows["record"].append(lineno)
             rows["original"].append(",".join(fields))
+        rows["tomogram"] = ctx.resolve_tomograms(rows["tomogram"])
         frame = canonical.make(
             rows,
             particle_field="particle_type",
             score_field="score" if "score" in index else None,
         )
-        if ctx.options.get("units", "angstrom").lower().startswith("vox"):
+        if units_are_voxels(ctx.options, "angstrom"):
             return ctx.voxels_to_angstrom(frame)
         self._warn_if_voxels(frame, ctx)
         return frame

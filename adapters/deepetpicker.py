@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from picks.adapters import _labels
-from picks.adapters._columns import (
+from picks.adapters._fields import (
     data_lines,
     fmt,
     head_rows,
@@ -64,7 +64,6 @@ from picks.adapters._columns import (
     read_text,
 )
 from picks.core import picks as canonical
-from picks.core.particles import canonical_name
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext
 
 _EXPORT_DIR = re.compile(r"_cls(\d+)_(box|coords)$", re.IGNORECASE)
@@ -189,12 +188,7 @@ class DeepEtPickerAdapter(Adapter):
         label_map = {n: name for name, n in numbers.items()}
         out = [f"# {_labels.format_comment_map('labels', label_map)}\n"]
         for particle, (x, y, z), score in zip(picks["particle"].tolist(), vox, scores, strict=True):
-            key = (
-                ""
-                if particle is None or (isinstance(particle, float) and math.isnan(particle))
-                else canonical_name(str(particle))
-            )
-            fields = [str(numbers[key]), fmt(x), fmt(y), fmt(z)]
+            fields = [str(numbers[_labels.class_key(particle)]), fmt(x), fmt(y), fmt(z)]
             if with_score:
                 fields.append("nan" if math.isnan(score) else repr(float(score)))
             out.append("\t".join(fields) + "\n")

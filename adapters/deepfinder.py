@@ -68,10 +68,18 @@ import numpy as np
 import pandas as pd
 
 from picks.adapters import _labels
-from picks.adapters._columns import data_lines, fmt, head_rows, is_number, number, read_text
+from picks.adapters._fields import (
+    data_lines,
+    fmt,
+    head_rows,
+    integer_text,
+    is_integer,
+    is_number,
+    number,
+    read_text,
+)
+from picks.adapters._options import option_choice, option_number
 from picks.core import picks as canonical
-from picks.core.errors import PicksError
-from picks.core.particles import canonical_name
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
 
 ANGLE_CONVENTION = "deepfinder-phi-psi-the"
@@ -186,17 +194,14 @@ class DeepFinderXmlAdapter(Adapter):
             attrs = element.attrs
 
             def value(name: str, *, integral: bool = False, k=k, element=element) -> float:
+                # The rules of picks.adapters._fields; the message quotes the XML attribute.
                 token = element.attrs[name]
-                try:
-                    result = float(token)
-                except ValueError:
-                    result = math.nan
-                if not math.isfinite(result) or (integral and result != int(result)):
+                if not (is_integer(token) if integral else is_number(token)):
                     kind = "an integer" if integral else "a number"
                     raise ctx.error(
                         f"<object> #{k}: {name}={token!r} is not {kind}", line=element.line
                     )
-                return result
+                return float(token)
 
             for required in ("class_label", "x", "y", "z"):
                 if required not in attrs:
@@ -293,7 +298,7 @@ class DeepFinderXmlAdapter(Adapter):
         )
         for i in range(n):
             particle = particles[i]
-            key = "" if particle is None or pd.isna(particle) else canonical_name(str(particle))
+            key = _labels.class_key(particle)
             attrs = {
                 "tomo_idx": str(tomo_index[names[i]]),
                 "obj_id": str(i),
@@ -311,7 +316,7 @@ class DeepFinderXmlAdapter(Adapter):
                 else:
                     attrs["score"] = repr(float(score))
             if consensus is not None and pd.notna(consensus[i]):
-                attrs["consensus_id"] = _id_text(consensus[i])
+                attrs["consensus_id"] = integer_text(consensus[i])
             body = " ".join(f'{k}="{_escape(v)}"' for k, v in attrs.items())
             out.append(f"  <object {body}/>")
         out.append("</objlist>")
@@ -327,13 +332,6 @@ def _raw_angles(original: object) -> dict[str, str]:
     if not isinstance(record, dict):
         return {}
     return {a: str(record[a]) for a in _ANGLES if a in record and is_number(str(record[a]))}
-
-
-def _id_text(value: object) -> str:
-    """An id as text: ``7.0`` (a float column with gaps) is written ``7``."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _escape(value: str) -> str:
@@ -361,18 +359,14 @@ class ShrecTxtAdapter(Adapter):
         return 0.8 if path.name.lower().startswith("particle_locations") else 0.5
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        order = str(ctx.options.get("order", "zyx")).strip().lower()
-        if order not in ("zyx", "xyz"):
-            raise PicksError(
-                f"--option order={order!r}: expected 'zyx' (SHREC'19, default) or 'xyz'"
-            )
-        raw_offset = ctx.options.get("z_offset", "0")
-        try:
-            z_offset = float(raw_offset)
-        except ValueError:
-            raise PicksError(
-                f"--option z_offset={raw_offset!r}: expected a number of voxels"
-            ) from None
+        names = option_choice(
+            ctx.options,
+            "order",
+            {"zyx": ("Z", "Y", "X"), "xyz": ("X", "Y", "Z")},
+            "zyx",
+            expected="'zyx' (SHREC'19, default) or 'xyz'",
+        )
+        z_offset = option_number(ctx.options, "z_offset", expected="a number of voxels") or 0.0
         lines = data_lines(read_text(path, ctx))
         if not lines:
             raise ctx.error("empty file: no picks (expected lines 'pdb_id Z Y X a1 a2 a3')", line=1)
@@ -383,7 +377,6 @@ class ShrecTxtAdapter(Adapter):
                     f"expected 7 fields 'pdb_id Z Y X a1 a2 a3', found {len(line.fields)}",
                     line=line.number,
                 )
-            names = ("Z", "Y", "X") if order == "zyx" else ("X", "Y", "Z")
             values = dict(
                 zip(
                     names,

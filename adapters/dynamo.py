@@ -18,9 +18,10 @@ listed in teamtomo/dynamotable:dynamotable/constants.py; copick/copick:src/copic
   ``t_complex.tbl``); the real part is used and a warning gives the largest imaginary part.
   (``dynamotable`` 0.3 leaves such columns as text and cannot name a bad line, so this module
   parses tables itself.)
-* Tomograms: the ``tomo`` index is mapped to a name through ``--option tomograms=1=TS_01,2=TS_02``,
-  or a Dynamo tomogram doc file (``index<TAB>path`` per line) given as
-  ``--option tomogram_map=PATH`` or found next to the table as ``<table stem>.doc``. A map entry
+* Tomograms: the ``tomo`` index is mapped to a name through ``--option tomograms=1=TS_01,2=TS_02``
+  (inline or a file of pairs, :mod:`picks.adapters._labels`), or a Dynamo tomogram doc file
+  (``index<TAB>path`` per line) given as ``--option tomogram_map=PATH`` (as given or next to
+  the table) or found next to the table as ``<table stem>.doc``. A map entry
   that is a registered tomogram's path names that tomogram; other entries go through the usual
   name matching (``tomo_ts01.mrc_15.00Apx.mrc`` -> ``tomo_ts01.mrc_15.00Apx`` when nothing is
   registered). Without a map a table that
@@ -30,8 +31,8 @@ listed in teamtomo/dynamotable:dynamotable/constants.py; copick/copick:src/copic
   ``Rotation.from_euler("zxz", …)`` equal to RELION ``from_euler("ZYZ", …)``; in closed form
   ``rot = narot − 90°, tilt = tilt, psi = tdrot + 90°``. ``angle_convention = "dynamo-zxz"``.
 * Score = ``cc`` (``score_field = "cc"``). Class: Dynamo's ``class`` is a number; with
-  ``--option classes=1=ribosome,2=…`` it becomes the particle (``particle_field = "class"``),
-  otherwise every pick gets ``--particle`` (or none). The tag, class and every column stay in
+  ``--option classes=1=ribosome,2=…`` (alias ``labels``) it becomes the particle
+  (``particle_field = "class"``), otherwise every pick gets ``--particle`` (or none). The tag, class and every column stay in
   ``original`` (the line).
 * Voxel size: ``--voxel-size`` or the registered tomogram × ``--binning``; ``apix`` is used only
   when neither is known (with a warning), and a disagreement is reported.
@@ -53,11 +54,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.adapters import _convert
+from picks.adapters._euler import dynamo_from_relion, relion_from_dynamo
+from picks.adapters._fields import data_lines, fmt, head_rows, integer_text, read_text
+from picks.adapters._labels import parse_int_map, read_map_file
+from picks.adapters._options import option_choice, option_file
+from picks.adapters._voxels import with_voxel_size
 from picks.core import picks as canonical
-from picks.core.errors import InputFormatError, PicksError
+from picks.core.errors import PicksError
 from picks.core.export import atomic_path
-from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
+from picks.plugins.adapter import Adapter, ReadContext, WriteContext
 
 MIN_COLUMNS = 26
 N_WRITE_COLUMNS = 36
@@ -82,29 +87,11 @@ def _parse_number(token: str) -> tuple[float, float | None] | None:
 
 def read_tomogram_map(path: Path) -> dict[int, str]:
     """A Dynamo tomogram doc file: ``index<whitespace>path`` per line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise PicksError(f"tomogram map {path}: {exc.strerror or exc}") from None
-    mapping: dict[int, str] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        parts = line.split(None, 1)
-        index, name = parts[0], (parts[1] if len(parts) > 1 else "")
-        if not name.strip() or not index.isdigit():
-            raise InputFormatError(path, "expected 'index<TAB>tomogram path'", line=number)
-        if int(index) in mapping:
-            raise InputFormatError(path, f"tomogram index {index} appears twice", line=number)
-        mapping[int(index)] = name.strip()
-    return mapping
+    return read_map_file(path, "tomogram_map", entry="'index<TAB>tomogram path'")
 
 
 def _index_base(options: dict) -> int:
-    raw = str(options.get("index_base", "1")).strip()
-    if raw not in ("0", "1"):
-        raise PicksError(f"--option index_base={raw!r}: expected 0 or 1")
-    return int(raw)
+    return option_choice(options, "index_base", {"0": 0, "1": 1}, "1", expected="0 or 1")
 
 
 class DynamoAdapter(Adapter):
@@ -116,14 +103,10 @@ class DynamoAdapter(Adapter):
     layout = "file"
 
     def sniff(self, path: Path) -> float:
-        text = head(path)
-        lines = [line for line in text.splitlines() if line.strip()]
-        if len(text) >= 8192 and len(lines) > 1:
-            lines = lines[:-1]  # the head may end inside a line
-        if not lines:
+        rows = head_rows(path, limit=5)
+        if not rows:
             return 0.0
-        for line in lines[:5]:
-            tokens = line.split()
+        for tokens in rows:
             if len(tokens) < MIN_COLUMNS or any(_parse_number(t) is None for t in tokens):
                 return 0.0
         return 0.9
@@ -131,17 +114,16 @@ class DynamoAdapter(Adapter):
     # -- reading -----------------------------------------------------------------------------
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+        numbered = data_lines(read_text(path, ctx), comment="")
         if not numbered:
             raise ctx.error(
                 f"empty file; expected a Dynamo table (≥ {MIN_COLUMNS} numbers per line)", line=1
             )
-        width = max(len(line.split()) for _, line in numbered)
+        width = max(len(line.fields) for line in numbered)
         table = np.zeros((len(numbered), max(width, N_WRITE_COLUMNS)))
         largest_imaginary, n_complex = 0.0, 0
-        for row, (number, line) in enumerate(numbered):
-            tokens = line.split()
+        for row, line in enumerate(numbered):
+            tokens, number = line.fields, line.number
             if len(tokens) < MIN_COLUMNS:
                 raise ctx.error(
                     f"expected at least {MIN_COLUMNS} columns (x, y, z are columns 24–26), found {len(tokens)}",
@@ -167,13 +149,13 @@ class DynamoAdapter(Adapter):
             )
         if not np.isfinite(table).all():
             row = int(np.flatnonzero(~np.isfinite(table).all(axis=1))[0])
-            raise ctx.error("non-finite value (NaN or Inf)", line=numbered[row][0])
-        records = [n for n, _ in numbered]
+            raise ctx.error("non-finite value (NaN or Inf)", line=numbered[row].number)
+        records = [line.number for line in numbered]
         tomograms = self._tomograms(table[:, TOMO], records, path, ctx)
         particles, particle_field = self._particles(table[:, CLASS], records, ctx)
         base = _index_base(ctx.options)
         positions = table[:, X : X + 3] + table[:, DX : DX + 3] - base
-        angles = _convert.relion_from_dynamo(table[:, TDROT : TDROT + 3])
+        angles = relion_from_dynamo(table[:, TDROT : TDROT + 3])
         frame = canonical.make(
             {
                 "tomogram": tomograms,
@@ -186,7 +168,7 @@ class DynamoAdapter(Adapter):
                 "tilt": angles[:, 1],
                 "psi": angles[:, 2],
                 "record": records,
-                "original": [line for _, line in numbered],
+                "original": [line.text for line in numbered],
             },
             score_field="cc",
             particle_field=particle_field,
@@ -197,7 +179,7 @@ class DynamoAdapter(Adapter):
             float(apix[0]) if len(apix) and apix[0] > 0 and np.allclose(apix, apix[0]) else None
         )
         names = sorted(frame["tomogram"].unique())
-        return _convert.with_voxel_size(
+        return with_voxel_size(
             ctx, names, file_size, "the table's apix (column 36)"
         ).voxels_to_angstrom(frame)
 
@@ -244,18 +226,11 @@ class DynamoAdapter(Adapter):
 
     @staticmethod
     def _tomogram_map(path: Path, ctx: ReadContext) -> tuple[dict[int, str] | None, str]:
-        if ctx.options.get("tomograms"):
-            pairs = _convert.parse_mapping(ctx.options["tomograms"], option="tomograms")
-            bad = [k for k in pairs if not k.isdigit()]
-            if bad:
-                raise PicksError(f"--option tomograms: index {bad[0]!r} is not an integer")
-            return {int(k): v for k, v in pairs.items()}, "--option tomograms"
-        if ctx.options.get("tomogram_map"):
-            given = Path(ctx.options["tomogram_map"]).expanduser()
-            if not given.is_absolute() and not given.exists() and (path.parent / given).exists():
-                given = path.parent / given
-            if not given.exists():
-                raise PicksError(f"--option tomogram_map={given}: file not found")
+        mapping = parse_int_map(ctx.options.get("tomograms"), "tomograms")
+        if mapping:
+            return mapping, "--option tomograms"
+        given = option_file(ctx, "tomogram_map")
+        if given is not None:
             return read_tomogram_map(given), f"the tomogram map {given}"
         beside = path.with_suffix(".doc")
         if beside.exists():
@@ -269,15 +244,15 @@ class DynamoAdapter(Adapter):
         raw = ctx.options.get("classes") or ctx.options.get("labels")
         if not raw:
             return [ctx.particle_name(None)] * len(column), None
-        mapping = _convert.parse_mapping(raw, option="classes")
+        mapping = parse_int_map(raw, "classes")
         out = []
         for row, value in enumerate(column.tolist()):
-            key = str(int(value)) if float(value).is_integer() else repr(value)
-            if key not in mapping:
+            if not float(value).is_integer() or int(value) not in mapping:
                 raise ctx.error(
-                    f"class {key} (column 22) is not in --option classes", line=records[row]
+                    f"class {integer_text(value)} (column 22) is not in --option classes",
+                    line=records[row],
                 )
-            out.append(ctx.particle_name(mapping[key]))
+            out.append(ctx.particle_name(mapping[int(value)]))
         return out, "class"
 
     # -- writing -----------------------------------------------------------------------------
@@ -299,7 +274,7 @@ class DynamoAdapter(Adapter):
         angles = picks[canonical.ANGLES].to_numpy(dtype=float)
         known = np.isfinite(angles).all(axis=1)
         if known.any():
-            table[known, TDROT : TDROT + 3] = _convert.dynamo_from_relion(angles[known])
+            table[known, TDROT : TDROT + 3] = dynamo_from_relion(angles[known])
         scores = picks["score"].to_numpy(dtype=float)
         table[:, CC] = np.where(np.isfinite(scores), scores, 0.0)
         table[:, TOMO] = [tomo_index[str(t)] for t in picks["tomogram"]]
@@ -312,10 +287,7 @@ class DynamoAdapter(Adapter):
             table[:, APIX] = [ctx.voxel_sizes(str(t))[0] for t in picks["tomogram"]]
         integer_columns = {TAG, 1, 2, TOMO, CLASS}
         lines = [
-            " ".join(
-                str(int(v)) if c in integer_columns else f"{v:.6f}".rstrip("0").rstrip(".")
-                for c, v in enumerate(row)
-            )
+            " ".join(str(int(v)) if c in integer_columns else fmt(v) for c, v in enumerate(row))
             for row in table
         ]
         doc_lines = []
@@ -338,10 +310,9 @@ class DynamoAdapter(Adapter):
 
     @staticmethod
     def _class_numbers(picks: pd.DataFrame, ctx: WriteContext) -> dict[str, int]:
-        raw = ctx.options.get("classes")
-        if raw:
-            mapping = _convert.parse_mapping(raw, option="classes")
-            numbers = {v: int(k) for k, v in mapping.items() if k.isdigit()}
+        mapping = parse_int_map(ctx.options.get("classes"), "classes")
+        if mapping:
+            numbers = {name: number for number, name in mapping.items()}
             missing = sorted({p for p in picks["particle"].dropna() if p not in numbers})
             if missing:
                 raise PicksError(f"--option classes has no number for {', '.join(missing)}")

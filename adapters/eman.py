@@ -41,19 +41,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from picks.adapters._columns import (
-    box_sizes,
-    data_lines,
-    fmt,
-    head_rows,
-    is_number,
-    need_slice,
-    number,
-    read_text,
-)
+from picks.adapters._fields import data_lines, fmt, head_rows, is_number, number, read_text
+from picks.adapters._options import need_slice
+from picks.adapters._voxels import box_sizes
 from picks.core import picks as canonical
 from picks.core.errors import PicksError
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
@@ -111,17 +103,15 @@ class EmanBoxAdapter(Adapter):
 
     def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
         vox = ctx.angstrom_to_voxels(picks)
-        box = np.empty(len(picks))
-        for tomogram, index in picks.groupby("tomogram", sort=False).groups.items():
-            z = vox.loc[index, "z"].to_numpy(dtype=float)
+        for tomogram, group in vox.groupby("tomogram", sort=False):
+            z = group["z"].to_numpy(dtype=float)
             if z.size and z.max() - z.min() > 0.5:
                 raise PicksError(
                     f"EMAN .box is 2D but the picks of tomogram {tomogram!r} span slices "
                     f"{z.min():.1f}–{z.max():.1f}",
                     hint="Write 3D picks with --to cryolo-cbox or --to coords.",
                 )
-            target, _reference = ctx.voxel_sizes(str(tomogram))
-            box[picks.index.get_indexer(index)] = box_sizes(picks.loc[index], ctx, target)
+        box = box_sizes(picks, ctx)
         lines = [
             f"{fmt(x - b / 2.0)}\t{fmt(y - b / 2.0)}\t{fmt(b)}\t{fmt(b)}\n"
             for (x, y), b in zip(vox[["x", "y"]].to_numpy(dtype=float), box, strict=True)

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.adapters import _convert
+from picks.adapters._labels import parse_name_map
+from picks.adapters._voxels import with_voxel_size
 from picks.core import picks as canonical
 from picks.plugins.adapter import Adapter, ReadContext
 
@@ -63,9 +64,7 @@ class ImodAdapter(Adapter):
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
         model = self._parse(path, ctx)
-        labels = _convert.parse_mapping(
-            ctx.options.get("labels") or ctx.options.get("objects") or "", option="labels"
-        )
+        labels = parse_name_map(ctx.options.get("labels") or ctx.options.get("objects"), "labels")
         rows: dict[str, list] = {k: [] for k in ("particle", "x", "y", "z", "original")}
         details = []
         for number, obj in enumerate(model.objects, start=1):
@@ -116,7 +115,7 @@ class ImodAdapter(Adapter):
             ctx.warn("the model holds no points")
             return frame
         names = sorted(frame["tomogram"].unique())
-        return _convert.with_voxel_size(
+        return with_voxel_size(
             ctx, names, self._header_voxel_size(model), "the model header's pixel size"
         ).voxels_to_angstrom(frame)
 

@@ -51,7 +51,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.adapters import _convert
+from picks.adapters._euler import is_rotation, relion_angles
+from picks.adapters._fields import data_lines, is_number, json_number, number, read_text
+from picks.adapters._options import option_choice, option_number, units_are_voxels
 from picks.core import picks as canonical
 from picks.plugins.adapter import Adapter, ReadContext, head
 
@@ -60,8 +62,6 @@ MATRIX_KEYS = ("xyz_rotation_matrix", "rotation_matrix")
 _SPACING = re.compile(r"^VoxelSpacing(\d+(?:\.\d+)?)$", re.IGNORECASE)
 _DELIMITERS = ("|", "\t", ",", ";")
 TARDIS_HEADER = ("ids", "x [a]", "y [a]", "z [a]")
-ANGSTROM_UNITS = {"angstrom", "angstroms", "a", "å"}
-VOXEL_UNITS = {"voxel", "voxels", "pixel", "pixels", "px"}
 
 
 def spacing_from_path(path: Path) -> float | None:
@@ -97,14 +97,11 @@ def explicit_spacing(ctx: ReadContext, path_spacing: float | None) -> ReadContex
     """Context whose voxel size is the annotation spacing (unless ``--voxel-size`` was given)."""
     if ctx.voxel_size:
         return ctx
-    spacing = _convert.option_float(ctx, "voxel_spacing") or path_spacing
+    spacing = (
+        option_number(ctx.options, "voxel_spacing", expected="a positive number", positive=True)
+        or path_spacing
+    )
     return dataclasses.replace(ctx, voxel_size=spacing) if spacing else ctx
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 class PortalNdjsonAdapter(Adapter):
@@ -130,8 +127,8 @@ class PortalNdjsonAdapter(Adapter):
         return 0.0
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        if not any(line.strip() for line in lines):
+        lines = data_lines(read_text(path, ctx), comment="")
+        if not lines:
             raise ctx.error("empty file; expected one JSON point annotation per line", line=1)
         tomogram = ctx.resolve_tomogram(ctx.tomogram or run_from_path(path) or path.name)
         particle = ctx.particle_name(ctx.particle or particle_from_name(path))
@@ -139,29 +136,24 @@ class PortalNdjsonAdapter(Adapter):
             k: []
             for k in ("x", "y", "z", "rot", "tilt", "psi", "angle_convention", "record", "original")
         }
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+        for line in lines:
+            lineno = line.number
             try:
-                record = json.loads(line)
+                record = json.loads(line.text)
             except json.JSONDecodeError as exc:
-                raise ctx.error(f"not valid JSON ({exc.msg})", line=number) from None
+                raise ctx.error(f"not valid JSON ({exc.msg})", line=lineno) from None
             if not isinstance(record, dict) or record.get("type") not in POINT_TYPES:
                 found = record.get("type") if isinstance(record, dict) else type(record).__name__
                 raise ctx.error(
-                    f"type {found!r} is not one of {', '.join(POINT_TYPES)}", line=number
+                    f"type {found!r} is not one of {', '.join(POINT_TYPES)}", line=lineno
                 )
             location = record.get("location")
             if not isinstance(location, dict):
-                raise ctx.error("missing 'location' {x, y, z}", line=number)
+                raise ctx.error("missing 'location' {x, y, z}", line=lineno)
             for axis in ("x", "y", "z"):
-                value = _number(location.get(axis))
-                if value is None:
-                    raise ctx.error(
-                        f"location.{axis} = {location.get(axis)!r} is not a finite number",
-                        line=number,
-                    )
-                rows[axis].append(value)
+                rows[axis].append(
+                    json_number(location.get(axis), ctx, f"location.{axis}", line=lineno)
+                )
             angles, convention = (math.nan, math.nan, math.nan), None
             matrix = next((record[k] for k in MATRIX_KEYS if k in record), None)
             if matrix is not None:
@@ -169,18 +161,16 @@ class PortalNdjsonAdapter(Adapter):
                     array = np.array(matrix, dtype=float)
                 except (TypeError, ValueError):
                     array = np.empty(0)
-                if not _convert.is_rotation(array):
-                    raise ctx.error("the rotation matrix is not a 3×3 rotation", line=number)
-                angles, convention = (
-                    tuple(_convert.relion_from_object_matrices(array)[0]),
-                    "portal-matrix",
-                )
+                if not is_rotation(array):
+                    raise ctx.error("the rotation matrix is not a 3×3 rotation", line=lineno)
+                angles = tuple(float(a[0]) for a in relion_angles(array))
+                convention = "portal-matrix"
             rows["rot"].append(angles[0])
             rows["tilt"].append(angles[1])
             rows["psi"].append(angles[2])
             rows["angle_convention"].append(convention)
-            rows["record"].append(number)
-            rows["original"].append(line)
+            rows["record"].append(lineno)
+            rows["original"].append(line.text)
         frame = canonical.make(rows, tomogram=tomogram, particle=particle, particle_field=None)
         return explicit_spacing(ctx, spacing_from_path(path)).voxels_to_angstrom(frame)
 
@@ -191,14 +181,6 @@ def _split(line: str, delimiter: str | None) -> list[str]:
 
 def _delimiter(line: str) -> str | None:
     return next((d for d in _DELIMITERS if d in line), None)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 class PointsCsvAdapter(Adapter):
@@ -216,54 +198,46 @@ class PointsCsvAdapter(Adapter):
         if sorted(first) == ["x", "y", "z"]:
             return 0.65
         rows = [_split(line, delimiter) for line in lines]
-        if all(len(r) == 3 and all(_is_number(f) for f in r) for r in rows):
+        if all(len(r) == 3 and all(is_number(f) for f in r) for r in rows):
             return 0.35
         return 0.0
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+        numbered = data_lines(read_text(path, ctx), comment="")
         if not numbered:
             raise ctx.error("empty file; expected x,y,z per line", line=1)
-        delimiter = _delimiter(numbered[0][1])
-        first = _split(numbered[0][1], delimiter)
-        if all(_is_number(f) for f in first):
-            order = ctx.options.get("order", "xyz").lower()
-            if order not in ("xyz", "zyx"):
-                raise ctx.error(f"--option order={order!r}: expected xyz or zyx")
-            columns = (0, 1, 2) if order == "xyz" else (2, 1, 0)
-            width = len(first)
+        delimiter = _delimiter(numbered[0].text)
+        first = _split(numbered[0].text, delimiter)
+        if all(is_number(f) for f in first):
+            columns = option_choice(
+                ctx.options, "order", {"xyz": (0, 1, 2), "zyx": (2, 1, 0)}, "xyz"
+            )
             body = numbered
         else:
             names = [f.lower() for f in first]
             missing = [a for a in ("x", "y", "z") if a not in names]
             if missing:
                 raise ctx.error(
-                    f"header lacks column(s) {missing}; found {first}", line=numbered[0][0]
+                    f"header lacks column(s) {missing}; found {first}", line=numbered[0].number
                 )
             columns = tuple(names.index(a) for a in ("x", "y", "z"))
-            width = len(first)
             body = numbered[1:]
+        width = len(first)
         if width < 3:
-            raise ctx.error(f"expected 3 columns x,y,z, found {width}", line=numbered[0][0])
+            raise ctx.error(f"expected 3 columns x,y,z, found {width}", line=numbered[0].number)
         rows: dict[str, list] = {"x": [], "y": [], "z": [], "record": [], "original": []}
-        for number, line in body:
-            fields = _split(line, delimiter)
+        for line in body:
+            fields = _split(line.text, delimiter)
             if len(fields) != width:
-                raise ctx.error(f"expected {width} fields, found {len(fields)}", line=number)
+                raise ctx.error(f"expected {width} fields, found {len(fields)}", line=line.number)
             for axis, column in zip(("x", "y", "z"), columns, strict=True):
-                if not _is_number(fields[column]):
-                    raise ctx.error(f"{axis} = {fields[column]!r} is not a number", line=number)
-                rows[axis].append(float(fields[column]))
-            rows["record"].append(number)
-            rows["original"].append(line)
+                rows[axis].append(number(fields[column], ctx, line.number, axis))
+            rows["record"].append(line.number)
+            rows["original"].append(line.text)
         frame = canonical.make(
             rows, tomogram=ctx.tomogram_from_path(), particle=ctx.particle_name(None)
         )
-        units = ctx.options.get("units", "voxel").strip().lower()
-        if units not in ANGSTROM_UNITS | VOXEL_UNITS:
-            raise ctx.error(f"--option units={units!r}: expected voxel or angstrom")
-        if units in ANGSTROM_UNITS:
+        if not units_are_voxels(ctx.options, "voxel"):
             return frame
         return explicit_spacing(ctx, None).voxels_to_angstrom(frame)
 
@@ -282,7 +256,7 @@ class TardisCsvAdapter(Adapter):
         return 0.9 if header == TARDIS_HEADER else 0.0
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(path, ctx).splitlines()
         if not lines or not lines[0].strip():
             raise ctx.error(f"empty file; expected the header {','.join(TARDIS_HEADER)}", line=1)
         header = tuple(f.strip().lower().replace("å", "a") for f in lines[0].split(","))
@@ -291,27 +265,25 @@ class TardisCsvAdapter(Adapter):
                 f"expected the header 'IDs,X [A],Y [A],Z [A]', found {lines[0]!r}", line=1
             )
         rows: dict[str, list] = {"x": [], "y": [], "z": [], "record": [], "original": []}
-        for number, line in enumerate(lines[1:], start=2):
+        for lineno, line in enumerate(lines[1:], start=2):
             if not line.strip():
                 continue
             fields = [f.strip() for f in line.split(",")]
             if len(fields) != 4:
                 raise ctx.error(
-                    f"expected 4 fields (IDs, X, Y, Z), found {len(fields)}", line=number
+                    f"expected 4 fields (IDs, X, Y, Z), found {len(fields)}", line=lineno
                 )
-            for name, text in zip(("IDs", "x", "y", "z"), fields, strict=True):
-                if not _is_number(text):
-                    raise ctx.error(f"{name} = {text!r} is not a number", line=number)
-            for axis, text in zip(("x", "y", "z"), fields[1:], strict=True):
-                rows[axis].append(float(text))
-            rows["record"].append(number)
+            values = [
+                number(text, ctx, lineno, name)
+                for name, text in zip(("IDs", "x", "y", "z"), fields, strict=True)
+            ]
+            for axis, value in zip(("x", "y", "z"), values[1:], strict=True):
+                rows[axis].append(value)
+            rows["record"].append(lineno)
             rows["original"].append(line)
         frame = canonical.make(
             rows, tomogram=ctx.tomogram_from_path(), particle=ctx.particle_name(None)
         )
-        units = ctx.options.get("units", "angstrom").strip().lower()
-        if units not in ANGSTROM_UNITS | VOXEL_UNITS:
-            raise ctx.error(f"--option units={units!r}: expected angstrom or voxel")
-        if units in VOXEL_UNITS:
+        if units_are_voxels(ctx.options, "angstrom"):
             return explicit_spacing(ctx, None).voxels_to_angstrom(frame)
         return frame

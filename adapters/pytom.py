@@ -32,22 +32,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from picks.adapters._star import (
-    COORDS,
+from picks.adapters._relion_family import (
     RELION_CONVENTION,
     build,
-    classes,
-    flavour,
     orientation,
     positive,
-    read_star,
-    resolve_names,
-    scores,
+    to_angstrom,
     user_pixel_size,
 )
+from picks.adapters._star import COORDS, flavour, read_star
 from picks.core import picks as canonical
 from picks.plugins.adapter import Adapter, ReadContext
 
@@ -63,13 +58,12 @@ class PytomAdapter(Adapter):
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
         star = read_star(path, ctx)
-        parts = star.table_with(ctx, (*COORDS, "rlnLCCmax"), "particle table")
-        if len(parts) == 0:
-            ctx.warn("the particle table has no rows")
+        parts = star.rows(ctx, (*COORDS, "rlnLCCmax"), "particle table")
+        if parts is None:
             return canonical.empty()
-        coords = np.stack([parts.numbers(ctx, label) for label in COORDS], axis=1)
+        coords = parts.xyz(ctx, COORDS)
         if parts.has("rlnMicrographName"):
-            names = resolve_names(parts.strings("rlnMicrographName"), ctx)
+            names = ctx.resolve_tomograms(parts.strings("rlnMicrographName"))
         else:
             names = [ctx.tomogram_from_path()] * len(parts)
         sizes = None
@@ -78,21 +72,14 @@ class PytomAdapter(Adapter):
                 ctx, parts, parts.numbers(ctx, "rlnDetectorPixelSize"), "rlnDetectorPixelSize"
             )
         sizes, _ = user_pixel_size(ctx, parts, sizes, "rlnDetectorPixelSize", names)
-        frame = pd.DataFrame(
-            {"tomogram": names, "x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
-        )
-        ctx.pixels_to_angstrom(frame, sizes)
+        xyz = to_angstrom(ctx, names, coords, sizes)
         rot, tilt, psi, _ = orientation(parts, ctx)
-        score, score_field = scores(parts, ctx, ("rlnLCCmax",))
-        particle, particle_field = classes(parts, ctx)
         return build(
             parts,
+            ctx,
             names,
-            frame[["x", "y", "z"]].to_numpy(dtype=float),
-            score=score,
-            score_field=score_field,
-            particle=particle,
-            particle_field=particle_field,
+            xyz,
             angles=(rot, tilt, psi),
             convention=RELION_CONVENTION,
+            score_columns=("rlnLCCmax",),
         )

@@ -76,27 +76,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.adapters._star import (
-    CENTRED,
-    COORDS,
+from picks.adapters._options import option_file, option_number, option_numbers, option_text
+from picks.adapters._relion_family import (
     RELION_CONVENTION,
-    StarData,
-    Table,
     build,
-    classes,
-    flavour,
     optics_column,
     orientation,
+    origin_pixels,
     origins,
     particle_names,
     positive,
-    read_star,
-    resolve_names,
-    scores,
+    to_angstrom,
     user_pixel_size,
     writable_angles,
-    write_star,
 )
+from picks.adapters._star import CENTRED, COORDS, StarData, Table, flavour, read_star, write_star
 from picks.core import picks as canonical
 from picks.core.errors import MissingVoxelSize, PicksError
 from picks.core.export import atomic_path
@@ -125,30 +119,8 @@ class TomoGeometry:
 
 
 def _tomo_size_option(options: dict, where: str) -> np.ndarray | None:
-    raw = options.get("tomo_size")
-    if raw is None or str(raw).strip() == "":
-        return None
-    parts = [p for p in str(raw).replace("x", ",").split(",") if p.strip()]
-    try:
-        size = np.array([float(p) for p in parts])
-    except ValueError:
-        size = np.array([])
-    if size.shape != (3,) or not (np.isfinite(size).all() and (size > 0).all()):
-        raise PicksError(f"{where} tomo_size={raw!r}: expected NX,NY,NZ (voxels)")
-    return size
-
-
-def _float_option(options: dict, key: str, where: str) -> float | None:
-    raw = options.get(key)
-    if raw is None or str(raw).strip() == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (np.isfinite(value) and value > 0):
-        raise PicksError(f"{where} {key}={raw!r}: expected a positive number (Å)")
-    return value
+    size = option_numbers(options, "tomo_size", 3, expected="NX,NY,NZ (voxels)", where=where)
+    return None if size is None else np.array(size)
 
 
 # -- RELION 5 -------------------------------------------------------------------------------
@@ -175,15 +147,11 @@ def read_tomograms_star(path: Path, ctx: ReadContext) -> dict[str, TomoGeometry]
 
 
 def _find_tomograms_star(path: Path, ctx: ReadContext) -> Path | None:
-    option = ctx.options.get("tomograms_star")
+    option = option_text(ctx.options, "tomograms_star")
     if option and option.lower() in ("none", "off", "no"):
         return None
     if option:
-        given = Path(option).expanduser()
-        for candidate in (given, path.parent / given):
-            if candidate.is_file():
-                return candidate
-        raise PicksError(f"--option tomograms_star={option}: no such file")
+        return option_file(ctx, "tomograms_star")
     candidates = sorted(p for p in path.parent.glob("*tomograms.star") if p != path)
     if len(candidates) == 1:
         ctx.warn(
@@ -259,18 +227,15 @@ class Relion5Adapter(Adapter):
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
         star = read_star(path, ctx)
-        parts = star.table_with(ctx, (*CENTRED, "rlnTomoName"), "particle table")
-        if len(parts) == 0:
-            ctx.warn("the particle table has no rows")
+        parts = star.rows(ctx, (*CENTRED, "rlnTomoName"), "particle table")
+        if parts is None:
             return canonical.empty()
         if ctx.binning not in (1, 1.0):
             ctx.warn(f"--binning {ctx.binning:g} ignored: RELION 5 coordinates are in Å")
-        centred = np.stack([parts.numbers(ctx, label) for label in CENTRED], axis=1)
+        centred = parts.xyz(ctx, CENTRED)
         raw = parts.strings("rlnTomoName")
         rot, tilt, psi, sub = orientation(parts, ctx)
         shifts, unit = origins(parts, ctx, sub)
-        if ctx.options.get("origins", "apply").lower() in ("ignore", "no", "off", "false"):
-            shifts, unit = np.zeros_like(shifts), None
         pts = self._pixel_sizes(star, parts, ctx)
         if unit == "pixel":
             if pts is None:
@@ -281,7 +246,7 @@ class Relion5Adapter(Adapter):
             shifts = shifts * pts[:, None]
         table_path = _find_tomograms_star(path, ctx)
         geometry = read_tomograms_star(table_path, ctx) if table_path else None
-        names = resolve_names(raw, ctx)
+        names = ctx.resolve_tomograms(raw)
         xyz = np.empty_like(centred)
         checked: set[str] = set()
         warned_pixel = False
@@ -304,19 +269,7 @@ class Relion5Adapter(Adapter):
                 )
             tilt_series_px = position / pixel[:, None] + geo.size / 2.0
             xyz[rows] = tilt_series_px * geo.pixel_size
-        score, score_field = scores(parts, ctx)
-        particle, particle_field = classes(parts, ctx)
-        return build(
-            parts,
-            names,
-            xyz,
-            score=score,
-            score_field=score_field,
-            particle=particle,
-            particle_field=particle_field,
-            angles=(rot, tilt, psi),
-            convention=RELION_CONVENTION,
-        )
+        return build(parts, ctx, names, xyz, angles=(rot, tilt, psi), convention=RELION_CONVENTION)
 
     @staticmethod
     def _pixel_sizes(star: StarData, parts: Table, ctx: ReadContext) -> np.ndarray | None:
@@ -337,8 +290,6 @@ class Relion5Adapter(Adapter):
         )
         geometry = self._geometry(picks, ctx)
         tomograms = picks["tomogram"].astype(str).to_numpy()
-        pixel = {t: g.pixel_size for t, g in geometry.items()}
-        groups = {p: i + 1 for i, p in enumerate(sorted(set(pixel.values())))}
         centre = np.array(
             [geometry[t].size / 2.0 * geometry[t].pixel_size for t in tomograms], dtype=float
         ).reshape(-1, 3)
@@ -351,13 +302,8 @@ class Relion5Adapter(Adapter):
                 "rlnCenteredCoordinateZAngst": xyz[:, 2],
             }
         )
-        _add_common_columns(particles, picks, [groups[pixel[t]] for t in tomograms])
-        optics = pd.DataFrame(
-            {
-                "rlnOpticsGroup": list(groups.values()),
-                "rlnOpticsGroupName": [f"opticsGroup{g}" for g in groups.values()],
-                "rlnTomoTiltSeriesPixelSize": list(groups),
-            }
+        optics = _add_common_columns(
+            particles, picks, {t: g.pixel_size for t, g in geometry.items()}
         )
         write_star(
             path,
@@ -385,7 +331,13 @@ class Relion5Adapter(Adapter):
     @staticmethod
     def _geometry(picks: pd.DataFrame, ctx: WriteContext) -> dict[str, TomoGeometry]:
         size_option = _tomo_size_option(ctx.options, "--to-option")
-        pts_option = _float_option(ctx.options, "tilt_series_pixel_size", "--to-option")
+        pts_option = option_number(
+            ctx.options,
+            "tilt_series_pixel_size",
+            expected="a positive number (Å)",
+            positive=True,
+            where="--to-option",
+        )
         geometry = {}
         for name in dict.fromkeys(picks["tomogram"].astype(str)):
             tomo = ctx.tomograms.get(name)
@@ -429,15 +381,14 @@ class Relion4Adapter(Adapter):
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
         star = read_star(path, ctx)
-        parts = star.table_with(ctx, COORDS, "particle table")
-        if len(parts) == 0:
-            ctx.warn("the particle table has no rows")
+        parts = star.rows(ctx, COORDS, "particle table")
+        if parts is None:
             return canonical.empty()
-        coords = np.stack([parts.numbers(ctx, label) for label in COORDS], axis=1)
+        coords = parts.xyz(ctx, COORDS)
         if parts.has("rlnTomoName"):
-            names = resolve_names(parts.strings("rlnTomoName"), ctx)
+            names = ctx.resolve_tomograms(parts.strings("rlnTomoName"))
         elif parts.has("rlnMicrographName"):
-            names = resolve_names(parts.strings("rlnMicrographName"), ctx)
+            names = ctx.resolve_tomograms(parts.strings("rlnMicrographName"))
         else:
             names = [ctx.tomogram_from_path()] * len(parts)
         sizes, source = self._pixel_sizes(star, parts, ctx)
@@ -449,30 +400,9 @@ class Relion4Adapter(Adapter):
             else "block"
         )
         rot, tilt, psi, sub = orientation(parts, ctx)
-        shifts, unit = origins(parts, ctx, sub)
-        if ctx.options.get("origins", "apply").lower() in ("ignore", "no", "off", "false"):
-            unit = None
-        if unit == "angstrom":
-            coords = coords - shifts / sizes[:, None]
-        elif unit == "pixel":
-            coords = coords - shifts
-        frame = pd.DataFrame(
-            {"tomogram": names, "x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
-        )
-        ctx.pixels_to_angstrom(frame, sizes, sampling=sampling)
-        score, score_field = scores(parts, ctx)
-        particle, particle_field = classes(parts, ctx)
-        return build(
-            parts,
-            names,
-            frame[["x", "y", "z"]].to_numpy(dtype=float),
-            score=score,
-            score_field=score_field,
-            particle=particle,
-            particle_field=particle_field,
-            angles=(rot, tilt, psi),
-            convention=RELION_CONVENTION,
-        )
+        coords = coords - origin_pixels(parts, ctx, sub, sizes)
+        xyz = to_angstrom(ctx, names, coords, sizes, sampling=sampling)
+        return build(parts, ctx, names, xyz, angles=(rot, tilt, psi), convention=RELION_CONVENTION)
 
     @staticmethod
     def _pixel_sizes(
@@ -501,8 +431,6 @@ class Relion4Adapter(Adapter):
     def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
         pixels = ctx.angstrom_to_voxels(picks, sampling="point")
         tomograms = picks["tomogram"].astype(str).to_numpy()
-        pixel = {t: ctx.voxel_sizes(t)[0] for t in dict.fromkeys(tomograms)}
-        groups = {p: i + 1 for i, p in enumerate(sorted(set(pixel.values())))}
         particles = pd.DataFrame(
             {
                 "rlnTomoName": tomograms,
@@ -511,14 +439,8 @@ class Relion4Adapter(Adapter):
                 "rlnCoordinateZ": pixels["z"].to_numpy(dtype=float),
             }
         )
-        _add_common_columns(particles, picks, [groups[pixel[t]] for t in tomograms])
-        optics = pd.DataFrame(
-            {
-                "rlnOpticsGroup": list(groups.values()),
-                "rlnOpticsGroupName": [f"opticsGroup{g}" for g in groups.values()],
-                "rlnTomoTiltSeriesPixelSize": list(groups),
-            }
-        )
+        pixel = {t: ctx.voxel_sizes(t)[0] for t in dict.fromkeys(tomograms)}
+        optics = _add_common_columns(particles, picks, pixel)
         write_star(
             path,
             {"optics": optics, "particles": particles},
@@ -527,8 +449,12 @@ class Relion4Adapter(Adapter):
         )
 
 
-def _add_common_columns(particles: pd.DataFrame, picks: pd.DataFrame, groups: list[int]) -> None:
-    """Angles, score, optics group and particle name, shared by both writers (in place)."""
+def _add_common_columns(
+    particles: pd.DataFrame, picks: pd.DataFrame, pixel: dict[str, float]
+) -> pd.DataFrame:
+    """Angles, score, optics group and particle name, shared by both writers (in place), and
+    the optics table: one group per tilt-series pixel size (``pixel``: tomogram -> Å)."""
+    groups = {p: i + 1 for i, p in enumerate(sorted(set(pixel.values())))}
     if writable_angles(picks):
         for label, column in zip(
             ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"), canonical.ANGLES, strict=True
@@ -536,5 +462,12 @@ def _add_common_columns(particles: pd.DataFrame, picks: pd.DataFrame, groups: li
             particles[label] = picks[column].to_numpy(dtype=float)
     if picks["score"].notna().any():
         particles["rlnAutopickFigureOfMerit"] = picks["score"].to_numpy(dtype=float)
-    particles["rlnOpticsGroup"] = groups
+    particles["rlnOpticsGroup"] = [groups[pixel[t]] for t in particles["rlnTomoName"]]
     particles["rlnTomoParticleName"] = particle_names(picks)
+    return pd.DataFrame(
+        {
+            "rlnOpticsGroup": list(groups.values()),
+            "rlnOpticsGroupName": [f"opticsGroup{g}" for g in groups.values()],
+            "rlnTomoTiltSeriesPixelSize": list(groups),
+        }
+    )

@@ -17,7 +17,8 @@ Convention applied:
   ``--option origin=0`` to read such a list the same way.
 * **Tomogram** = ``tomo_num``, an integer. Map numbers to names with
   ``--option tomograms=1=TS_01,2=TS_02`` or with a STOPGAP/Dynamo index file
-  (``--option tomogram_index=PATH``, lines ``<number> <tomogram path or name>``). Without a map:
+  (``--option tomogram_index=PATH``, as given or next to the motive list; lines
+  ``<number> <tomogram path or name>``, read by :mod:`picks.adapters._labels`). Without a map:
   ``--tomogram NAME`` when the list holds one tomogram; otherwise, with no tomograms registered,
   the number itself is used as the name (with a warning); with tomograms registered it is an
   error, because a bare number would match names by accident.
@@ -37,52 +38,16 @@ import numpy as np
 import pandas as pd
 
 from picks.adapters._euler import stopgap_to_relion
-from picks.adapters._star import build, classes, flavour, read_star, scores
+from picks.adapters._labels import parse_int_map, read_map_file
+from picks.adapters._options import option_choice, option_file
+from picks.adapters._relion_family import build, to_angstrom
+from picks.adapters._star import flavour, read_star
 from picks.core import picks as canonical
-from picks.core.errors import PicksError
 from picks.plugins.adapter import Adapter, ReadContext
 
 POSITION = ("orig_x", "orig_y", "orig_z")
 SHIFT = ("x_shift", "y_shift", "z_shift")
 CONVENTION = "stopgap-zxz"
-
-
-def parse_tomogram_map(raw: str) -> dict[int, str]:
-    """``1=TS_01,2=TS_02`` -> {1: "TS_01", 2: "TS_02"}."""
-    mapping = {}
-    for item in raw.split(","):
-        if not item.strip():
-            continue
-        number, sep, name = item.partition("=")
-        try:
-            key = int(number.strip())
-        except ValueError:
-            key = None
-        if not sep or key is None or not name.strip():
-            raise PicksError(
-                f"--option tomograms={raw!r}: expected NUMBER=NAME pairs separated by commas"
-            )
-        mapping[key] = name.strip()
-    return mapping
-
-
-def read_tomogram_index(path: Path) -> dict[int, str]:
-    """A Dynamo/STOPGAP index file: ``<number> <path or name>`` per line (tab or spaces)."""
-    if not path.is_file():
-        raise PicksError(f"--option tomogram_index={path}: no such file")
-    mapping = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        fields = line.split(None, 1)
-        if not fields or line.lstrip().startswith("#"):
-            continue
-        try:
-            key = int(float(fields[0]))
-        except ValueError:
-            key = None
-        if key is None or len(fields) < 2:
-            raise PicksError(f"{path}, line {number}: expected '<number> <tomogram>'")
-        mapping[key] = fields[1].strip()
-    return mapping
 
 
 class StopgapAdapter(Adapter):
@@ -96,53 +61,40 @@ class StopgapAdapter(Adapter):
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
         star = read_star(path, ctx)
-        table = star.table_with(ctx, (*POSITION, "tomo_num"), "motive list")
-        if len(table) == 0:
-            ctx.warn("the motive list has no rows")
+        table = star.rows(ctx, (*POSITION, "tomo_num"), "motive list")
+        if table is None:
             return canonical.empty()
-        position = np.stack([table.numbers(ctx, label) for label in POSITION], axis=1)
+        position = table.xyz(ctx, POSITION)
         if table.has(*SHIFT):
-            position = position + np.stack([table.numbers(ctx, s) for s in SHIFT], axis=1)
-        origin = ctx.options.get("origin", "1").strip()
-        if origin not in ("0", "1"):
-            raise PicksError(f"--option origin={origin!r}: expected 1 (STOPGAP) or 0")
-        position -= float(origin)
+            position = position + table.xyz(ctx, SHIFT)
+        position -= option_choice(
+            ctx.options, "origin", {"0": 0.0, "1": 1.0}, "1", expected="1 (STOPGAP) or 0"
+        )
         numbers = table.numbers(ctx, "tomo_num")
         bad = numbers != np.round(numbers)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise ctx.error(f"tomo_num = {numbers[row]:g} is not an integer", line=table.lines[row])
         names = self._names(numbers.astype(int), ctx, table.lines)
-        frame = pd.DataFrame(
-            {"tomogram": names, "x": position[:, 0], "y": position[:, 1], "z": position[:, 2]}
-        )
-        ctx.voxels_to_angstrom(frame)
+        xyz = to_angstrom(ctx, names, position)
         angles = None
         if table.has("phi", "psi", "the"):
             angles = stopgap_to_relion(
                 *(table.numbers(ctx, label) for label in ("phi", "psi", "the"))
             )
-        score, score_field = scores(table, ctx, ("score",))
-        particle, particle_field = classes(table, ctx)
         return build(
-            table,
-            names,
-            frame[["x", "y", "z"]].to_numpy(dtype=float),
-            score=score,
-            score_field=score_field,
-            particle=particle,
-            particle_field=particle_field,
-            angles=angles,
-            convention=CONVENTION,
+            table, ctx, names, xyz, angles=angles, convention=CONVENTION, score_columns=("score",)
         )
 
     @staticmethod
     def _names(numbers: np.ndarray, ctx: ReadContext, lines: list[int]) -> list[str]:
         mapping: dict[int, str] = {}
-        if ctx.options.get("tomogram_index"):
-            mapping.update(read_tomogram_index(Path(ctx.options["tomogram_index"]).expanduser()))
-        if ctx.options.get("tomograms"):
-            mapping.update(parse_tomogram_map(ctx.options["tomograms"]))
+        index_file = option_file(ctx, "tomogram_index")
+        if index_file is not None:
+            mapping.update(
+                read_map_file(index_file, "tomogram_index", entry="'<number> <tomogram>'")
+            )
+        mapping.update(parse_int_map(ctx.options.get("tomograms"), "tomograms"))
         distinct = list(dict.fromkeys(int(n) for n in numbers))
         if not mapping and ctx.tomogram and len(distinct) == 1:
             mapping = {distinct[0]: ctx.tomogram}
@@ -166,5 +118,4 @@ class StopgapAdapter(Adapter):
                 f"(mapped: {', '.join(map(str, sorted(mapping)))})",
                 line=lines[row],
             )
-        resolved = {n: ctx.resolve_tomogram(mapping[n]) for n in distinct}
-        return [resolved[int(n)] for n in numbers]
+        return ctx.resolve_tomograms(mapping[int(n)] for n in numbers)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.adapters import _convert
+from picks.adapters._labels import parse_name_map
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError
 from picks.plugins.adapter import Adapter, ReadContext
@@ -177,15 +177,11 @@ class TomoTwinAdapter(Adapter):
     def _tomograms(table: pd.DataFrame, ctx: ReadContext) -> list[str]:
         if ctx.tomogram or "filename" not in table:
             return [ctx.tomogram_from_path()] * len(table)
-        names: dict[str, str] = {}
-        for raw in table["filename"].astype(str):
-            if raw not in names:
-                names[raw] = ctx.resolve_tomogram(raw)
-        return [names[raw] for raw in table["filename"].astype(str)]
+        return ctx.resolve_tomograms(table["filename"].astype(str))
 
     @staticmethod
     def _particles(table: pd.DataFrame, ctx: ReadContext) -> list[str | None]:
-        labels = _convert.parse_mapping(ctx.options.get("labels", ""), option="labels")
+        labels = parse_name_map(ctx.options.get("labels"), "labels")
         references = [str(r) for r in table.attrs.get("references", [])]
         if "predicted_class" not in table:
             return [ctx.particle_name(None)] * len(table)

@@ -18,7 +18,8 @@ Convention applied:
   (3473 × 4736 × 789 Å) of ``warp2_matching_tomograms.star``; at 0.7894 Å they would cover a
   fifth of it. ``--voxel-size`` overrides the pixel size (with a warning when it differs);
   without either, the registered tomogram's voxel size × ``--binning`` is used.
-* **Origin.** Position = coordinate − ``rlnOrigin*Angst`` / pixel size. Pixel centres are taken
+* **Origin.** Position = coordinate − ``rlnOrigin*Angst`` / pixel size (``--option
+  origins=ignore`` skips the shifts). Pixel centres are taken
   as 0-based voxel centres with picks' default block binning
   (:func:`picks.plugins.adapter.index_to_angstrom`); WarpTools' own sub-voxel convention is not
   documented, and both readings agree when the registered tomogram has the export pixel size.
@@ -41,21 +42,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.adapters._star import (
-    COORDS,
+from picks.adapters._relion_family import (
     RELION_CONVENTION,
     build,
-    classes,
-    flavour,
     optics_column,
     orientation,
-    origins,
+    origin_pixels,
     positive,
-    read_star,
-    resolve_names,
-    scores,
+    to_angstrom,
     user_pixel_size,
 )
+from picks.adapters._star import COORDS, flavour, read_star
 from picks.core import picks as canonical
 from picks.plugins.adapter import Adapter, ReadContext
 
@@ -73,40 +70,21 @@ class Warp2Adapter(Adapter):
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
         star = read_star(path, ctx)
-        parts = star.table_with(ctx, (*COORDS, "rlnTomoName"), "particle table")
-        if len(parts) == 0:
-            ctx.warn("the particle table has no rows")
+        parts = star.rows(ctx, (*COORDS, "rlnTomoName"), "particle table")
+        if parts is None:
             return canonical.empty()
-        coords = np.stack([parts.numbers(ctx, label) for label in COORDS], axis=1)
-        names = resolve_names(parts.strings("rlnTomoName"), ctx)
+        coords = parts.xyz(ctx, COORDS)
+        names = ctx.resolve_tomograms(parts.strings("rlnTomoName"))
         sizes = optics_column(star, parts, ctx, "rlnImagePixelSize")
         if sizes is not None:
             positive(ctx, parts, sizes, "rlnImagePixelSize")
         sizes, _ = user_pixel_size(ctx, parts, sizes, "data_optics rlnImagePixelSize", names)
         rot, tilt, psi, sub = orientation(parts, ctx)
-        shifts, unit = origins(parts, ctx, sub)
-        if unit == "angstrom":
-            coords = coords - shifts / sizes[:, None]
-        elif unit == "pixel":  # not written by WarpTools; accepted like RELION 3.0
-            coords = coords - shifts
+        # rlnOriginX/Y/Z in pixels are not written by WarpTools; accepted like RELION 3.0.
+        coords = coords - origin_pixels(parts, ctx, sub, sizes)
         angles = self._checked_angles(rot, tilt, psi, parts.lines, ctx)
-        frame = pd.DataFrame(
-            {"tomogram": names, "x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
-        )
-        ctx.pixels_to_angstrom(frame, sizes)
-        score, score_field = scores(parts, ctx)
-        particle, particle_field = classes(parts, ctx)
-        return build(
-            parts,
-            names,
-            frame[["x", "y", "z"]].to_numpy(dtype=float),
-            score=score,
-            score_field=score_field,
-            particle=particle,
-            particle_field=particle_field,
-            angles=angles,
-            convention=RELION_CONVENTION,
-        )
+        xyz = to_angstrom(ctx, names, coords, sizes)
+        return build(parts, ctx, names, xyz, angles=angles, convention=RELION_CONVENTION)
 
     @staticmethod
     def _checked_angles(

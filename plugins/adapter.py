@@ -10,6 +10,7 @@ does the unit conversion so that every adapter applies it the same way.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -102,6 +103,16 @@ class ReadContext:
     def resolve_tomogram(self, raw: str) -> str:
         """Map a tomogram name written in the file to the registered name."""
         return self.tomograms.resolve(str(raw), source=self.path)
+
+    def resolve_tomograms(self, raw: Iterable[object]) -> list[str]:
+        """:meth:`resolve_tomogram` for a whole column; each distinct name is resolved once."""
+        resolved: dict[str, str] = {}
+        out = []
+        for name in map(str, raw):
+            if name not in resolved:
+                resolved[name] = self.resolve_tomogram(name)
+            out.append(resolved[name])
+        return out
 
     def tomogram_from_path(self) -> str:
         """The tomogram of a one-file-per-tomogram format: ``--tomogram`` or the file name."""

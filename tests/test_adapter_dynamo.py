@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from picks.adapters._convert import dynamo_from_relion, relion_from_dynamo
+from picks.adapters._euler import dynamo_from_relion, relion_from_dynamo
 from picks.adapters.dynamo import DynamoAdapter
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, MissingVoxelSize, PicksError
