@@ -199,6 +199,9 @@ def _write_mrc(path: Path, data: np.ndarray, voxel_size: float) -> None:
     with mrcfile.new(path, overwrite=True) as mrc:
         mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
         mrc.voxel_size = voxel_size
+        # mrcfile stamps the creation time into label 0; a fixed label keeps files reproducible.
+        mrc.header.label[0] = b"picks simulate"
+        mrc.header.nlabl = 1
 
 
 def _truth_frame(name: str, scene: sv.Scene) -> pd.DataFrame:
