@@ -1,0 +1,199 @@
+"""CNN commands: ``picks train`` (a model from a run's data) and ``picks score`` (reuse models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from picks.cli.common import DbOption, JsonOption, echo_json, echo_table, open_store, progress
+
+DB_DEFAULT = Path("picks.db")
+
+DeviceOption = Annotated[str, typer.Option(help="auto (GPU when TensorFlow sees one), cpu or gpu.")]
+EdgeOption = Annotated[
+    str, typer.Option(help="Boxes crossing the tomogram edge: pad (box mean), reflect or drop.")
+]
+MaxOutsideOption = Annotated[
+    float, typer.Option(help="Drop boxes with more than this fraction outside the tomogram.")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("score")(score_cmd)
+
+
+def train_cmd(
+    run: Annotated[
+        int, typer.Option("--run", help="Run whose consensus picks and noise to train on.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Model file (.keras); a card .card.json goes beside it.")
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Maximum epochs (early stopping may end sooner).")
+    ] = 30,
+    box: Annotated[int, typer.Option(help="Network input edge in voxels.")] = 32,
+    margin: Annotated[
+        float, typer.Option(help="Box side = largest particle diameter × margin.")
+    ] = 1.25,
+    working_voxel_size: Annotated[
+        float | None, typer.Option(help="Å per box voxel (overrides --margin).")
+    ] = None,
+    device: DeviceOption = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed (split, augmentation, weights).")] = 0,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Training batch (default 64 on CPU, 256 per GPU).")
+    ] = None,
+    edge: EdgeOption = "pad",
+    max_outside: MaxOutsideOption = 0.5,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
+    db: DbOption = DB_DEFAULT,
+    json_out: JsonOption = False,
+) -> None:
+    """Train the rescoring CNN on a run (its full-support picks against its noise) and save it."""
+    from picks.consensus import cnn
+    from picks.consensus.extract import EdgePolicy
+    from picks.consensus.rescore import record_training, run_catalog
+    from picks.consensus.train import fit, unique_model_path
+
+    with open_store(db) as store:
+        store.get_run(run)
+        params = {
+            "run": run,
+            "out": str(out) if out else None,
+            "epochs": epochs,
+            "box": box,
+            "margin": margin,
+            "working_voxel_size": working_voxel_size,
+            "device": device,
+            "batch_size": batch_size,
+            "edge": edge,
+            "max_outside": max_outside,
+        }
+        with store.run("train", params, method="cnn", seed=seed) as train_run:
+            trained = fit(
+                store,
+                run,
+                tomograms=store.tomograms(),
+                catalog=run_catalog(store, run),
+                seed=seed,
+                epochs=epochs,
+                box=box,
+                margin=margin,
+                working_voxel_size=working_voxel_size,
+                edge=EdgePolicy(edge, max_outside),
+                device=device,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            path = out or unique_model_path(Path("models"), f"run{run}-cnn")
+            digest = cnn.save(trained.model, path, trained.card, force=force)
+            model_id = record_training(store, train_run, trained, path, digest)
+    result = trained.result
+    summary = {
+        "model_id": model_id,
+        "path": str(path),
+        "sha256": digest,
+        "train_run": train_run,
+        "classes": trained.card["classes"],
+        "box": trained.card["box"],
+        "voxel_size": trained.card["voxel_size"],
+        "counts": trained.card["training"]["counts"],
+        "split": trained.card["training"]["split"],
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "val_loss": result.val_loss,
+        "val_auc": result.val_auc,
+        "val_accuracy": result.val_accuracy,
+        "samples_per_s": result.samples_per_s,
+        "device": result.device,
+        "dropped": len(trained.dropped),
+    }
+    if json_out:
+        echo_json(summary)
+        return
+    typer.echo(
+        f"model {model_id}: {path} (card {cnn.card_path(path).name}), trained on run {run} "
+        f"[{result.device}]"
+    )
+    typer.echo(
+        f"  input {trained.card['box']}³ at {trained.card['voxel_size']:.2f} Å/voxel; outputs "
+        f"{', '.join(trained.card['classes'])}"
+    )
+    counts = trained.card["training"]["counts"]
+    typer.echo(
+        f"  {counts['train']} training / {counts['validation']} validation boxes "
+        f"({trained.card['training']['split']}); {len(trained.dropped)} dropped at extraction"
+    )
+    typer.echo(
+        f"  best epoch {result.best_epoch} of {result.epochs_run}: val loss {result.val_loss:.3f}, "
+        f"val AUC {result.val_auc:.3f}; {result.samples_per_s:.0f} samples/s"
+    )
+
+
+def score_cmd(
+    run: Annotated[int, typer.Option("--run", help="Run whose consensus picks to rescore.")],
+    model: Annotated[
+        list[Path],
+        typer.Option("--model", help="Saved model (.keras); repeat for an ensemble (mean score)."),
+    ],
+    threshold: Annotated[
+        float, typer.Option(help="Accept picks whose score is at least this.")
+    ] = 0.5,
+    combine: Annotated[
+        bool,
+        typer.Option(
+            "--combine/--no-combine",
+            help="Decide with a logistic regression on CNN score, support and picker scores.",
+        ),
+    ] = False,
+    device: DeviceOption = "auto",
+    edge: EdgeOption = "pad",
+    max_outside: MaxOutsideOption = 0.5,
+    seed: Annotated[int, typer.Option(help="Random seed (only --combine uses one).")] = 0,
+    db: DbOption = DB_DEFAULT,
+    json_out: JsonOption = False,
+) -> None:
+    """Rescore a run's consensus picks with saved model(s) and update its accepted set."""
+    from picks.consensus.rescore import rescore_run, run_catalog
+
+    with open_store(db) as store:
+        store.get_run(run)
+        params = {
+            "run": run,
+            "models": [str(m) for m in model],
+            "threshold": threshold,
+            "combine": combine,
+            "device": device,
+            "edge": edge,
+            "max_outside": max_outside,
+        }
+        with store.run("score", params, method="cnn", seed=seed):
+            summary = rescore_run(
+                store,
+                run,
+                tomograms=store.tomograms(),
+                catalog=run_catalog(store, run),
+                seed=seed,
+                models_dir=None,
+                progress=progress,
+                model=[str(m) for m in model],
+                threshold=threshold,
+                combine=combine,
+                device=device,
+                edge=edge,
+                max_outside=max_outside,
+            )
+    if json_out:
+        echo_json(summary)
+        return
+    typer.echo(
+        f"run {run}: {summary['n_scored']} of {summary['n_candidates']} consensus picks scored "
+        f"with {len(summary['models'])} model(s) [{summary.get('device', '')}], "
+        f"{summary['n_accepted']} accepted (threshold {threshold:g}"
+        f"{', combined' if combine else ''}), {summary['n_dropped']} dropped"
+    )
+    echo_table(summary["models"], ["id", "path"])

@@ -1,0 +1,611 @@
+"""Deep rescoring of a run's consensus picks: train (or load) the CNN, score, decide, store.
+
+:func:`rescore_run` is what ``picks aggregate`` (CNN method), ``picks score`` and the tests
+call. For every consensus pick of the run it stores:
+
+* one ``scores`` row per model and output — the probability of each particle class of the
+  model card and of ``noise`` (so per-class scores are visible and sum to 1 per model);
+* ``consensus.cnn_score`` = ``P(particle) = 1 − P(noise)``, the mean over the models of an
+  ensemble; ``consensus.score`` = the score the decision used (the CNN score, or the
+  combined probability with ``combine=True``, see :mod:`picks.consensus.combine`);
+* ``consensus.accepted`` = score ≥ ``threshold`` (default 0.5); ``consensus.reason`` says so,
+  names the class the network finds most likely, and keeps the voting reason after ``;``.
+
+Decisions forced by trusted references (status ``reference``, or a reason that starts with
+"positive/negative reference pick") are kept: the CNN still scores them, but a user's
+reference outranks it. A consensus pick whose box could not be extracted (edge policy, no
+volume) gets no CNN score, is not accepted (unless trusted) and is recorded in ``dropped``
+(stage ``cnn-score``); training points that were dropped are recorded with stage
+``cnn-train``. The trained model is saved as ``.keras`` plus its model card and recorded in
+``models``. Re-scoring a run replaces that run's earlier scores of the same models.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from picks.consensus import cnn
+from picks.consensus import combine as combiner
+from picks.consensus.extract import EdgePolicy, Geometry, iter_boxes, tomogram_lookup
+from picks.consensus.train import fit, is_trusted, load_candidates, null_progress, unique_model_path
+from picks.core.errors import PicksError
+from picks.core.particles import Catalog
+from picks.core.store import now
+
+DEFAULT_THRESHOLD = 0.5
+TYPICALITY = "typicality"  # the scores row holding a model's typicality of the pick
+_PREFIX = re.compile(r"^(cnn|combined|not scored)[^;]*; ")
+
+
+def rescore_run(
+    store,
+    run_id: int,
+    *,
+    tomograms=None,
+    catalog: Catalog | None = None,
+    seed: int = 0,
+    models_dir: str | Path | None = None,
+    progress: Callable | None = None,
+    model: str | Path | Sequence[str | Path] | None = None,
+    epochs: int = 30,
+    box: int = 32,
+    threshold: float = DEFAULT_THRESHOLD,
+    combine: bool = False,
+    device: str = "auto",
+    batch_size: int | None = None,
+    margin: float | None = None,
+    working_voxel_size: float | None = None,
+    edge: str = "pad",
+    max_outside: float | None = None,
+    reader: str = "mmap",
+    typicality: bool = True,
+    typicality_alpha: float | None = None,
+    positives: str = "full",
+) -> dict:
+    """Score every consensus pick of ``run_id`` with the CNN and decide (see module doc).
+
+    ``model``: None trains a model on this run (saved under ``models_dir``); a path, or a list
+    of paths for an ensemble (mean score), reuses saved models. ``progress`` is a factory
+    ``progress(description, total)`` → context manager yielding ``advance(n, info=None)``.
+    Returns a summary (counts, model ids and paths, geometry, training metrics, timings).
+    """
+    progress = progress or null_progress
+    catalog = catalog or Catalog()
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise PicksError(f"--threshold {threshold}: expected a probability between 0 and 1")
+    store.get_run(run_id)
+    timings: dict[str, float] = {}
+    candidates = load_candidates(store, run_id)
+    summary: dict = {
+        "method": "cnn",
+        "run_id": int(run_id),
+        "threshold": float(threshold),
+        "combine": bool(combine),
+        "n_candidates": len(candidates),
+    }
+    if candidates.empty:
+        return dict(summary, n_scored=0, n_accepted=0, n_dropped=0, models=[], timings=timings)
+    lookup = tomogram_lookup(tomograms if tomograms is not None else store.tomograms())
+    policy = EdgePolicy(edge, 0.5 if max_outside is None else float(max_outside))
+    plan = cnn.select_device(device)
+    trained = None
+    models: list[dict] = []  # each: model, card, path, sha256, id (None until stored)
+    train_drops: list[tuple[str, int, str]] = []
+    started = time.perf_counter()
+    if model is None:
+        trained = fit(
+            store,
+            run_id,
+            tomograms=lookup,
+            catalog=catalog,
+            seed=seed,
+            epochs=epochs,
+            box=box,
+            margin=margin,
+            working_voxel_size=working_voxel_size,
+            edge=policy,
+            device=device,
+            batch_size=batch_size,
+            reader=reader,
+            candidates=candidates,
+            progress=progress,
+            typicality=typicality,
+            positives=positives,
+        )
+        directory = Path(models_dir or "picks-models")
+        path = unique_model_path(directory, f"run{run_id}-cnn")
+        digest = cnn.save(trained.model, path, trained.card)
+        card = dict(trained.card, sha256=digest, file=path.name)
+        models.append({"model": trained.model, "card": card, "path": path, "sha256": digest})
+        train_drops = trained.dropped
+        timings["extract_train"] = trained.extract_seconds
+        timings["train"] = trained.train_seconds
+        timings["mine"] = trained.mine_seconds
+        timings["save"] = (
+            time.perf_counter()
+            - started
+            - trained.extract_seconds
+            - trained.train_seconds
+            - trained.mine_seconds
+        )
+        summary["train"] = {
+            "counts": card["training"]["counts"],
+            "split": card["training"]["split"],
+            "best_epoch": trained.result.best_epoch,
+            "epochs_run": trained.result.epochs_run,
+            "val_loss": trained.result.val_loss,
+            "val_auc": trained.result.val_auc,
+            "samples_per_s": trained.result.samples_per_s,
+            "device": trained.result.device,
+        }
+    else:
+        paths = [model] if isinstance(model, str | Path) else list(model)
+        if not paths:
+            raise PicksError("no model given")
+        for p in paths:
+            loaded, card = _load(store, p)
+            models.append(
+                {
+                    "model": loaded,
+                    "card": card,
+                    "path": Path(p),
+                    "sha256": card.get("sha256") or cnn.sha256_file(p),
+                }
+            )
+        timings["load"] = time.perf_counter() - started
+
+    # -- scoring ---------------------------------------------------------------------------
+    started = time.perf_counter()
+    probs, typ, dropped = _score(
+        candidates,
+        lookup,
+        models,
+        policy,
+        reader,
+        progress,
+        batch_size=max(256, int(batch_size or 0)),
+        typicality=typicality,
+        timings=timings,
+        alpha=typicality_alpha,
+    )
+    timings["score"] = time.perf_counter() - started
+    n_scored = int((~np.isnan(probs[0][:, 0])).sum()) if probs else 0
+    summary["predict_samples_per_s"] = (
+        n_scored * len(models) / timings["predict"] if timings.get("predict") else 0.0
+    )
+    summary["scoring_samples_per_s"] = (
+        n_scored * len(models) / timings["score"] if timings["score"] else 0.0
+    )
+    per_model = np.stack([(1.0 - p[:, 0]) * t for p, t in zip(probs, typ, strict=True)])
+    particle = per_model.mean(axis=0)  # NaN where dropped (dropped for every model alike)
+    scored = ~np.isnan(particle)
+
+    # -- decision --------------------------------------------------------------------------
+    final = particle.copy()
+    if combine:
+        started = time.perf_counter()
+        final, summary["combine_model"] = _combine(
+            store,
+            run_id,
+            candidates,
+            particle,
+            models,
+            trained,
+            lookup,
+            policy,
+            reader,
+            catalog,
+            seed,
+            positives,
+            typicality,
+            typicality_alpha,
+        )
+        timings["combine"] = time.perf_counter() - started
+    trusted = is_trusted(candidates)
+    # Classes without training positives are still judged (by P(particle) and typicality,
+    # which do not depend on the class); the reason says the class was not among them.
+    known = set().union(*(m["card"]["classes"][1:] for m in models))
+    unknown = ~candidates["particle"].map(lambda p: p in known).to_numpy(dtype=bool)
+    accepted = np.where(
+        trusted,
+        candidates["accepted"].fillna(0).astype(int).to_numpy() > 0,
+        scored & (np.nan_to_num(final, nan=-1.0) >= threshold),
+    )
+    summary["unseen_classes"] = sorted({str(p) for p in candidates.loc[unknown, "particle"]})
+    reasons = _reasons(
+        candidates,
+        particle,
+        final,
+        accepted,
+        trusted,
+        unknown,
+        dropped,
+        probs,
+        typ,
+        models,
+        threshold,
+        combine,
+    )
+
+    # -- writing ---------------------------------------------------------------------------
+    started = time.perf_counter()
+    model_ids = _write(
+        store,
+        run_id,
+        candidates,
+        models,
+        probs,
+        typ,
+        particle,
+        final,
+        accepted,
+        reasons,
+        dropped,
+        train_drops,
+    )
+    timings["write"] = time.perf_counter() - started
+    summary.update(
+        n_scored=n_scored,
+        n_accepted=int(accepted.sum()),
+        n_dropped=len(dropped),
+        n_trusted=int(trusted.sum()),
+        models=[
+            {"id": i, "path": str(m["path"]), "sha256": m["sha256"]}
+            for i, m in zip(model_ids, models, strict=True)
+        ],
+        geometry={
+            "box": models[0]["card"]["box"],
+            "voxel_size": models[0]["card"]["voxel_size"],
+            "edge": policy.mode,
+            "max_outside": policy.max_outside,
+        },
+        device=plan.describe(),
+        timings=timings,
+    )
+    return summary
+
+
+def _load(store, path) -> tuple[object, dict]:
+    """A saved model and its card (sidecar file, else the store's copy by sha256)."""
+    path = Path(path)
+    if not path.exists():
+        raise PicksError(f"model {path} does not exist")
+    card = None
+    if not cnn.card_path(path).exists():
+        digest = cnn.sha256_file(path)
+        row = next(iter(store.db["models"].rows_where("sha256 = ?", [digest], limit=1)), None)
+        if row is not None:
+            card = json.loads(row["card"])
+    model, card = cnn.load(path, card=card)
+    return model, card
+
+
+def _geometry(card: dict) -> Geometry:
+    return Geometry(int(card["box"]), float(card["voxel_size"]), 0)
+
+
+def _score(
+    candidates,
+    lookup,
+    models,
+    policy,
+    reader,
+    progress,
+    *,
+    batch_size: int,
+    typicality: bool,
+    timings: dict | None = None,
+    alpha: float | None = None,
+):
+    """Per model: (n, outputs) probabilities and (n,) typicality, NaN where dropped.
+
+    ``timings`` (if given) receives the seconds spent extracting and predicting.
+    """
+    n = len(candidates)
+    spent = {"extract_score": 0.0, "predict": 0.0}
+    probs = [np.full((n, len(m["card"]["classes"])), np.nan, dtype=np.float32) for m in models]
+    typ = [np.full(n, np.nan) for _ in models]
+    dropped: dict[int, str] = {}
+    groups: dict[tuple, list[int]] = {}
+    for k, m in enumerate(models):
+        groups.setdefault((m["card"]["box"], m["card"]["voxel_size"]), []).append(k)
+    with progress("score", total=n * len(groups)) as advance:
+        for key, members in groups.items():
+            geometry = _geometry(models[members[0]]["card"])
+            batches = iter_boxes(
+                candidates, lookup, geometry, edge=policy, reader=reader, batch_size=batch_size
+            )
+            while True:
+                started = time.perf_counter()
+                batch = next(batches, None)
+                spent["extract_score"] += time.perf_counter() - started
+                if batch is None:
+                    break
+                started = time.perf_counter()
+                for pos, reason in batch.dropped:
+                    dropped.setdefault(pos, reason)
+                if len(batch.index):
+                    for k in members:
+                        p, feats = cnn.predict(
+                            models[k]["model"], batch.boxes, box=key[0], features=True
+                        )
+                        params = models[k]["card"].get("typicality") if typicality else None
+                        probs[k][batch.index] = p
+                        typ[k][batch.index] = cnn.typicality(feats, params, alpha)[2]
+                spent["predict"] += time.perf_counter() - started
+                advance(len(batch.index) + len(batch.dropped))
+    for pos in dropped:
+        for p, t in zip(probs, typ, strict=True):
+            p[pos] = np.nan
+            t[pos] = np.nan
+    if timings is not None:
+        timings.update(spent)
+    return probs, typ, dropped
+
+
+def _combine(
+    store,
+    run_id,
+    candidates,
+    particle,
+    models,
+    trained,
+    lookup,
+    policy,
+    reader,
+    catalog,
+    seed,
+    positives="full",
+    typicality=True,
+    alpha=None,
+):
+    """Fit the logistic regression on labelled points with out-of-sample CNN scores."""
+    from picks.consensus.extract import extract
+    from picks.consensus.train import training_table
+
+    member_picks = combiner.members(store, run_id)
+    pickers = sorted(set(member_picks["picker"].astype(str))) if not member_picks.empty else []
+    if trained is not None:
+        rows = trained.data.table.iloc[trained.extracted.index].reset_index(drop=True)
+        boxes = trained.extracted.boxes
+        use = trained.val_mask
+        fit_on = "held-out validation split of the training points"
+    else:
+        data = training_table(
+            store, run_id, catalog=catalog, candidates=candidates, seed=seed, positives=positives
+        )
+        geometry = _geometry(models[0]["card"])
+        extracted = extract(data.table, lookup, geometry, edge=policy, reader=reader)
+        rows = data.table.iloc[extracted.index].reset_index(drop=True)
+        boxes = extracted.boxes
+        use = np.ones(len(rows), dtype=bool)
+        fit_on = "all labelled training points of the run (the models did not train on them)"
+    rows, boxes = rows[use].reset_index(drop=True), boxes[use]
+    box = int(models[0]["card"]["box"])
+    scores = []
+    for m in models:
+        p, feats = cnn.predict(m["model"], boxes, box=box, features=True)
+        params = m["card"].get("typicality") if typicality else None
+        scores.append((1.0 - p[:, 0]) * cnn.typicality(feats, params, alpha)[2])
+    score = np.mean(scores, axis=0)
+    labels = (rows["label"].to_numpy() > 0).astype(int)
+    if labels.min() == labels.max():
+        raise PicksError("--combine: the labelled points hold only one class; cannot calibrate")
+    x_fit, columns = combiner.design(
+        score, combiner.point_features(rows, member_picks, pickers, catalog)
+    )
+    model = combiner.fit(x_fit, labels, seed)
+    cand = combiner.candidate_features(candidates, member_picks, pickers)
+    x_all, _ = combiner.design(np.nan_to_num(particle, nan=0.5), cand)
+    final = model.predict_proba(x_all)[:, 1]
+    final[np.isnan(particle)] = np.nan
+    info = combiner.describe(model, columns)
+    info.update(fit_on=fit_on, n_fit=len(labels), n_fit_positive=int(labels.sum()))
+    return final, info
+
+
+def _reasons(
+    candidates,
+    particle,
+    final,
+    accepted,
+    trusted,
+    unknown,
+    dropped,
+    probs,
+    typ,
+    models,
+    threshold,
+    combine,
+):
+    base = candidates["reason"].fillna("").astype(str).map(lambda r: _PREFIX.sub("", r)).tolist()
+    classes = models[0]["card"]["classes"]
+    same = all(m["card"]["classes"] == classes for m in models) and len(classes) > 1
+    mean = np.mean(np.stack(probs), axis=0) if same else None
+    top = None
+    if mean is not None:
+        filled = np.where(np.isnan(mean[:, 1:]), -1.0, mean[:, 1:])
+        top = np.argmax(filled, axis=1) + 1
+    t_mean = np.mean(np.stack(typ), axis=0)
+    out = []
+    for i in range(len(candidates)):
+        if i in dropped:
+            head = f"not scored: {dropped[i]}" + (
+                "; trusted reference decides" if trusted[i] else ""
+            )
+        else:
+            word = "combined" if combine else "cnn"
+            value = final[i]
+            verdict = "accepted" if value >= threshold else "rejected"
+            head = (
+                f"{word} {value:.3f} {'≥' if value >= threshold else '<'} {threshold:g}: {verdict}"
+            )
+            details = []
+            if combine:
+                details.append(f"cnn {particle[i]:.3f}")
+            if top is not None:
+                k = int(top[i])
+                details.append(f"most like {classes[k]} {mean[i, k]:.2f}")
+            if t_mean[i] < 1.0:
+                details.append(f"typicality {t_mean[i]:.2f}: unlike the consensus positives")
+            if unknown[i]:
+                details.append(f"class {candidates['particle'].iat[i]} had no training positives")
+            if details:
+                head += " (" + ", ".join(details) + ")"
+            if trusted[i]:
+                head += ", but a trusted reference decides: " + (
+                    "accepted" if accepted[i] else "rejected"
+                )
+        out.append(f"{head}; {base[i]}" if base[i] else head)
+    return out
+
+
+def _write(
+    store,
+    run_id,
+    candidates,
+    models,
+    probs,
+    typ,
+    particle,
+    final,
+    accepted,
+    reasons,
+    dropped,
+    train_drops,
+):
+    """One transaction: models, scores, consensus updates and dropped rows."""
+    ids = candidates["id"].to_numpy(dtype=np.int64)
+    conn = store.db.conn
+    with store.transaction():
+        model_ids = [_model_row(store, run_id, m["path"], m["sha256"], m["card"]) for m in models]
+        placeholders = ",".join("?" * len(model_ids))
+        conn.execute(
+            f"DELETE FROM scores WHERE model_id IN ({placeholders}) AND consensus_id IN "
+            "(SELECT id FROM consensus WHERE run_id = ?)",
+            [*model_ids, int(run_id)],
+        )
+        rows = []
+        for model_id, m, p, t in zip(model_ids, models, probs, typ, strict=True):
+            ok = ~np.isnan(p[:, 0])
+            n_ok = int(ok.sum())
+            columns = [*m["card"]["classes"], TYPICALITY]
+            values = np.column_stack([p[ok], t[ok]])
+            for j, name in enumerate(columns):
+                rows.extend(
+                    zip(
+                        ids[ok].tolist(),
+                        [model_id] * n_ok,
+                        [name] * n_ok,
+                        values[:, j].astype(float).tolist(),
+                        strict=True,
+                    )
+                )
+        conn.executemany(
+            "INSERT INTO scores (consensus_id, model_id, particle, score) VALUES (?, ?, ?, ?)", rows
+        )
+        conn.executemany(
+            "UPDATE consensus SET cnn_score = ?, score = ?, accepted = ?, reason = ? WHERE id = ?",
+            zip(
+                _nullable(particle),
+                _nullable(final),
+                accepted.astype(int).tolist(),
+                reasons,
+                ids.tolist(),
+                strict=True,
+            ),
+        )
+        conn.execute(
+            "DELETE FROM dropped WHERE run_id = ? AND stage IN ('cnn-score', 'cnn-train')",
+            [int(run_id)],
+        )
+        drops = [
+            (int(run_id), "consensus", int(ids[pos]), "cnn-score", reason)
+            for pos, reason in sorted(dropped.items())
+        ]
+        drops += [
+            (int(run_id), kind, ref, "cnn-train", reason) for kind, ref, reason in train_drops
+        ]
+        conn.executemany(
+            "INSERT INTO dropped (run_id, kind, ref_id, stage, reason) VALUES (?, ?, ?, ?, ?)",
+            drops,
+        )
+    return model_ids
+
+
+def _nullable(values: np.ndarray) -> list:
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
+
+
+def scores_table(store, run_id: int) -> pd.DataFrame:
+    """Per-class scores of a run's consensus picks: one row per pick and model, one column per output."""
+    cursor = store.db.conn.execute(
+        "SELECT s.consensus_id, s.model_id, s.particle, s.score FROM scores s "
+        "JOIN consensus c ON c.id = s.consensus_id WHERE c.run_id = ?",
+        [int(run_id)],
+    )
+    frame = pd.DataFrame.from_records(
+        cursor.fetchall(), columns=["consensus_id", "model_id", "particle", "score"]
+    )
+    if frame.empty:
+        return frame
+    return frame.pivot_table(
+        index=["consensus_id", "model_id"], columns="particle", values="score"
+    ).reset_index()
+
+
+def run_catalog(store, run_id: int, catalog: Catalog | None = None) -> Catalog:
+    """The catalog with the radii a run resolved (its params), so boxes match its clustering."""
+    catalog = catalog or Catalog()
+    try:
+        params = json.loads(store.get_run(run_id).get("params") or "{}")
+    except (TypeError, ValueError):
+        return catalog
+    radii = (params.get("resolved") or {}).get("radii") or params.get("radii") or {}
+    usable = {}
+    for name, radius in radii.items() if isinstance(radii, dict) else ():
+        try:
+            if name not in (None, "None", "") and float(radius) > 0:
+                usable[name] = float(radius)
+        except (TypeError, ValueError):
+            continue
+    return catalog.with_radii(usable) if usable else catalog
+
+
+def record_training(store, run_id: int, trained, path: str | Path, digest: str) -> int:
+    """Record a model trained by ``picks train``: its models row and its extraction drops."""
+    card = dict(trained.card, sha256=digest, file=Path(path).name)
+    with store.transaction():
+        model_id = _model_row(store, run_id, path, digest, card)
+        store.db.conn.executemany(
+            "INSERT INTO dropped (run_id, kind, ref_id, stage, reason) VALUES (?, ?, ?, ?, ?)",
+            [
+                (int(run_id), kind, ref, "cnn-train", reason)
+                for kind, ref, reason in trained.dropped
+            ],
+        )
+    return model_id
+
+
+def _model_row(store, run_id: int, path, digest: str, card: dict) -> int:
+    """The id of the models row with this sha256, inserted when new (inside a transaction)."""
+    row = next(iter(store.db["models"].rows_where("sha256 = ?", [digest], limit=1)), None)
+    if row is not None:
+        return int(row["id"])
+    table = store.db["models"].insert(
+        {
+            "run_id": int(run_id),
+            "path": str(Path(path).resolve()),
+            "sha256": digest,
+            "card": json.dumps(card, sort_keys=True, default=str),
+            "created_at": now(),
+        }
+    )
+    return int(table.last_pk)

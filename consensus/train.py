@@ -1,0 +1,687 @@
+"""Training data for the rescoring CNN, its held-out split, and training a model on a run.
+
+Labels (what the network learns from, nothing else):
+
+* **positives** — consensus picks of the run with status ``positive`` (the support the run
+  requires: all pickers, or all but one) or ``reference`` (a trusted positive pick that
+  matched no consensus pick), plus trusted positive reference picks (sources with role
+  ``positive``) on the run's tomograms that no such consensus pick already stands for;
+* **negatives** — the run's noise samples (random background far from every pick) plus
+  trusted negative reference picks (role ``negative``, e.g. gold beads).
+
+Doubtful and negative-support candidates are scored later but never used as labels.
+
+One model with a class output (see docs/cnn.md): output 0 is noise, output ``k`` the ``k``-th
+particle class of the positives. Classes are balanced by sample weights — noise and particles
+each carry half of the total weight — after undersampling the larger side to at most
+``max_ratio`` times the smaller.
+
+The validation split is held out **by location**: points are grouped into cubic spatial
+blocks (per tomogram) and whole blocks go to validation, so a validation box never shares
+its neighbourhood with a training box (apart from the thin layer where two blocks touch).
+The split happens before augmentation. When blocks cannot give both classes on both sides
+(very small data) it falls back to a stratified split by sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from picks.consensus import cnn
+from picks.consensus.extract import EdgePolicy, Extracted, describe, extract, geometry_for
+from picks.core.errors import PicksError
+from picks.core.particles import Catalog
+from picks.core.store import now
+
+UNLABELLED = "unlabelled"  # class of positive references that name no class
+MIN_POSITIVES = 10
+MIN_NEGATIVES = 10
+TRUSTED_PREFIXES = ("positive reference pick", "negative reference pick")
+
+
+def null_progress(description: str, total: int | None = None):
+    """A progress factory that shows nothing (same interface as cli.common.progress)."""
+    return contextlib.nullcontext(lambda n=1, info=None: None)
+
+
+# -- reading the run ---------------------------------------------------------------------------
+def load_candidates(store, run_id: int) -> pd.DataFrame:
+    """The consensus picks of a run, ordered by id."""
+    cursor = store.db.conn.execute(
+        "SELECT id, tomogram, particle, x, y, z, support, n_members, pickers, score, vote_score, "
+        "cnn_score, status, accepted, reason FROM consensus WHERE run_id = ? ORDER BY id",
+        [int(run_id)],
+    )
+    names = [d[0] for d in cursor.description]
+    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
+    for column in ("x", "y", "z", "support", "score", "vote_score", "cnn_score"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def load_noise(store, run_id: int) -> pd.DataFrame:
+    cursor = store.db.conn.execute(
+        "SELECT id, tomogram, x, y, z FROM noise WHERE run_id = ? ORDER BY id", [int(run_id)]
+    )
+    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=["id", "tomogram", "x", "y", "z"])
+    for column in ("x", "y", "z"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def load_references(store, tomograms: set[str]) -> pd.DataFrame:
+    """Trusted reference picks (roles positive/negative) on the given tomograms."""
+    refs = store.picks(
+        roles=("positive", "negative"), columns=["tomogram", "particle", "x", "y", "z"]
+    )
+    if refs.empty:
+        return refs
+    return refs[refs["tomogram"].astype(str).isin(tomograms)].reset_index(drop=True)
+
+
+def is_trusted(candidates: pd.DataFrame) -> np.ndarray:
+    """Consensus picks whose decision a trusted reference forced (kept whatever the CNN says)."""
+    reason = candidates["reason"].fillna("").astype(str)
+    base = reason.str.replace(r"^(cnn|combined|not scored)[^;]*; ", "", regex=True)
+    return (
+        (candidates["status"] == "reference") | base.str.startswith(TRUSTED_PREFIXES)
+    ).to_numpy()
+
+
+def match_radius(catalog: Catalog, particles: pd.Series) -> np.ndarray:
+    """Half the class radius (the CZII match distance); the smallest radius for unknown classes."""
+    radii = {}
+    smallest = min((p.radius for p in catalog), default=50.0)
+    out = np.empty(len(particles))
+    for i, name in enumerate(particles.tolist()):
+        if name not in radii:
+            radii[name] = (
+                catalog.radius(name) if isinstance(name, str) and name in catalog else smallest
+            )
+        out[i] = 0.5 * radii[name]
+    return out
+
+
+# -- the labelled table ------------------------------------------------------------------------
+POSITIVE_RULES = ("full", "status")
+
+
+def positive_mask(candidates: pd.DataFrame, rule: str = "full") -> np.ndarray:
+    """Which consensus picks are training positives.
+
+    ``full`` (default): every picker that reports the class found it (vote score 1) and at
+    least two pickers did — the Xmipp "AND" set; ``status``: every pick with status
+    ``positive`` (the run's ``--min-support``, e.g. all but one picker). Both include status
+    ``reference`` and picks a trusted positive reference forced.
+    """
+    if rule not in POSITIVE_RULES:
+        raise PicksError(f"positives rule {rule!r}: expected one of {', '.join(POSITIVE_RULES)}")
+    status = candidates["status"].astype(str)
+    forced = is_trusted(candidates) & (status == "positive")
+    if rule == "status":
+        return ((status == "positive") | (status == "reference")).to_numpy()
+    n_pickers = (
+        candidates["pickers"]
+        .fillna("")
+        .astype(str)
+        .map(lambda s: len({p for p in s.split(",") if p.strip()}))
+    )
+    full = (candidates["vote_score"].fillna(0).to_numpy() >= 1 - 1e-9) & (n_pickers.to_numpy() >= 2)
+    return (
+        (full & (status == "positive").to_numpy())
+        | forced.to_numpy()
+        | (status == "reference").to_numpy()
+    )
+
+
+@dataclass
+class TrainingTable:
+    """Labelled points: columns kind, ref_id, tomogram, particle, x, y, z, label, weight."""
+
+    table: pd.DataFrame
+    classes: list[str]  # particle classes; label k ≥ 1 is classes[k - 1], label 0 is noise
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> list[str]:
+        return [cnn.NOISE, *self.classes]
+
+
+def training_table(
+    store,
+    run_id: int,
+    *,
+    catalog: Catalog,
+    candidates: pd.DataFrame | None = None,
+    seed: int = 0,
+    max_ratio: float = 3.0,
+    max_samples: int = 40000,
+    positives: str = "full",
+) -> TrainingTable:
+    """Positives and negatives of a run (see the module docstring), with class weights."""
+    candidates = load_candidates(store, run_id) if candidates is None else candidates
+    tomos = set(candidates["tomogram"].astype(str))
+    pos = candidates[positive_mask(candidates, positives)]
+    frames = [
+        pd.DataFrame(
+            {
+                "kind": "consensus",
+                "ref_id": pos["id"].to_numpy(dtype=np.int64),
+                "tomogram": pos["tomogram"].astype(str).to_numpy(),
+                "particle": pos["particle"].to_numpy(dtype=object),
+                "x": pos["x"].to_numpy(),
+                "y": pos["y"].to_numpy(),
+                "z": pos["z"].to_numpy(),
+                "negative": False,
+            }
+        )
+    ]
+    refs = load_references(store, tomos)
+    n_pos_refs = n_neg_refs = n_pos_refs_merged = 0
+    if not refs.empty:
+        negative = (refs["role"] == "negative").to_numpy()
+        keep = negative | ~_near(refs, pos, match_radius(catalog, refs["particle"]))
+        n_pos_refs_merged = int((~negative & ~keep).sum())
+        refs = refs[keep]
+        negative = (refs["role"] == "negative").to_numpy()
+        n_pos_refs, n_neg_refs = int((~negative).sum()), int(negative.sum())
+        frames.append(
+            pd.DataFrame(
+                {
+                    "kind": "reference",
+                    "ref_id": refs["id"].to_numpy(dtype=np.int64),
+                    "tomogram": refs["tomogram"].astype(str).to_numpy(),
+                    "particle": np.where(negative, None, refs["particle"].to_numpy(dtype=object)),
+                    "x": refs["x"].to_numpy(),
+                    "y": refs["y"].to_numpy(),
+                    "z": refs["z"].to_numpy(),
+                    "negative": negative,
+                }
+            )
+        )
+    noise = load_noise(store, run_id)
+    frames.append(
+        pd.DataFrame(
+            {
+                "kind": "noise",
+                "ref_id": noise["id"].to_numpy(dtype=np.int64),
+                "tomogram": noise["tomogram"].astype(str).to_numpy(),
+                "particle": None,
+                "x": noise["x"].to_numpy(),
+                "y": noise["y"].to_numpy(),
+                "z": noise["z"].to_numpy(),
+                "negative": True,
+            }
+        )
+    )
+    table = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    positive = ~table["negative"].to_numpy(dtype=bool)
+    particle = table["particle"].where(table["particle"].notna(), UNLABELLED).astype(object)
+    table["particle"] = np.where(positive, particle, None)
+    classes = sorted(set(particle[positive].astype(str)))
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos < MIN_POSITIVES or n_neg < MIN_NEGATIVES:
+        raise PicksError(
+            f"run {run_id}: too little training data for the CNN ({n_pos} positives, {n_neg} "
+            f"negatives; at least {MIN_POSITIVES} of each are needed)",
+            hint="Sample noise for the run (picks noise), add trusted --positive references, "
+            "or use --method vote.",
+        )
+    rng = np.random.default_rng([int(seed), 7])
+    keep = np.ones(len(table), dtype=bool)
+    undersampled = {"positive": 0, "negative": 0}
+    for side, other, name in ((~positive, positive, "negative"), (positive, ~positive, "positive")):
+        limit = int(max_ratio * other.sum())
+        idx = np.flatnonzero(side)
+        if len(idx) > limit:
+            drop = rng.choice(idx, len(idx) - limit, replace=False)
+            keep[drop] = False
+            undersampled[name] = len(drop)
+    if keep.sum() > max_samples:
+        idx = np.flatnonzero(keep)
+        drop = rng.choice(idx, int(keep.sum()) - max_samples, replace=False)
+        keep[drop] = False
+        undersampled["cap"] = len(drop)
+    table = table[keep].reset_index(drop=True)
+    positive = ~table["negative"].to_numpy(dtype=bool)
+    lookup = {c: i + 1 for i, c in enumerate(classes)}
+    table["label"] = [
+        lookup[p] if pos_ else 0 for p, pos_ in zip(table["particle"], positive, strict=True)
+    ]
+    n_total, n_p = len(table), int(positive.sum())
+    table["weight"] = np.where(positive, n_total / (2.0 * n_p), n_total / (2.0 * (n_total - n_p)))
+    counts = {
+        "positives": {c: int((table["particle"] == c).sum()) for c in classes},
+        "positive_consensus": int((table["kind"] == "consensus").sum()),
+        "positive_references": n_pos_refs,
+        "positive_references_already_in_consensus": n_pos_refs_merged,
+        "negative_references": n_neg_refs,
+        "noise": int((table["kind"] == "noise").sum()),
+        "undersampled": undersampled,
+    }
+    return TrainingTable(table.drop(columns=["negative"]), classes, counts)
+
+
+def _near(points: pd.DataFrame, others: pd.DataFrame, radius: np.ndarray) -> np.ndarray:
+    """Whether each point has one of ``others`` (same tomogram) within its radius."""
+    out = np.zeros(len(points), dtype=bool)
+    if others.empty or points.empty:
+        return out
+    names = points["tomogram"].astype(str).to_numpy()
+    other_names = others["tomogram"].astype(str).to_numpy()
+    for name in np.unique(names):
+        mine = np.flatnonzero(names == name)
+        theirs = others[other_names == name]
+        if theirs.empty:
+            continue
+        d, _ = cKDTree(theirs[["x", "y", "z"]].to_numpy(float)).query(
+            points.iloc[mine][["x", "y", "z"]].to_numpy(float)
+        )
+        out[mine] = d <= radius[mine]
+    return out
+
+
+# -- held-out split ----------------------------------------------------------------------------
+def spatial_split(
+    table: pd.DataFrame,
+    *,
+    block: float,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    min_blocks: int = 10,
+) -> tuple[np.ndarray, str]:
+    """Boolean validation mask from whole spatial blocks, and a description of the split.
+
+    ``block`` (Å) is the starting block edge; it is halved (down to a quarter) until there are
+    at least ``min_blocks`` occupied blocks. Blocks are shuffled with ``seed`` and added to
+    validation until it holds ``val_fraction`` of the samples.
+    """
+    positive = table["label"].to_numpy() > 0
+    xyz = table[["x", "y", "z"]].to_numpy(float)
+    names = table["tomogram"].astype(str).to_numpy()
+    rng = np.random.default_rng([int(seed), 11])
+    size = float(block)
+    for _ in range(3):
+        cells = np.floor(xyz / size).astype(np.int64)
+        keys = pd.Series(list(zip(names, cells[:, 0], cells[:, 1], cells[:, 2], strict=True)))
+        codes, uniques = pd.factorize(keys, sort=True)
+        if len(uniques) >= min_blocks:
+            break
+        size /= 2.0
+    order = rng.permutation(len(uniques))
+    counts = np.bincount(codes, minlength=len(uniques))
+    val_blocks = np.zeros(len(uniques), dtype=bool)
+    target = val_fraction * len(table)
+    total = 0
+    for b in order:
+        if total >= target:
+            break
+        val_blocks[b] = True
+        total += counts[b]
+    val = val_blocks[codes]
+    if len(uniques) >= 2 and _both_sides(val, positive):
+        return (
+            val,
+            f"spatial blocks of {size:.0f} Å ({int(val_blocks.sum())} of {len(uniques)} blocks held out)",
+        )
+    val = np.zeros(len(table), dtype=bool)
+    for cls in (True, False):
+        idx = np.flatnonzero(positive == cls)
+        k = max(1, round(val_fraction * len(idx)))
+        val[rng.choice(idx, min(k, len(idx) - 1), replace=False)] = True
+    return val, "stratified by sample (too few spatial blocks for a spatial split)"
+
+
+def _both_sides(val: np.ndarray, positive: np.ndarray) -> bool:
+    return all(np.any(side & cls) for side in (val, ~val) for cls in (positive, ~positive))
+
+
+# -- training a model on a run -----------------------------------------------------------------
+@dataclass
+class Trained:
+    """A model trained on a run, with everything needed to record and reuse it."""
+
+    model: object
+    card: dict
+    result: cnn.TrainResult
+    data: TrainingTable
+    extracted: Extracted
+    val_mask: np.ndarray  # over extracted rows
+    dropped: list[tuple[str, int, str]]  # (kind, ref_id, reason)
+    extract_seconds: float = 0.0
+    train_seconds: float = 0.0  # all training rounds
+    mine_seconds: float = 0.0  # sampling, extracting and scoring the hard-negative pool
+
+
+def fit(
+    store,
+    run_id: int,
+    *,
+    tomograms,
+    catalog: Catalog,
+    seed: int = 0,
+    epochs: int = 30,
+    box: int = 32,
+    margin: float | None = None,
+    working_voxel_size: float | None = None,
+    edge: EdgePolicy | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    shift: int = 2,
+    widths=cnn.DEFAULT_WIDTHS,
+    val_fraction: float = 0.2,
+    patience: int = 5,
+    reader: str = "mmap",
+    candidates: pd.DataFrame | None = None,
+    progress: Callable | None = None,
+    typicality: bool = True,
+    positives: str = "full",
+    hard_negatives: float = 1.0,
+    pool_factor: int = 8,
+) -> Trained:
+    """Extract the run's labelled boxes and train the CNN on them (nothing is written)."""
+    from picks import __version__
+    from picks.consensus.extract import DEFAULT_MARGIN
+
+    progress = progress or null_progress
+    edge = edge or EdgePolicy()
+    plan = cnn.select_device(device)
+    data = training_table(
+        store, run_id, catalog=catalog, candidates=candidates, seed=seed, positives=positives
+    )
+    radii = [catalog.radius(c) for c in data.classes if c in catalog]
+    if not radii:
+        raise PicksError(
+            f"run {run_id}: none of the classes {data.classes} has a known radius",
+            hint="Give one with --radius CLASS=ÅNGSTROM.",
+        )
+    margin = DEFAULT_MARGIN if margin is None else margin
+    geometry = geometry_for(
+        radii, box=box, margin=margin, working_voxel_size=working_voxel_size, border=int(shift)
+    )
+    table = data.table
+    started = time.perf_counter()
+    with progress("extract training boxes", total=len(table)) as advance:
+        extracted = extract(table, tomograms, geometry, edge=edge, reader=reader, progress=advance)
+    extract_seconds = time.perf_counter() - started
+    dropped = [
+        (str(table["kind"].iat[i]), int(table["ref_id"].iat[i]), reason)
+        for i, reason in extracted.dropped
+    ]
+    rows = table.iloc[extracted.index].reset_index(drop=True)
+    extracted = Extracted(np.arange(len(rows)), extracted.boxes, extracted.dropped)
+    data.table = rows
+    labels = rows["label"].to_numpy(dtype=np.int64)
+    if (labels > 0).sum() < MIN_POSITIVES or (labels == 0).sum() < MIN_NEGATIVES:
+        raise PicksError(
+            f"run {run_id}: after extraction only {(labels > 0).sum()} positive and "
+            f"{(labels == 0).sum()} negative boxes remain (see 'dropped')"
+        )
+    boxes = extracted.boxes
+    model, result, val_mask, split = _train_round(
+        boxes,
+        rows,
+        labels,
+        geometry,
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        plan=plan,
+        widths=widths,
+        patience=patience,
+        val_fraction=val_fraction,
+        progress=progress,
+        title="train",
+    )
+    mined_info = None
+    train_seconds, mine_seconds = result.train_seconds, 0.0
+    if hard_negatives > 0:
+        started = time.perf_counter()
+        n_noise = int((rows["kind"] == "noise").sum())
+        wanted = round(hard_negatives * max(n_noise, MIN_NEGATIVES))
+        pool = background_pool(
+            store, run_id, tomograms, catalog, geometry, wanted * pool_factor, seed
+        )
+        with progress("mine hard negatives", total=len(pool)) as advance:
+            mined = extract(pool, tomograms, geometry, edge=edge, reader=reader, progress=advance)
+        pool_score = 1.0 - cnn.predict(model, mined.boxes, box=geometry.box)[:, 0]
+        top = np.argsort(-pool_score, kind="stable")[: min(wanted, len(pool_score))]
+        top = np.sort(top)
+        mine_seconds = time.perf_counter() - started
+        extra = pool.iloc[mined.index[top]].reset_index(drop=True)
+        extra = extra.assign(kind="mined", ref_id=-1, particle=None, label=0, weight=1.0)
+        rows = pd.concat([rows, extra[rows.columns]], ignore_index=True)
+        boxes = np.concatenate([boxes, mined.boxes[top]])
+        labels = rows["label"].to_numpy(dtype=np.int64)
+        mined_info = {
+            "pool": len(pool),
+            "pool_extracted": len(mined.index),
+            "kept": len(top),
+            "score_of_kept": [float(pool_score[top].min()), float(pool_score[top].max())]
+            if len(top)
+            else None,
+            "rule": f"background positions sampled like noise (seed {seed}), the {len(top)} the "
+            "first-round model scored highest added as negatives, then a second round trained",
+        }
+        model, result, val_mask, split = _train_round(
+            boxes,
+            rows,
+            labels,
+            geometry,
+            data,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            plan=plan,
+            widths=widths,
+            patience=patience,
+            val_fraction=val_fraction,
+            progress=progress,
+            title="train (with hard negatives)",
+        )
+        train_seconds += result.train_seconds
+        extracted = Extracted(np.arange(len(rows)), boxes, extracted.dropped)
+        data.table = rows
+    typical = None
+    if typicality:
+        _, feats = cnn.predict(model, extracted.boxes, box=geometry.box, features=True)
+        positive = labels > 0
+        held_out = positive & val_mask
+        calibration = feats[held_out] if held_out.sum() >= 10 else feats[positive]
+        typical = cnn.fit_typicality(
+            feats[positive & ~val_mask], labels[positive & ~val_mask], calibration
+        )
+        typical["calibration"] = (
+            "held-out validation positives"
+            if held_out.sum() >= 10
+            else "all positives (fewer than 10 held out)"
+        )
+    card = {
+        "format": "picks-cnn/1",
+        "picks_version": __version__,
+        "created_at": now(),
+        "box": geometry.box,
+        "voxel_size": geometry.voxel_size,
+        "side_angstrom": geometry.side,
+        "margin": None if working_voxel_size is not None else margin,
+        "edge": {"mode": edge.mode, "max_outside": edge.max_outside},
+        "classes": data.outputs,
+        "score": "(1 - P(noise)) × typicality",
+        "typicality": typical,
+        "architecture": {"widths": list(widths), "parameters": int(model.count_params())},
+        "seed": int(seed),
+        "training": {
+            "run_id": int(run_id),
+            "counts": dict(
+                data.counts,
+                train=int((~val_mask).sum()),
+                validation=int(val_mask.sum()),
+                dropped_at_extraction=len(dropped),
+            ),
+            "split": split,
+            "shift_voxels": int(shift),
+            "hard_negatives": mined_info,
+            "epochs_requested": int(epochs),
+            **{k: v for k, v in result.as_dict().items() if k != "history"},
+            "history": result.history,
+        },
+        "validation": {
+            "loss": result.val_loss,
+            "auc": result.val_auc,
+            "accuracy": result.val_accuracy,
+        },
+        "data": {
+            "training_table_sha256": table_hash(rows),
+            "boxes_sha256": hashlib.sha256(
+                np.ascontiguousarray(extracted.boxes).tobytes()
+            ).hexdigest(),
+            "tomograms": describe(_used_tomograms(tomograms, rows)),
+        },
+    }
+    return Trained(
+        model,
+        json.loads(json.dumps(card, default=_jsonable)),
+        result,
+        data,
+        extracted,
+        val_mask,
+        dropped,
+        extract_seconds,
+        train_seconds,
+        mine_seconds,
+    )
+
+
+def _train_round(
+    boxes,
+    rows,
+    labels,
+    geometry,
+    data,
+    *,
+    epochs,
+    batch_size,
+    seed,
+    plan,
+    widths,
+    patience,
+    val_fraction,
+    progress,
+    title,
+):
+    """One training run on ``rows``: balanced weights, spatial split, the CNN."""
+    positive = labels > 0
+    n, n_pos = len(labels), int(positive.sum())
+    weights = np.where(positive, n / (2.0 * n_pos), n / (2.0 * (n - n_pos))).astype(np.float32)
+    rows["weight"] = weights
+    val_mask, split = spatial_split(
+        rows, block=4 * geometry.side, val_fraction=val_fraction, seed=seed
+    )
+    train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    with progress(title, total=int(epochs)) as advance:
+
+        def on_epoch(r: dict) -> None:
+            advance(
+                1,
+                info=f"epoch {r['epoch']}: loss {r['loss']:.3f} val_loss "
+                f"{r['val_loss']:.3f} val_auc {r['val_auc']:.3f}",
+            )
+
+        model, result = cnn.train(
+            boxes,
+            labels,
+            weights,
+            train_idx,
+            val_idx,
+            n_outputs=len(data.outputs),
+            box=geometry.box,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            plan=plan,
+            widths=widths,
+            patience=patience,
+            on_epoch=on_epoch,
+        )
+    return model, result, val_mask, split
+
+
+def background_pool(
+    store, run_id: int, tomograms, catalog: Catalog, geometry, count: int, seed: int
+) -> pd.DataFrame:
+    """``count`` background positions drawn by the noise module's rule (far from every pick
+    and reference of the run, a half box inside the tomogram), spread over the tomograms in
+    proportion to their noise samples."""
+    from picks.consensus import noise as noise_mod
+    from picks.consensus.extract import tomogram_lookup
+
+    lookup = tomogram_lookup(tomograms)
+    noise = load_noise(store, run_id)
+    per = noise["tomogram"].value_counts()
+    names = [t for t in sorted(per.index) if t in lookup]
+    if not names or count <= 0:
+        return pd.DataFrame(columns=["tomogram", "x", "y", "z"])
+    total = float(per[names].sum())
+    counts = {t: max(1, round(count * per[t] / total)) for t in names}
+    avoid = noise_mod.run_avoid_points(store, run_id)
+    radii = {p.name: p.radius for p in catalog}
+    avoid["evasion"] = noise_mod.evasion_radii(
+        [None if pd.isna(p) else p for p in avoid["particle"]], radii
+    )
+    result = noise_mod.sample_noise(
+        [lookup[t] for t in names], avoid, counts, half_box=geometry.side / 2, seed=int(seed) + 1
+    )
+    return result.samples.reset_index(drop=True)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def table_hash(rows: pd.DataFrame) -> str:
+    """sha256 of the labelled points (kind, id, tomogram, x, y, z to 0.01 Å, label)."""
+    text = "\n".join(
+        f"{k}\t{i}\t{t}\t{x:.2f}\t{y:.2f}\t{z:.2f}\t{lab}"
+        for k, i, t, x, y, z, lab in zip(
+            rows["kind"],
+            rows["ref_id"],
+            rows["tomogram"],
+            rows["x"],
+            rows["y"],
+            rows["z"],
+            rows["label"],
+            strict=True,
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _used_tomograms(tomograms, rows: pd.DataFrame) -> list:
+    from picks.consensus.extract import tomogram_lookup
+
+    names = set(rows["tomogram"].astype(str))
+    return [t for name, t in sorted(tomogram_lookup(tomograms).items()) if name in names]
+
+
+def unique_model_path(directory: Path, stem: str) -> Path:
+    """``directory/stem.keras``, or ``stem-2.keras``... when taken."""
+    directory = Path(directory)
+    path = directory / f"{stem}.keras"
+    k = 2
+    while path.exists():
+        path = directory / f"{stem}-{k}.keras"
+        k += 1
+    return path

@@ -1,0 +1,592 @@
+"""The rescoring CNN: devices, augmentation, learning, determinism, save/load, rescore_run, CLI.
+
+Tiny models (16³ boxes, few epochs) keep this file fast. The test world is two small MRC
+tomograms with hollow spherical "particles" in noise, and a store whose consensus and noise
+tables are filled directly (as the consensus pipeline would fill them).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from picks.consensus import cnn
+from picks.core.errors import PicksError
+from picks.core.particles import Catalog, Particle
+
+VOXEL = 10.0
+CATALOG = Catalog([Particle("apo-ferritin", 60.0)])
+
+
+# -- the world ---------------------------------------------------------------------------------
+def _shell(shape, centres_zyx, radius, amplitude) -> np.ndarray:
+    vol = np.zeros(shape, np.float32)
+    r = int(np.ceil(radius + 3))
+    grid = np.indices((2 * r + 1,) * 3, dtype=float) - r
+    for c in centres_zyx:
+        ic = np.round(c).astype(int)
+        frac = c - ic
+        d = np.sqrt(((grid - frac[:, None, None, None]) ** 2).sum(axis=0))
+        blob = amplitude * np.exp(-((d - radius) ** 2) / 2.0)
+        lo = ic - r
+        sl = tuple(
+            slice(max(l_, 0), min(l_ + 2 * r + 1, n)) for l_, n in zip(lo, shape, strict=True)
+        )
+        bl = tuple(slice(s.start - l_, s.stop - l_) for s, l_ in zip(sl, lo, strict=True))
+        vol[sl] += blob[bl]
+    return vol
+
+
+def build_world(root, seed: int = 0, n_particles: int = 36):
+    """Two tomograms, a store with one run: consensus picks (positive/doubtful/negative), noise."""
+    import mrcfile
+
+    from picks.core.store import Store
+    from picks.core.tomograms import read_tomogram
+
+    rng = np.random.default_rng(seed)
+    shape = (40, 100, 100)
+    store = Store(root / "picks.db")
+    truth = []
+    tomos = []
+    for t in range(2):
+        centres = []
+        while len(centres) < n_particles:
+            c = rng.uniform([8, 8, 8], np.array(shape) - 8)
+            if all(np.linalg.norm(c - q) > 11 for q in centres):
+                centres.append(c)
+        centres = np.array(centres)
+        vol = rng.standard_normal(shape).astype(np.float32) + _shell(shape, centres, 4.0, 1.6)
+        path = root / f"tomo_{t}.mrc"
+        with mrcfile.new(path, overwrite=True) as mrc:
+            mrc.set_data(vol)
+            mrc.voxel_size = VOXEL
+        tomos.append(read_tomogram(path))
+        truth.append(centres[:, ::-1] * VOXEL)  # x, y, z in Å
+    store.add_tomograms(tomos)
+    run = store.start_run("aggregate", {"radii": {"apo-ferritin": 60.0}}, method="cnn", seed=0)
+    rows, kinds = [], []
+    for tomo, centres in zip(tomos, truth, strict=True):
+        for c in centres:
+            status = "positive" if rng.random() < 0.6 else "doubtful"
+            jitter = rng.normal(0, 4, 3)
+            rows.append(_row(run, tomo.name, c + jitter, status))
+            kinds.append("particle")
+        empty = _empty_points(rng, centres, tomo, 8)
+        for c in empty:
+            rows.append(_row(run, tomo.name, c, "doubtful"))
+            kinds.append("empty")
+    rows.append(
+        _row(run, tomos[0].name, np.array([300.0, 300.0, -150.0]), "doubtful")
+    )  # off the volume
+    kinds.append("outside")
+    store.db["consensus"].insert_all(rows)
+    noise = []
+    for tomo, centres in zip(tomos, truth, strict=True):
+        for c in _empty_points(rng, centres, tomo, 60):
+            noise.append({"run_id": run, "tomogram": tomo.name, "x": c[0], "y": c[1], "z": c[2]})
+    store.db["noise"].insert_all(noise)
+    return store, run, tomos, np.array(kinds)
+
+
+def _row(run, tomogram, xyz, status):
+    return {
+        "run_id": run,
+        "tomogram": tomogram,
+        "particle": "apo-ferritin",
+        "x": float(xyz[0]),
+        "y": float(xyz[1]),
+        "z": float(xyz[2]),
+        "support": 3.0 if status == "positive" else 2.0,
+        "n_members": 3,
+        "pickers": "a,b,c",
+        "vote_score": 1.0 if status == "positive" else 0.67,
+        "status": status,
+        "accepted": int(status == "positive"),
+        "reason": f"support: {status}",
+    }
+
+
+def _empty_points(rng, centres, tomo, n):
+    extent = np.array(tomo.shape) * VOXEL
+    out = []
+    while len(out) < n:
+        c = rng.uniform(80, extent - 80)
+        if np.min(np.linalg.norm(centres - c, axis=1)) > 110 and all(
+            np.linalg.norm(c - q) > 60 for q in out
+        ):
+            out.append(c)
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The world after one CNN rescoring (trained on the run): shared by several tests."""
+    from picks.consensus.rescore import rescore_run
+
+    root = tmp_path_factory.mktemp("world")
+    store, run, _tomos, kinds = build_world(root)
+    summary = rescore_run(
+        store,
+        run,
+        tomograms=store.tomograms(),
+        catalog=CATALOG,
+        seed=0,
+        models_dir=root / "models",
+        epochs=8,
+        box=16,
+        device="cpu",
+    )
+    yield {"store": store, "run": run, "kinds": kinds, "summary": summary, "root": root}
+    store.close()
+
+
+def consensus(store, run) -> pd.DataFrame:
+    from picks.consensus.train import load_candidates
+
+    return load_candidates(store, run)
+
+
+# -- devices -----------------------------------------------------------------------------------
+def test_device_selection_with_mocked_gpus(monkeypatch) -> None:
+    assert cnn.select_device("auto", gpus=[]) == cnn.DevicePlan("cpu")
+    one = cnn.select_device("auto", gpus=["/physical_device:GPU:0"])
+    assert (one.kind, one.mixed_precision, one.strategy, one.replicas) == (
+        "gpu",
+        True,
+        "one_device",
+        1,
+    )
+    two = cnn.select_device("gpu", gpus=["/physical_device:GPU:0", "/physical_device:GPU:1"])
+    assert (two.strategy, two.replicas, two.default_batch_size()) == ("mirrored", 2, 512)
+    forced = cnn.select_device("cpu", gpus=["/physical_device:GPU:0"])
+    assert (forced.kind, forced.strategy, forced.mixed_precision) == ("cpu", "one_device", False)
+    with pytest.raises(PicksError, match="sees no GPU"):
+        cnn.select_device("gpu", gpus=[])
+    with pytest.raises(PicksError, match="expected one of"):
+        cnn.select_device("tpu", gpus=[])
+    monkeypatch.setattr(cnn, "list_gpus", lambda: ["/physical_device:GPU:0"] * 3)
+    assert cnn.select_device("auto").replicas == 3
+    monkeypatch.setattr(cnn, "list_gpus", lambda: [])
+    assert cnn.select_device("auto").kind == "cpu"
+
+
+def test_strategies_and_precision_policy() -> None:
+    import keras
+    import tensorflow as tf
+
+    assert cnn.make_strategy(cnn.DevicePlan("cpu")) is tf.distribute.get_strategy()
+    pinned = cnn.make_strategy(cnn.DevicePlan("cpu", (), False, "one_device"))
+    assert isinstance(pinned, tf.distribute.OneDeviceStrategy)
+    plan = cnn.DevicePlan("gpu", ("g0",), True, "one_device")
+    with cnn.precision(plan):
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        model = cnn.build_model(16, 3)
+        assert model.get_layer("probabilities").dtype_policy.name == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+# -- network pieces ----------------------------------------------------------------------------
+def test_architecture_parameter_count() -> None:
+    model = cnn.build_model(32, 6)
+    assert model.count_params() == 73_662
+    assert model.output_shape == (None, 6)
+
+
+def test_augmentation_is_a_crop_plus_flips_only() -> None:
+    """Every augmented box equals one of the 8 flip combinations of some shifted crop."""
+    rng = np.random.default_rng(0)
+    boxes = rng.standard_normal((12, 12, 12, 12)).astype(np.float16)
+    out = cnn.augment(boxes, 8, np.random.default_rng(1))
+    assert out.shape == (12, 8, 8, 8) and out.dtype == np.float32
+    seen_flips = set()
+    for i in range(12):
+        found = None
+        for oz in range(5):
+            for oy in range(5):
+                for ox in range(5):
+                    crop = boxes[i, oz : oz + 8, oy : oy + 8, ox : ox + 8].astype(np.float32)
+                    for flips in np.ndindex(2, 2, 2):
+                        axes = tuple(a for a in range(3) if flips[a])
+                        cand = np.flip(crop, axis=axes) if axes else crop
+                        if np.array_equal(cand, out[i]):
+                            found = flips
+        assert found is not None, "augmentation produced something other than a flipped crop"
+        seen_flips.add(found)
+    assert len(seen_flips) > 1
+
+
+def _blob_data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 18, 18, 18)).astype(np.float32)
+    g = np.indices((18, 18, 18)) - 8.5
+    blob = np.exp(-(g**2).sum(axis=0) / (2 * 2.5**2))
+    y = (np.arange(n) % 2).astype(np.int64)
+    x[y == 1] += 1.2 * blob
+    x = (x - x.mean(axis=(1, 2, 3), keepdims=True)) / x.std(axis=(1, 2, 3), keepdims=True)
+    return x.astype(np.float16), y
+
+
+def _train_tiny(seed: int, epochs: int = 3):
+    x, y = _blob_data(240, 0)
+    idx = np.arange(len(x))
+    return cnn.train(
+        x,
+        y,
+        np.ones(len(x), np.float32),
+        idx[:192],
+        idx[192:],
+        n_outputs=2,
+        box=16,
+        epochs=epochs,
+        seed=seed,
+        plan=cnn.DevicePlan("cpu"),
+        widths=(4, 8, 16),
+        batch_size=32,
+    )
+
+
+def test_learns_a_separable_case() -> None:
+    model, result = _train_tiny(seed=0, epochs=8)
+    x_test, y_test = _blob_data(200, 99)
+    p = cnn.predict(model, x_test, box=16)
+    assert p.shape == (200, 2)
+    auc = cnn.binary_auc(1 - p[:, 0], y_test > 0)
+    assert auc > 0.9
+    assert result.epochs_run <= 8 and 1 <= result.best_epoch <= result.epochs_run
+    assert all({"loss", "val_loss", "val_auc"} <= set(h) for h in result.history)
+    # the best epoch's weights are the ones kept
+    best = min(result.history, key=lambda h: h["val_loss"])
+    assert best["epoch"] == result.best_epoch
+
+
+def test_training_is_deterministic_for_a_seed() -> None:
+    x_test, _ = _blob_data(32, 7)
+    a, _ = _train_tiny(seed=3)
+    b, _ = _train_tiny(seed=3)
+    c, _ = _train_tiny(seed=4)
+    pa, pb, pc = (cnn.predict(m, x_test, box=16) for m in (a, b, c))
+    np.testing.assert_array_equal(pa, pb)
+    assert not np.array_equal(pa, pc)
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    model, _ = _train_tiny(seed=0, epochs=1)
+    x, _ = _blob_data(16, 5)
+    path = tmp_path / "m.keras"
+    card = {"box": 16, "voxel_size": 9.0, "classes": ["noise", "blob"]}
+    digest = cnn.save(model, path, card)
+    assert digest == cnn.sha256_file(path) and cnn.card_path(path).name == "m.card.json"
+    loaded, loaded_card = cnn.load(path)
+    assert loaded_card["classes"] == ["noise", "blob"] and loaded_card["sha256"] == digest
+    np.testing.assert_allclose(
+        cnn.predict(loaded, x, box=16), cnn.predict(model, x, box=16), atol=1e-6
+    )
+    with pytest.raises(PicksError, match="exists"):
+        cnn.save(model, path, card)
+    cnn.card_path(path).unlink()
+    with pytest.raises(PicksError, match="model card"):
+        cnn.load(path)
+
+
+def test_typicality_flags_features_unlike_the_positives() -> None:
+    rng = np.random.default_rng(0)
+    feats = rng.normal(0, 1, (200, 8))
+    labels = np.repeat([1, 2], 100)
+    feats[labels == 2] += 3.0
+    params = cnn.fit_typicality(feats, labels, rng.normal(0, 1, (50, 8)))
+    _, _p_in, t_in = cnn.typicality(rng.normal(0, 1, (100, 8)), params)
+    _, _p_out, t_out = cnn.typicality(rng.normal(0, 1, (20, 8)) + 12.0, params)
+    assert np.mean(t_in == 1.0) > 0.95 and np.all(t_out < 0.01)
+    assert np.all(cnn.typicality(feats[:3], None)[2] == 1.0)
+
+
+# -- training data -----------------------------------------------------------------------------
+def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
+    from picks.consensus.train import spatial_split, training_table
+    from picks.core import picks as canonical
+
+    store, run, _tomos, _ = build_world(tmp_path, n_particles=14)
+    cons = consensus(store, run)
+    first = cons.iloc[0]
+    refs = canonical.make(
+        {
+            "tomogram": [first["tomogram"]] * 2,
+            "particle": ["apo-ferritin", None],
+            "x": [first["x"] + 5, 700.0],
+            "y": [first["y"], 700.0],
+            "z": [first["z"], 200.0],
+            "record": [1, 1],
+        }
+    )
+    store.add_source(
+        {"path": "pos.csv", "sha256": "p", "picker": "hand", "role": "positive"}, refs.iloc[:1]
+    )
+    store.add_source(
+        {"path": "neg.csv", "sha256": "n", "picker": "beads", "role": "negative"}, refs.iloc[1:]
+    )
+    data = training_table(store, run, catalog=CATALOG)
+    table = data.table
+    used = set(table.loc[table["kind"] == "consensus", "ref_id"])
+    status = cons.set_index("id")["status"]
+    assert used == set(status[status == "positive"].index)  # doubtful ones never become labels
+    assert data.counts["positive_references_already_in_consensus"] == (
+        1 if first["status"] == "positive" else 0
+    )
+    negref = table[table["kind"] == "reference"]
+    assert (negref["label"] == 0).sum() == 1
+    assert data.outputs == ["noise", "apo-ferritin"]
+    pos_w = table.loc[table["label"] > 0, "weight"].sum()
+    neg_w = table.loc[table["label"] == 0, "weight"].sum()
+    assert pos_w == pytest.approx(neg_w)
+    val, how = spatial_split(table, block=300.0, seed=0)
+    assert "spatial blocks" in how and 0 < val.sum() < len(val)
+    cells = pd.Series(
+        list(
+            zip(
+                table["tomogram"],
+                *(np.floor(table[c] / float(how.split()[3])).astype(int) for c in "xyz"),
+                strict=True,
+            )
+        )
+    )
+    assert not set(cells[val]) & set(cells[~val])  # no block on both sides
+    store.close()
+
+
+# -- rescore_run -------------------------------------------------------------------------------
+def test_rescore_run_scores_every_candidate_and_records_everything(world) -> None:
+    store, run, kinds, summary = world["store"], world["run"], world["kinds"], world["summary"]
+    cons = consensus(store, run)
+    assert summary["n_candidates"] == len(cons) and summary["n_dropped"] == 1
+    outside = kinds == "outside"
+    assert (
+        cons.loc[outside, "cnn_score"].isna().all() and (cons.loc[outside, "accepted"] == 0).all()
+    )
+    assert cons.loc[outside, "reason"].str.startswith("not scored: centre outside").all()
+    dropped = list(store.db["dropped"].rows_where("run_id = ?", [run]))
+    assert [(d["kind"], d["stage"]) for d in dropped] == [("consensus", "cnn-score")]
+    assert dropped[0]["ref_id"] == int(cons.loc[outside, "id"].iloc[0])
+    scored = cons[~outside]
+    assert scored["cnn_score"].between(0, 1).all()
+    np.testing.assert_array_equal(
+        scored["accepted"].to_numpy() == 1, scored["score"].to_numpy() >= 0.5
+    )
+    assert scored["reason"].str.match(r"cnn \d\.\d{3} (≥|<) 0\.5: (accepted|rejected)").all()
+    # per-class scores: one row per pick and output (noise, class) plus the typicality
+    from picks.consensus.rescore import scores_table
+
+    table = scores_table(store, run)
+    assert len(table) == len(scored)
+    assert {"noise", "apo-ferritin", "typicality"} <= set(table.columns)
+    np.testing.assert_allclose(table["noise"] + table["apo-ferritin"], 1.0, atol=1e-5)
+    merged = table.merge(cons[["id", "cnn_score"]], left_on="consensus_id", right_on="id")
+    np.testing.assert_allclose(
+        merged["cnn_score"], (1 - merged["noise"]) * merged["typicality"], atol=1e-6
+    )
+    # the model, its card and its record
+    (model_row,) = store.db["models"].rows
+    card = json.loads(model_row["card"])
+    assert card["box"] == 16 and card["classes"] == ["noise", "apo-ferritin"]
+    assert card["voxel_size"] == pytest.approx(2 * 60 * 1.25 / 16)
+    assert {"training_table_sha256", "boxes_sha256", "tomograms"} <= set(card["data"])
+    assert card["training"]["counts"]["positives"]["apo-ferritin"] > 0
+    assert card["seed"] == 0 and card["picks_version"] and card["typicality"]["means"]
+    assert summary["models"][0]["sha256"] == model_row["sha256"]
+
+
+def test_rescoring_separates_particles_from_empty_candidates(world) -> None:
+    cons = consensus(world["store"], world["run"])
+    kinds = world["kinds"]
+    doubtful = (cons["status"] == "doubtful").to_numpy()
+    particle_rate = cons.loc[doubtful & (kinds == "particle"), "accepted"].mean()
+    empty_rate = cons.loc[doubtful & (kinds == "empty"), "accepted"].mean()
+    assert particle_rate > 0.8 and empty_rate < 0.3
+
+
+def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
+    from picks.consensus.rescore import rescore_run
+    from picks.consensus.train import fit
+
+    store, run = world["store"], world["run"]
+    path = world["summary"]["models"][0]["path"]
+    before = consensus(store, run)
+    again = rescore_run(
+        store,
+        run,
+        tomograms=store.tomograms(),
+        catalog=CATALOG,
+        models_dir=None,
+        model=path,
+        device="cpu",
+    )
+    after = consensus(store, run)
+    np.testing.assert_allclose(after["cnn_score"], before["cnn_score"], atol=1e-6, equal_nan=True)
+    assert again["models"][0]["id"] == world["summary"]["models"][0]["id"]
+    assert store.db["scores"].count == 3 * again["n_scored"]  # replaced, not duplicated
+    other = fit(
+        store,
+        run,
+        tomograms=store.tomograms(),
+        catalog=CATALOG,
+        seed=1,
+        epochs=2,
+        box=16,
+        device="cpu",
+    )
+    second = tmp_path / "second.keras"
+    cnn.save(other.model, second, other.card)
+    rescore_run(
+        store,
+        run,
+        tomograms=store.tomograms(),
+        catalog=CATALOG,
+        model=[path, str(second)],
+        device="cpu",
+    )
+    ensemble = consensus(store, run)
+    rescore_run(
+        store, run, tomograms=store.tomograms(), catalog=CATALOG, model=str(second), device="cpu"
+    )
+    single = consensus(store, run)
+    np.testing.assert_allclose(
+        ensemble["cnn_score"],
+        (before["cnn_score"] + single["cnn_score"]) / 2,
+        atol=1e-5,
+        equal_nan=True,
+    )
+    assert store.db["models"].count == 2
+
+
+def test_combine_uses_a_calibrated_logistic_regression(world) -> None:
+    from picks.consensus.rescore import rescore_run
+
+    store, run = world["store"], world["run"]
+    path = world["summary"]["models"][0]["path"]
+    out = rescore_run(
+        store,
+        run,
+        tomograms=store.tomograms(),
+        catalog=CATALOG,
+        model=path,
+        combine=True,
+        threshold=0.5,
+        device="cpu",
+    )
+    info = out["combine_model"]
+    assert info["features"][:2] == ["cnn_logit", "support"]
+    assert len(info["coefficients"]) == len(info["features"]) and info["coefficients"][0] > 0
+    cons = consensus(store, run)
+    scored = cons[cons["cnn_score"].notna()]
+    assert scored["score"].between(0, 1).all()
+    assert scored["reason"].str.startswith("combined").all()
+    np.testing.assert_array_equal(scored["accepted"] == 1, scored["score"] >= 0.5)
+
+
+def test_gpu_request_without_gpu_is_a_clear_error(world, monkeypatch) -> None:
+    from picks.consensus.rescore import rescore_run
+
+    monkeypatch.setattr(cnn, "list_gpus", lambda: [])
+    with pytest.raises(PicksError, match="sees no GPU"):
+        rescore_run(
+            world["store"],
+            world["run"],
+            catalog=CATALOG,
+            device="gpu",
+            model=world["summary"]["models"][0]["path"],
+        )
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def test_cli_train_and_score(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from picks.cli import get_app
+    from picks.core.store import Store
+
+    store, run, _, _ = build_world(tmp_path, n_particles=20)
+    store.close()
+    runner = CliRunner()
+    app = get_app()
+    db = str(tmp_path / "picks.db")
+    model = tmp_path / "out" / "m.keras"
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--run",
+            str(run),
+            "--db",
+            db,
+            "--out",
+            str(model),
+            "--epochs",
+            "2",
+            "--box",
+            "16",
+            "--device",
+            "cpu",
+            "--seed",
+            "1",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert (
+        model.exists()
+        and cnn.card_path(model).exists()
+        and info["classes"] == ["noise", "apo-ferritin"]
+    )
+    res = runner.invoke(
+        app, ["score", "--run", str(run), "--db", db, "--model", str(model), "--threshold", "0.3"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "consensus picks scored" in res.output
+    with Store(db) as s:
+        commands = [r["command"] for r in s.runs()]
+        assert commands[-2:] == ["train", "score"]
+        (row,) = s.db["models"].rows
+        assert row["run_id"] == s.runs()[-2]["id"]
+        cons = consensus(s, run)
+        scored = cons[cons["cnn_score"].notna()]
+        np.testing.assert_array_equal(scored["accepted"] == 1, scored["score"] >= 0.3)
+    res = runner.invoke(
+        app, ["score", "--run", str(run), "--db", db, "--model", str(tmp_path / "nope.keras")]
+    )
+    assert res.exit_code != 0
+
+
+def test_hard_negatives_are_mined_and_unseen_classes_are_flagged(world) -> None:
+    from picks.consensus.rescore import rescore_run
+
+    store, run = world["store"], world["run"]
+    model_id = world["summary"]["models"][0]["id"]
+    (model_row,) = [r for r in store.db["models"].rows if r["id"] == model_id]
+    mined = json.loads(model_row["card"])["training"]["hard_negatives"]
+    assert mined["kept"] > 0 and mined["pool"] >= mined["kept"]
+    first = consensus(store, run).iloc[0]
+    row = _row(run, first["tomogram"], np.array([first["x"], first["y"], first["z"]]), "doubtful")
+    row["particle"] = "ribosome"
+    store.db["consensus"].insert_all([row])
+    out = rescore_run(
+        store,
+        run,
+        tomograms=store.tomograms(),
+        catalog=CATALOG,
+        device="cpu",
+        model=world["summary"]["models"][0]["path"],
+        threshold=0.0,
+    )
+    assert out["unseen_classes"] == ["ribosome"]
+    cons = consensus(store, run)
+    ribo = cons[cons["particle"] == "ribosome"].iloc[0]
+    assert ribo["accepted"] == 1 and "class ribosome had no training positives" in ribo["reason"]
+    store.db.conn.execute(
+        "DELETE FROM scores WHERE consensus_id IN (SELECT id FROM consensus WHERE particle = 'ribosome')"
+    )
+    store.db.conn.execute("DELETE FROM consensus WHERE particle = 'ribosome'")
+    store.db.conn.commit()
