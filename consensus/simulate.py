@@ -13,6 +13,7 @@
     pickers/deepetpicker/Coords_All/<name>_bin2.coords (+ labels.txt)
     pickers/yolo/submission.csv
     pickers/yolo-slices/submission.csv
+    decoys.csv                           gold beads, contamination and vesicle centres (Å)
     manifest.json                        everything above, with the import options per picker
     README.txt                           the commands to import, aggregate and evaluate
 
@@ -108,6 +109,7 @@ def simulate(
     specs = [p for p in sp.PICKERS if bin2 or not p.binned]
     tomograms: list[SimulatedTomogram] = []
     truths: list[pd.DataFrame] = []
+    decoys: list[pd.DataFrame] = []
     picks: dict[str, list[pd.DataFrame]] = {p.label: [] for p in specs}
     training_seed, *seeds = np.random.SeedSequence(seed).spawn(n_tomograms + 1)
     training = sp.make_training(
@@ -141,12 +143,16 @@ def simulate(
             SimulatedTomogram(name, path, path_bin2, size, voxel_size, len(scene.classes))
         )
         truths.append(_truth_frame(name, scene))
+        decoys.append(_decoy_frame(name, scene))
         picker_rngs = np.random.SeedSequence(int(picker_seed.integers(2**32))).spawn(len(specs))
         for spec, picker_rng in zip(specs, picker_rngs, strict=True):
             found = sp.PERSONALITIES[spec.label](view, np.random.default_rng(picker_rng))
             picks[spec.label].append(sp.explain(found, scene))
     truth = pd.concat(truths, ignore_index=True)
     truth_csv, truth_copick = _write_truth(out, truth, tomograms, voxel_size)
+    pd.concat(decoys, ignore_index=True).to_csv(
+        out / "decoys.csv", index=False, float_format="%.3f", lineterminator="\n"
+    )
     pickers = [
         _write_picker(
             out, spec, pd.concat(picks[spec.label], ignore_index=True), tomograms, voxel_size
@@ -202,6 +208,17 @@ def _write_mrc(path: Path, data: np.ndarray, voxel_size: float) -> None:
         # mrcfile stamps the creation time into label 0; a fixed label keeps files reproducible.
         mrc.header.label[0] = b"picks simulate"
         mrc.header.nlabl = 1
+
+
+def _decoy_frame(name: str, scene: sv.Scene) -> pd.DataFrame:
+    """Where the things that fool pickers are (Å): gold beads, contamination, the vesicle."""
+    rows = [("gold-bead", *c) for c in np.asarray(scene.beads).reshape(-1, 3)]
+    rows += [("contamination", *blob[0][0]) for blob in scene.blobs if blob]
+    if scene.vesicle is not None:
+        rows.append(("vesicle", *scene.vesicle[0]))
+    frame = pd.DataFrame(rows, columns=["kind", "x", "y", "z"])
+    frame.insert(0, "tomogram", name)
+    return frame
 
 
 def _truth_frame(name: str, scene: sv.Scene) -> pd.DataFrame:

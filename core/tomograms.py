@@ -107,7 +107,7 @@ def read_tomogram(
         raise MissingVoxelSize(
             f"tomogram {path}: the header gives no usable voxel size (found {header_voxel!r} Å)"
         )
-    return Tomogram(name or _display_name(path), str(path), float(size), shape)
+    return Tomogram(name or _display_name(path), str(path.absolute()), float(size), shape)
 
 
 def _display_name(path: Path) -> str:

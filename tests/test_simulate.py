@@ -283,3 +283,24 @@ def test_cli_simulate(tmp_path):
         get_app(), ["simulate", str(tmp_path / "x"), "--size", "8", "48", "32"]
     )
     assert bad.exit_code != 0
+
+
+def test_decoys_are_listed_and_are_bright_where_listed(small):
+    """decoys.csv names every gold bead; beads are the densest spots and sit off particles."""
+    decoys = pd.read_csv(small.out / "decoys.csv")
+    assert {"tomogram", "kind", "x", "y", "z"} <= set(decoys.columns)
+    beads = decoys[decoys["kind"] == "gold-bead"]
+    assert len(beads) > 0
+    for tomo in small.tomograms:
+        volume = mrcfile.read(tomo.path)
+        mine = beads[beads["tomogram"] == tomo.name]
+        truth = small.truth[small.truth["experiment"] == tomo.name]
+        if truth.empty or mine.empty:
+            continue
+        distance, _ = cKDTree(truth[["x", "y", "z"]].to_numpy()).query(
+            mine[["x", "y", "z"]].to_numpy()
+        )
+        assert (distance > 60.0).all()  # no bead inside the smallest particle
+        idx = np.rint(mine[["z", "y", "x"]].to_numpy() / tomo.voxel_size).astype(int)
+        idx = np.clip(idx, 0, np.array(volume.shape) - 1)
+        assert np.median(volume[tuple(idx.T)]) > np.percentile(volume, 99)
