@@ -59,8 +59,17 @@ def sha256_file(path: Path) -> str:
 def expand_inputs(
     paths: Iterable[str | Path], registry: AdapterRegistry, adapter: str = "auto"
 ) -> list[Path]:
-    """Files as given; folders expanded (recursively, sorted) to files some adapter's patterns fit."""
+    """Files as given; folders expanded (recursively, sorted) to the files an adapter claims.
+
+    Inside a folder, a file is kept when one of the adapters' patterns fits its name *and* that
+    adapter's ``sniff`` claims it, so side files (a ``labels.txt`` next to DeepFinder lists, a
+    README) are passed over. Files named explicitly are always kept (and fail loudly later).
+    """
     entries = [registry.entry(adapter)] if adapter != "auto" else list(registry)
+
+    def claimed(p: Path) -> bool:
+        return any(e.matches(p) and e.load().sniff(p) > 0 for e in entries)
+
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -71,7 +80,7 @@ def expand_inputs(
                 if p.is_file()
                 # never look inside volume stores (a zarr v3 store holds zarr.json files)
                 and not any(q.lower().endswith(".zarr") for q in p.relative_to(path).parts[:-1])
-                and any(e.matches(p) for e in entries)
+                and claimed(p)
             )
             if not found:
                 raise PicksError(f"{path}: folder holds no file any adapter reads")
