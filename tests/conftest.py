@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+# Plain helper modules in tests/ (e.g. adapter_support) are imported by name: with
+# --import-mode=importlib and no __init__.py, tests/ is not on sys.path by itself.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +62,18 @@ def registry():
     from picks.plugins.manager import get_registry
 
     return get_registry(load_entrypoints=False, local=False)
+
+
+@pytest.fixture
+def rejects_import(store, registry):
+    """Factory: ``rejects_import(path, error=InputFormatError, match=None, **import_kwargs)``.
+
+    Imports ``path`` into the test store; it must raise ``error`` and leave no source and no
+    pick behind. Returns the ``pytest.ExceptionInfo`` for further checks on the message.
+    """
+    from adapter_support import expect_import_error
+
+    def rejects(path: Path, **kwargs):
+        return expect_import_error(store, registry, path, **kwargs)
+
+    return rejects

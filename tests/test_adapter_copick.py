@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy.spatial.transform import Rotation
+from adapter_support import ROUND_TRIP, oriented_pick_tables, read_checked, write_text
+from adapter_support import copick_matrix as relion_matrix
+from hypothesis import given
 
 from picks.adapters.copick import CopickAdapter
 from picks.core import picks as canonical
-from picks.core.errors import InputFormatError, PicksError
+from picks.core.errors import PicksError
 from picks.core.export import write_picks
 from picks.core.importing import expand_inputs, import_file, read_file
 from picks.core.tomograms import Tomogram, TomogramSet, find_volumes, read_tomogram
@@ -25,14 +26,7 @@ from picks.plugins.adapter import ReadContext, WriteContext
 ADAPTER = CopickAdapter()
 
 
-def read(path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    ctx = ReadContext(path=path, **kwargs)
-    return read_file(ADAPTER, ctx), ctx
-
-
-def relion_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
-    """copick's object matrix for RELION angles: (Rz(rot)·Ry(tilt)·Rz(psi))ᵀ."""
-    return Rotation.from_euler("ZYZ", [rot, tilt, psi], degrees=True).inv().as_matrix()
+read = partial(read_checked, ADAPTER)
 
 
 def picks_doc(points: list[dict], **fields) -> dict:
@@ -60,9 +54,7 @@ def point(x: float, y: float, z: float, transform=None, score: float = 1.0) -> d
 
 
 def write_json(path: Path, doc: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc))
-    return path
+    return write_text(path.parent, path.name, json.dumps(doc))
 
 
 # -- real fixtures ------------------------------------------------------------------------------
@@ -172,23 +164,19 @@ def test_units_and_untrusted_orientation(tmp_path: Path):
     ],
 )
 def test_bad_input_is_one_clear_error_and_imports_nothing(
-    tmp_path, store, registry, content, expected
+    tmp_path, rejects_import, content, expected
 ):
     path = tmp_path / "alice_1_ribosome.json"
     path.write_text(content)
-    with pytest.raises(InputFormatError) as info:
-        import_file(store, path, registry, adapter="copick")
+    info = rejects_import(path, adapter="copick")
     assert str(path) in str(info.value) and expected in str(info.value)
-    assert store.count("sources") == 0 and store.count("picks") == 0
 
 
-def test_truncated_fixture(tmp_path, store, registry, formats_dir):
+def test_truncated_fixture(tmp_path, rejects_import, formats_dir):
     text = (formats_dir / "copick" / "portal_copick.json").read_text()
     path = tmp_path / "cut.json"
     path.write_text(text[: len(text) // 2])
-    with pytest.raises(InputFormatError, match=r"cut\.json, line \d+: not valid JSON"):
-        import_file(store, path, registry)
-    assert store.count("picks") == 0
+    rejects_import(path, match=r"cut\.json, line \d+: not valid JSON")
 
 
 # -- project folders ----------------------------------------------------------------------------
@@ -366,34 +354,8 @@ TOMOGRAMS = TomogramSet(
 )
 
 
-@st.composite
-def pick_tables(draw):
-    n = draw(st.integers(1, 12))
-    oriented = draw(st.booleans())
-    rows = []
-    for _ in range(n):
-        tomo = TOMOGRAMS.get(draw(st.sampled_from(["TS_01", "TS_02"])))
-        extent = np.asarray(tomo.shape) * tomo.voxel_size
-        coords = [draw(st.floats(0, float(e) - tomo.voxel_size, allow_nan=False)) for e in extent]
-        rows.append(
-            {
-                "tomogram": tomo.name,
-                "particle": draw(st.sampled_from(["ribosome", "apo-ferritin", "thyroglobulin"])),
-                "x": coords[0],
-                "y": coords[1],
-                "z": coords[2],
-                "score": draw(st.floats(0, 1)),
-                "rot": draw(st.floats(-180, 180)) if oriented else np.nan,
-                "tilt": draw(st.floats(0, 180)) if oriented else np.nan,
-                "psi": draw(st.floats(-180, 180)) if oriented else np.nan,
-                "record": len(rows),
-            }
-        )
-    return canonical.make(pd.DataFrame(rows))
-
-
-@settings(max_examples=25, deadline=None)
-@given(picks=pick_tables())
+@ROUND_TRIP
+@given(picks=oriented_pick_tables(TOMOGRAMS, max_picks=12))
 def test_round_trip(tmp_path_factory, picks):
     root = tmp_path_factory.mktemp("copick")
     # instance_id = consensus_id lets rows be matched even when picks coincide.

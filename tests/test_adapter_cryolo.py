@@ -10,12 +10,26 @@ from __future__ import annotations
 
 import math
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from adapter_support import (
+    MUTATION,
+    ROUND_TRIP,
+    assert_positions_close,
+    assert_reads_or_picks_error,
+    mutate,
+    mutations,
+    one_tomogram,
+    read_raw,
+    tomogram_shapes,
+    write_text,
+    write_then_read,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 
 from picks.adapters.cryolo import CoordsAdapter, CryoloCboxAdapter, CryoloStarAdapter
@@ -25,34 +39,18 @@ from picks.core.errors import InputFormatError, PicksError, TomogramNameError
 from picks.core.export import write_picks
 from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
-from picks.plugins.adapter import ReadContext, WriteContext
+from picks.plugins.adapter import WriteContext
 
 VOXEL = 10.0
 SHAPE = (400, 380, 120)
 
 
 def tomos(name: str = "TS_01", voxel: float = VOXEL, shape=SHAPE) -> TomogramSet:
-    return TomogramSet([Tomogram(name, None, voxel, shape)])
+    return one_tomogram(name, voxel, shape)
 
 
-def read(adapter, path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    options = kwargs.pop("options", {})
-    kwargs.setdefault("voxel_size", VOXEL)
-    ctx = ReadContext(path=path, options=options, **kwargs)
-    frame = adapter.read(path, ctx)
-    canonical.validate(frame)
-    return frame, ctx
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def assert_store_empty(store) -> None:
-    assert store.count("sources") == 0
-    assert store.count("picks") == 0
+# The adapter's own table (not normalised), read at VOXEL Å unless a test says otherwise.
+read = partial(read_raw, normalise=False, voxel_size=VOXEL)
 
 
 CBOX_HEADER = """
@@ -99,10 +97,12 @@ def test_detect_fixtures(registry, formats_dir, relative, expected):
 
 
 def test_detect_coords_star_and_old_cbox(registry, tmp_path):
-    assert registry.detect(write(tmp_path, "TS_01.coords", "1 2 3\n4.5 5 6\n")).name == "coords"
+    assert (
+        registry.detect(write_text(tmp_path, "TS_01.coords", "1 2 3\n4.5 5 6\n")).name == "coords"
+    )
     star = "data_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnCoordinateZ #3\n1 2 3\n"
-    assert registry.detect(write(tmp_path, "TS_01.star", star)).name == "cryolo-star"
-    old = write(tmp_path, "old.cbox", "10 20 30 30 0.9\n40 50 30 30 0.5\n")
+    assert registry.detect(write_text(tmp_path, "TS_01.star", star)).name == "cryolo-star"
+    old = write_text(tmp_path, "old.cbox", "10 20 30 30 0.9\n40 50 30 30 0.5\n")
     assert registry.detect(old).name == "cryolo-cbox"
 
 
@@ -185,7 +185,7 @@ def test_filament_cbox_reads_segments(formats_dir):
 
 
 def test_old_whitespace_cbox_fallback(tmp_path):
-    path = write(tmp_path, "TS_01.cbox", "10 20 30 30 0.9\n40.5 50 20 40 0.25\n")
+    path = write_text(tmp_path, "TS_01.cbox", "10 20 30 30 0.9\n40.5 50 20 40 0.25\n")
     with pytest.raises(InputFormatError, match=r"line 1: .*--option z=SLICE"):
         read(CryoloCboxAdapter(), path)
     frame, _ = read(CryoloCboxAdapter(), path, options={"z": "5"})
@@ -244,19 +244,17 @@ def test_cbox_binning_uses_registered_voxel_size(formats_dir):
         ),
     ],
 )
-def test_bad_cbox_is_one_clear_error_and_imports_nothing(store, registry, tmp_path, body, message):
-    path = write(tmp_path, "TS_01.cbox", body)
-    with pytest.raises(InputFormatError, match=message):
-        import_file(store, path, registry, voxel_size=VOXEL)
-    assert_store_empty(store)
+def test_bad_cbox_is_one_clear_error_and_imports_nothing(rejects_import, tmp_path, body, message):
+    path = write_text(tmp_path, "TS_01.cbox", body)
+    rejects_import(path, match=message, voxel_size=VOXEL)
 
 
-def test_unknown_tomogram_name_is_an_error(store, registry, tmp_path):
+def test_unknown_tomogram_name_is_an_error(store, rejects_import, tmp_path):
     store.add_tomograms([Tomogram("TS_01", None, VOXEL, SHAPE)])
-    path = write(tmp_path, "TS_99.cbox", CBOX_HEADER + "1 2 3 25 25 25 <NA> <NA> 0.5 <NA> <NA>\n")
-    with pytest.raises(TomogramNameError, match="TS_99"):
-        import_file(store, path, registry)
-    assert_store_empty(store)
+    path = write_text(
+        tmp_path, "TS_99.cbox", CBOX_HEADER + "1 2 3 25 25 25 <NA> <NA> 0.5 <NA> <NA>\n"
+    )
+    rejects_import(path, error=TomogramNameError, match="TS_99")
 
 
 def test_good_cbox_imports(store, registry, formats_dir):
@@ -306,16 +304,10 @@ def test_box_needs_slice(formats_dir):
         ("2d_empty.box", r"2d_empty\.box, line 1: empty file"),
     ],
 )
-def test_negative_box_fixtures(store, registry, formats_dir, fixture, message):
-    with pytest.raises(InputFormatError, match=message):
-        import_file(
-            store,
-            formats_dir / "eman2_box" / fixture,
-            registry,
-            voxel_size=VOXEL,
-            options={"z": "3"},
-        )
-    assert_store_empty(store)
+def test_negative_box_fixtures(rejects_import, formats_dir, fixture, message):
+    rejects_import(
+        formats_dir / "eman2_box" / fixture, match=message, voxel_size=VOXEL, options={"z": "3"}
+    )
 
 
 @pytest.mark.parametrize(
@@ -327,18 +319,16 @@ def test_negative_box_fixtures(store, registry, formats_dir, fixture, message):
         ("1 2 20 20\n3 4 20 2O\n", r"line 2: height = '2O' is not a number"),
     ],
 )
-def test_bad_box(store, registry, tmp_path, body, message):
-    path = write(tmp_path, "TS_01.box", body)
-    with pytest.raises(InputFormatError, match=message):
-        import_file(store, path, registry, adapter="eman-box", voxel_size=VOXEL, options={"z": "1"})
-    assert_store_empty(store)
+def test_bad_box(rejects_import, tmp_path, body, message):
+    path = write_text(tmp_path, "TS_01.box", body)
+    rejects_import(path, match=message, adapter="eman-box", voxel_size=VOXEL, options={"z": "1"})
 
 
 # --- .coords ----------------------------------------------------------------------------------
 
 
 def test_coords_are_voxel_centres(tmp_path):
-    path = write(tmp_path, "TS_01.coords", "10 20 30\n\n1.5\t2.25 3\n")
+    path = write_text(tmp_path, "TS_01.coords", "10 20 30\n\n1.5\t2.25 3\n")
     frame, _ = read(CoordsAdapter(), path)
     np.testing.assert_allclose(frame[["x", "y", "z"]].to_numpy(), [[100, 200, 300], [15, 22.5, 30]])
     assert frame["record"].tolist() == [1, 3]
@@ -346,7 +336,7 @@ def test_coords_are_voxel_centres(tmp_path):
 
 
 def test_coords_imod_origin_option(tmp_path):
-    path = write(tmp_path, "TS_01.coords", "10.5 20.5 30\n")
+    path = write_text(tmp_path, "TS_01.coords", "10.5 20.5 30\n")
     frame, _ = read(CoordsAdapter(), path, options={"origin": "imod"})
     # IMOD model x, y start at the pixel edge: index = 10.5 − 0.5 = 10; z is unchanged
     assert frame.iloc[0][["x", "y", "z"]].tolist() == [100.0, 200.0, 300.0]
@@ -364,18 +354,14 @@ def test_coords_imod_origin_option(tmp_path):
         ("1 2 3\n4 nan 6\n", r"line 2: y is 'nan'"),
     ],
 )
-def test_bad_coords(store, registry, tmp_path, body, message):
-    path = write(tmp_path, "TS_01.coords", body)
-    with pytest.raises(InputFormatError, match=message):
-        import_file(store, path, registry, adapter="coords", voxel_size=VOXEL)
-    assert_store_empty(store)
+def test_bad_coords(rejects_import, tmp_path, body, message):
+    path = write_text(tmp_path, "TS_01.coords", body)
+    rejects_import(path, match=message, adapter="coords", voxel_size=VOXEL)
 
 
-def test_empty_coords_detected_and_explained(store, registry, tmp_path):
-    path = write(tmp_path, "TS_01.coords", "")
-    with pytest.raises(InputFormatError, match="empty file"):
-        import_file(store, path, registry, voxel_size=VOXEL)
-    assert_store_empty(store)
+def test_empty_coords_detected_and_explained(rejects_import, tmp_path):
+    path = write_text(tmp_path, "TS_01.coords", "")
+    rejects_import(path, match="empty file", voxel_size=VOXEL)
 
 
 # --- crYOLO STAR ------------------------------------------------------------------------------
@@ -395,7 +381,7 @@ _rlnAutopickFigureOfMerit #5
 
 
 def test_cryolo_star_centres_micrograph_names_and_score(tmp_path):
-    path = write(tmp_path, "picks.star", STAR)
+    path = write_text(tmp_path, "picks.star", STAR)
     frame, _ = read(CryoloStarAdapter(), path)
     # centres, no offset: 100.5 × 10 = 1005 Å ...
     np.testing.assert_allclose(
@@ -407,17 +393,14 @@ def test_cryolo_star_centres_micrograph_names_and_score(tmp_path):
     assert frame["record"].tolist() == [10, 11]
 
 
-def test_cryolo_star_2d_needs_slice_and_errors(store, registry, tmp_path):
+def test_cryolo_star_2d_needs_slice_and_errors(rejects_import, tmp_path):
     two_d = "data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n1 2\n3 4\n"
-    path = write(tmp_path, "TS_01.star", two_d)
-    with pytest.raises(InputFormatError, match=r"line 5: .*--option z=SLICE"):
-        import_file(store, path, registry, voxel_size=VOXEL)
+    path = write_text(tmp_path, "TS_01.star", two_d)
+    rejects_import(path, match=r"line 5: .*--option z=SLICE", voxel_size=VOXEL)
     frame, _ = read(CryoloStarAdapter(), path, options={"z": "9"})
     assert frame["z"].tolist() == [90.0, 90.0]
-    bad = write(tmp_path, "TS_02.star", STAR.replace("12 13 14", "12 x13 14"))
-    with pytest.raises(InputFormatError, match=r"line 11: _rlnCoordinateY = 'x13'"):
-        import_file(store, bad, registry, voxel_size=VOXEL)
-    assert_store_empty(store)
+    bad = write_text(tmp_path, "TS_02.star", STAR.replace("12 13 14", "12 x13 14"))
+    rejects_import(bad, match=r"line 11: _rlnCoordinateY = 'x13'", voxel_size=VOXEL)
 
 
 # --- writers ----------------------------------------------------------------------------------
@@ -491,14 +474,12 @@ def test_write_picks_layout_and_detect(registry, tmp_path):
 
 # --- round trips (hypothesis) -----------------------------------------------------------------
 
-ROUND_TRIP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
 
 @st.composite
 def tomogram_picks(draw, *, common_z: bool = False):
     voxel = draw(st.sampled_from([4.0, 7.84, 10.012, 13.48]))
     binning = draw(st.sampled_from([1.0, 2.0, 4.0]))
-    shape = (draw(st.integers(64, 700)), draw(st.integers(64, 700)), draw(st.integers(32, 300)))
+    shape = draw(tomogram_shapes())
     n = draw(st.integers(1, 12))
     unit = st.floats(0, 1, allow_nan=False)
     coords = [[draw(unit) * (s - 1) * voxel for s in shape] for _ in range(n)]
@@ -524,26 +505,18 @@ def tomogram_picks(draw, *, common_z: bool = False):
 
 
 def round_trip(adapter, picks, tomo_set, binning, *, write_options=None, read_options=None):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"TS_07{adapter.extension}"
-        adapter.write(
-            picks,
-            path,
-            WriteContext(tomograms=tomo_set, binning=binning, options=dict(write_options or {})),
-        )
-        ctx = ReadContext(
-            path=path,
-            tomograms=tomo_set,
-            binning=binning,
-            particle="apo-ferritin",
-            options=read_options or {},
-        )
-        frame = adapter.read(path, ctx)
-    canonical.validate(frame)
-    assert len(frame) == len(picks)
-    np.testing.assert_allclose(
-        frame[["x", "y", "z"]].to_numpy(), picks[["x", "y", "z"]].to_numpy(), atol=1e-3
+    frame = write_then_read(
+        adapter,
+        picks,
+        f"TS_07{adapter.extension}",
+        tomo_set,
+        binning=binning,
+        write_options=write_options,
+        particle="apo-ferritin",
+        options=read_options or {},
     )
+    assert len(frame) == len(picks)
+    assert_positions_close(frame, picks, atol=1e-3)
     return frame
 
 
@@ -611,36 +584,14 @@ ADAPTERS = {
 }
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@MUTATION
 @given(
     st.sampled_from(sorted(VALID)),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["delete", "insert", "truncate"]),
-            st.floats(0, 1),
-            st.sampled_from(
-                ["a", "1", " ", "\n", "\t", "#", ".", "-", "<NA>", "data_", "loop_", "'", "é"]
-            ),
-        ),
-        max_size=5,
-    ),
+    mutations(["a", "1", " ", "\n", "\t", "#", ".", "-", "<NA>", "data_", "loop_", "'", "é"]),
 )
-def test_mutated_files_never_raise_anything_but_picks_errors(kind, mutations):
-    text = VALID[kind]
-    for op, where, token in mutations:
-        i = int(where * len(text))
-        text = {
-            "delete": text[:i] + text[i + 1 :],
-            "insert": text[:i] + token + text[i:],
-            "truncate": text[:i],
-        }[op]
+def test_mutated_files_never_raise_anything_but_picks_errors(kind, edits):
+    text = mutate(VALID[kind], edits)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"TS_01.{kind}"
         path.write_text(text)
-        adapter = ADAPTERS[kind]
-        adapter.sniff(path)
-        try:
-            frame = adapter.read(path, ReadContext(path=path, voxel_size=VOXEL, options={"z": "4"}))
-        except PicksError:
-            return
-        canonical.validate(canonical.normalise(frame))
+        assert_reads_or_picks_error(ADAPTERS[kind], path, voxel_size=VOXEL, options={"z": "4"})

@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import math
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from adapter_support import (
+    MUTATION,
+    ROUND_TRIP,
+    assert_positions_close,
+    assert_reads_or_picks_error,
+    mutate,
+    mutations,
+    read_raw,
+    tomogram_shapes,
+    write_text,
+    write_then_read,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 
 from picks.adapters.deepetpicker import DeepEtPickerAdapter
 from picks.core import picks as canonical
-from picks.core.errors import InputFormatError, PicksError
+from picks.core.errors import PicksError
 from picks.core.export import write_picks
 from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
@@ -30,25 +42,9 @@ COORDS_ALL = "1\t120\t45\t67\n2\t300\t210\t88\n1\t33\t310\t12\n"
 COORDS_WITH_AREA = "1.0\t120.0\t45.0\t67.0\t0.84375\n2.0\t300.0\t210.0\t88.0\t0.5\n1.0\t33.0\t310.0\t12.0\t0.96875\n"
 
 
-def place(tmp_path: Path, relative: str, text: str) -> Path:
-    path = tmp_path / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def read(path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    options = kwargs.pop("options", {})
-    kwargs.setdefault("voxel_size", VOXEL)
-    ctx = ReadContext(path=path, options=options, **kwargs)
-    frame = DeepEtPickerAdapter().read(path, ctx)
-    canonical.validate(frame)
-    return frame, ctx
-
-
-def assert_store_empty(store) -> None:
-    assert store.count("sources") == 0
-    assert store.count("picks") == 0
+place = write_text
+# The adapter's own table (not normalised), read at VOXEL Å unless a test says otherwise.
+read = partial(read_raw, DeepEtPickerAdapter(), normalise=False, voxel_size=VOXEL)
 
 
 def test_detection_separates_deepetpicker_from_coords_and_eman(registry, tmp_path):
@@ -143,11 +139,9 @@ def test_binning(tmp_path):
         ("1.0\t2.0\t3.0\t4.0\tn/a\n", r"line 1: heatmap = 'n/a' is not a number"),
     ],
 )
-def test_bad_input(store, registry, tmp_path, body, message):
+def test_bad_input(rejects_import, tmp_path, body, message):
     path = place(tmp_path, "Coords_All/TS_01.coords", body)
-    with pytest.raises(InputFormatError, match=message):
-        import_file(store, path, registry, adapter="deepetpicker", voxel_size=VOXEL)
-    assert_store_empty(store)
+    rejects_import(path, match=message, adapter="deepetpicker", voxel_size=VOXEL)
 
 
 def test_import_through_store(store, registry, tmp_path):
@@ -189,14 +183,11 @@ def test_writer_file_layout(registry, tmp_path):
     assert frame["particle"].tolist() == ["apo-ferritin"] and frame["score"].isna().all()
 
 
-ROUND_TRIP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
 @st.composite
 def tomogram_picks(draw):
     voxel = draw(st.sampled_from([4.0, 10.012, 13.48]))
     binning = draw(st.sampled_from([1.0, 2.0, 4.0]))
-    shape = (draw(st.integers(64, 700)), draw(st.integers(64, 700)), draw(st.integers(32, 300)))
+    shape = draw(tomogram_shapes())
     n = draw(st.integers(1, 12))
     with_scores = draw(st.booleans())
     rows = [
@@ -225,16 +216,8 @@ def tomogram_picks(draw):
 @given(tomogram_picks())
 def test_round_trip(case):
     picks, tomo_set, binning = case
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "TS_05.coords"
-        DeepEtPickerAdapter().write(picks, path, WriteContext(tomograms=tomo_set, binning=binning))
-        frame = DeepEtPickerAdapter().read(
-            path, ReadContext(path=path, tomograms=tomo_set, binning=binning)
-        )
-    canonical.validate(frame)
-    np.testing.assert_allclose(
-        frame[["x", "y", "z"]].to_numpy(), picks[["x", "y", "z"]].to_numpy(), atol=1e-3
-    )
+    frame = write_then_read(DeepEtPickerAdapter(), picks, "TS_05.coords", tomo_set, binning=binning)
+    assert_positions_close(frame, picks, atol=1e-3)
     assert frame["particle"].tolist() == picks["particle"].tolist()
     np.testing.assert_allclose(frame["score"].to_numpy(), picks["score"].to_numpy(), equal_nan=True)
     assert frame["tomogram"].unique().tolist() == ["TS_05"]
@@ -278,34 +261,16 @@ def test_numbered_classes_keep_their_numbers_through_a_conversion(formats_dir, t
     assert frame["particle"].tolist() == picks["particle"].tolist()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@MUTATION
 @given(
     st.sampled_from(
         [COORDS_ALL, COORDS_WITH_AREA, "# picks labels: 1=a\n0\t0\t0\t0\n1\t2\t3\t4\n"]
     ),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["delete", "insert", "truncate"]),
-            st.floats(0, 1),
-            st.sampled_from(["a", "1", " ", "\n", "\t", "#", ".", "-", "nan", "é"]),
-        ),
-        max_size=5,
-    ),
+    mutations(["a", "1", " ", "\n", "\t", "#", ".", "-", "nan", "é"]),
 )
-def test_mutated_files_never_raise_anything_but_picks_errors(text, mutations):
-    for op, where, token in mutations:
-        i = int(where * len(text))
-        text = {
-            "delete": text[:i] + text[i + 1 :],
-            "insert": text[:i] + token + text[i:],
-            "truncate": text[:i],
-        }[op]
+def test_mutated_files_never_raise_anything_but_picks_errors(text, edits):
+    text = mutate(text, edits)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "TS_01.coords"
         path.write_text(text)
-        DeepEtPickerAdapter().sniff(path)
-        try:
-            frame = DeepEtPickerAdapter().read(path, ReadContext(path=path, voxel_size=VOXEL))
-        except PicksError:
-            return
-        canonical.validate(canonical.normalise(frame))
+        assert_reads_or_picks_error(DeepEtPickerAdapter(), path, voxel_size=VOXEL)

@@ -10,12 +10,24 @@ import json
 import math
 import tempfile
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from adapter_support import (
+    MUTATION,
+    ROUND_TRIP,
+    assert_positions_close,
+    assert_reads_or_picks_error,
+    mutate,
+    mutations,
+    read_raw,
+    tomogram_shapes,
+    write_text,
+    write_then_read,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 
 from picks.adapters.deepfinder import ANGLE_CONVENTION, DeepFinderXmlAdapter, ShrecTxtAdapter
@@ -23,7 +35,7 @@ from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, PicksError
 from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
-from picks.plugins.adapter import ReadContext, WriteContext
+from picks.plugins.adapter import WriteContext
 
 VOXEL = 10.0
 # SHREC'19 class numbers, as in DeepFinder's examples/analyze/evaluate.py (num2pdb)
@@ -32,24 +44,8 @@ SHREC_LABELS = (
 )
 
 
-def read(adapter, path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    options = kwargs.pop("options", {})
-    kwargs.setdefault("voxel_size", VOXEL)
-    ctx = ReadContext(path=path, options=options, **kwargs)
-    frame = adapter.read(path, ctx)
-    canonical.validate(frame)
-    return frame, ctx
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def assert_store_empty(store) -> None:
-    assert store.count("sources") == 0
-    assert store.count("picks") == 0
+# The adapter's own table (not normalised), read at VOXEL Å unless a test says otherwise.
+read = partial(read_raw, normalise=False, voxel_size=VOXEL)
 
 
 def test_detect_fixtures(registry, formats_dir):
@@ -103,14 +99,14 @@ def test_labels_option_forms(formats_dir, tmp_path, form):
         value = SHREC_LABELS
     elif form == "text":
         value = str(
-            write(
+            write_text(
                 tmp_path,
                 "labels.txt",
                 "# SHREC'19\n" + "".join(f"{k} {v}\n" for k, v in pairs.items()),
             )
         )
     else:
-        value = str(write(tmp_path, "labels.json", json.dumps(pairs)))
+        value = str(write_text(tmp_path, "labels.json", json.dumps(pairs)))
     frame, _ = read(
         DeepFinderXmlAdapter(),
         formats_dir / "deepfinder/object_list_tomo0.xml",
@@ -139,7 +135,7 @@ OBJL = """<objlist>
 
 
 def test_tomo_idx_needs_a_map_when_several(tmp_path):
-    path = write(tmp_path, "objl.xml", OBJL)
+    path = write_text(tmp_path, "objl.xml", OBJL)
     with pytest.raises(
         InputFormatError, match=r"objl\.xml, line 3: .*2 tomograms.*--option tomograms="
     ):
@@ -158,7 +154,7 @@ def test_tomo_idx_needs_a_map_when_several(tmp_path):
 
 
 def test_single_class_uses_particle_option(tmp_path):
-    path = write(
+    path = write_text(
         tmp_path, "TS_01.xml", '<objlist><object class_label="1" x="1" y="2" z="3"/></objlist>'
     )
     frame, _ = read(DeepFinderXmlAdapter(), path, particle="Ribosomes")
@@ -199,11 +195,9 @@ def test_single_class_uses_particle_option(tmp_path):
         ),
     ],
 )
-def test_bad_xml_is_one_clear_error_and_imports_nothing(store, registry, tmp_path, body, message):
-    path = write(tmp_path, "TS_01.xml", body)
-    with pytest.raises(InputFormatError, match=message):
-        import_file(store, path, registry, adapter="deepfinder-xml", voxel_size=VOXEL)
-    assert_store_empty(store)
+def test_bad_xml_is_one_clear_error_and_imports_nothing(rejects_import, tmp_path, body, message):
+    path = write_text(tmp_path, "TS_01.xml", body)
+    rejects_import(path, match=message, adapter="deepfinder-xml", voxel_size=VOXEL)
 
 
 def test_bad_labels_option(formats_dir):
@@ -266,11 +260,9 @@ def test_shrec_order_and_offset_options(formats_dir):
         ("1bxn 1 2 3 4 5 6\n1bxn 1 2 3 4 5 north\n", r"line 2: angle 3 = 'north'"),
     ],
 )
-def test_bad_shrec(store, registry, tmp_path, body, message):
-    path = write(tmp_path, "particle_locations_model_1.txt", body)
-    with pytest.raises(InputFormatError, match=message):
-        import_file(store, path, registry, adapter="shrec-txt", voxel_size=VOXEL)
-    assert_store_empty(store)
+def test_bad_shrec(rejects_import, tmp_path, body, message):
+    path = write_text(tmp_path, "particle_locations_model_1.txt", body)
+    rejects_import(path, match=message, adapter="shrec-txt", voxel_size=VOXEL)
 
 
 # --- writer -----------------------------------------------------------------------------------
@@ -337,7 +329,6 @@ def test_writer_labels_option_and_raw_angles(formats_dir, tmp_path):
     np.testing.assert_allclose(again[["x", "y", "z"]].to_numpy(), picks[["x", "y", "z"]].to_numpy())
 
 
-ROUND_TRIP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLASSES = ["apo-ferritin", "ribosome", "thyroglobulin", "1bxn", None]
 
 
@@ -348,10 +339,7 @@ def tomogram_picks(draw):
     names = draw(
         st.lists(st.sampled_from(["TS_01", "TS_02", "TS_10"]), min_size=1, max_size=3, unique=True)
     )
-    shapes = {
-        n: (draw(st.integers(64, 700)), draw(st.integers(64, 700)), draw(st.integers(32, 300)))
-        for n in names
-    }
+    shapes = {n: draw(tomogram_shapes()) for n in names}
     n = draw(st.integers(1, 15))
     rows = []
     for _ in range(n):
@@ -381,16 +369,8 @@ def tomogram_picks(draw):
 @given(tomogram_picks())
 def test_round_trip_deepfinder_xml(case):
     picks, tomo_set, binning = case
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "objl.xml"
-        DeepFinderXmlAdapter().write(picks, path, WriteContext(tomograms=tomo_set, binning=binning))
-        frame = DeepFinderXmlAdapter().read(
-            path, ReadContext(path=path, tomograms=tomo_set, binning=binning)
-        )
-    canonical.validate(frame)
-    np.testing.assert_allclose(
-        frame[["x", "y", "z"]].to_numpy(), picks[["x", "y", "z"]].to_numpy(), atol=1e-3
-    )
+    frame = write_then_read(DeepFinderXmlAdapter(), picks, "objl.xml", tomo_set, binning=binning)
+    assert_positions_close(frame, picks, atol=1e-3)
     assert frame["tomogram"].tolist() == picks["tomogram"].tolist()
     assert frame["particle"].tolist() == picks["particle"].tolist()
     np.testing.assert_allclose(frame["score"].to_numpy(), picks["score"].to_numpy(), equal_nan=True)
@@ -403,34 +383,14 @@ VALID = {
 ADAPTERS = {"xml": DeepFinderXmlAdapter(), "txt": ShrecTxtAdapter()}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@MUTATION
 @given(
     st.sampled_from(sorted(VALID)),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["delete", "insert", "truncate"]),
-            st.floats(0, 1),
-            st.sampled_from(["a", "1", " ", "\n", '"', "<", ">", "=", "/", "&", "-->", "é"]),
-        ),
-        max_size=5,
-    ),
+    mutations(["a", "1", " ", "\n", '"', "<", ">", "=", "/", "&", "-->", "é"]),
 )
-def test_mutated_files_never_raise_anything_but_picks_errors(kind, mutations):
-    text = VALID[kind]
-    for op, where, token in mutations:
-        i = int(where * len(text))
-        text = {
-            "delete": text[:i] + text[i + 1 :],
-            "insert": text[:i] + token + text[i:],
-            "truncate": text[:i],
-        }[op]
+def test_mutated_files_never_raise_anything_but_picks_errors(kind, edits):
+    text = mutate(VALID[kind], edits)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"TS_01.{kind}"
         path.write_text(text)
-        adapter = ADAPTERS[kind]
-        adapter.sniff(path)
-        try:
-            frame = adapter.read(path, ReadContext(path=path, voxel_size=VOXEL))
-        except PicksError:
-            return
-        canonical.validate(canonical.normalise(frame))
+        assert_reads_or_picks_error(ADAPTERS[kind], path, voxel_size=VOXEL)

@@ -4,13 +4,13 @@ conversion, bad input, and a writer→reader round trip."""
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from adapter_support import ROUND_TRIP, oriented_pick_tables, read_checked, relion_matrix
+from hypothesis import given
 from scipy.spatial.transform import Rotation
 
 from picks.adapters._euler import dynamo_from_relion, relion_from_dynamo
@@ -18,21 +18,15 @@ from picks.adapters.dynamo import DynamoAdapter
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, MissingVoxelSize, PicksError
 from picks.core.export import write_picks
-from picks.core.importing import import_file, read_file
+from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
-from picks.plugins.adapter import ReadContext, WriteContext
+from picks.plugins.adapter import WriteContext
 
 ADAPTER = DynamoAdapter()
 TWO_TOMOS = {"tomograms": "1=TS_01,2=TS_02"}
 
 
-def read(path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    ctx = ReadContext(path=path, **kwargs)
-    return read_file(ADAPTER, ctx), ctx
-
-
-def relion_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
-    return Rotation.from_euler("ZYZ", [rot, tilt, psi], degrees=True).as_matrix()
+read = partial(read_checked, ADAPTER)
 
 
 def same_angle(a: float, b: float) -> bool:
@@ -213,13 +207,11 @@ def test_apix_is_a_fallback_voxel_size(tmp_path: Path):
         (line() + "\n" + line().replace("0.5", "nan", 1) + "\n", {}, "line 2: non-finite value"),
     ],
 )
-def test_bad_input(tmp_path, store, registry, text, options, expected):
+def test_bad_input(tmp_path, rejects_import, text, options, expected):
     path = tmp_path / "bad.tbl"
     path.write_text(text)
-    with pytest.raises(InputFormatError) as info:
-        import_file(store, path, registry, adapter="dynamo-tbl", voxel_size=10.0, options=options)
+    info = rejects_import(path, adapter="dynamo-tbl", voxel_size=10.0, options=options)
     assert str(path) in str(info.value) and expected in str(info.value)
-    assert store.count("sources") == 0 and store.count("picks") == 0
 
 
 def test_truncated_fixture_and_bad_map(tmp_path, store, registry, formats_dir):
@@ -301,34 +293,8 @@ def test_writer_files_and_force(tmp_path: Path):
         write_picks(picks, ADAPTER, tmp_path / "none.tbl", WriteContext())
 
 
-@st.composite
-def pick_tables(draw):
-    n = draw(st.integers(1, 15))
-    rows = []
-    for _ in range(n):
-        tomo = TOMOGRAMS.get(draw(st.sampled_from(["TS_01", "TS_02"])))
-        extent = np.asarray(tomo.shape) * tomo.voxel_size
-        coords = [draw(st.floats(0, float(e) - tomo.voxel_size, allow_nan=False)) for e in extent]
-        oriented = draw(st.booleans())
-        rows.append(
-            {
-                "tomogram": tomo.name,
-                "particle": draw(st.sampled_from(["ribosome", "apo-ferritin", "thyroglobulin"])),
-                "x": coords[0],
-                "y": coords[1],
-                "z": coords[2],
-                "score": draw(st.floats(0, 1)),
-                "rot": draw(st.floats(-180, 180)) if oriented else np.nan,
-                "tilt": draw(st.floats(0, 180)) if oriented else np.nan,
-                "psi": draw(st.floats(-180, 180)) if oriented else np.nan,
-                "record": len(rows),
-            }
-        )
-    return canonical.make(pd.DataFrame(rows))
-
-
-@settings(max_examples=25, deadline=None)
-@given(picks=pick_tables())
+@ROUND_TRIP
+@given(picks=oriented_pick_tables(TOMOGRAMS, max_picks=15, orientation_per_pick=True))
 def test_round_trip(tmp_path_factory, picks):
     folder = tmp_path_factory.mktemp("dynamo")
     picks = picks.assign(consensus_id=np.arange(101, 101 + len(picks)))

@@ -6,24 +6,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from adapter_support import read_checked
 
 from picks.adapters.imod import ImodAdapter
-from picks.core.errors import InputFormatError
-from picks.core.importing import import_file, read_file
+from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
-from picks.plugins.adapter import ReadContext
 
 ADAPTER = ImodAdapter()
 
 
-def read(path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    ctx = ReadContext(path=path, **kwargs)
-    return read_file(ADAPTER, ctx), ctx
+read = partial(read_checked, ADAPTER)
 
 
 def test_portal_points(formats_dir: Path):
@@ -119,15 +116,13 @@ def test_particle_option_names_unnamed_objects(formats_dir: Path):
         ("truncated", "cannot parse the IMOD model"),
     ],
 )
-def test_bad_input(tmp_path, store, registry, formats_dir, content, expected):
+def test_bad_input(tmp_path, rejects_import, formats_dir, content, expected):
     path = tmp_path / "bad.mod"
     if content == "truncated":
         content = (formats_dir / "imod" / "two_contour_example.mod").read_bytes()[:300]
     path.write_bytes(content)
-    with pytest.raises(InputFormatError) as info:
-        import_file(store, path, registry, adapter="imod-mod", voxel_size=10.0)
+    info = rejects_import(path, adapter="imod-mod", voxel_size=10.0)
     assert str(path) in str(info.value) and expected in str(info.value)
-    assert store.count("sources") == 0 and store.count("picks") == 0
 
 
 def test_import(formats_dir, store, registry):

@@ -8,30 +8,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.spatial.transform import Rotation
+from adapter_support import copick_matrix as relion_matrix
+from adapter_support import read_checked
 
 from picks.adapters.portal import PointsCsvAdapter, PortalNdjsonAdapter, TardisCsvAdapter
-from picks.core.errors import InputFormatError
-from picks.core.importing import import_file, read_file
+from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
-from picks.plugins.adapter import ReadContext
 
 NDJSON = PortalNdjsonAdapter()
 POINTS = PointsCsvAdapter()
 TARDIS = TardisCsvAdapter()
 
 
-def read(adapter, path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    ctx = ReadContext(path=path, **kwargs)
-    return read_file(adapter, ctx), ctx
+read = read_checked
 
 
 def xyz(frame: pd.DataFrame) -> list[list[float]]:
     return frame[["x", "y", "z"]].to_numpy().tolist()
-
-
-def relion_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
-    return Rotation.from_euler("ZYZ", [rot, tilt, psi], degrees=True).inv().as_matrix()
 
 
 # -- points CSV (portal deposition input) --------------------------------------------------------
@@ -186,14 +179,12 @@ def test_ndjson_points_units_angles_and_names(tmp_path: Path):
         ),
     ],
 )
-def test_ndjson_bad_input(tmp_path, store, registry, lines, expected):
+def test_ndjson_bad_input(tmp_path, rejects_import, lines, expected):
     path = portal_file(tmp_path, lines)
     if not lines:
         path.write_text("")
-    with pytest.raises(InputFormatError) as info:
-        import_file(store, path, registry, adapter="portal-ndjson")
+    info = rejects_import(path, adapter="portal-ndjson")
     assert str(path) in str(info.value) and expected in str(info.value)
-    assert store.count("sources") == 0 and store.count("picks") == 0
 
 
 @pytest.mark.parametrize(
@@ -214,13 +205,11 @@ def test_ndjson_bad_input(tmp_path, store, registry, lines, expected):
         ("tardis-csv", "id,x,y,z\n0,1,2,3\n", "line 1: expected the header"),
     ],
 )
-def test_csv_bad_input(tmp_path, store, registry, adapter, text, expected):
+def test_csv_bad_input(tmp_path, rejects_import, adapter, text, expected):
     path = tmp_path / "bad.csv"
     path.write_text(text)
-    with pytest.raises(InputFormatError) as info:
-        import_file(store, path, registry, adapter=adapter, voxel_size=10.0)
+    info = rejects_import(path, adapter=adapter, voxel_size=10.0)
     assert str(path) in str(info.value) and expected in str(info.value)
-    assert store.count("sources") == 0 and store.count("picks") == 0
 
 
 def test_import_stores_the_points(formats_dir, store, registry):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from adapter_support import read_raw, row
 
 from picks.adapters._euler import (
     relion_angles,
@@ -22,24 +23,14 @@ from picks.adapters._euler import (
 from picks.adapters.pytom import PytomAdapter
 from picks.adapters.relion import Relion4Adapter, Relion5Adapter
 from picks.adapters.stopgap import StopgapAdapter
-from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, MissingVoxelSize, PicksError
 from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
-from picks.plugins.adapter import ReadContext
 
 STOPGAP = "stopgap/portal_stopgap_star.star"
 
 
-def read(adapter, path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    ctx = ReadContext(path=path, **kwargs)
-    frame = canonical.normalise(adapter.read(path, ctx))
-    canonical.validate(frame)
-    return frame, ctx
-
-
-def row(frame: pd.DataFrame, line: int) -> pd.Series:
-    return frame.set_index("record").loc[line]
+read = read_raw
 
 
 # -- Euler conventions, against the programs' own formulas written out ------------------------

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from adapter_support import ROUND_TRIP, read_raw, row
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from picks.adapters.relion import Relion4Adapter, Relion5Adapter
@@ -39,15 +40,7 @@ TUTORIAL = [
 ]
 
 
-def read(adapter, path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    ctx = ReadContext(path=path, **kwargs)
-    frame = canonical.normalise(adapter.read(path, ctx))
-    canonical.validate(frame)
-    return frame, ctx
-
-
-def row(frame: pd.DataFrame, line: int) -> pd.Series:
-    return frame.set_index("record").loc[line]
+read = read_raw
 
 
 # -- the shared index <-> Å arithmetic -------------------------------------------------------
@@ -544,12 +537,7 @@ def _assert_same(back: pd.DataFrame, picks: pd.DataFrame) -> None:
     assert set(back["score_field"]) == {"rlnAutopickFigureOfMerit"}
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@settings(ROUND_TRIP, derandomize=True)
 @given(registered_picks())
 def test_relion5_writer_round_trip(case):
     tomos, picks = case
@@ -559,12 +547,7 @@ def test_relion5_writer_round_trip(case):
         assert f"{tomogram}/{cid}" in text  # rlnTomoParticleName carries the consensus id
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@settings(ROUND_TRIP, derandomize=True)
 @given(registered_picks())
 def test_relion4_writer_round_trip(case):
     tomos, picks = case

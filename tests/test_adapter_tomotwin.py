@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import os
 import pickle
+from functools import partial
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from adapter_support import read_checked
 
 from picks.adapters.tomotwin import TomoTwinAdapter
 from picks.core.errors import InputFormatError
-from picks.core.importing import import_file, read_file
+from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
-from picks.plugins.adapter import ReadContext
 
 ADAPTER = TomoTwinAdapter()
 
 
-def read(path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    ctx = ReadContext(path=path, **kwargs)
-    return read_file(ADAPTER, ctx), ctx
+read = partial(read_checked, ADAPTER)
 
 
 @pytest.fixture
@@ -110,7 +108,7 @@ def test_refuses_code_in_the_pickle(tmp_path, store, registry):
         (b"X Y Z\n1 2 3\n", "cannot read the pickled table"),
     ],
 )
-def test_bad_input(tmp_path, store, registry, formats_dir, content, expected):
+def test_bad_input(tmp_path, rejects_import, formats_dir, content, expected):
     path = tmp_path / "bad.tloc"
     fixture = (formats_dir / "tomotwin" / "valid.tloc").read_bytes()
     if content == "truncated":
@@ -120,10 +118,8 @@ def test_bad_input(tmp_path, store, registry, formats_dir, content, expected):
         content = fixture.replace(b"\x8c\x01Z\x94", b"\x8c\x01Q\x94")
         assert content != fixture
     path.write_bytes(content)
-    with pytest.raises(InputFormatError) as info:
-        import_file(store, path, registry, adapter="tomotwin-tloc", voxel_size=10.0)
+    info = rejects_import(path, adapter="tomotwin-tloc", voxel_size=10.0)
     assert str(path) in str(info.value) and expected in str(info.value)
-    assert store.count("sources") == 0 and store.count("picks") == 0
 
 
 @pytest.mark.parametrize("name", ["valid.tloc", "valid_missing_dim_z.tloc"])

@@ -7,33 +7,24 @@ has p as its voxel size) and origin shifts of 0 Å (all origins in the fixture a
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from adapter_support import read_raw, row
 
 from picks.adapters.relion import Relion4Adapter, Relion5Adapter
 from picks.adapters.warp import Warp2Adapter
-from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, MissingVoxelSize
 from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
-from picks.plugins.adapter import ReadContext
 
 PARTICLES = "warp2/warp2_particles_matching.star"
 NAMES = ("TS_17", "TS_32", "TS_1", "TS_11", "TS_23")
 
 
-def read(path: Path, **kwargs) -> tuple[pd.DataFrame, ReadContext]:
-    ctx = ReadContext(path=path, **kwargs)
-    frame = canonical.normalise(Warp2Adapter().read(path, ctx))
-    canonical.validate(frame)
-    return frame, ctx
-
-
-def row(frame: pd.DataFrame, line: int) -> pd.Series:
-    return frame.set_index("record").loc[line]
+read = partial(read_raw, Warp2Adapter())
 
 
 def test_fixture_coordinates_by_hand(formats_dir: Path):
