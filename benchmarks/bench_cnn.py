@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
             params=[result.run_id],
         )
         picks = store.picks(roles=("picker",))
-    cnn_seconds = sum(v for k, v in times.items() if k.startswith("cnn "))
-    other = total - sum(v for k, v in times.items() if k != "tensorflow import")
+    cnn_seconds = sum(v for k, v in times.items() if k.startswith("cnn ") and k != "cnn score")
+    other = total - sum(v for k, v in times.items() if k not in ("tensorflow import", "cnn score"))
     times["other (vote, references, records)"] = other
     results.update(
         pipeline_seconds=total,

@@ -123,7 +123,11 @@ def aggregate_cmd(
     epochs: Annotated[int | None, typer.Option(help="CNN: training epochs.")] = None,
     box: Annotated[int | None, typer.Option(help="CNN: network input box in voxels.")] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="CNN: acceptance threshold on the CNN score.")
+        float | None,
+        typer.Option(
+            help="CNN: acceptance threshold on the CNN score (default: the model card's, "
+            "1/(1+β²) = 0.059 for the CZII F-beta, β = 4; see docs/cnn.md)."
+        ),
     ] = None,
     combine: Annotated[
         bool | None,

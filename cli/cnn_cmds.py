@@ -141,8 +141,12 @@ def score_cmd(
         typer.Option("--model", help="Saved model (.keras); repeat for an ensemble (mean score)."),
     ],
     threshold: Annotated[
-        float, typer.Option(help="Accept picks whose score is at least this.")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            help="Accept picks whose score is at least this (default: the model card's, "
+            "1/(1+β²) = 0.059 for β = 4; 0.5 with --combine).",
+        ),
+    ] = None,
     combine: Annotated[
         bool,
         typer.Option(
@@ -193,7 +197,7 @@ def score_cmd(
     typer.echo(
         f"run {run}: {summary['n_scored']} of {summary['n_candidates']} consensus picks scored "
         f"with {len(summary['models'])} model(s) [{summary.get('device', '')}], "
-        f"{summary['n_accepted']} accepted (threshold {threshold:g}"
+        f"{summary['n_accepted']} accepted (threshold {summary['threshold']:g}"
         f"{', combined' if combine else ''}), {summary['n_dropped']} dropped"
     )
     echo_table(summary["models"], ["id", "path"])

@@ -95,4 +95,6 @@ def demo_cmd(
         ["source", "n", *[SHORT.get(c, c) for c in classes], "overall"],
         title=f"CZII F-beta (beta=4) against the ground truth; consensus method: {demo.aggregate.method}",
     )
+    for warning in demo.aggregate.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"\nTrace any consensus pick: picks audit --db {demo.db} CONSENSUS_ID")

@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,6 +46,11 @@ from pathlib import Path
 import numpy as np
 
 from picks.core.errors import PicksError
+
+# TensorFlow's C++ start-up notes (oneDNN, CUDA probes) are noise on a terminal. Every
+# ``import tensorflow``/``keras`` of the package is in this module, so setting the level when it
+# is imported comes before the first one; a level the user set wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEVICES = ("auto", "cpu", "gpu")
 NOISE = "noise"

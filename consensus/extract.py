@@ -313,7 +313,11 @@ def open_volume(
         raise PicksError(f"tomogram {tomogram.name!r} has no voxel size registered")
     path = Path(tomogram.path)
     if not path.exists():
-        raise PicksError(f"tomogram {tomogram.name!r}: file {path} does not exist")
+        raise PicksError(
+            f"tomogram {tomogram.name!r}: file {path} does not exist",
+            hint="A relative path is resolved from the current folder; register the tomogram "
+            "again (picks tomograms PATH) from here or with an absolute path.",
+        )
     if path.is_dir() or path.name.endswith(".zarr"):
         return ZarrVolume(tomogram.name, str(path), tomogram.voxel_size, target_voxel_size)
     if reader == "slab":

@@ -483,6 +483,7 @@ def aggregate(
                 store.db["runs"].update(run_id, {"method": "vote"})
             else:
                 _restore_forced(store, table)
+                warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
 
         # -- outputs ----------------------------------------------------------------------
         final = _read_consensus(store, run_id)

@@ -8,7 +8,8 @@ call. For every consensus pick of the run it stores:
 * ``consensus.cnn_score`` = ``P(particle) = 1 − P(noise)``, the mean over the models of an
   ensemble; ``consensus.score`` = the score the decision used (the CNN score, or the
   combined probability with ``combine=True``, see :mod:`picks.consensus.combine`);
-* ``consensus.accepted`` = score ≥ ``threshold`` (default 0.5); ``consensus.reason`` says so,
+* ``consensus.accepted`` = score ≥ ``threshold`` (default: the model card's decision rule,
+  ``1/(1 + β²)`` = 0.0588 for the CZII β = 4; 0.5 with ``combine``); ``consensus.reason`` says so,
   names the class the network finds most likely, and keeps the voting reason after ``;``.
 
 Decisions forced by trusted references (status ``reference``, or a reason that starts with
@@ -40,6 +41,7 @@ from picks.core.particles import Catalog
 from picks.core.store import now
 
 DEFAULT_THRESHOLD = 0.5
+FEW_POSITIVES = 100  # below this many training positives the summary warns
 TYPICALITY = "typicality"  # the scores row holding a model's typicality of the pick
 _PREFIX = re.compile(r"^(cnn|combined|not scored)[^;]*; ")
 
@@ -56,7 +58,7 @@ def rescore_run(
     model: str | Path | Sequence[str | Path] | None = None,
     epochs: int = 30,
     box: int = 32,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     combine: bool = False,
     device: str = "auto",
     batch_size: int | None = None,
@@ -67,7 +69,7 @@ def rescore_run(
     reader: str = "mmap",
     typicality: bool = True,
     typicality_alpha: float | None = None,
-    positives: str = "full",
+    positives: str = "auto",
 ) -> dict:
     """Score every consensus pick of ``run_id`` with the CNN and decide (see module doc).
 
@@ -78,7 +80,7 @@ def rescore_run(
     """
     progress = progress or null_progress
     catalog = catalog or Catalog()
-    if not 0.0 <= float(threshold) <= 1.0:
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise PicksError(f"--threshold {threshold}: expected a probability between 0 and 1")
     store.get_run(run_id)
     timings: dict[str, float] = {}
@@ -86,7 +88,7 @@ def rescore_run(
     summary: dict = {
         "method": "cnn",
         "run_id": int(run_id),
-        "threshold": float(threshold),
+        "threshold": threshold,
         "combine": bool(combine),
         "n_candidates": len(candidates),
     }
@@ -135,6 +137,15 @@ def rescore_run(
             - trained.train_seconds
             - trained.mine_seconds
         )
+        n_pos = int(sum(card["training"]["counts"]["positives"].values()))
+        if n_pos < FEW_POSITIVES:
+            summary.setdefault("warnings", []).append(
+                f"the CNN trained on only {n_pos} positives "
+                f"({card['training']['counts'].get('positive_rule', 'full support')}); below about "
+                f"{FEW_POSITIVES} it barely tells particles from picker noise and accepts "
+                "nearly every candidate (see docs/cnn.md §6): more tomograms or trusted "
+                "--positive references help"
+            )
         summary["train"] = {
             "counts": card["training"]["counts"],
             "split": card["training"]["split"],
@@ -160,6 +171,9 @@ def rescore_run(
                 }
             )
         timings["load"] = time.perf_counter() - started
+
+    threshold, summary["threshold_rule"] = _decision_threshold(threshold, models, combine)
+    summary["threshold"] = threshold
 
     # -- scoring ---------------------------------------------------------------------------
     started = time.perf_counter()
@@ -272,6 +286,26 @@ def rescore_run(
     return summary
 
 
+def _decision_threshold(threshold, models, combine: bool) -> tuple[float, str]:
+    """The threshold the decision uses: the given one, else the model cards' tuned one.
+
+    A model card's ``decision.threshold`` is the Bayes decision for the CZII F-beta's cost
+    ratio, ``1/(1 + β²)`` with β = 4 (see :func:`picks.consensus.train.decision_rule`); an
+    ensemble uses the mean of its members'. Models without one, and ``combine`` (whose
+    logistic regression outputs a calibrated probability), use :data:`DEFAULT_THRESHOLD`.
+    """
+    if threshold is not None:
+        return float(threshold), "given"
+    tuned = [
+        float(m["card"]["decision"]["threshold"])
+        for m in models
+        if isinstance(m["card"].get("decision"), dict) and "threshold" in m["card"]["decision"]
+    ]
+    if combine or len(tuned) != len(models):
+        return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD:g}"
+    return float(np.mean(tuned)), "model card: 1/(1 + β²), β = 4 (F-beta cost ratio)"
+
+
 def _load(store, path) -> tuple[object, dict]:
     """A saved model and its card (sidecar file, else the store's copy by sha256)."""
     path = Path(path)
@@ -362,7 +396,7 @@ def _combine(
     reader,
     catalog,
     seed,
-    positives="full",
+    positives="auto",
     typicality=True,
     alpha=None,
 ):

@@ -2,9 +2,10 @@
 
 Labels (what the network learns from, nothing else):
 
-* **positives** — consensus picks of the run with status ``positive`` (the support the run
-  requires: all pickers, or all but one) or ``reference`` (a trusted positive pick that
-  matched no consensus pick), plus trusted positive reference picks (sources with role
+* **positives** — consensus picks with full support (every picker of the class; when fewer
+  than :data:`MIN_FULL_POSITIVES` have it, also those all pickers but one found — see
+  :func:`positive_selection`) or status ``reference`` (a trusted positive pick that matched
+  no consensus pick), plus trusted positive reference picks (sources with role
   ``positive``) on the run's tomograms that no such consensus pick already stands for;
 * **negatives** — the run's noise samples (random background far from every pick) plus
   trusted negative reference picks (role ``negative``, e.g. gold beads).
@@ -113,35 +114,56 @@ def match_radius(catalog: Catalog, particles: pd.Series) -> np.ndarray:
 
 
 # -- the labelled table ------------------------------------------------------------------------
-POSITIVE_RULES = ("full", "status")
+POSITIVE_RULES = ("auto", "full", "status")
+MIN_FULL_POSITIVES = 50  # "auto": below this many full-support picks, allow one missing picker
 
 
-def positive_mask(candidates: pd.DataFrame, rule: str = "full") -> np.ndarray:
-    """Which consensus picks are training positives.
+def positive_selection(candidates: pd.DataFrame, rule: str = "auto") -> tuple[np.ndarray, str]:
+    """Which consensus picks are training positives, and the rule that chose them.
 
-    ``full`` (default): every picker that reports the class found it (vote score 1) and at
-    least two pickers did — the Xmipp "AND" set; ``status``: every pick with status
-    ``positive`` (the run's ``--min-support``, e.g. all but one picker). Both include status
-    ``reference`` and picks a trusted positive reference forced.
+    ``full``: every picker that reports the class found it (vote score 1) and at least two
+    pickers did — the Xmipp "AND" set; ``status``: every pick with status ``positive`` (the
+    run's ``--min-support``, e.g. all but one picker); ``auto`` (default): ``full``, but when
+    that gives fewer than :data:`MIN_FULL_POSITIVES` picks (small data: a class-confusing or
+    conservative picker leaves few locations that *every* picker found), picks that all
+    pickers but one found (and at least two) are added — one rule, never weaker, so a doubtful
+    pick found by fewer pickers is never a label. All rules include status ``reference`` and
+    picks a trusted positive reference forced.
     """
     if rule not in POSITIVE_RULES:
         raise PicksError(f"positives rule {rule!r}: expected one of {', '.join(POSITIVE_RULES)}")
     status = candidates["status"].astype(str)
-    forced = is_trusted(candidates) & (status == "positive")
+    forced = (is_trusted(candidates) & (status == "positive")).to_numpy() | (
+        status == "reference"
+    ).to_numpy()
     if rule == "status":
-        return ((status == "positive") | (status == "reference")).to_numpy()
+        return (status == "positive").to_numpy() | forced, "status positive (the run's support)"
     n_pickers = (
         candidates["pickers"]
         .fillna("")
         .astype(str)
         .map(lambda s: len({p for p in s.split(",") if p.strip()}))
+        .to_numpy()
     )
-    full = (candidates["vote_score"].fillna(0).to_numpy() >= 1 - 1e-9) & (n_pickers.to_numpy() >= 2)
+    vote = candidates["vote_score"].fillna(0).to_numpy(dtype=float)
+    found = status.isin(["positive", "doubtful"]).to_numpy() & ~is_trusted(candidates)
+    full = (status == "positive").to_numpy() & (vote >= 1 - 1e-9) & (n_pickers >= 2)
+    if rule == "full" or int(full.sum()) >= MIN_FULL_POSITIVES:
+        return full | forced, "full support (every picker)"
+    support = candidates["support"].fillna(0).to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = np.where(vote > 0, support / np.maximum(vote, 1e-9), np.inf)
+    relaxed = found & (n_pickers >= 2) & (total - support <= 1.0 + 1e-6)  # one (unit) picker
     return (
-        (full & (status == "positive").to_numpy())
-        | forced.to_numpy()
-        | (status == "reference").to_numpy()
+        full | relaxed | forced,
+        f"all pickers but one (only {int(full.sum())} full-support picks, fewer than "
+        f"{MIN_FULL_POSITIVES})",
     )
+
+
+def positive_mask(candidates: pd.DataFrame, rule: str = "auto") -> np.ndarray:
+    """Which consensus picks are training positives (see :func:`positive_selection`)."""
+    return positive_selection(candidates, rule)[0]
 
 
 @dataclass
@@ -166,12 +188,13 @@ def training_table(
     seed: int = 0,
     max_ratio: float = 3.0,
     max_samples: int = 40000,
-    positives: str = "full",
+    positives: str = "auto",
 ) -> TrainingTable:
     """Positives and negatives of a run (see the module docstring), with class weights."""
     candidates = load_candidates(store, run_id) if candidates is None else candidates
     tomos = set(candidates["tomogram"].astype(str))
-    pos = candidates[positive_mask(candidates, positives)]
+    mask, positive_rule = positive_selection(candidates, positives)
+    pos = candidates[mask]
     frames = [
         pd.DataFrame(
             {
@@ -262,6 +285,7 @@ def training_table(
     table["weight"] = np.where(positive, n_total / (2.0 * n_p), n_total / (2.0 * (n_total - n_p)))
     counts = {
         "positives": {c: int((table["particle"] == c).sum()) for c in classes},
+        "positive_rule": positive_rule,
         "positive_consensus": int((table["kind"] == "consensus").sum()),
         "positive_references": n_pos_refs,
         "positive_references_already_in_consensus": n_pos_refs_merged,
@@ -385,7 +409,7 @@ def fit(
     candidates: pd.DataFrame | None = None,
     progress: Callable | None = None,
     typicality: bool = True,
-    positives: str = "full",
+    positives: str = "auto",
     hard_negatives: float = 1.0,
     pool_factor: int = 8,
 ) -> Trained:
@@ -507,6 +531,7 @@ def fit(
             if held_out.sum() >= 10
             else "all positives (fewer than 10 held out)"
         )
+    decision = decision_rule(model, extracted.boxes, labels, val_mask, geometry.box, typical)
     card = {
         "format": "picks-cnn/1",
         "picks_version": __version__,
@@ -518,6 +543,7 @@ def fit(
         "edge": {"mode": edge.mode, "max_outside": edge.max_outside},
         "classes": data.outputs,
         "score": "(1 - P(noise)) × typicality",
+        "decision": decision,
         "typicality": typical,
         "architecture": {"widths": list(widths), "parameters": int(model.count_params())},
         "seed": int(seed),
@@ -561,6 +587,79 @@ def fit(
         train_seconds,
         mine_seconds,
     )
+
+
+DECISION_BETA = 4.0  # the CZII F-beta weighs recall 16× as much as precision
+THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(1, 11))  # 0.05 … 0.5
+
+
+def choose_threshold(
+    scores: np.ndarray, positive: np.ndarray, *, beta: float = DECISION_BETA
+) -> tuple[float, float]:
+    """The threshold of :data:`THRESHOLD_GRID` that maximises F-beta, and that F-beta.
+
+    Ties go to the lowest threshold (recall is what F-beta with β > 1 rewards). The grid stops
+    at 0.5, the Bayes decision of a network trained with balanced classes: a tuned threshold
+    may favour recall, never precision beyond it.
+    """
+    scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-1.0)
+    positive = np.asarray(positive, dtype=bool)
+    best, best_f = 0.5, -1.0
+    b2 = beta * beta
+    for t in THRESHOLD_GRID:
+        hit = scores >= t
+        tp = float((hit & positive).sum())
+        fp = float((hit & ~positive).sum())
+        fn = float((~hit & positive).sum())
+        f = (1 + b2) * tp / max((1 + b2) * tp + b2 * fn + fp, 1e-12)
+        if f > best_f + 1e-12:
+            best, best_f = t, f
+    return float(best), float(best_f)
+
+
+def cost_threshold(beta: float = DECISION_BETA) -> float:
+    """``1 / (1 + β²)``: accept when P(particle) ≥ this (0.0588 for β = 4).
+
+    F-beta charges a missed particle β² times what it charges a false pick (its denominator
+    is ``(1 + β²)·TP + β²·FN + FP``); the Bayes decision for a probability ``p`` under that
+    cost ratio accepts when ``β²·p ≥ 1 − p``. The CZII metric uses β = 4.
+    """
+    return 1.0 / (1.0 + beta * beta)
+
+
+def decision_rule(model, boxes, labels, val_mask, box: int, typical: dict | None) -> dict:
+    """The acceptance rule stored in the model card (``decision``).
+
+    The threshold is :func:`cost_threshold` (β = 4, as the CZII metric): fixed by the metric,
+    not fitted, because a held-out split of a few dozen boxes (demo size) is too small to tune
+    one and its background boxes are not the candidates' mix. For information the card also
+    gives F-beta on the held-out split at that threshold and the grid threshold that
+    maximises it (:func:`choose_threshold`).
+    """
+    threshold = cost_threshold()
+    out = {
+        "threshold": round(threshold, 4),
+        "beta": DECISION_BETA,
+        "rule": f"Bayes decision for F{DECISION_BETA:g}'s cost ratio: accept when "
+        f"(1 − P(noise)) × typicality ≥ 1/(1 + β²)",
+    }
+    val = np.asarray(val_mask, dtype=bool)
+    positive = np.asarray(labels)[val] > 0
+    if positive.any() and not positive.all():
+        p, feats = cnn.predict(model, boxes[val], box=box, features=True)
+        score = (1.0 - p[:, 0]) * cnn.typicality(feats, typical)[2]
+        best, best_f = choose_threshold(score, positive)
+        hit = score >= threshold
+        tp, fp = float((hit & positive).sum()), float((hit & ~positive).sum())
+        fn = float((~hit & positive).sum())
+        b2 = DECISION_BETA**2
+        out["validation"] = {
+            "n": int(val.sum()),
+            "fbeta_at_threshold": (1 + b2) * tp / max((1 + b2) * tp + b2 * fn + fp, 1e-12),
+            "best_grid_threshold": best,
+            "best_grid_fbeta": best_f,
+        }
+    return out
 
 
 def _train_round(

@@ -321,6 +321,37 @@ def test_noise_is_sampled_with_tomograms(tmp_path: Path, inputs: dict[str, Path]
         assert store.db["noise"].count_where("run_id = ?", [run_id]) == 14
 
 
+def test_cnn_summary_warnings_reach_the_user(tmp_path: Path, inputs: dict[str, Path], monkeypatch):
+    """``rescore_run``'s summary warnings are printed by ``picks aggregate`` (and in --json)."""
+    from picks.consensus import rescore
+
+    def fake_rescore_run(store, run_id, **kwargs):
+        return {"method": "cnn", "run_id": run_id, "warnings": ["only 12 positives"]}
+
+    monkeypatch.setattr(rescore, "rescore_run", fake_rescore_run)
+    tomos = tmp_path / "tomos"
+    tomos.mkdir()
+    write_tomogram(tomos / "TS_1.mrc")
+    write_tomogram(tomos / "TS_2.mrc", (60, 300, 300))
+    common = ["--tomograms", tomos, "--method", "cnn", "--format", "csv", "--db"]
+    result = invoke(
+        "aggregate", *labelled(inputs), *common, tmp_path / "a.db", "--out", tmp_path / "o1"
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: CNN: only 12 positives" in result.output
+    result = invoke(
+        "aggregate",
+        *labelled(inputs),
+        *common,
+        tmp_path / "b.db",
+        "--out",
+        tmp_path / "o2",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    assert "CNN: only 12 positives" in json.loads(result.output)["warnings"]
+
+
 def test_input_options_and_labels(tmp_path: Path, inputs: dict[str, Path]):
     unlabelled = write_csv(
         tmp_path / "nolabel.csv",

@@ -139,6 +139,8 @@ def world(tmp_path_factory):
         epochs=8,
         box=16,
         device="cpu",
+        positives="full",  # here 2 of 3 pickers also agree on empty places, by design
+        threshold=0.5,
     )
     yield {"store": store, "run": run, "kinds": kinds, "summary": summary, "root": root}
     store.close()
@@ -328,7 +330,7 @@ def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
     store.add_source(
         {"path": "neg.csv", "sha256": "n", "picker": "beads", "role": "negative"}, refs.iloc[1:]
     )
-    data = training_table(store, run, catalog=CATALOG)
+    data = training_table(store, run, catalog=CATALOG, positives="full")
     table = data.table
     used = set(table.loc[table["kind"] == "consensus", "ref_id"])
     status = cons.set_index("id")["status"]
@@ -395,6 +397,9 @@ def test_rescore_run_scores_every_candidate_and_records_everything(world) -> Non
     assert {"training_table_sha256", "boxes_sha256", "tomograms"} <= set(card["data"])
     assert card["training"]["counts"]["positives"]["apo-ferritin"] > 0
     assert card["seed"] == 0 and card["picks_version"] and card["typicality"]["means"]
+    assert card["decision"]["threshold"] == pytest.approx(1 / 17, abs=1e-4)  # β = 4
+    assert 0 <= card["decision"]["validation"]["fbeta_at_threshold"] <= 1
+    assert card["training"]["counts"]["positive_rule"].startswith("full")
     assert summary["models"][0]["sha256"] == model_row["sha256"]
 
 
@@ -426,6 +431,12 @@ def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
     after = consensus(store, run)
     np.testing.assert_allclose(after["cnn_score"], before["cnn_score"], atol=1e-6, equal_nan=True)
     assert again["models"][0]["id"] == world["summary"]["models"][0]["id"]
+    # no threshold given: the model card's decision rule (1/(1 + β²)) decides
+    assert again["threshold"] == pytest.approx(1 / 17, abs=1e-4)
+    assert again["threshold_rule"].startswith("model card")
+    np.testing.assert_array_equal(
+        after["accepted"].to_numpy() == 1, after["cnn_score"].fillna(-1).to_numpy() >= 0.0588
+    )
     assert store.db["scores"].count == 3 * again["n_scored"]  # replaced, not duplicated
     other = fit(
         store,
@@ -590,3 +601,82 @@ def test_hard_negatives_are_mined_and_unseen_classes_are_flagged(world) -> None:
     )
     store.db.conn.execute("DELETE FROM consensus WHERE particle = 'ribosome'")
     store.db.conn.commit()
+
+
+def test_auto_positives_fall_back_to_all_but_one_picker_when_full_support_is_rare() -> None:
+    from picks.consensus import train
+
+    def row(support, vote, pickers, status):
+        return {
+            "id": len(rows),
+            "support": support,
+            "vote_score": vote,
+            "pickers": pickers,
+            "status": status,
+            "reason": "",
+        }
+
+    rows: list[dict] = []
+    for _ in range(5):
+        rows.append(row(4.0, 1.0, "a,b,c,d", "positive"))  # full support
+    for _ in range(5):
+        rows.append(row(3.0, 0.75, "a,b,c", "positive"))  # all but one
+    for _ in range(5):
+        rows.append(row(2.0, 0.5, "a,b", "doubtful"))  # two missing: never a label
+    frame = pd.DataFrame(rows)
+    full, _ = train.positive_selection(frame, "full")
+    auto, how = train.positive_selection(frame, "auto")
+    assert full.sum() == 5 and auto.sum() == 10 and "but one" in how
+    assert not auto[10:].any()
+    many = pd.concat([frame] + [frame.iloc[:5]] * 10, ignore_index=True)  # 55 full-support
+    auto, how = train.positive_selection(many, "auto")
+    assert auto.sum() == 55 and how.startswith("full")
+
+
+def test_threshold_is_tuned_for_recall_on_the_held_out_split() -> None:
+    from picks.consensus.train import choose_threshold
+
+    positive = np.array([True] * 10 + [False] * 10)
+    scores = np.array([0.9] * 8 + [0.22, 0.22] + [0.1] * 10)
+    t, f = choose_threshold(scores, positive)
+    assert t == pytest.approx(0.15) and f == pytest.approx(1.0)  # lowest perfect threshold
+    t, _ = choose_threshold(np.where(positive, 0.9, 0.01), positive)
+    assert t == pytest.approx(0.05)
+    t, _ = choose_threshold(np.where(positive, 0.01, 0.9), positive)  # never above 0.5
+    assert t <= 0.5
+
+
+@pytest.mark.slow
+def test_cnn_consensus_beats_best_picker_and_voting_on_simulated_data(tmp_path) -> None:
+    """``picks simulate`` data at demo size (2 tomograms of 200 × 200 × 80): with default
+    options the CNN consensus beats every single picker and the vote (docs/cnn.md §6)."""
+    from picks.consensus import evaluate as ev
+    from picks.consensus.demo import aggregate_inputs
+    from picks.consensus.metric import score
+    from picks.consensus.pipeline import aggregate
+    from picks.consensus.simulate import simulate
+    from picks.core.store import Store
+
+    sim = simulate(tmp_path / "sim", seed=0, n_tomograms=2)
+    with Store(tmp_path / "picks.db") as store:
+        result = aggregate(
+            store,
+            aggregate_inputs(sim),
+            out=tmp_path / "out",
+            tomograms=[sim.out / "tomograms"],
+            formats=["czii-csv"],
+            seed=0,
+        )
+        assert result.method == "cnn"
+        assert any("positives" in w for w in result.warnings)  # few positives: said so
+        candidates = ev.consensus_picks(store, result.run_id)
+        status = pd.DataFrame(store.db["consensus"].rows_where("run_id = ?", [result.run_id]))
+    truth = sim.truth
+    fused = score(truth, candidates[candidates["accepted"]].reset_index(drop=True)).overall
+    voted = candidates[(status.sort_values("id")["status"] == "positive").to_numpy()]
+    vote = score(truth, voted.reset_index(drop=True)).overall
+    singles = {
+        p.label: score(truth, p.picks[["tomogram", "particle", "x", "y", "z", "score"]]).overall
+        for p in sim.pickers
+    }
+    assert fused > max(singles.values()) and fused > vote, (fused, vote, singles)
