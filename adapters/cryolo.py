@@ -23,6 +23,9 @@ CBOX (crYOLO ≥ 1.8, STAR-like)
     Filament files: each segment becomes one pick (the filament id stays in ``original``).
     Old (pre-1.8) CBOX: whitespace ``x y width height confidence`` (corner convention, 2D); read
     when the file has no ``data_`` block, as the boxmanager's fallback does.
+    Writer: the corner is restored (X − box/2, Y − box/2); consensus output adds two columns
+    after crYOLO's own, ``_PicksConsensusId`` and ``_PicksSupport``, so each row can be traced
+    with ``picks audit ID`` (readers of the format take columns by name).
 
 2D picks (choice made here): a CBOX without Z (column absent or every value ``<NA>``), an old
     CBOX, or a 2D STAR holds picks made on one slice, and the slice is not in the file. Such a
@@ -81,6 +84,7 @@ from picks.adapters._voxels import box_sizes
 from picks.core import picks as canonical
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
 
+TRACE_COLUMNS = {"consensus_id": "PicksConsensusId", "support": "PicksSupport"}
 CBOX_COLUMNS = (
     "CoordinateX",
     "CoordinateY",
@@ -251,13 +255,19 @@ class CryoloCboxAdapter(Adapter):
         vox = ctx.angstrom_to_voxels(picks)
         box = box_sizes(picks, ctx)
         lines = ["", "data_global", "", "_cbox_format_version 1.0", "", "data_cryolo", "", "loop_"]
-        lines += [f"_{c} #{i}" for i, c in enumerate(CBOX_COLUMNS, start=1)]
+        # Consensus output: two extra columns after crYOLO's own (crYOLO and napari-boxmanager
+        # read columns by name), so every row can be traced with `picks audit ID`.
+        extra = [c for c in TRACE_COLUMNS if c in picks and picks[c].notna().all()]
+        columns = list(CBOX_COLUMNS) + [TRACE_COLUMNS[c] for c in extra]
+        lines += [f"_{c} #{i}" for i, c in enumerate(columns, start=1)]
         scores = picks["score"].to_numpy(dtype=float)
-        for (x, y, z), b, s in zip(
-            vox[["x", "y", "z"]].to_numpy(dtype=float), box, scores, strict=True
+        traces = [picks[c].to_numpy() for c in extra]
+        for row, ((x, y, z), b, s) in enumerate(
+            zip(vox[["x", "y", "z"]].to_numpy(dtype=float), box, scores, strict=True)
         ):
             fields = [fmt(x - b / 2.0), fmt(y - b / 2.0), fmt(z), fmt(b), fmt(b), fmt(b)]
             fields += ["<NA>", "<NA>", "<NA>" if math.isnan(s) else repr(float(s)), "<NA>", "<NA>"]
+            fields += [fmt(float(t[row])) for t in traces]
             lines.append(" ".join(fields))
         slices = sorted({round(float(z)) for z in vox["z"].to_numpy(dtype=float)})
         lines += ["", "data_cryolo_include", "", "loop_", "_slice_index #1"]

@@ -265,7 +265,7 @@ def noise_cmd(
     from picks.core.particles import Catalog, parse_radius_options
     from picks.core.tomograms import find_volumes, read_tomogram
 
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         if tomograms:
             store.add_tomograms(
                 [read_tomogram(p, voxel_size=voxel_size) for p in find_volumes(tomograms)]

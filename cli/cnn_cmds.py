@@ -59,7 +59,7 @@ def train_cmd(
     from picks.consensus.rescore import record_training, run_catalog
     from picks.consensus.train import fit, unique_model_path
 
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         store.get_run(run)
         params = {
             "run": run,
@@ -164,7 +164,7 @@ def score_cmd(
     """Rescore a run's consensus picks with saved model(s) and update its accepted set."""
     from picks.consensus.rescore import rescore_run, run_catalog
 
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         store.get_run(run)
         params = {
             "run": run,

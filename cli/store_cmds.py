@@ -77,7 +77,19 @@ def import_cmd(
     registry = get_registry()
     options = parse_options(option or [])
     results = []
-    with open_store(db) as store:
+    params = {
+        "files": [str(f) for f in files],
+        "picker": picker,
+        "adapter": adapter,
+        "tomograms": [str(t) for t in tomograms or []],
+        "voxel_size": voxel_size,
+        "binning": binning,
+        "particle": particle,
+        "tomogram": tomogram,
+        "role": role,
+        "options": options,
+    }
+    with open_store(db) as store, store.run("import", params) as run_id:
         if tomograms:
             register_tomograms(store, tomograms, None)
         paths = expand_inputs(files, registry, adapter)
@@ -95,13 +107,15 @@ def import_cmd(
                     particle=particle,
                     tomogram=tomogram,
                     options=options,
+                    run_id=run_id,
                 )
                 results.append(result)
                 advance(1)
                 if not json_out:
                     if result.skipped:
                         typer.echo(
-                            f"{path}: already imported as source {result.source_id} (same sha256), nothing to do"
+                            f"{path}: already imported as source {result.source_id} "
+                            "(same sha256 and reading options), nothing to do"
                         )
                     else:
                         typer.echo(
@@ -143,7 +157,7 @@ def tomograms_cmd(
 
 def sources_cmd(db: DbOption = DB_DEFAULT, json_out: JsonOption = False) -> None:
     """List imported source files with their picker, adapter and pick count."""
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         rows = store.sources()
     if json_out:
         echo_json(rows)
@@ -158,7 +172,7 @@ def sources_cmd(db: DbOption = DB_DEFAULT, json_out: JsonOption = False) -> None
 
 def runs_cmd(db: DbOption = DB_DEFAULT, json_out: JsonOption = False) -> None:
     """List runs (imports, aggregations, trainings) with their status."""
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         rows = store.runs()
     echo_json(rows) if json_out else echo_table(
         rows, ["id", "command", "method", "status", "seed", "started_at", "ended_at", "version"]
@@ -181,7 +195,7 @@ def audit_cmd(
     """Why is this pick here? Show its sources, lines, original values and decisions."""
     from picks.core import audit
 
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         report = audit.audit_pick(store, ident) if pick else audit.audit_consensus(store, ident)
     if export:
         import json

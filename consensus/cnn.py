@@ -37,6 +37,8 @@ import hashlib
 import json
 import math
 import os
+import sys
+import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -48,9 +50,60 @@ import numpy as np
 from picks.core.errors import PicksError
 
 # TensorFlow's C++ start-up notes (oneDNN, CUDA probes) are noise on a terminal. Every
-# ``import tensorflow``/``keras`` of the package is in this module, so setting the level when it
-# is imported comes before the first one; a level the user set wins.
+# ``import tensorflow``/``keras`` of the package goes through :func:`tensorflow` below, so setting
+# the level when this module is imported comes before the first one; a level the user set wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_TF = None
+
+
+@contextlib.contextmanager
+def _native_stderr_into(file) -> Iterator[None]:
+    """Point file descriptor 2 (where C++ code logs) at ``file`` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def tensorflow():
+    """The ``tensorflow`` module, imported once with its native start-up log kept quiet.
+
+    TensorFlow 2.2x logs oneDNN and CUDA probe notes from C++ before ``absl`` reads
+    ``TF_CPP_MIN_LOG_LEVEL``, so the variable alone does not silence them. While the level is
+    2 or more (the default here), the first import and device probe write their native log to
+    a temporary file that is shown only if the import fails; ``TF_CPP_MIN_LOG_LEVEL=0`` shows
+    everything.
+    """
+    global _TF
+    if _TF is not None:
+        return _TF
+    try:
+        quiet = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")) >= 2
+    except ValueError:
+        quiet = True
+    if not quiet:
+        import tensorflow as tf
+
+        _TF = tf
+        return tf
+    with tempfile.TemporaryFile(mode="w+") as log:
+        try:
+            with _native_stderr_into(log):
+                import tensorflow as tf
+
+                tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
+        except BaseException:
+            log.seek(0)
+            sys.stderr.write(log.read())
+            raise
+    _TF = tf
+    return tf
+
 
 DEVICES = ("auto", "cpu", "gpu")
 NOISE = "noise"
@@ -84,7 +137,7 @@ class DevicePlan:
 
 def list_gpus() -> list[str]:
     """Names of the GPUs TensorFlow sees (empty without CUDA)."""
-    import tensorflow as tf
+    tf = tensorflow()
 
     return [d.name for d in tf.config.list_physical_devices("GPU")]
 
@@ -112,7 +165,7 @@ def select_device(device: str = "auto", gpus: Sequence[str] | None = None) -> De
 
 def make_strategy(plan: DevicePlan):
     """The ``tf.distribute`` strategy for a plan."""
-    import tensorflow as tf
+    tf = tensorflow()
 
     if plan.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -124,6 +177,7 @@ def make_strategy(plan: DevicePlan):
 @contextlib.contextmanager
 def precision(plan: DevicePlan) -> Iterator[None]:
     """Keras dtype policy for the plan (mixed float16 on GPU), restored afterwards."""
+    tensorflow()  # quiet first import (keras imports TensorFlow)
     import keras
 
     old = keras.mixed_precision.global_policy()
@@ -136,8 +190,8 @@ def precision(plan: DevicePlan) -> Iterator[None]:
 
 def seed_everything(seed: int, *, deterministic: bool) -> None:
     """Python, NumPy and TensorFlow seeds; optionally deterministic TensorFlow kernels."""
+    tf = tensorflow()
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(int(seed))
     if deterministic:
@@ -149,6 +203,7 @@ def build_model(
     box: int, n_outputs: int, *, widths: Sequence[int] = DEFAULT_WIDTHS, dropout: float = 0.2
 ):
     """The 3-D CNN (uncompiled). ``n_outputs`` = 1 (noise) + number of particle classes."""
+    tensorflow()  # quiet first import (keras imports TensorFlow)
     import keras
     from keras import layers
 
@@ -300,6 +355,7 @@ _FEATURE_NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _feature_net(model):
     """The model with a second output, the pooled features (cached per model)."""
+    tensorflow()  # quiet first import (keras imports TensorFlow)
     import keras
 
     net = _FEATURE_NETS.get(model)
@@ -412,8 +468,8 @@ def train(
     shift augmentation); ``labels`` are 0 (noise) .. n_outputs−1; ``weights`` per sample
     balance the classes. ``on_epoch`` gets each epoch's record (for progress bars).
     """
+    tf = tensorflow()
     import keras
-    import tensorflow as tf
 
     plan = plan or select_device("auto")
     if deterministic is None:
@@ -484,6 +540,7 @@ class _Monitor:
         self.started = 0.0
 
     def callback(self):
+        tensorflow()  # quiet first import (keras imports TensorFlow)
         import keras
 
         monitor = self
@@ -592,6 +649,7 @@ def load(path: str | Path, *, card: dict | None = None):
 
     The card comes from ``card`` (e.g. the store's copy) or the ``.card.json`` beside the model.
     """
+    tensorflow()  # quiet first import (keras imports TensorFlow)
     import keras
 
     path = Path(path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -489,6 +490,13 @@ def aggregate(
         final = _read_consensus(store, run_id)
         final = final.merge(table[["id", "rot", "tilt", "psi"]], on="id", how="left")
         outputs = _write_outputs(store, run_id, final, writers, out, force=force, progress=progress)
+        if force:
+            stale = _remove_stale_outputs(store, run_id, writers, out, outputs)
+            if stale:
+                warnings.append(
+                    f"--force: removed {len(stale)} file(s) an earlier run had written under "
+                    f"{out} that this run no longer writes (e.g. {stale[0]})"
+                )
         summary = _summary(picks, final, pickers, class_agnostic)
         accepted = final["accepted"].astype(bool)
         result = AggregateResult(
@@ -621,8 +629,6 @@ def _import_inputs(
                 source_ids.append(result.source_id)
                 n_in += result.n_picks
                 warnings.extend(f"{path}: {w}" for w in result.warnings)
-                if result.skipped:
-                    _check_reused_options(source, spec, voxel_size, warnings)
             done.rows.append(
                 {
                     "label": spec.label or (label_of[source_ids[0]] if source_ids else None),
@@ -702,28 +708,6 @@ def _check_outputs(out: Path, writers: list[tuple[str, Any]], force: bool) -> No
         raise PicksError(
             f"{', '.join(map(str, clashes))} exist(s)",
             hint="Use --force to replace, or another --out.",
-        )
-
-
-def _check_reused_options(
-    source: dict, spec: InputSpec, voxel_size: float | None, warnings: list[str]
-) -> None:
-    """Warn when a file already in the store was imported with other reading options."""
-    try:
-        stored = json.loads(source.get("options") or "{}")
-    except ValueError:
-        return
-    wanted = {
-        "binning": _float_option(spec, "binning") or 1.0,
-        "voxel_size": _float_option(spec, "voxel_size") or voxel_size,
-        "tomogram": spec.options.get("tomogram"),
-    }
-    changed = [k for k, v in wanted.items() if v is not None and stored.get(k) not in (None, v)]
-    if changed:
-        warnings.append(
-            f"{source['path']}: already imported as source #{source['id']} with "
-            + ", ".join(f"{k}={stored.get(k)!r}" for k in changed)
-            + "; the stored picks are used (delete the store or copy the file to re-import)"
         )
 
 
@@ -1060,6 +1044,29 @@ def _write_outputs(
     return rows
 
 
+def _remove_stale_outputs(
+    store: Store, run_id: int, writers: list[tuple[str, Any]], out: Path, outputs: list[dict]
+) -> list[str]:
+    """With ``--force``, files that earlier runs exported into this run's format folders and
+    that this run did not write again (a class with no accepted pick now): removed, so a
+    folder never mixes two runs. Only files the store recorded, and only while unchanged
+    since (same sha256); anything else in the folders is left alone."""
+    roots = [str((out / name).resolve()) + os.sep for name, _ in writers]
+    written = {str(Path(row["path"]).resolve()) for row in outputs}
+    previous = store.db.execute(
+        "SELECT DISTINCT path, sha256 FROM exports WHERE run_id != ?", [run_id]
+    ).fetchall()
+    removed = []
+    for path, sha256 in previous:
+        if path in written or not any(path.startswith(root) for root in roots):
+            continue
+        file = Path(path)
+        if file.is_file() and _sha256(file) == sha256:
+            file.unlink()
+            removed.append(path)
+    return sorted(removed)
+
+
 def _directory_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Rows a file of a directory-layout writer (copick) holds, judged by the tomogram (a
     folder or the file name) and the class (the end of the file name) in its path; all rows
@@ -1068,10 +1075,16 @@ def _directory_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
     parts = set(path.parts[:-1]) | {path.stem}
     stem = path.stem
+
+    def suffix(p: object) -> int:  # length of the class name the file name ends with, or 0
+        names = {str(p), safe_name(str(p))}
+        hits = [len(n) for n in names if stem == n or stem.endswith(("_" + n, "-" + n))]
+        return max(hits, default=0)
+
     tomo_hit = frame["tomogram"].map(lambda t: str(t) in parts or safe_name(str(t)) in parts)
-    cls_hit = frame["particle"].map(
-        lambda p: p is not None and (stem.endswith(str(p)) or stem.endswith(safe_name(str(p))))
-    )
+    # the longest class name that ends the file name: "…_apo-ferritin" is not "ferritin"
+    length = frame["particle"].map(lambda p: 0 if p is None else suffix(p))
+    cls_hit = (length > 0) & (length == length.max())
     if tomo_hit.any() and cls_hit.any():
         return frame[tomo_hit & cls_hit]
     if tomo_hit.any():

@@ -1,4 +1,4 @@
-"""Errors that are shown to users as one line (the CLI turns them into ``Error: ...``).
+"""Errors shown to users as one ``Error: ...`` line (and a ``Hint: ...`` line where there is one).
 
 Every message names the thing, the cause and, where there is one, the next step.
 """
@@ -72,7 +72,7 @@ class OutOfExtent(PicksError):
 
 
 class NotFound(PicksError):
-    """An id (pick, consensus pick, run, source) that the store does not hold."""
+    """An id (pick, consensus pick, run, source) the store does not hold, or a missing file."""
 
     exit_code = 3
 

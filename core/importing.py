@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from picks.core import picks as canonical
-from picks.core.errors import InputFormatError, OutOfExtent, PicksError
-from picks.core.migrations import source_identity
+from picks.core.errors import InputFormatError, NotFound, OutOfExtent, PicksError
+from picks.core.migrations import reading_options, source_identity
 from picks.core.store import Store
 from picks.core.tomograms import TomogramSet
 from picks.plugins.adapter import Adapter, ReadContext
@@ -86,7 +86,7 @@ def expand_inputs(
                 raise PicksError(f"{path}: folder holds no file any adapter reads")
             files.extend(found)
         elif not path.exists():
-            raise PicksError(f"{path} does not exist")
+            raise NotFound(f"{path} does not exist")
         else:
             files.append(path)
     return files
@@ -161,7 +161,7 @@ def import_file(
     """Import one picker file as one transaction (see module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise PicksError(f"{path} does not exist or is not a file")
+        raise NotFound(f"{path} does not exist or is not a file")
     digest = sha256_file(path)
     chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
     ctx = ReadContext(
@@ -176,7 +176,21 @@ def import_file(
     frame = read_file(chosen, ctx)
     # Same bytes are the same source unless they land in other tomograms (a copick file whose
     # run comes from its folder), so the match is on bytes + tomograms, after reading.
-    existing = store.find_source(digest, source_identity(digest, frame["tomogram"].unique()))
+    # ... and on the reading options: the same file read with another binning, voxel size,
+    # class or adapter gives other picks, so it is a new source, not a no-op.
+    identity = source_identity(
+        digest,
+        frame["tomogram"].unique(),
+        reading_options(
+            adapter=None if adapter == "auto" else chosen.name,
+            voxel_size=voxel_size,
+            binning=binning,
+            particle=particle,
+            tomogram=tomogram,
+            options=options,
+        ),
+    )
+    existing = store.find_source(digest, identity)
     if existing is not None:
         return ImportResult(
             path,
@@ -204,6 +218,7 @@ def import_file(
         },
         "warnings": ctx.warnings,
         "run_id": run_id,
+        "identity": identity,
     }
     source_id = store.add_source(meta, frame)
     return ImportResult(

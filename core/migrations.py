@@ -7,6 +7,8 @@ name in ``_sqlite_migrations``). Never edit an applied migration: add a new one.
 
 from __future__ import annotations
 
+import json
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -189,9 +191,39 @@ def m004_source_identity(db: Database) -> None:
     db["sources"].create_index(["identity"], unique=True)
 
 
-def source_identity(sha256: str, tomograms) -> str:
-    """The key re-imports are matched on (see m004)."""
-    return f"{sha256}:{','.join(sorted(set(map(str, tomograms))))}"
+def source_identity(sha256: str, tomograms, reading: dict | None = None) -> str:
+    """The key re-imports are matched on (see m004): bytes, tomograms and reading options.
+
+    ``reading`` holds only the options that differ from the defaults (see
+    :func:`reading_options`), so an import with default options keeps the m004 key.
+    """
+    key = f"{sha256}:{','.join(sorted(set(map(str, tomograms))))}"
+    if reading:
+        key += "|" + json.dumps(reading, sort_keys=True, default=str, separators=(",", ":"))
+    return key
+
+
+def reading_options(
+    *,
+    adapter: str | None = None,
+    voxel_size: float | None = None,
+    binning: float | None = 1.0,
+    particle: str | None = None,
+    tomogram: str | None = None,
+    options: dict | None = None,
+) -> dict:
+    """The reading options of an import that differ from the defaults (identity part)."""
+    out: dict = {
+        "adapter": adapter,
+        "voxel_size": float(voxel_size) if voxel_size is not None else None,
+        "binning": float(binning) if binning not in (None, 1, 1.0) else None,
+        "particle": particle,
+        "tomogram": tomogram,
+    }
+    out = {k: v for k, v in out.items() if v is not None}
+    for key, value in sorted((options or {}).items()):
+        out[f"option:{key}"] = str(value)
+    return out
 
 
 def migrate(db: Database) -> None:

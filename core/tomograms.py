@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from picks.core.errors import MissingVoxelSize, PicksError, TomogramNameError
+from picks.core.errors import MissingVoxelSize, NotFound, PicksError, TomogramNameError
 
 VOLUME_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali", ".zarr", ".ome.zarr")
 
@@ -97,7 +97,7 @@ def read_tomogram(
     """
     path = Path(path)
     if not path.exists():
-        raise PicksError(f"tomogram {path} does not exist")
+        raise NotFound(f"tomogram {path} does not exist")
     if path.is_dir() or path.suffix == ".zarr":
         shape, header_voxel = _zarr_header(path)
     else:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from picks.core.errors import InputFormatError, MissingVoxelSize
+from picks.core.errors import InputFormatError, MissingVoxelSize, PicksError
 from picks.core.particles import canonical_name
 from picks.core.tomograms import TomogramSet
 
@@ -65,6 +65,14 @@ def angstrom_to_index(
     return (angstrom + 0.5 * np.asarray(reference, dtype=float)) / target - 0.5
 
 
+def _check_sampling(voxel_size: float | None, binning: float) -> None:
+    """``--voxel-size`` and ``--binning`` must be positive numbers."""
+    if voxel_size is not None and not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise PicksError(f"--voxel-size {voxel_size:g}: expected a positive number of Å per voxel")
+    if not (np.isfinite(binning) and binning > 0):
+        raise PicksError(f"--binning {binning:g}: expected a positive factor (1 = unbinned)")
+
+
 @dataclass
 class ReadContext:
     """What an adapter knows when it reads a file.
@@ -89,6 +97,9 @@ class ReadContext:
     tomogram: str | None = None
     options: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_sampling(self.voxel_size, self.binning)
 
     def warn(self, message: str) -> None:
         """Record a warning about this file (shown to the user, stored with the source)."""
@@ -138,7 +149,8 @@ class ReadContext:
                 f"{self.path}: coordinates are in voxels but the voxel size of tomogram "
                 f"{tomogram!r} is unknown"
             )
-        return picked, reference or picked
+        # without a registered tomogram the reference frame is the picked one unbinned
+        return picked, reference or picked / self.binning
 
     def voxels_to_angstrom(
         self,
@@ -203,6 +215,9 @@ class WriteContext:
     binning: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_sampling(self.voxel_size, self.binning)
+
     def voxel_sizes(self, tomogram: str) -> tuple[float, float]:
         """(target, reference) voxel sizes in Å; the inverse of :meth:`ReadContext.voxel_sizes`."""
         registered = self.tomograms.get(tomogram)
@@ -212,7 +227,7 @@ class WriteContext:
             raise MissingVoxelSize(
                 f"cannot write voxel coordinates for tomogram {tomogram!r}: its voxel size is unknown"
             )
-        return target, reference or target
+        return target, reference or target / self.binning
 
     def angstrom_to_voxels(
         self,

@@ -53,7 +53,17 @@ class AdapterEntry:
 
     def load(self) -> Adapter:
         if self._adapter is None:
-            self._adapter = _instantiate(self._target or "", self._path)
+            try:
+                self._adapter = _instantiate(self._target or "", self._path)
+            except PicksError:
+                raise
+            except Exception as exc:  # a plugin's own import or file error: name the entry
+                where = self._path or self._target
+                raise PicksError(
+                    f"adapter {self.name!r} ({self.origin}, from {self.plugin}): cannot load "
+                    f"{where}: {type(exc).__name__}: {exc}",
+                    hint="Fix or remove the entry; `picks plugins` lists the adapters that load.",
+                ) from exc
             if self._adapter.name != self.name:
                 raise PicksError(
                     f"registry entry {self.name!r} loads an adapter named {self._adapter.name!r}"

@@ -437,6 +437,19 @@ def test_cbox_writer_restores_corner_and_uses_catalog_box(tmp_path):
     )
 
 
+def test_cbox_writer_carries_consensus_id_and_support(tmp_path):
+    picks = picks_frame([(1000.0, 2000.0, 300.0, 0.875), (1500.0, 2000.0, 300.0, 0.5)])
+    picks["consensus_id"] = [17, 42]
+    picks["support"] = [3.0, 2.0]
+    path = tmp_path / "out.cbox"
+    CryoloCboxAdapter().write(picks, path, WriteContext(tomograms=tomos()))
+    text = path.read_text()
+    assert "_PicksConsensusId #12" in text and "_PicksSupport #13" in text
+    assert "\n85 185 30 30 30 30 <NA> <NA> 0.875 <NA> <NA> 17 3\n" in text
+    frame, _ = read(CryoloCboxAdapter(), path)  # crYOLO's columns are unchanged
+    assert frame["x"].tolist() == pytest.approx([1000, 1500])
+
+
 def test_box_writers_need_a_box_size(tmp_path):
     picks = picks_frame([(10.0, 20.0, 30.0)], particle=None)
     with pytest.raises(PicksError, match="box=VOXELS"):

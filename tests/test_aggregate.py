@@ -352,6 +352,39 @@ def test_cnn_summary_warnings_reach_the_user(tmp_path: Path, inputs: dict[str, P
     assert "CNN: only 12 positives" in json.loads(result.output)["warnings"]
 
 
+def test_force_rerun_removes_its_own_stale_outputs_only(tmp_path: Path, inputs: dict[str, Path]):
+    db, out = tmp_path / "picks.db", tmp_path / "out"
+    first = invoke("aggregate", *labelled(inputs), "--out", out, "--format", "csv", "--db", db)
+    assert first.exit_code == 0, first.output
+    assert sorted(read_outputs(out)) == ["apo-ferritin.csv", "ribosome.csv"]
+    notes = out / "czii-csv" / "notes.txt"
+    notes.write_text("mine")
+    only_ribosomes = write_csv(
+        tmp_path / "r.csv", [(t, p, x, y, z, 0.5) for t, p, x, y, z in TRUTH if p == "ribosome"]
+    )
+    args = ("aggregate", f"r={only_ribosomes}", "--out", out, "--format", "csv", "--db", db)
+    refused = runner.invoke(get_app(), [str(a) for a in args])
+    assert refused.exit_code != 0 and "--force" in str(refused.exception.hint)  # nothing touched
+    assert sorted(read_outputs(out)) == ["apo-ferritin.csv", "ribosome.csv"]
+    second = invoke(*args, "--force", "--json")
+    assert second.exit_code == 0, second.output
+    assert sorted(read_outputs(out)) == ["ribosome.csv"]  # run 1's apo-ferritin set is gone
+    assert notes.read_text() == "mine"  # a file picks did not write stays
+    assert any("removed 1 file" in w for w in json.loads(second.stdout)["warnings"])
+
+
+def test_directory_rows_take_the_longest_class_suffix():
+    from picks.consensus.pipeline import _directory_rows
+
+    frame = pd.DataFrame(
+        {"tomogram": ["TS_1"] * 3, "particle": ["ferritin", "apo-ferritin", "ribosome"]}
+    )
+    path = Path("copick/ExperimentRuns/TS_1/Picks/picks_1_apo-ferritin.json")
+    assert list(_directory_rows(frame, path)["particle"]) == ["apo-ferritin"]
+    path = Path("copick/ExperimentRuns/TS_1/Picks/picks_1_ferritin.json")
+    assert list(_directory_rows(frame, path)["particle"]) == ["ferritin"]
+
+
 def test_input_options_and_labels(tmp_path: Path, inputs: dict[str, Path]):
     unlabelled = write_csv(
         tmp_path / "nolabel.csv",

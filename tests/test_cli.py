@@ -63,6 +63,14 @@ def test_import_sources_runs_audit_json(tmp_path: Path):
     assert len(sources) == 1 and sources[0]["adapter"] == "czii-csv"
     table = invoke("sources", "--db", db).stdout
     assert "yolo" in table and "czii-csv" in table
+    runs = json.loads(invoke("runs", "--db", db, "--json").stdout)
+    assert [r["command"] for r in runs] == ["import", "import"] and runs[0]["status"] == "ok"
+    assert sources[0]["run_id"] == runs[0]["id"]
+    missing = tmp_path / "typo" / "p.db"
+    for command in ("sources", "runs"):
+        proc = run_main(command, "--db", str(missing))
+        assert proc.returncode == 3 and "does not exist" in proc.stderr
+    assert not missing.parent.exists()  # a read-only command creates nothing
     audit = json.loads(invoke("audit", "1", "--pick", "--db", db, "--json").stdout)
     assert audit["record"] == 2 and audit["original"] == "0,TS_1,ribosome,1500.5,200,300"
     assert audit["source"]["path"] == str(csv.resolve())
@@ -71,6 +79,29 @@ def test_import_sources_runs_audit_json(tmp_path: Path):
     export = tmp_path / "audit.json"
     invoke("audit", "2", "--pick", "--db", db, "--export", str(export))
     assert json.loads(export.read_text())["pick"]["id"] == 2
+
+
+def test_reimport_with_other_reading_options_is_a_new_source(tmp_path: Path):
+    """Same bytes + same options: no-op; other options (the fix a warning suggests): new picks."""
+    csv = tmp_path / "sub.csv"
+    csv.write_text(CSV)
+    db = str(tmp_path / "p.db")
+    first = json.loads(invoke("import", str(csv), "--db", db, "--json").stdout)[0]
+    other = invoke("import", str(csv), "--db", db, "--particle", "ribosome", "--binning", "2")
+    assert other.exit_code == 0 and "already imported" not in other.stdout
+    sources = json.loads(invoke("sources", "--db", db, "--json").stdout)
+    assert len(sources) == 2 and sources[1]["id"] != first["source_id"]
+    again = invoke("import", str(csv), "--db", db, "--binning", "2", "--particle", "ribosome")
+    assert "already imported" in again.stdout
+    assert len(json.loads(invoke("sources", "--db", db, "--json").stdout)) == 2
+
+
+def test_bad_voxel_size_or_binning_is_refused(tmp_path: Path):
+    csv = tmp_path / "sub.csv"
+    csv.write_text(CSV)
+    for option, value in (("--binning", "0"), ("--voxel-size", "-3")):
+        proc = run_main("import", str(csv), "--db", str(tmp_path / "p.db"), option, value)
+        assert proc.returncode != 0 and option in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_user_errors_are_one_line_with_exit_codes(tmp_path: Path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +27,9 @@ def test_convert_csv_round_trip_and_force(tmp_path: Path):
     )
     assert result.exit_code == 0, result.stdout
     assert json.loads(result.stdout)["n_picks"] == 2
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask  # as open() would, not mkstemp's 0600
     frame = pd.read_csv(out)
     assert list(frame["x"]) == [1500.5, 1000.0] and list(frame["score"]) == [0.5, 0.75]
     assert list(frame["particle_type"]) == ["ribosome", "apo-ferritin"]

@@ -135,6 +135,22 @@ def test_local_registry_file(tmp_path: Path, monkeypatch):
     assert registry.detect(tmp_path / "x.mine").name == "mine"
 
 
+def test_broken_local_entry_is_named_not_a_traceback(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from picks.cli import get_app
+
+    (tmp_path / "picks-registry.toml").write_text(
+        '[[adapter]]\nname = "gone"\nobject = "Gone"\npath = "missing.py"\npicker = "G"\n'
+        'patterns = ["*.gone"]\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(get_app(), ["plugins"])
+    assert result.exit_code == 1 and not isinstance(result.exception, FileNotFoundError)
+    assert "BROKEN" in result.stdout and "czii-csv" in result.stdout  # the others still listed
+    assert "'gone'" in result.output and "missing.py" in result.output
+
+
 def test_duplicate_names_conflict():
     entry = AdapterEntry("a", "p", "d", ("*.a",), "built-in", "1")
     registry = AdapterRegistry([entry])

@@ -115,6 +115,16 @@ def test_voxels_to_angstrom_plain_and_binned():
     assert explicit["x"].iloc[0] == pytest.approx(85.0)
 
 
+def test_voxel_size_with_binning_and_no_registered_tomogram():
+    """--voxel-size 20 --binning 2 without tomograms: the frame is the unbinned 10 Å grid."""
+    ctx = ReadContext(Path("f"), voxel_size=20.0, binning=2)
+    assert ctx.voxels_to_angstrom(_frame(4.0))["x"].iloc[0] == pytest.approx(85.0)
+    back = WriteContext(voxel_size=20.0, binning=2).angstrom_to_voxels(
+        ctx.voxels_to_angstrom(_frame(4.0))
+    )
+    assert back["x"].iloc[0] == pytest.approx(4.0)
+
+
 def test_angstrom_to_voxels_inverts():
     tomos = TomogramSet([Tomogram("T", None, 10.0, (100, 100, 50))])
     for binning in (1, 2, 4):
