@@ -130,9 +130,12 @@ class ImodAdapter(Adapter):
                 f"not an IMOD binary model: starts with {start!r}, expected b'IMODV1.2'"
             )
         try:
-            from imodmodel import ImodModel
+            from imodmodel.parsers import parse_model
 
-            return ImodModel.from_file(path)
+            with open(path, "rb") as handle:
+                # imodmodel loops for ever on a file cut between chunks (an empty read is no
+                # IEOF tag): a short read is an error instead
+                return parse_model(_StrictReader(handle))
         except Exception as exc:  # imodmodel raises struct/pydantic/EOF errors on damaged files
             message = str(exc).splitlines()[0] if str(exc) else ""
             raise ctx.error(
@@ -162,3 +165,21 @@ class ImodAdapter(Adapter):
         if factor is None or not np.isfinite(size) or size <= 0:
             return None
         return size * factor
+
+
+class _StrictReader:
+    """A binary file whose ``read(n)`` raises :class:`EOFError` when fewer than n bytes remain."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        if size is not None and size > 0 and len(data) < size:
+            raise EOFError(
+                f"the file ends at byte {self._handle.tell()}, inside a {size}-byte field"
+            )
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)

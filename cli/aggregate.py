@@ -104,6 +104,20 @@ def aggregate_cmd(
     noise_ratio: Annotated[
         float, typer.Option(help="Noise samples per positive pick (with --tomograms).")
     ] = 1.0,
+    noise_evasion: Annotated[
+        float | None,
+        typer.Option(
+            help="Distance in Å every noise sample keeps from every pick (default: 2 × the "
+            "pick's class radius)."
+        ),
+    ] = None,
+    noise_half_box: Annotated[
+        float | None,
+        typer.Option(
+            help="Distance in Å noise samples keep from the tomogram faces (default: 1.25 × "
+            "largest class radius)."
+        ),
+    ] = None,
     voxel_size: Annotated[
         float | None,
         typer.Option(help="Å per voxel of the tomograms/coordinates when headers lack it."),
@@ -177,6 +191,8 @@ def aggregate_cmd(
             negatives=negative or [],
             input_options=input_option or [],
             noise_ratio=noise_ratio,
+            noise_evasion=noise_evasion,
+            noise_half_box=noise_half_box,
             voxel_size=voxel_size,
             seed=seed,
             cnn_options=cnn_options,

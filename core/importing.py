@@ -104,6 +104,17 @@ def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
         raise InputFormatError(
             ctx.path, f"cannot read as {adapter.name} ({type(exc).__name__}: {exc})"
         ) from exc
+    unused = ctx.options.unused() if hasattr(ctx.options, "unused") else []
+    if unused:
+        # A warning, not an error: some options only apply in some cases (a folder's
+        # VoxelSpacing beats voxel_spacing=), but a typo must not pass unnoticed.
+        looked = sorted(k for k in ctx.options.used if not str(k).startswith("_"))
+        ctx.warn(
+            f"adapter {adapter.name} did not use option(s) "
+            + ", ".join(f"{k!r}" for k in unused)
+            + (f" (it looked for: {', '.join(looked)})" if looked else " (it takes none here)")
+            + "; check the spelling against its documentation (docs/conventions.md)"
+        )
     check_extent(frame, ctx.tomograms, ctx.path)
     return frame
 

@@ -65,6 +65,36 @@ def angstrom_to_index(
     return (angstrom + 0.5 * np.asarray(reference, dtype=float)) / target - 0.5
 
 
+class TrackedOptions(dict):
+    """Adapter options that remember which keys the adapter looked at.
+
+    After a read, a key the user gave that the adapter never looked up is a typo or an option
+    of another adapter (``unit=voxel`` for ``units=voxel``): :func:`unused_options` finds it,
+    and the import refuses it rather than read the file with the option silently ignored.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.given = frozenset(self)
+        self.used: set[str] = set()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.used.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self.used.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.used.add(key)  # type: ignore[arg-type]
+        return super().__contains__(key)
+
+    def unused(self) -> list[str]:
+        """Given keys the adapter never looked up (internal ``_keys`` excepted)."""
+        return sorted(k for k in self.given - self.used if not str(k).startswith("_"))
+
+
 def _check_sampling(voxel_size: float | None, binning: float) -> None:
     """``--voxel-size`` and ``--binning`` must be positive numbers."""
     if voxel_size is not None and not (np.isfinite(voxel_size) and voxel_size > 0):
@@ -100,6 +130,8 @@ class ReadContext:
 
     def __post_init__(self) -> None:
         _check_sampling(self.voxel_size, self.binning)
+        if not isinstance(self.options, TrackedOptions):
+            self.options = TrackedOptions(self.options)
 
     def warn(self, message: str) -> None:
         """Record a warning about this file (shown to the user, stored with the source)."""

@@ -125,6 +125,25 @@ def test_bad_input(tmp_path, rejects_import, formats_dir, content, expected):
     assert str(path) in str(info.value) and expected in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "cut"),
+    [
+        ("two_contour_example.mod", 800),
+        ("two_contour_example.mod", 1000),
+        ("two_contour_example.mod", 1255),
+        ("portal_points.mod", -4),  # only the closing IEOF tag missing
+    ],
+)
+def test_cut_between_chunks_is_an_error_not_a_hang(
+    tmp_path, rejects_import, formats_dir, name, cut
+):
+    """imodmodel alone loops for ever on these (an empty read is never the IEOF tag)."""
+    bad = tmp_path / "cut.mod"
+    bad.write_bytes((formats_dir / "imod" / name).read_bytes()[:cut])
+    info = rejects_import(bad, adapter="imod-mod", voxel_size=10.0)
+    assert str(bad) in str(info.value) and "truncated or damaged" in str(info.value)
+
+
 def test_import(formats_dir, store, registry):
     result = import_file(
         store, formats_dir / "imod" / "portal_points.mod", registry, voxel_size=10.0

@@ -286,6 +286,8 @@ def test_noise_is_sampled_with_tomograms(tmp_path: Path, inputs: dict[str, Path]
         "csv",
         "--noise-ratio",
         "2",
+        "--noise-evasion",
+        "300",
         "--seed",
         "5",
         "--db",
@@ -295,6 +297,7 @@ def test_noise_is_sampled_with_tomograms(tmp_path: Path, inputs: dict[str, Path]
     assert "noise:" in result.output
     with Store(db) as store:
         run_id = store.runs()[-1]["id"]
+        assert json.loads(store.runs()[-1]["params"])["noise_evasion"] == 300.0
         noise = pd.DataFrame(store.db["noise"].rows_where("run_id = ?", [run_id]))
         consensus = pd.DataFrame(store.db["consensus"].rows)
         picks = store.picks()
@@ -304,7 +307,7 @@ def test_noise_is_sampled_with_tomograms(tmp_path: Path, inputs: dict[str, Path]
         xyz = group[["x", "y", "z"]].to_numpy()
         near = picks[picks["tomogram"] == name][["x", "y", "z"]].to_numpy()
         d = np.linalg.norm(xyz[:, None] - near[None], axis=2)
-        assert (d > 2 * 60.0).all()  # at least twice the smallest class radius from every pick
+        assert (d > 300.0).all()  # --noise-evasion from every pick
 
     # `picks noise` on the same run: refuses to replace without --force, then replaces
     with pytest.raises(PicksError, match="already has"):

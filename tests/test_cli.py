@@ -96,6 +96,14 @@ def test_reimport_with_other_reading_options_is_a_new_source(tmp_path: Path):
     assert len(json.loads(invoke("sources", "--db", db, "--json").stdout)) == 2
 
 
+def test_unused_adapter_option_is_reported(tmp_path: Path):
+    csv = tmp_path / "sub.csv"
+    csv.write_text(CSV)
+    proc = run_main("import", str(csv), "--db", str(tmp_path / "p.db"), "--option", "unit=voxel")
+    assert proc.returncode == 0
+    assert "did not use option(s) 'unit'" in proc.stderr and "units" in proc.stderr
+
+
 def test_bad_voxel_size_or_binning_is_refused(tmp_path: Path):
     csv = tmp_path / "sub.csv"
     csv.write_text(CSV)
