@@ -9,6 +9,7 @@ reduced to one *key* by :func:`name_key` and matched against the registered tomo
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -107,7 +108,7 @@ def read_tomogram(
         raise MissingVoxelSize(
             f"tomogram {path}: the header gives no usable voxel size (found {header_voxel!r} Å)"
         )
-    return Tomogram(name or _display_name(path), str(path.absolute()), float(size), shape)
+    return Tomogram(name or _display_name(path), os.path.abspath(path), float(size), shape)
 
 
 def _display_name(path: Path) -> str:

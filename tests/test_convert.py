@@ -54,3 +54,31 @@ def test_convert_can_record_into_store(tmp_path: Path):
     )
     sources = json.loads(runner.invoke(get_app(), ["sources", "--db", str(db), "--json"]).stdout)
     assert len(sources) == 1 and sources[0]["n_picks"] == 2
+
+
+def test_convert_real_cbox_to_csv_and_back(tmp_path: Path, formats_dir: Path):
+    """The crYOLO 3D fixture: corner X/Y + box/2, centre Z, × 10 Å; and the corner restored."""
+    runner = CliRunner()
+    src = formats_dir / "cryolo" / "3d_particle.cbox"
+    csv = tmp_path / "o.csv"
+    args = ["convert", str(src), str(csv), "--to", "czii-csv", "--voxel-size", "10"]
+    result = runner.invoke(get_app(), args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(csv)
+    # (12.257084 + 12.5) × 10, (27.721405 + 12.5) × 10, 50 × 10
+    assert frame.loc[0, ["x", "y", "z"]].tolist() == [247.5708, 402.2141, 500.0]
+    back = tmp_path / "back"
+    args = ["convert", str(csv), str(back), "--to", "cryolo-cbox", "--to-voxel-size", "10"]
+    args += ["--to-option", "box=25", "--tomogram", "3d_particle"]
+    result = runner.invoke(get_app(), args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    text = (back / "3d_particle.cbox").read_text()
+    assert "\n12.25708 27.72141 50 25 25 25 " in text  # the corner again (via a 4-decimal CSV)
+
+
+def test_convert_surfaces_the_reader_warning(tmp_path: Path, formats_dir: Path):
+    src = formats_dir / "czii_kaggle_submission" / "submission_voxel_grid_not_angstrom.csv"
+    result = CliRunner().invoke(
+        get_app(), ["convert", str(src), str(tmp_path / "o.csv"), "--to", "czii-csv"]
+    )
+    assert result.exit_code == 0 and "look like voxels" in result.output
