@@ -151,6 +151,23 @@ def aggregate_cmd(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="CNN: auto, cpu or gpu.")] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(help="CNN: box side = largest particle diameter × margin (default 1.25)."),
+    ] = None,
+    working_voxel_size: Annotated[
+        float | None, typer.Option(help="CNN: Å per box voxel (overrides --margin).")
+    ] = None,
+    edge: Annotated[
+        str | None,
+        typer.Option(
+            help="CNN: boxes crossing the tomogram edge: pad (box mean, default), reflect or drop."
+        ),
+    ] = None,
+    max_outside: Annotated[
+        float | None,
+        typer.Option(help="CNN: drop boxes with more than this fraction outside (default 0.5)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing output files.")] = False,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
@@ -167,6 +184,10 @@ def aggregate_cmd(
         "threshold": threshold,
         "combine": combine,
         "device": device,
+        "margin": margin,
+        "working_voxel_size": working_voxel_size,
+        "edge": edge,
+        "max_outside": max_outside,
     }
     cnn_options = {k: v for k, v in cnn_options.items() if v is not None}
     with open_store(db) as store:

@@ -57,6 +57,7 @@ FORMAT_ALIASES: dict[str, tuple[str, ...]] = {
 }
 INPUT_KEYS = ("adapter", "binning", "voxel_size", "particle", "tomogram", "role")
 SUMMARY_FILE = "summary.json"
+CANDIDATES_FILE = "candidates.csv"
 
 Progress = Callable[..., contextlib.AbstractContextManager[Callable[..., None]]]
 
@@ -337,6 +338,11 @@ def aggregate(
         t.path and t.shape and Path(t.path).exists() for t in store.tomograms()
     )
     resolved_method = _resolve_method(method, have_volumes, warnings)
+    if resolved_method == "vote" and cnn_options:
+        warnings.append(
+            f"CNN options ({', '.join(sorted(cnn_options))}) ignored: this run decides by voting"
+            + ("" if have_volumes else " (no --tomograms)")
+        )
 
     params = {
         "inputs": [s.given or str(s.path) for s in specs if s.role == "picker"],
@@ -476,8 +482,8 @@ def aggregate(
                     **dict(cnn_options or {}),
                 )
             except PicksError as exc:
-                if method != "auto":
-                    raise
+                if method != "auto" or cnn_options:
+                    raise  # a CNN asked for (--method cnn, --model, --device ...) must not fall back
                 # "auto" means the best method that works here: keep the vote, say why.
                 warnings.append(f"CNN rescoring failed ({exc}); the voting decisions stand")
                 resolved_method = "vote"
@@ -490,6 +496,7 @@ def aggregate(
         final = _read_consensus(store, run_id)
         final = final.merge(table[["id", "rot", "tilt", "psi"]], on="id", how="left")
         outputs = _write_outputs(store, run_id, final, writers, out, force=force, progress=progress)
+        outputs.append(_write_candidates(store, run_id, final, out))
         if force:
             stale = _remove_stale_outputs(store, run_id, writers, out, outputs)
             if stale:
@@ -702,8 +709,7 @@ def _check_outputs(out: Path, writers: list[tuple[str, Any]], force: bool) -> No
     clashes = [
         out / name for name, _ in writers if (out / name).exists() and any((out / name).iterdir())
     ]
-    if (out / SUMMARY_FILE).exists():
-        clashes.append(out / SUMMARY_FILE)
+    clashes += [out / f for f in (SUMMARY_FILE, CANDIDATES_FILE) if (out / f).exists()]
     if clashes:
         raise PicksError(
             f"{', '.join(map(str, clashes))} exist(s)",
@@ -1123,6 +1129,61 @@ def _summary(
         row["accepted"] = int(values.get("accepted", 0))
         rows.append(row)
     return rows
+
+
+def candidates_table(store: Store, run_id: int, final: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every consensus pick of a run with its decision: status, support, pickers, vote, CNN
+    score, accepted, reason and, when the CNN scored it, the per-class probabilities
+    (``p_<class>``, ``p_noise``) and typicality, averaged over the models of the decision."""
+    from picks.consensus.rescore import TYPICALITY, scores_table
+
+    final = _read_consensus(store, run_id) if final is None else final
+    columns = ["id", "tomogram", "particle", "x", "y", "z", "support", "n_members", "pickers"]
+    columns += ["status", "vote_score", "cnn_score", "score", "accepted", "reason"]
+    table = final[columns].rename(columns={"id": "consensus_id"}).copy()
+    table["accepted"] = table["accepted"].fillna(0).astype(int)
+    scores = scores_table(store, run_id)
+    if len(scores):
+        per_pick = scores.drop(columns="model_id").groupby("consensus_id").mean()
+        models = scores.groupby("consensus_id")["model_id"].apply(
+            lambda ids: ",".join(str(int(i)) for i in sorted(set(ids)))
+        )
+        per_pick = per_pick.rename(
+            columns=lambda c: "typicality" if c == TYPICALITY else f"p_{c}"
+        ).assign(model_ids=models)
+        classes = sorted(c for c in per_pick.columns if c.startswith("p_") and c != "p_noise")
+        order = [*classes, "p_noise", "typicality", "model_ids"]
+        per_pick = per_pick[[c for c in order if c in per_pick.columns]]
+        table = table.merge(per_pick, left_on="consensus_id", right_index=True, how="left")
+    return table
+
+
+def _write_candidates(store: Store, run_id: int, final: pd.DataFrame, out: Path) -> dict:
+    """``candidates.csv``: the decision on every candidate, accepted or not (docs/consensus.md)."""
+    from picks.core.export import atomic_path
+
+    table = candidates_table(store, run_id, final)
+    path = out / CANDIDATES_FILE
+    out.mkdir(parents=True, exist_ok=True)
+    # _check_outputs refused an existing file before the run unless --force.
+    with atomic_path(path, force=True) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    ids = table["consensus_id"].to_numpy(dtype=np.int64)
+    with store.transaction():
+        store.db.conn.execute(
+            "INSERT INTO exports (run_id, path, format, sha256, n_rows, consensus_ids, created_at) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (
+                run_id,
+                str(path.resolve()),
+                "candidates",
+                _sha256(path),
+                len(table),
+                compact_ranges(ids),
+                now(),
+            ),
+        )
+    return {"format": "candidates", "particle": None, "path": str(path), "n_rows": len(table)}
 
 
 def _write_summary(out: Path, result: AggregateResult, force: bool) -> None:

@@ -99,7 +99,7 @@ def rescore_run(
     plan = cnn.select_device(device)
     trained = None
     models: list[dict] = []  # each: model, card, path, sha256, id (None until stored)
-    train_drops: list[tuple[str, int, str]] = []
+    train_drops: list[tuple[str, int, str]] | None = None  # None: no training in this call
     started = time.perf_counter()
     if model is None:
         trained = fit(
@@ -520,11 +520,11 @@ def _write(
     conn = store.db.conn
     with store.transaction():
         model_ids = [_model_row(store, run_id, m["path"], m["sha256"], m["card"]) for m in models]
-        placeholders = ",".join("?" * len(model_ids))
+        # The scores rows are those of the decision being stored: an earlier decision's models
+        # (another ensemble, say) must not linger beside it in `picks audit`.
         conn.execute(
-            f"DELETE FROM scores WHERE model_id IN ({placeholders}) AND consensus_id IN "
-            "(SELECT id FROM consensus WHERE run_id = ?)",
-            [*model_ids, int(run_id)],
+            "DELETE FROM scores WHERE consensus_id IN (SELECT id FROM consensus WHERE run_id = ?)",
+            [int(run_id)],
         )
         rows = []
         for model_id, m, p, t in zip(model_ids, models, probs, typ, strict=True):
@@ -556,16 +556,19 @@ def _write(
                 strict=True,
             ),
         )
+        # Training drops are replaced only by a new training: scoring with a saved model
+        # keeps the record of what the run's own training left out.
+        stages = ("cnn-score",) if train_drops is None else ("cnn-score", "cnn-train")
         conn.execute(
-            "DELETE FROM dropped WHERE run_id = ? AND stage IN ('cnn-score', 'cnn-train')",
-            [int(run_id)],
+            f"DELETE FROM dropped WHERE run_id = ? AND stage IN ({','.join('?' * len(stages))})",
+            [int(run_id), *stages],
         )
         drops = [
             (int(run_id), "consensus", int(ids[pos]), "cnn-score", reason)
             for pos, reason in sorted(dropped.items())
         ]
         drops += [
-            (int(run_id), kind, ref, "cnn-train", reason) for kind, ref, reason in train_drops
+            (int(run_id), kind, ref, "cnn-train", reason) for kind, ref, reason in train_drops or []
         ]
         conn.executemany(
             "INSERT INTO dropped (run_id, kind, ref_id, stage, reason) VALUES (?, ?, ?, ?, ?)",

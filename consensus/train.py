@@ -125,9 +125,9 @@ def positive_selection(candidates: pd.DataFrame, rule: str = "auto") -> tuple[np
     pickers did — the Xmipp "AND" set; ``status``: every pick with status ``positive`` (the
     run's ``--min-support``, e.g. all but one picker); ``auto`` (default): ``full``, but when
     that gives fewer than :data:`MIN_FULL_POSITIVES` picks (small data: a class-confusing or
-    conservative picker leaves few locations that *every* picker found), picks that all
-    pickers but one found (and at least two) are added — one rule, never weaker, so a doubtful
-    pick found by fewer pickers is never a label. All rules include status ``reference`` and
+    conservative picker leaves few locations that *every* picker found), positive picks that
+    all pickers but one found (and at least two) are added — one rule, never weaker; a
+    doubtful pick (below the run's ``--min-support``) is never a label. All rules include status ``reference`` and
     picks a trusted positive reference forced.
     """
     if rule not in POSITIVE_RULES:
@@ -146,7 +146,8 @@ def positive_selection(candidates: pd.DataFrame, rule: str = "auto") -> tuple[np
         .to_numpy()
     )
     vote = candidates["vote_score"].fillna(0).to_numpy(dtype=float)
-    found = status.isin(["positive", "doubtful"]).to_numpy() & ~is_trusted(candidates)
+    # only among the run's positives: a doubtful pick is never a label, whatever its support
+    found = (status == "positive").to_numpy() & ~is_trusted(candidates)
     full = (status == "positive").to_numpy() & (vote >= 1 - 1e-9) & (n_pickers >= 2)
     if rule == "full" or int(full.sum()) >= MIN_FULL_POSITIVES:
         return full | forced, "full support (every picker)"

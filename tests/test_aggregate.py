@@ -109,8 +109,15 @@ def test_aggregate_cli_end_to_end(tmp_path: Path, inputs: dict[str, Path]):
         assert members["pick_id"].is_unique
         accepted = consensus[consensus["accepted"] == 1]
         assert len(accepted) == 6
-        exports = list(store.db["exports"].rows)
+        everything = list(store.db["exports"].rows)
+        exports = [r for r in everything if r["format"] != "candidates"]
         assert len(exports) == 2
+        decisions = [r for r in everything if r["format"] == "candidates"]
+        assert len(decisions) == 1 and decisions[0]["n_rows"] == len(consensus)
+        table = pd.read_csv(decisions[0]["path"])  # every candidate, accepted or not
+        assert sorted(table["consensus_id"]) == sorted(consensus["id"])
+        assert table["accepted"].sum() == 6 and set(table["status"]) >= {"positive", "negative"}
+        assert {"support", "pickers", "vote_score", "reason"} <= set(table.columns)
         for row in exports:
             written = pd.read_csv(row["path"])
             assert row["n_rows"] == len(written)
@@ -122,7 +129,7 @@ def test_aggregate_cli_end_to_end(tmp_path: Path, inputs: dict[str, Path]):
         first_ribo = int(ribo["consensus_id"].iloc[0])
         report = audit_consensus(store, first_ribo)
     assert {m["picker"] for m in report["members"]} == {"a", "b", "c"}
-    assert len(report["members"]) == 4 and len(report["exports"]) == 1
+    assert len(report["members"]) == 4 and len(report["exports"]) == 2  # its set + candidates.csv
 
     text = invoke("audit", first_ribo, "--db", db).output
     assert f"Consensus pick {first_ribo}" in text and "ACCEPTED" in text
@@ -134,7 +141,7 @@ def test_aggregate_cli_end_to_end(tmp_path: Path, inputs: dict[str, Path]):
     data = json.loads(exported.read_text())
     assert data["consensus"]["id"] == first_ribo and len(data["members"]) == 4
     assert data["run"]["params"]["inputs"][0].startswith("a=")
-    assert data["exports"][0]["path"].endswith("ribosome.csv")
+    assert any(e["path"].endswith("ribosome.csv") for e in data["exports"])
 
     as_json = json.loads(
         invoke(
@@ -388,6 +395,48 @@ def test_directory_rows_take_the_longest_class_suffix():
     assert list(_directory_rows(frame, path)["particle"]) == ["ferritin"]
 
 
+def test_cnn_failure_falls_back_to_voting_only_when_nothing_cnn_was_asked(
+    tmp_path: Path, inputs: dict[str, Path], monkeypatch
+):
+    from picks.consensus import rescore
+
+    def failing_rescore_run(store, run_id, **kwargs):
+        raise PicksError("--device gpu: TensorFlow sees no GPU on this machine")
+
+    monkeypatch.setattr(rescore, "rescore_run", failing_rescore_run)
+    tomos = tmp_path / "tomos"
+    tomos.mkdir()
+    write_tomogram(tomos / "TS_1.mrc")
+    write_tomogram(tomos / "TS_2.mrc", (60, 300, 300))
+    common = [*labelled(inputs), "--tomograms", tomos, "--format", "csv", "--json"]
+    plain = invoke("aggregate", *common, "--db", tmp_path / "a.db", "--out", tmp_path / "o1")
+    assert plain.exit_code == 0, plain.output  # --method auto, no CNN option: the vote stands
+    report = json.loads(plain.stdout)
+    assert report["method"] == "vote" and any(
+        "voting decisions stand" in w for w in report["warnings"]
+    )
+    asked = runner.invoke(
+        get_app(),
+        [str(a) for a in ("aggregate", *common, "--device", "gpu", "--db", tmp_path / "b.db")]
+        + ["--out", str(tmp_path / "o2")],
+    )
+    assert asked.exit_code != 0 and "no GPU" in str(asked.exception)
+    assert not (tmp_path / "o2" / "czii-csv").exists()
+    voting = invoke(
+        "aggregate",
+        *common,
+        "--method",
+        "vote",
+        "--epochs",
+        "3",
+        "--db",
+        tmp_path / "c.db",
+        "--out",
+        tmp_path / "o3",
+    )
+    assert any("CNN options (epochs) ignored" in w for w in json.loads(voting.stdout)["warnings"])
+
+
 def test_input_options_and_labels(tmp_path: Path, inputs: dict[str, Path]):
     unlabelled = write_csv(
         tmp_path / "nolabel.csv",
@@ -526,8 +575,9 @@ def test_other_writers_get_one_set_per_class_and_exports(
         noise_ratio=0,
     )
     formats = {r["format"] for r in result.outputs}
-    assert formats == {"copick", "cryolo-cbox", "relion5"}
+    assert formats == {"copick", "cryolo-cbox", "relion5", "candidates"}
     exports = pd.DataFrame(store.db["exports"].rows)
+    exports = exports[exports["format"] != "candidates"]
     accepted = pd.DataFrame(store.db["consensus"].rows_where("accepted = 1"))
     for fmt, group in exports.groupby("format"):
         # every accepted pick is in exactly one file of each format

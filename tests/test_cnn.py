@@ -389,6 +389,17 @@ def test_rescore_run_scores_every_candidate_and_records_everything(world) -> Non
     np.testing.assert_allclose(
         merged["cnn_score"], (1 - merged["noise"]) * merged["typicality"], atol=1e-6
     )
+    # ... and in candidates.csv's table: every candidate, its decision and those scores
+    from picks.consensus.pipeline import candidates_table
+
+    decisions = candidates_table(store, run)
+    assert len(decisions) == len(cons)
+    assert list(decisions.columns[-4:]) == ["p_apo-ferritin", "p_noise", "typicality", "model_ids"]
+    by_id = decisions.set_index("consensus_id")
+    row = by_id.loc[int(merged["consensus_id"].iloc[0])]
+    assert row["p_noise"] == pytest.approx(float(merged["noise"].iloc[0]), abs=1e-6)
+    not_scored = cons.loc[outside, "id"].astype(int)
+    assert by_id.loc[not_scored, "p_noise"].isna().all()  # not scored: no probabilities
     # the model, its card and its record
     (model_row,) = store.db["models"].rows
     card = json.loads(model_row["card"])
@@ -419,6 +430,9 @@ def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
     store, run = world["store"], world["run"]
     path = world["summary"]["models"][0]["path"]
     before = consensus(store, run)
+    store.db["dropped"].insert(
+        {"run_id": run, "kind": "noise", "ref_id": 1, "stage": "cnn-train", "reason": "test"}
+    )
     again = rescore_run(
         store,
         run,
@@ -428,6 +442,8 @@ def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
         model=path,
         device="cpu",
     )
+    kept = store.db["dropped"].count_where("run_id = ? AND stage = 'cnn-train'", [run])
+    assert kept == 1  # scoring with a saved model keeps what the training left out
     after = consensus(store, run)
     np.testing.assert_allclose(after["cnn_score"], before["cnn_score"], atol=1e-6, equal_nan=True)
     assert again["models"][0]["id"] == world["summary"]["models"][0]["id"]
@@ -470,6 +486,9 @@ def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
         equal_nan=True,
     )
     assert store.db["models"].count == 2
+    # the scores rows are the current decision's: the second model only, not the ensemble's
+    second_id = max(r["id"] for r in store.db["models"].rows)
+    assert {r["model_id"] for r in store.db["scores"].rows} == {second_id}
 
 
 def test_combine_uses_a_calibrated_logistic_regression(world) -> None:
@@ -623,11 +642,13 @@ def test_auto_positives_fall_back_to_all_but_one_picker_when_full_support_is_rar
         rows.append(row(3.0, 0.75, "a,b,c", "positive"))  # all but one
     for _ in range(5):
         rows.append(row(2.0, 0.5, "a,b", "doubtful"))  # two missing: never a label
+    for _ in range(5):
+        rows.append(row(3.0, 0.75, "a,b,d", "doubtful"))  # one missing, but --min-support all
     frame = pd.DataFrame(rows)
     full, _ = train.positive_selection(frame, "full")
     auto, how = train.positive_selection(frame, "auto")
     assert full.sum() == 5 and auto.sum() == 10 and "but one" in how
-    assert not auto[10:].any()
+    assert not auto[10:].any()  # doubtful picks are never labels
     many = pd.concat([frame] + [frame.iloc[:5]] * 10, ignore_index=True)  # 55 full-support
     auto, how = train.positive_selection(many, "auto")
     assert auto.sum() == 55 and how.startswith("full")
