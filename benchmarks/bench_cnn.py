@@ -7,7 +7,7 @@ happened to the gold-bead candidates (consensus picks within 100 Å of a bead th
 particle explains), in particular those that two or more pickers agreed on.
 
     python benchmarks/bench_cnn.py DATA [--simulate-args "--tomograms 7 --size 464 464 184"]
-        [--epochs 30] [--device auto] [--threshold 0.5] [--json results.json]
+        [--epochs 30] [--device auto] [--threshold T] [--json results.json]
 
 DATA is a ``picks simulate`` output folder; it is simulated first when missing (the
 simulation is timed but not counted in the pipeline). Stage times come from wrapping the

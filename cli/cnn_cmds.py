@@ -201,3 +201,8 @@ def score_cmd(
         f"{', combined' if combine else ''}), {summary['n_dropped']} dropped"
     )
     echo_table(summary["models"], ["id", "path"])
+    typer.echo(
+        "The store (decisions, scores, picks audit) is updated; files an earlier aggregate "
+        "wrote are not: re-run picks aggregate ... --model PATH --force to rewrite them.",
+        err=True,
+    )

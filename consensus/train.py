@@ -335,14 +335,14 @@ def spatial_split(
     xyz = table[["x", "y", "z"]].to_numpy(float)
     names = table["tomogram"].astype(str).to_numpy()
     rng = np.random.default_rng([int(seed), 11])
-    size = float(block)
+    size = float(block) * 2.0
     for _ in range(3):
+        size /= 2.0  # the size of the blocks factorised below, also when the loop runs out
         cells = np.floor(xyz / size).astype(np.int64)
         keys = pd.Series(list(zip(names, cells[:, 0], cells[:, 1], cells[:, 2], strict=True)))
         codes, uniques = pd.factorize(keys, sort=True)
         if len(uniques) >= min_blocks:
             break
-        size /= 2.0
     order = rng.permutation(len(uniques))
     counts = np.bincount(codes, minlength=len(uniques))
     val_blocks = np.zeros(len(uniques), dtype=bool)
@@ -365,6 +365,31 @@ def spatial_split(
         k = max(1, round(val_fraction * len(idx)))
         val[rng.choice(idx, min(k, len(idx) - 1), replace=False)] = True
     return val, "stratified by sample (too few spatial blocks for a spatial split)"
+
+
+def _guard_band(rows, train_idx, val_idx, positive, side: float, split: str):
+    """Training points whose box overlaps a validation box (centres closer than one box side,
+    across a block face) are left out of training, so validation sees no voxel training saw.
+    Kept when leaving them out would empty a class on the training side."""
+    from scipy.spatial import cKDTree
+
+    xyz = rows[["x", "y", "z"]].to_numpy(float)
+    names = rows["tomogram"].astype(str).to_numpy()
+    near = np.zeros(len(train_idx), dtype=bool)
+    for name in np.unique(names[val_idx]):
+        t = names[train_idx] == name
+        if not t.any():
+            continue
+        tree = cKDTree(xyz[val_idx[names[val_idx] == name]])
+        distance, _ = tree.query(xyz[train_idx[t]], distance_upper_bound=side)
+        near[np.flatnonzero(t)] = np.isfinite(distance) & (distance < side)
+    kept = train_idx[~near]
+    if not near.any() or not (positive[kept].any() and (~positive[kept]).any()):
+        return train_idx, split
+    return (
+        kept,
+        f"{split}; {int(near.sum())} training points within one box side of a validation point left out",
+    )
 
 
 def _both_sides(val: np.ndarray, positive: np.ndarray) -> bool:
@@ -689,6 +714,8 @@ def _train_round(
         rows, block=4 * geometry.side, val_fraction=val_fraction, seed=seed
     )
     train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    if split.startswith("spatial"):
+        train_idx, split = _guard_band(rows, train_idx, val_idx, positive, geometry.side, split)
     with progress(title, total=int(epochs)) as advance:
 
         def on_epoch(r: dict) -> None:

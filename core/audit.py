@@ -82,7 +82,10 @@ def audit_consensus(store: Store, consensus_id: int) -> dict:
     run["params"] = _loads(run.get("params"))
     scores = list(
         store.db.query(
-            "SELECT model_id, particle, score FROM scores WHERE consensus_id = ?", [consensus_id]
+            "SELECT s.model_id, m.path AS model_path, s.particle, s.score FROM scores s "
+            "LEFT JOIN models m ON m.id = s.model_id WHERE s.consensus_id = ? "
+            "ORDER BY s.model_id, s.particle",
+            [consensus_id],
         )
     )
     exports = [
@@ -155,8 +158,16 @@ def render(report: dict) -> str:
             f"{m['path']} record {m['record']}{extra}"
         )
         lines.append(f"        {m['original']}")
+    by_model: dict = {}
     for s in report["model_scores"]:
-        lines.append(f"  model {s['model_id']} score for {s['particle']}: {s['score']:.3f}")
+        by_model.setdefault((s["model_id"], s.get("model_path")), []).append(s)
+    for (model_id, path), rows in by_model.items():
+        # one line per model of the decision: P(noise), P(class)…, typicality
+        order = sorted(
+            rows, key=lambda r: (r["particle"] != "noise", r["particle"] == "typicality")
+        )
+        values = ", ".join(f"{r['particle']} {r['score']:.3f}" for r in order)
+        lines.append(f"  cnn       model {model_id} ({path or 'path unknown'}): {values}")
     for d in report["dropped"]:
         lines.append(f"  dropped at {d['stage']}: {d['reason']}")
     run = report["run"]

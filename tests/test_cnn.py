@@ -265,6 +265,34 @@ def test_learns_a_separable_case() -> None:
     assert best["epoch"] == result.best_epoch
 
 
+def test_the_best_epoch_is_restored_not_the_last() -> None:
+    """Training labels inverted against validation: validation gets worse as training goes
+    on, so the best epoch is early and the returned weights must be that epoch's."""
+    x, y = _blob_data(240, 0)
+    labels = y.copy()
+    labels[:192] = 1 - labels[:192]
+    idx = np.arange(len(x))
+    model, result = cnn.train(
+        x,
+        labels,
+        np.ones(len(x), np.float32),
+        idx[:192],
+        idx[192:],
+        n_outputs=2,
+        box=16,
+        epochs=8,
+        seed=0,
+        plan=cnn.DevicePlan("cpu"),
+        widths=(4, 8, 16),
+        batch_size=32,
+        patience=3,
+    )
+    losses = [h["val_loss"] for h in result.history]
+    assert result.best_epoch < result.epochs_run and min(losses) < losses[-1] - 1e-3
+    again = cnn.weighted_loss(cnn.predict(model, x[192:], box=16), labels[192:], np.ones(48))
+    assert again == pytest.approx(min(losses), rel=1e-4, abs=1e-6)
+
+
 def test_training_is_deterministic_for_a_seed() -> None:
     x_test, _ = _blob_data(32, 7)
     a, _ = _train_tiny(seed=3)
@@ -357,6 +385,28 @@ def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
     )
     assert not set(cells[val]) & set(cells[~val])  # no block on both sides
     store.close()
+
+
+def test_guard_band_keeps_training_boxes_off_validation_boxes() -> None:
+    from picks.consensus.train import _guard_band
+
+    rows = pd.DataFrame(
+        {
+            "tomogram": ["T"] * 5 + ["U"],
+            "x": [0.0, 90.0, 150.0, 400.0, 500.0, 10.0],
+            "y": 0.0,
+            "z": 0.0,
+        }
+    )
+    positive = np.array([True, True, False, True, False, False])
+    train, how = _guard_band(
+        rows, np.array([1, 2, 3, 4, 5]), np.array([0]), positive, 100.0, "spatial"
+    )
+    # 90 Å from the validation point: its 100 Å box overlaps; U is another tomogram
+    assert train.tolist() == [2, 3, 4, 5] and "1 training points" in how
+    # never empties a class on the training side
+    kept, how = _guard_band(rows, np.array([1, 2]), np.array([0]), positive, 100.0, "spatial")
+    assert kept.tolist() == [1, 2] and how == "spatial"
 
 
 # -- rescore_run -------------------------------------------------------------------------------
