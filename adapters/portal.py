@@ -29,7 +29,9 @@ header, any delimiter (comma, tab, pipe, semicolon or blanks). A header names th
 ``z,y,x`` files read right); without one the columns are x, y, z (``--option order=zyx`` for
 the other order the portal accepts). Units: voxels (0-based centres) unless
 ``--option units=angstrom``; the voxel size is ``--voxel-size``, ``--option voxel_spacing`` or the
-registered tomogram. Tomogram = ``--tomogram`` or the file name; class = ``--particle``.
+registered tomogram. Tomogram = a ``tomogram`` column when the header has one (extra columns
+``kind``, ``label``, ``note`` are kept in ``original`` only), else ``--tomogram`` or the file
+name; class = ``--particle``.
 
 ``tardis-csv`` – TARDIS instance points ``IDs,X [A],Y [A],Z [A]``. The header says Å, so they
 are read as **Å** by default; note that the portal's ingester treats them like any pixel CSV
@@ -183,6 +185,11 @@ def _delimiter(line: str) -> str | None:
     return next((d for d in _DELIMITERS if d in line), None)
 
 
+# Extra header columns a points CSV may have: a tomogram name per row (several tomograms in
+# one file, e.g. `picks simulate`'s decoys.csv), and descriptive columns kept in `original`.
+POINTS_EXTRA = frozenset({"tomogram", "kind", "label", "note"})
+
+
 class PointsCsvAdapter(Adapter):
     name = "points-csv"
     picker = "CSV points (CryoET Data Portal input)"
@@ -197,6 +204,8 @@ class PointsCsvAdapter(Adapter):
         first = [f.lower() for f in _split(lines[0], delimiter)]
         if sorted(first) == ["x", "y", "z"]:
             return 0.65
+        if {"x", "y", "z"} <= set(first) and set(first) - {"x", "y", "z"} <= POINTS_EXTRA:
+            return 0.6
         rows = [_split(line, delimiter) for line in lines]
         if all(len(r) == 3 and all(is_number(f) for f in r) for r in rows):
             return 0.35
@@ -212,6 +221,7 @@ class PointsCsvAdapter(Adapter):
             columns = option_choice(
                 ctx.options, "order", {"xyz": (0, 1, 2), "zyx": (2, 1, 0)}, "xyz"
             )
+            tomo_column = None
             body = numbered
         else:
             names = [f.lower() for f in first]
@@ -221,22 +231,32 @@ class PointsCsvAdapter(Adapter):
                     f"header lacks column(s) {missing}; found {first}", line=numbered[0].number
                 )
             columns = tuple(names.index(a) for a in ("x", "y", "z"))
+            tomo_column = names.index("tomogram") if "tomogram" in names else None
             body = numbered[1:]
         width = len(first)
         if width < 3:
             raise ctx.error(f"expected 3 columns x,y,z, found {width}", line=numbered[0].number)
         rows: dict[str, list] = {"x": [], "y": [], "z": [], "record": [], "original": []}
+        tomograms: list[str] = []
         for line in body:
             fields = _split(line.text, delimiter)
             if len(fields) != width:
                 raise ctx.error(f"expected {width} fields, found {len(fields)}", line=line.number)
             for axis, column in zip(("x", "y", "z"), columns, strict=True):
                 rows[axis].append(number(fields[column], ctx, line.number, axis))
+            if tomo_column is not None:
+                if not fields[tomo_column].strip():
+                    raise ctx.error("empty tomogram name", line=line.number)
+                tomograms.append(fields[tomo_column].strip())
             rows["record"].append(line.number)
             rows["original"].append(line.text)
-        frame = canonical.make(
-            rows, tomogram=ctx.tomogram_from_path(), particle=ctx.particle_name(None)
-        )
+        if tomo_column is not None:
+            rows["tomogram"] = ctx.resolve_tomograms(tomograms)
+            frame = canonical.make(rows, particle=ctx.particle_name(None))
+        else:
+            frame = canonical.make(
+                rows, tomogram=ctx.tomogram_from_path(), particle=ctx.particle_name(None)
+            )
         if not units_are_voxels(ctx.options, "voxel"):
             return frame
         return explicit_spacing(ctx, None).voxels_to_angstrom(frame)

@@ -14,6 +14,8 @@
     pickers/yolo/submission.csv
     pickers/yolo-slices/submission.csv
     decoys.csv                           gold beads, contamination and vesicle centres (Å)
+    gold_beads.csv                       the gold beads alone (tomogram,x,y,z in Å): negative
+                                         references for ``picks aggregate --negative``
     manifest.json                        everything above, with the import options per picker
     README.txt                           the commands to import, aggregate and evaluate
 
@@ -41,6 +43,7 @@ DEFAULT_SIZE = (200, 200, 80)
 DEFAULT_SNR = 0.05
 DEFAULT_SEED = 0
 MANIFEST_VERSION = 1
+BEADS_FILE = "gold_beads.csv"
 
 
 @dataclass
@@ -150,8 +153,12 @@ def simulate(
             picks[spec.label].append(sp.explain(found, scene))
     truth = pd.concat(truths, ignore_index=True)
     truth_csv, truth_copick = _write_truth(out, truth, tomograms, voxel_size)
-    pd.concat(decoys, ignore_index=True).to_csv(
-        out / "decoys.csv", index=False, float_format="%.3f", lineterminator="\n"
+    decoy_table = pd.concat(decoys, ignore_index=True)
+    decoy_table.to_csv(out / "decoys.csv", index=False, float_format="%.3f", lineterminator="\n")
+    # The fiducials alone, as a user has them from the tilt-series alignment: trusted negative
+    # references for `picks aggregate --negative` (points-csv: a tomogram column, Å).
+    decoy_table.loc[decoy_table["kind"] == "gold-bead", ["tomogram", "x", "y", "z"]].to_csv(
+        out / BEADS_FILE, index=False, float_format="%.3f", lineterminator="\n"
     )
     pickers = [
         _write_picker(
@@ -514,6 +521,11 @@ def _write_readme(result: SimulationResult) -> None:
         "",
         "# 2. accuracy of every picker and of the consensus (CZII F-beta, beta = 4)",
         "picks evaluate --db picks.db --truth ground_truth.csv",
+        "",
+        "# 3. the same with the gold beads (fiducials) as trusted negative references: the",
+        "#    consensus picks on a bead are rejected and the CNN trains on them as negatives",
+        "#    (append to the command of step 1, with --out consensus-beads)",
+        f"    --negative beads={BEADS_FILE} --input-option beads:units=angstrom",
         "",
         "Pickers:",
         *[

@@ -304,3 +304,38 @@ def test_decoys_are_listed_and_are_bright_where_listed(small):
         idx = np.rint(mine[["z", "y", "x"]].to_numpy() / tomo.voxel_size).astype(int)
         idx = np.clip(idx, 0, np.array(volume.shape) - 1)
         assert np.median(volume[tuple(idx.T)]) > np.percentile(volume, 99)
+
+
+def test_gold_beads_file_reads_as_negative_references(small, registry, tmp_path):
+    """gold_beads.csv is detected (points-csv, tomogram column, Å) and lands on the beads;
+    as --negative references it rejects the consensus picks on them."""
+    from picks.consensus.demo import aggregate_inputs
+    from picks.consensus.pipeline import aggregate
+    from picks.core.store import Store
+
+    beads_csv = small.out / "gold_beads.csv"
+    assert registry.detect(beads_csv).name == "points-csv"
+    tomograms = TomogramSet(read_tomogram(t.path) for t in small.tomograms)
+    ctx = ReadContext(path=beads_csv, tomograms=tomograms, options={"units": "angstrom"})
+    beads = registry.get("points-csv").read(beads_csv, ctx)
+    decoys = pd.read_csv(small.out / "decoys.csv")
+    truth = decoys[decoys["kind"] == "gold-bead"]
+    assert len(beads) == len(truth) > 0
+    np.testing.assert_allclose(beads[["x", "y", "z"]], truth[["x", "y", "z"]], atol=1e-3)
+    assert list(beads["tomogram"]) == list(truth["tomogram"])
+
+    with Store(tmp_path / "picks.db") as store:
+        result = aggregate(
+            store,
+            aggregate_inputs(small),
+            out=tmp_path / "out",
+            tomograms=[Path(t.path) for t in small.tomograms],
+            method="vote",
+            noise_ratio=0,
+            negatives=[f"beads={beads_csv}"],
+            input_options=["beads:units=angstrom"],
+            formats=["csv"],
+        )
+        consensus = pd.DataFrame(store.db["consensus"].rows_where("run_id = ?", [result.run_id]))
+    vetoed = consensus[consensus["reason"].str.startswith("negative reference")]
+    assert len(vetoed) and (vetoed["accepted"] == 0).all()
