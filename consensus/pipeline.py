@@ -596,6 +596,7 @@ def _import_inputs(
             fill = spec.options.get("particle") or particle
             source_ids = []
             n_in = 0
+            file_warnings: dict[str, list[Path]] = {}
             for path in files:
                 result = import_file(
                     store,
@@ -635,7 +636,12 @@ def _import_inputs(
                 fill_of[result.source_id] = canonical_name(fill) if fill else None
                 source_ids.append(result.source_id)
                 n_in += result.n_picks
-                warnings.extend(f"{path}: {w}" for w in result.warnings)
+                for w in result.warnings:
+                    file_warnings.setdefault(w, []).append(path)
+            # the same warning for many files of a folder is said once
+            for w, paths in file_warnings.items():
+                where = paths[0] if len(paths) == 1 else f"{len(paths)} files of {spec.given}"
+                warnings.append(f"{where}: {w}")
             done.rows.append(
                 {
                     "label": spec.label or (label_of[source_ids[0]] if source_ids else None),

@@ -199,6 +199,7 @@ def import_file(
             particle=particle,
             tomogram=tomogram,
             options=options,
+            role=role,
         ),
     )
     existing = store.find_source(digest, identity)

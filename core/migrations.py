@@ -211,9 +211,12 @@ def reading_options(
     particle: str | None = None,
     tomogram: str | None = None,
     options: dict | None = None,
+    role: str = "picker",
 ) -> dict:
-    """The reading options of an import that differ from the defaults (identity part)."""
+    """The reading options of an import that differ from the defaults (identity part); the
+    role too: the same file as a picker and as trusted references are two sources."""
     out: dict = {
+        "role": None if role == "picker" else role,
         "adapter": adapter,
         "voxel_size": float(voxel_size) if voxel_size is not None else None,
         "binning": float(binning) if binning not in (None, 1, 1.0) else None,

@@ -383,6 +383,26 @@ def test_force_rerun_removes_its_own_stale_outputs_only(tmp_path: Path, inputs: 
     assert any("removed 1 file" in w for w in json.loads(second.stdout)["warnings"])
 
 
+def test_a_folder_warning_is_said_once(tmp_path: Path, inputs: dict[str, Path]):
+    folder = inputs["a"].parent
+    result = invoke(
+        "aggregate",
+        f"all={folder}",
+        "--input-option",
+        "all:bogus=1",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "csv",
+        "--db",
+        tmp_path / "p.db",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    said = [w for w in json.loads(result.stdout)["warnings"] if "'bogus'" in w]
+    assert len(said) == 1 and said[0].startswith(f"3 files of all={folder}")
+
+
 def test_directory_rows_take_the_longest_class_suffix():
     from picks.consensus.pipeline import _directory_rows
 

@@ -94,6 +94,10 @@ def test_reimport_with_other_reading_options_is_a_new_source(tmp_path: Path):
     again = invoke("import", str(csv), "--db", db, "--binning", "2", "--particle", "ribosome")
     assert "already imported" in again.stdout
     assert len(json.loads(invoke("sources", "--db", db, "--json").stdout)) == 2
+    # the same file as trusted negative references is a source of its own (its role differs)
+    invoke("import", str(csv), "--db", db, "--role", "negative")
+    roles = [s["role"] for s in json.loads(invoke("sources", "--db", db, "--json").stdout)]
+    assert roles == ["picker", "picker", "negative"]
 
 
 def test_unused_adapter_option_is_reported(tmp_path: Path):
