@@ -42,6 +42,11 @@ from picks.core.store import now
 
 DEFAULT_THRESHOLD = 0.5
 FEW_POSITIVES = 100  # below this many training positives the summary warns
+# Below this many training positives of a class the network has not learned what that class
+# looks like, so its P(particle) for the class's candidates is not used: they are judged by
+# typicality alone (docs/cnn.md §4). Measured: real virus-like particles, with no training
+# positives, got a median P(particle) of 0.085 and a third of them were rejected.
+MIN_CLASS_POSITIVES = 20
 TYPICALITY = "typicality"  # the scores row holding a model's typicality of the pick
 _PREFIX = re.compile(r"^(cnn|combined|not scored)[^;]*; ")
 
@@ -197,9 +202,16 @@ def rescore_run(
     summary["scoring_samples_per_s"] = (
         n_scored * len(models) / timings["score"] if timings["score"] else 0.0
     )
-    per_model = np.stack([(1.0 - p[:, 0]) * t for p, t in zip(probs, typ, strict=True)])
+    rare = [_rare_class_mask(candidates, m) for m in models]
+    per_model = np.stack(
+        [np.where(r, t, (1.0 - p[:, 0]) * t) for p, t, r in zip(probs, typ, rare, strict=True)]
+    )
     particle = per_model.mean(axis=0)  # NaN where dropped (dropped for every model alike)
     scored = ~np.isnan(particle)
+    rare_any = np.any(np.stack(rare), axis=0)
+    summary["typicality_only_classes"] = sorted(
+        {str(p) for p in candidates.loc[rare_any, "particle"]}
+    )
 
     # -- decision --------------------------------------------------------------------------
     final = particle.copy()
@@ -246,6 +258,7 @@ def rescore_run(
         models,
         threshold,
         combine,
+        rare_any,
     )
 
     # -- writing ---------------------------------------------------------------------------
@@ -445,6 +458,19 @@ def _combine(
     return final, info
 
 
+def _rare_class_mask(candidates: pd.DataFrame, model: dict) -> np.ndarray:
+    """Candidates whose class had fewer than :data:`MIN_CLASS_POSITIVES` training positives
+    in this model (a model card without counts: none)."""
+    counts = model["card"].get("training", {}).get("counts", {}).get("positives")
+    if not isinstance(counts, dict):
+        return np.zeros(len(candidates), dtype=bool)
+    return (
+        candidates["particle"]
+        .map(lambda p: int(counts.get(str(p), 0)) < MIN_CLASS_POSITIVES)
+        .to_numpy(dtype=bool)
+    )
+
+
 def _reasons(
     candidates,
     particle,
@@ -458,6 +484,7 @@ def _reasons(
     models,
     threshold,
     combine,
+    rare=None,
 ):
     base = candidates["reason"].fillna("").astype(str).map(lambda r: _PREFIX.sub("", r)).tolist()
     classes = models[0]["card"]["classes"]
@@ -491,6 +518,11 @@ def _reasons(
                 details.append(f"typicality {t_mean[i]:.2f}: unlike the consensus positives")
             if unknown[i]:
                 details.append(f"class {candidates['particle'].iat[i]} had no training positives")
+            if rare is not None and rare[i]:
+                details.append(
+                    f"fewer than {MIN_CLASS_POSITIVES} training positives of its class: "
+                    "judged by typicality only"
+                )
             if details:
                 head += " (" + ", ".join(details) + ")"
             if trusted[i]:

@@ -464,6 +464,45 @@ def test_rescore_run_scores_every_candidate_and_records_everything(world) -> Non
     assert summary["models"][0]["sha256"] == model_row["sha256"]
 
 
+def test_a_class_with_few_training_positives_is_judged_by_typicality_only(world) -> None:
+    from picks.consensus.rescore import MIN_CLASS_POSITIVES, _rare_class_mask
+
+    summary = world["summary"]
+    # the world's one class had enough positives: the network's P(particle) decided
+    assert summary["models"] and summary["typicality_only_classes"] == []
+    frame = pd.DataFrame({"particle": ["ribosome", "apo-ferritin", "virus-like-particle"]})
+    card = {"training": {"counts": {"positives": {"ribosome": 544, "apo-ferritin": 3}}}}
+    mask = _rare_class_mask(frame, {"card": card})
+    assert mask.tolist() == [False, True, True] and MIN_CLASS_POSITIVES == 20
+    assert not _rare_class_mask(frame, {"card": {}}).any()  # an old card: no such rule
+
+
+def test_typicality_only_decision_end_to_end(world, monkeypatch) -> None:
+    from picks.consensus import rescore
+    from picks.consensus.rescore import scores_table
+
+    store, run = world["store"], world["run"]
+    path = world["summary"]["models"][0]["path"]
+    kwargs = dict(
+        tomograms=store.tomograms(), catalog=CATALOG, model=path, device="cpu", threshold=0.5
+    )  # as the world was scored
+    before = consensus(store, run)
+    monkeypatch.setattr(rescore, "MIN_CLASS_POSITIVES", 10**6)  # every class is "rare"
+    summary = rescore.rescore_run(store, run, **kwargs)
+    assert summary["typicality_only_classes"] == ["apo-ferritin"]
+    cons = consensus(store, run)
+    table = scores_table(store, run).merge(
+        cons[["id", "cnn_score", "reason"]], left_on="consensus_id", right_on="id"
+    )
+    np.testing.assert_allclose(table["cnn_score"], table["typicality"], atol=1e-6)
+    assert table["reason"].str.contains("judged by typicality only").all()
+    monkeypatch.undo()
+    rescore.rescore_run(store, run, **kwargs)  # the shared world as it was
+    np.testing.assert_allclose(
+        consensus(store, run)["cnn_score"], before["cnn_score"], atol=1e-6, equal_nan=True
+    )
+
+
 def test_rescoring_separates_particles_from_empty_candidates(world) -> None:
     cons = consensus(world["store"], world["run"])
     kinds = world["kinds"]
