@@ -241,7 +241,9 @@ class TomogramSet:
         expected = ", ".join(self.names()[:20]) + (" ..." if len(self) > 20 else "")
         if not candidates:
             raise TomogramNameError(
-                f"{where}tomogram {raw!r} matches none of the registered tomograms ({expected})",
+                f"{where}tomogram {raw!r}"
+                + (f" (compared as {key!r})" if key != raw else "")
+                + f" matches none of the registered tomograms ({expected})",
                 hint="Register it with --tomograms PATH, or name it with --tomogram NAME.",
             )
         raise TomogramNameError(
