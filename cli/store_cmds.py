@@ -115,7 +115,7 @@ def import_cmd(
                     if result.skipped:
                         typer.echo(
                             f"{path}: already imported as source {result.source_id} "
-                            "(same sha256 and reading options), nothing to do"
+                            "(same file, same picks), nothing to do"
                         )
                     else:
                         typer.echo(

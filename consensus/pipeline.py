@@ -654,10 +654,22 @@ def _import_inputs(
             )
     if from_store:
         fill = canonical_name(particle) if particle else None
-        for src in store.sources():
+        # A file imported again with other reading options is a new source (m005): for one
+        # picker the latest import of a file stands, the earlier ones are not counted twice.
+        latest: dict[tuple[str, str, str], dict] = {}
+        for src in sorted(store.sources(), key=lambda r: r["id"]):
             if src["role"] == "picker":
-                label_of[src["id"]], role_of[src["id"]] = src["picker"], "picker"
-                fill_of[src["id"]] = fill
+                key = (src["picker"], src["sha256"], src["identity"].split("|", 1)[0])
+                if key in latest:
+                    warnings.append(
+                        f"source #{latest[key]['id']} ({Path(src['path']).name}) is superseded "
+                        f"by source #{src['id']}, the same file imported again for "
+                        f"{src['picker']} with other options"
+                    )
+                latest[key] = src
+        for src in latest.values():
+            label_of[src["id"]], role_of[src["id"]] = src["picker"], "picker"
+            fill_of[src["id"]] = fill
         done.rows.extend(_stored_picker_rows(store, label_of, role_of))
     return done
 

@@ -202,13 +202,13 @@ def rescore_run(
     summary["scoring_samples_per_s"] = (
         n_scored * len(models) / timings["score"] if timings["score"] else 0.0
     )
-    rare = [_rare_class_mask(candidates, m) for m in models]
+    rare = [_rare_class_mask(candidates, m, typicality) for m in models]
     per_model = np.stack(
         [np.where(r, t, (1.0 - p[:, 0]) * t) for p, t, r in zip(probs, typ, rare, strict=True)]
     )
     particle = per_model.mean(axis=0)  # NaN where dropped (dropped for every model alike)
     scored = ~np.isnan(particle)
-    rare_any = np.any(np.stack(rare), axis=0)
+    rare_any = np.any(np.stack(rare), axis=0)  # for an ensemble: in at least one model
     summary["typicality_only_classes"] = sorted(
         {str(p) for p in candidates.loc[rare_any, "particle"]}
     )
@@ -235,8 +235,8 @@ def rescore_run(
         )
         timings["combine"] = time.perf_counter() - started
     trusted = is_trusted(candidates)
-    # Classes without training positives are still judged (by P(particle) and typicality,
-    # which do not depend on the class); the reason says the class was not among them.
+    # Classes without (enough) training positives are judged by typicality alone (see
+    # MIN_CLASS_POSITIVES); the reason says so.
     known = set().union(*(m["card"]["classes"][1:] for m in models))
     unknown = ~candidates["particle"].map(lambda p: p in known).to_numpy(dtype=bool)
     accepted = np.where(
@@ -440,7 +440,9 @@ def _combine(
     for m in models:
         p, feats = cnn.predict(m["model"], boxes, box=box, features=True)
         params = m["card"].get("typicality") if typicality else None
-        scores.append((1.0 - p[:, 0]) * cnn.typicality(feats, params, alpha)[2])
+        t = cnn.typicality(feats, params, alpha)[2]
+        # the same rule as for the candidates, so the regression is fitted on what it decides on
+        scores.append(np.where(_rare_class_mask(rows, m, typicality), t, (1.0 - p[:, 0]) * t))
     score = np.mean(scores, axis=0)
     labels = (rows["label"].to_numpy() > 0).astype(int)
     if labels.min() == labels.max():
@@ -458,17 +460,22 @@ def _combine(
     return final, info
 
 
-def _rare_class_mask(candidates: pd.DataFrame, model: dict) -> np.ndarray:
+def _rare_class_mask(candidates: pd.DataFrame, model: dict, typicality: bool = True) -> np.ndarray:
     """Candidates whose class had fewer than :data:`MIN_CLASS_POSITIVES` training positives
-    in this model (a model card without counts: none)."""
-    counts = model["card"].get("training", {}).get("counts", {}).get("positives")
-    if not isinstance(counts, dict):
+    in this model, to be judged by typicality alone. None when there is no typicality to
+    judge by (turned off, or a card without it) or no counts, and never for a pick without a
+    class (the network's P(particle) decides those)."""
+    card = model["card"]
+    counts = card.get("training", {}).get("counts", {}).get("positives")
+    if not isinstance(counts, dict) or not typicality or not card.get("typicality"):
         return np.zeros(len(candidates), dtype=bool)
-    return (
-        candidates["particle"]
-        .map(lambda p: int(counts.get(str(p), 0)) < MIN_CLASS_POSITIVES)
-        .to_numpy(dtype=bool)
-    )
+
+    def rare(p: object) -> bool:
+        if p is None or (isinstance(p, float) and p != p):
+            return False
+        return int(counts.get(str(p), 0)) < MIN_CLASS_POSITIVES
+
+    return candidates["particle"].map(rare).to_numpy(dtype=bool)
 
 
 def _reasons(
@@ -516,13 +523,12 @@ def _reasons(
                 details.append(f"most like {classes[k]} {mean[i, k]:.2f}")
             if t_mean[i] < 1.0:
                 details.append(f"typicality {t_mean[i]:.2f}: unlike the consensus positives")
-            if unknown[i]:
-                details.append(f"class {candidates['particle'].iat[i]} had no training positives")
+            name = candidates["particle"].iat[i]
             if rare is not None and rare[i]:
-                details.append(
-                    f"fewer than {MIN_CLASS_POSITIVES} training positives of its class: "
-                    "judged by typicality only"
-                )
+                few = "no" if unknown[i] else f"fewer than {MIN_CLASS_POSITIVES}"
+                details.append(f"{few} training positives of {name}: judged by typicality only")
+            elif unknown[i]:
+                details.append(f"class {name} had no training positives")
             if details:
                 head += " (" + ", ".join(details) + ")"
             if trusted[i]:

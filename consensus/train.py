@@ -368,8 +368,9 @@ def spatial_split(
 
 
 def _guard_band(rows, train_idx, val_idx, positive, side: float, split: str):
-    """Training points whose box overlaps a validation box (centres closer than one box side,
-    across a block face) are left out of training, so validation sees no voxel training saw.
+    """Training points whose box overlaps a validation box (centres closer than one box side
+    on every axis, across a block face or corner) are left out of training, so validation
+    sees no voxel training saw.
     Kept when leaving them out would empty a class on the training side."""
     from scipy.spatial import cKDTree
 
@@ -381,7 +382,8 @@ def _guard_band(rows, train_idx, val_idx, positive, side: float, split: str):
         if not t.any():
             continue
         tree = cKDTree(xyz[val_idx[names[val_idx] == name]])
-        distance, _ = tree.query(xyz[train_idx[t]], distance_upper_bound=side)
+        # cubes overlap when every axis is closer than a side: the Chebyshev distance
+        distance, _ = tree.query(xyz[train_idx[t]], p=np.inf, distance_upper_bound=side)
         near[np.flatnonzero(t)] = np.isfinite(distance) & (distance < side)
     kept = train_idx[~near]
     if not near.any() or not (positive[kept].any() and (~positive[kept]).any()):

@@ -16,7 +16,7 @@ import pandas as pd
 
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, NotFound, OutOfExtent, PicksError
-from picks.core.migrations import reading_options, source_identity
+from picks.core.migrations import source_identity
 from picks.core.store import Store
 from picks.core.tomograms import TomogramSet
 from picks.plugins.adapter import Adapter, ReadContext
@@ -186,21 +186,10 @@ def import_file(
     )
     frame = read_file(chosen, ctx)
     # Same bytes are the same source unless they land in other tomograms (a copick file whose
-    # run comes from its folder), so the match is on bytes + tomograms, after reading.
-    # ... and on the reading options: the same file read with another binning, voxel size,
-    # class or adapter gives other picks, so it is a new source, not a no-op.
+    # run comes from its folder), give other picks (another binning, voxel size, class or
+    # adapter) or come in another role; so the match is made after reading (see m005).
     identity = source_identity(
-        digest,
-        frame["tomogram"].unique(),
-        reading_options(
-            adapter=None if adapter == "auto" else chosen.name,
-            voxel_size=voxel_size,
-            binning=binning,
-            particle=particle,
-            tomogram=tomogram,
-            options=options,
-            role=role,
-        ),
+        digest, frame["tomogram"].unique(), role=role, content=canonical.content_digest(frame)
     )
     existing = store.find_source(digest, identity)
     if existing is not None:

@@ -7,8 +7,6 @@ name in ``_sqlite_migrations``). Never edit an applied migration: add a new one.
 
 from __future__ import annotations
 
-import json
-
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -191,42 +189,42 @@ def m004_source_identity(db: Database) -> None:
     db["sources"].create_index(["identity"], unique=True)
 
 
-def source_identity(sha256: str, tomograms, reading: dict | None = None) -> str:
-    """The key re-imports are matched on (see m004): bytes, tomograms and reading options.
-
-    ``reading`` holds only the options that differ from the defaults (see
-    :func:`reading_options`), so an import with default options keeps the m004 key.
-    """
+def source_identity(
+    sha256: str, tomograms, *, role: str = "picker", content: str | None = None
+) -> str:
+    """The key re-imports are matched on: the file's bytes, the tomograms they were read into
+    (m004), and (m005) the role and a digest of the picks the import produced
+    (:func:`picks.core.picks.content_digest`). So importing the same file again is a no-op
+    when it gives the same picks, and a new source when other reading options (binning, voxel
+    size, class, adapter) change them, or when it is given as trusted references."""
     key = f"{sha256}:{','.join(sorted(set(map(str, tomograms))))}"
-    if reading:
-        key += "|" + json.dumps(reading, sort_keys=True, default=str, separators=(",", ":"))
+    if role != "picker":
+        key += f"|role={role}"
+    if content is not None:
+        key += f"|picks={content}"
     return key
 
 
-def reading_options(
-    *,
-    adapter: str | None = None,
-    voxel_size: float | None = None,
-    binning: float | None = 1.0,
-    particle: str | None = None,
-    tomogram: str | None = None,
-    options: dict | None = None,
-    role: str = "picker",
-) -> dict:
-    """The reading options of an import that differ from the defaults (identity part); the
-    role too: the same file as a picker and as trusted references are two sources."""
-    out: dict = {
-        "role": None if role == "picker" else role,
-        "adapter": adapter,
-        "voxel_size": float(voxel_size) if voxel_size is not None else None,
-        "binning": float(binning) if binning not in (None, 1, 1.0) else None,
-        "particle": particle,
-        "tomogram": tomogram,
-    }
-    out = {k: v for k, v in out.items() if v is not None}
-    for key, value in sorted((options or {}).items()):
-        out[f"option:{key}"] = str(value)
-    return out
+@migrations(name="m005_source_identity_content")
+def m005_source_identity_content(db: Database) -> None:
+    """Re-key every source on bytes + tomograms + role + the digest of its stored picks."""
+    import pandas as pd
+
+    from picks.core.picks import DIGEST_COLUMNS, content_digest
+
+    columns = ", ".join(DIGEST_COLUMNS)
+    for row in list(db.query("SELECT id, sha256, role FROM sources")):
+        picks = pd.DataFrame(
+            list(db.query(f"SELECT {columns} FROM picks WHERE source_id = ?", [row["id"]])),
+            columns=list(DIGEST_COLUMNS),
+        )
+        identity = source_identity(
+            row["sha256"],
+            picks["tomogram"].unique(),
+            role=row["role"] or "picker",
+            content=content_digest(picks),
+        )
+        db["sources"].update(row["id"], {"identity": identity})
 
 
 def migrate(db: Database) -> None:

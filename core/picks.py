@@ -116,3 +116,27 @@ def validate(frame: pd.DataFrame) -> None:
         raise ValueError(f"non-finite coordinate in record {frame['record'].iloc[bad]}")
     if (frame["tomogram"].astype(str) == "").any():
         raise ValueError("a pick has no tomogram name")
+
+
+DIGEST_COLUMNS = ("record", "tomogram", "particle", "x", "y", "z", "score", "rot", "tilt", "psi")
+
+
+def content_digest(frame: pd.DataFrame) -> str:
+    """A short hash of what an import produced: per record, the tomogram, class, position
+    (to 1e-4 Å), score and angles. Two reads of the same bytes that give the same picks (an
+    option the file did not need) hash alike; another binning, voxel size or class does not."""
+    import hashlib
+
+    table = pd.DataFrame(
+        {
+            "record": pd.to_numeric(frame["record"]).astype("int64"),
+            "tomogram": frame["tomogram"].astype(str),
+            "particle": frame["particle"].map(lambda p: "" if p is None or p != p else str(p)),
+        }
+    )
+    for column in ("x", "y", "z", "score", "rot", "tilt", "psi"):
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        table[column] = np.round(values, 4 if column in COORDS else 6) + 0.0  # no "-0"
+    table = table.sort_values(list(DIGEST_COLUMNS), kind="stable")
+    text = table.to_csv(index=False, float_format="%.6f", na_rep="nan")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -383,6 +383,29 @@ def test_force_rerun_removes_its_own_stale_outputs_only(tmp_path: Path, inputs: 
     assert any("removed 1 file" in w for w in json.loads(second.stdout)["warnings"])
 
 
+def test_from_store_the_latest_import_of_a_file_stands(tmp_path: Path, formats_dir: Path):
+    cbox = formats_dir / "cryolo" / "3d_particle.cbox"
+    db = tmp_path / "p.db"
+    for voxel in ("10", "20"):  # the second import "corrects" the voxel size: a new source
+        invoke("import", cbox, "--picker", "A", "--voxel-size", voxel, "--db", db)
+    result = invoke(
+        "aggregate",
+        "--particle",
+        "ribosome",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "csv",
+        "--db",
+        db,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [r["n_picks"] for r in report["inputs"]] == [3]  # not 6
+    assert any("superseded by source #2" in w for w in report["warnings"])
+
+
 def test_a_folder_warning_is_said_once(tmp_path: Path, inputs: dict[str, Path]):
     folder = inputs["a"].parent
     result = invoke(

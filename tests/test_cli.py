@@ -81,23 +81,33 @@ def test_import_sources_runs_audit_json(tmp_path: Path):
     assert json.loads(export.read_text())["pick"]["id"] == 2
 
 
-def test_reimport_with_other_reading_options_is_a_new_source(tmp_path: Path):
-    """Same bytes + same options: no-op; other options (the fix a warning suggests): new picks."""
+def test_reimport_is_a_no_op_only_when_it_gives_the_same_picks(tmp_path: Path, formats_dir: Path):
+    """Same bytes + same picks: no-op; options that change the picks (the fix a warning
+    suggests): a new source; options the file did not need: still a no-op."""
+    cbox = str(formats_dir / "cryolo" / "3d_particle.cbox")
+    db = str(tmp_path / "p.db")
+
+    def sources() -> list[dict]:
+        return json.loads(invoke("sources", "--db", db, "--json").stdout)
+
+    first = json.loads(invoke("import", cbox, "--db", db, "--voxel-size", "10", "--json").stdout)
+    assert not first[0]["skipped"]
+    again = invoke("import", cbox, "--db", db, "--voxel-size", "10")
+    assert "already imported" in again.stdout and len(sources()) == 1
+    other = invoke("import", cbox, "--db", db, "--voxel-size", "20", "--binning", "2")
+    assert other.exit_code == 0 and "already imported" not in other.stdout
+    classed = invoke("import", cbox, "--db", db, "--voxel-size", "10", "--particle", "ribosome")
+    assert "already imported" not in classed.stdout
+    assert len(sources()) == 3
+    # the same file as trusted negative references is a source of its own (its role differs)
+    invoke("import", cbox, "--db", db, "--voxel-size", "10", "--role", "negative")
+    assert [s["role"] for s in sources()] == ["picker", "picker", "picker", "negative"]
+    # a CZII CSV is in Å and names its classes: --binning and --particle change nothing
     csv = tmp_path / "sub.csv"
     csv.write_text(CSV)
-    db = str(tmp_path / "p.db")
-    first = json.loads(invoke("import", str(csv), "--db", db, "--json").stdout)[0]
-    other = invoke("import", str(csv), "--db", db, "--particle", "ribosome", "--binning", "2")
-    assert other.exit_code == 0 and "already imported" not in other.stdout
-    sources = json.loads(invoke("sources", "--db", db, "--json").stdout)
-    assert len(sources) == 2 and sources[1]["id"] != first["source_id"]
-    again = invoke("import", str(csv), "--db", db, "--binning", "2", "--particle", "ribosome")
-    assert "already imported" in again.stdout
-    assert len(json.loads(invoke("sources", "--db", db, "--json").stdout)) == 2
-    # the same file as trusted negative references is a source of its own (its role differs)
-    invoke("import", str(csv), "--db", db, "--role", "negative")
-    roles = [s["role"] for s in json.loads(invoke("sources", "--db", db, "--json").stdout)]
-    assert roles == ["picker", "picker", "negative"]
+    invoke("import", str(csv), "--db", db)
+    same = invoke("import", str(csv), "--db", db, "--binning", "2", "--particle", "ribosome")
+    assert "already imported" in same.stdout and len(sources()) == 5
 
 
 def test_unused_adapter_option_is_reported(tmp_path: Path):

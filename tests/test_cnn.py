@@ -394,7 +394,7 @@ def test_guard_band_keeps_training_boxes_off_validation_boxes() -> None:
         {
             "tomogram": ["T"] * 5 + ["U"],
             "x": [0.0, 90.0, 150.0, 400.0, 500.0, 10.0],
-            "y": 0.0,
+            "y": [0.0, 90.0, 0.0, 0.0, 0.0, 0.0],  # point 1: 127 Å away, corners overlap
             "z": 0.0,
         }
     )
@@ -402,7 +402,7 @@ def test_guard_band_keeps_training_boxes_off_validation_boxes() -> None:
     train, how = _guard_band(
         rows, np.array([1, 2, 3, 4, 5]), np.array([0]), positive, 100.0, "spatial"
     )
-    # 90 Å from the validation point: its 100 Å box overlaps; U is another tomogram
+    # (90, 90) Å from the validation point: the 100 Å boxes share a corner; U: other tomogram
     assert train.tolist() == [2, 3, 4, 5] and "1 training points" in how
     # never empties a class on the training side
     kept, how = _guard_band(rows, np.array([1, 2]), np.array([0]), positive, 100.0, "spatial")
@@ -471,10 +471,18 @@ def test_a_class_with_few_training_positives_is_judged_by_typicality_only(world)
     # the world's one class had enough positives: the network's P(particle) decided
     assert summary["models"] and summary["typicality_only_classes"] == []
     frame = pd.DataFrame({"particle": ["ribosome", "apo-ferritin", "virus-like-particle"]})
-    card = {"training": {"counts": {"positives": {"ribosome": 544, "apo-ferritin": 3}}}}
+    card = {
+        "training": {"counts": {"positives": {"ribosome": 544, "apo-ferritin": 3}}},
+        "typicality": {"means": [[0.0]]},
+    }
     mask = _rare_class_mask(frame, {"card": card})
     assert mask.tolist() == [False, True, True] and MIN_CLASS_POSITIVES == 20
     assert not _rare_class_mask(frame, {"card": {}}).any()  # an old card: no such rule
+    # no typicality to judge by (turned off, or not in the card): P(particle) decides
+    assert not _rare_class_mask(frame, {"card": card}, typicality=False).any()
+    assert not _rare_class_mask(frame, {"card": {**card, "typicality": None}}).any()
+    unlabelled = pd.DataFrame({"particle": [None]})
+    assert not _rare_class_mask(unlabelled, {"card": card}).any()
 
 
 def test_typicality_only_decision_end_to_end(world, monkeypatch) -> None:
@@ -703,7 +711,7 @@ def test_hard_negatives_are_mined_and_unseen_classes_are_flagged(world) -> None:
     assert out["unseen_classes"] == ["ribosome"]
     cons = consensus(store, run)
     ribo = cons[cons["particle"] == "ribosome"].iloc[0]
-    assert ribo["accepted"] == 1 and "class ribosome had no training positives" in ribo["reason"]
+    assert ribo["accepted"] == 1 and "no training positives of ribosome" in ribo["reason"]
     store.db.conn.execute(
         "DELETE FROM scores WHERE consensus_id IN (SELECT id FROM consensus WHERE particle = 'ribosome')"
     )

@@ -69,6 +69,29 @@ def test_import_then_reimport_is_noop(store: Store, registry, tmp_path: Path):
     assert store.count("sources") == 1 and store.count("picks") == 2
 
 
+def test_m005_rekeys_older_sources_so_reimport_stays_a_no_op(tmp_path: Path, registry):
+    """A store whose sources carry the m004 key (bytes + tomograms) before m005 ran."""
+    from picks.core.migrations import source_identity
+
+    db_path = tmp_path / "old.db"
+    path = write(tmp_path / "sub.csv", CSV)
+    with Store(db_path) as store:
+        first = import_file(store, path, registry)
+        row = store.get_source(first.source_id)
+        store.db["sources"].update(
+            first.source_id, {"identity": source_identity(row["sha256"], ["TS_1"])}
+        )
+        store.db.execute(
+            "DELETE FROM _sqlite_migrations WHERE name = 'm005_source_identity_content'"
+        )
+        store.db.conn.commit()
+    with Store(db_path) as store:  # migrates again: m005 re-keys source 1
+        assert "|picks=" in store.get_source(first.source_id)["identity"]
+        again = import_file(store, path, registry)
+        assert again.skipped and again.source_id == first.source_id
+        assert store.count("sources") == 1
+
+
 def test_imported_values_and_provenance(store: Store, registry, tmp_path: Path):
     path = write(tmp_path / "sub.csv", CSV)
     result = import_file(store, path, registry, picker="yolo")
