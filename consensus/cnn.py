@@ -39,6 +39,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -54,18 +55,21 @@ from picks.core.errors import PicksError
 # the level when this module is imported comes before the first one; a level the user set wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _TF = None
+_TF_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _native_stderr_into(file) -> Iterator[None]:
     """Point file descriptor 2 (where C++ code logs) at ``file`` for the block."""
-    sys.stderr.flush()
+    if sys.stderr is not None:
+        sys.stderr.flush()
     saved = os.dup(2)
     os.dup2(file.fileno(), 2)
     try:
         yield
     finally:
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
 
@@ -77,31 +81,32 @@ def tensorflow():
     ``TF_CPP_MIN_LOG_LEVEL``, so the variable alone does not silence them. While the level is
     2 or more (the default here), the first import and device probe write their native log to
     a temporary file that is shown only if the import fails; ``TF_CPP_MIN_LOG_LEVEL=0`` shows
-    everything.
+    everything. A lock makes the first import one thread's (fd 2 is process-wide).
     """
     global _TF
     if _TF is not None:
         return _TF
-    try:
-        quiet = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")) >= 2
-    except ValueError:
-        quiet = True
-    if not quiet:
-        import tensorflow as tf
-
-        _TF = tf
-        return tf
-    with tempfile.TemporaryFile(mode="w+") as log:
+    with _TF_LOCK:
+        if _TF is not None:
+            return _TF
         try:
-            with _native_stderr_into(log):
-                import tensorflow as tf
+            quiet = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")) >= 2
+        except ValueError:
+            quiet = True
+        if not quiet or sys.stderr is None:
+            import tensorflow as tf
+        else:
+            with tempfile.TemporaryFile() as log:
+                try:
+                    with _native_stderr_into(log):
+                        import tensorflow as tf
 
-                tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
-        except BaseException:
-            log.seek(0)
-            sys.stderr.write(log.read())
-            raise
-    _TF = tf
+                        tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
+                except BaseException:
+                    log.seek(0)
+                    sys.stderr.write(log.read().decode("utf-8", errors="replace"))
+                    raise
+        _TF = tf
     return tf
 
 

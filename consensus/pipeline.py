@@ -495,7 +495,16 @@ def aggregate(
         # -- outputs ----------------------------------------------------------------------
         final = _read_consensus(store, run_id)
         final = final.merge(table[["id", "rot", "tilt", "psi"]], on="id", how="left")
-        outputs = _write_outputs(store, run_id, final, writers, out, force=force, progress=progress)
+        outputs = _write_outputs(
+            store,
+            run_id,
+            final,
+            writers,
+            out,
+            force=force,
+            progress=progress,
+            voxel_size=voxel_size,
+        )
         outputs.append(_write_candidates(store, run_id, final, out))
         if force:
             stale = _remove_stale_outputs(store, run_id, writers, out, outputs)
@@ -1001,8 +1010,12 @@ def _write_outputs(
     *,
     force: bool,
     progress: Progress,
+    voxel_size: float | None = None,
 ) -> list[dict]:
-    """Accepted picks, one set per class and format; every file recorded in ``exports``."""
+    """Accepted picks, one set per class and format; every file recorded in ``exports``.
+
+    Voxel formats take each tomogram's registered voxel size; with no tomogram registered,
+    ``voxel_size`` (the run's ``--voxel-size``)."""
     from picks.core.export import planned_files, safe_name, write_picks
     from picks.plugins.adapter import WriteContext
 
@@ -1029,7 +1042,7 @@ def _write_outputs(
             if subset.empty:
                 advance(1)
                 continue
-            ctx = WriteContext(tomograms=tomos)
+            ctx = WriteContext(tomograms=tomos, voxel_size=None if len(tomos) else voxel_size)
             groups = planned_files(subset, adapter, target) if adapter.layout != "directory" else {}
             written = write_picks(subset, adapter, target, ctx, force=force)
             for path in written:

@@ -90,6 +90,7 @@ def audit_consensus(store: Store, consensus_id: int) -> dict:
     )
     exports = [
         {k: e[k] for k in ("id", "path", "format", "sha256", "created_at")}
+        | {"state": _file_state(e["path"], e["sha256"])}
         for e in store.db["exports"].rows_where("run_id = ?", [consensus["run_id"]], order_by="id")
         if _in_ranges(e.get("consensus_ids"), consensus_id)
     ]
@@ -178,5 +179,23 @@ def render(report: dict) -> str:
     for key in sorted(params):
         lines.append(f"            {key} = {params[key]}")
     for e in report["exports"]:
-        lines.append(f"  exported  {e['path']} ({e['format']})")
+        verb = "listed in" if e["format"] == "candidates" else "exported "
+        state = "" if e.get("state", "current") == "current" else f" [{e['state']}]"
+        lines.append(f"  {verb} {e['path']} ({e['format']}){state}")
     return "\n".join(lines)
+
+
+def _file_state(path: str, sha256: str | None) -> str:
+    """``current`` while the exported file is as written; else ``changed or replaced since``
+    (a later run with ``--force``, an edit) or ``missing``."""
+    import hashlib
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        return "missing"
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "current" if digest.hexdigest() == sha256 else "changed or replaced since"

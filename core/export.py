@@ -40,10 +40,17 @@ def atomic_path(path: Path, *, force: bool = False) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once, at import (os.umask can only be read by setting it)
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def safe_name(text: str) -> str:

@@ -69,8 +69,8 @@ class TrackedOptions(dict):
     """Adapter options that remember which keys the adapter looked at.
 
     After a read, a key the user gave that the adapter never looked up is a typo or an option
-    of another adapter (``unit=voxel`` for ``units=voxel``): :func:`unused_options` finds it,
-    and the import refuses it rather than read the file with the option silently ignored.
+    of another adapter (``unit=voxel`` for ``units=voxel``): :meth:`unused` finds it, and the
+    import warns (naming what the adapter did look for) rather than ignore it silently.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -381,6 +381,18 @@ def test_force_rerun_removes_its_own_stale_outputs_only(tmp_path: Path, inputs: 
     assert sorted(read_outputs(out)) == ["ribosome.csv"]  # run 1's apo-ferritin set is gone
     assert notes.read_text() == "mine"  # a file picks did not write stays
     assert any("removed 1 file" in w for w in json.loads(second.stdout)["warnings"])
+    # run 1's picks: audit says its files are gone or were replaced since
+    with Store(db) as store:
+        first_run = store.runs()[0]["id"]
+        apo = next(
+            r["id"]
+            for r in store.db["consensus"].rows_where("run_id = ? AND accepted = 1", [first_run])
+            if r["particle"] == "apo-ferritin"
+        )
+        states = {Path(e["path"]).name: e["state"] for e in audit_consensus(store, apo)["exports"]}
+    assert states == {"apo-ferritin.csv": "missing", "candidates.csv": "changed or replaced since"}
+    text = invoke("audit", apo, "--db", db).output
+    assert "[missing]" in text and "listed in" in text
 
 
 def test_from_store_the_latest_import_of_a_file_stands(tmp_path: Path, formats_dir: Path):

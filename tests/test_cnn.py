@@ -8,6 +8,7 @@ tables are filled directly (as the consensus pipeline would fill them).
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -150,6 +151,19 @@ def consensus(store, run) -> pd.DataFrame:
     from picks.consensus.train import load_candidates
 
     return load_candidates(store, run)
+
+
+# -- quiet start -------------------------------------------------------------------------------
+def test_native_stderr_is_captured_and_restored(capfd) -> None:
+    import tempfile
+
+    with tempfile.TemporaryFile() as log:
+        with cnn._native_stderr_into(log):
+            os.write(2, b"I0000 native noise\n")
+        log.seek(0)
+        assert log.read() == b"I0000 native noise\n"
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"  # fd 2 is back where it was
 
 
 # -- devices -----------------------------------------------------------------------------------
