@@ -49,6 +49,20 @@ def train_cmd(
     ] = None,
     edge: EdgeOption = "pad",
     max_outside: MaxOutsideOption = 0.5,
+    positives: Annotated[
+        str,
+        typer.Option(
+            help="Training positives: auto (full support; all pickers but one when fewer than "
+            "50 have it), full, or status (the run's positives)."
+        ),
+    ] = "auto",
+    hard_negatives: Annotated[
+        float,
+        typer.Option(help="Hard negatives mined per noise sample for a second round (0: off)."),
+    ] = 1.0,
+    patience: Annotated[
+        int, typer.Option(help="Early stopping: epochs without a better validation loss.")
+    ] = 5,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
@@ -72,6 +86,9 @@ def train_cmd(
             "batch_size": batch_size,
             "edge": edge,
             "max_outside": max_outside,
+            "positives": positives,
+            "hard_negatives": hard_negatives,
+            "patience": patience,
         }
         with store.run("train", params, method="cnn", seed=seed) as train_run:
             trained = fit(
@@ -88,6 +105,9 @@ def train_cmd(
                 device=device,
                 batch_size=batch_size,
                 progress=progress,
+                positives=positives,
+                hard_negatives=hard_negatives,
+                patience=patience,
             )
             path = out or unique_model_path(Path("models"), f"run{run}-cnn")
             digest = cnn.save(trained.model, path, trained.card, force=force)

@@ -672,11 +672,20 @@ def test_cli_train_and_score(tmp_path) -> None:
             "cpu",
             "--seed",
             "1",
+            "--positives",
+            "full",
+            "--hard-negatives",
+            "0",
+            "--patience",
+            "3",
             "--json",
         ],
     )
     assert res.exit_code == 0, res.output
     info = json.loads(res.output)
+    assert info["counts"]["positive_rule"].startswith("full")
+    card = json.loads(cnn.card_path(model).read_text())
+    assert card["training"]["hard_negatives"] is None  # --hard-negatives 0: one round
     assert (
         model.exists()
         and cnn.card_path(model).exists()
