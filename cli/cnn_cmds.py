@@ -71,8 +71,13 @@ def train_cmd(
     from picks.consensus import cnn
     from picks.consensus.extract import EdgePolicy
     from picks.consensus.rescore import record_training, run_catalog
-    from picks.consensus.train import fit, unique_model_path
+    from picks.consensus.train import POSITIVE_RULES, fit, unique_model_path
+    from picks.core.errors import PicksError
 
+    if positives not in POSITIVE_RULES:
+        raise PicksError(f"--positives {positives!r}: expected one of {', '.join(POSITIVE_RULES)}")
+    if patience < 1 or hard_negatives < 0 or epochs < 1:
+        raise PicksError("--epochs and --patience must be at least 1, --hard-negatives at least 0")
     with open_store(db, must_exist=True) as store:
         store.get_run(run)
         params = {

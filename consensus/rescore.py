@@ -466,7 +466,7 @@ def _rare_class_mask(candidates: pd.DataFrame, model: dict, typicality: bool = T
     judge by (turned off, or a card without it) or no counts, and never for a pick without a
     class (the network's P(particle) decides those)."""
     card = model["card"]
-    counts = card.get("training", {}).get("counts", {}).get("positives")
+    counts = ((card.get("training") or {}).get("counts") or {}).get("positives")
     if not isinstance(counts, dict) or not typicality or not card.get("typicality"):
         return np.zeros(len(candidates), dtype=bool)
 

@@ -285,7 +285,7 @@ def training_table(
     n_total, n_p = len(table), int(positive.sum())
     table["weight"] = np.where(positive, n_total / (2.0 * n_p), n_total / (2.0 * (n_total - n_p)))
     counts = {
-        "positives": {c: int((table["particle"] == c).sum()) for c in classes},
+        "positives": {c: int(((table["particle"] == c) & positive).sum()) for c in classes},
         "positive_rule": positive_rule,
         "positive_consensus": int((table["kind"] == "consensus").sum()),
         "positive_references": n_pos_refs,

@@ -213,7 +213,8 @@ def m005_source_identity_content(db: Database) -> None:
     from picks.core.picks import DIGEST_COLUMNS, content_digest
 
     columns = ", ".join(DIGEST_COLUMNS)
-    for row in list(db.query("SELECT id, sha256, role FROM sources")):
+    seen: set[str] = set()
+    for row in list(db.query("SELECT id, sha256, role FROM sources ORDER BY id")):
         picks = pd.DataFrame(
             list(db.query(f"SELECT {columns} FROM picks WHERE source_id = ?", [row["id"]])),
             columns=list(DIGEST_COLUMNS),
@@ -224,6 +225,11 @@ def m005_source_identity_content(db: Database) -> None:
             role=row["role"] or "picker",
             content=content_digest(picks),
         )
+        if identity in seen:
+            # Imported again before m005 with options that did not change the picks: the
+            # earliest source keeps the key (a new import matches it), later ones stay apart.
+            identity += f"|duplicate-of-earlier-import={row['id']}"
+        seen.add(identity)
         db["sources"].update(row["id"], {"identity": identity})
 
 

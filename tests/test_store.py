@@ -70,7 +70,8 @@ def test_import_then_reimport_is_noop(store: Store, registry, tmp_path: Path):
 
 
 def test_m005_rekeys_older_sources_so_reimport_stays_a_no_op(tmp_path: Path, registry):
-    """A store whose sources carry the m004 key (bytes + tomograms) before m005 ran."""
+    """A store whose sources carry the m004 key (bytes + tomograms) before m005 ran, with the
+    same file imported twice (an option that changed nothing made a second source then)."""
     from picks.core.migrations import source_identity
 
     db_path = tmp_path / "old.db"
@@ -81,15 +82,22 @@ def test_m005_rekeys_older_sources_so_reimport_stays_a_no_op(tmp_path: Path, reg
         store.db["sources"].update(
             first.source_id, {"identity": source_identity(row["sha256"], ["TS_1"])}
         )
+        frame = pd.DataFrame(list(store.db["picks"].rows_where("source_id = ?", [1])))
+        store.add_source(
+            {"path": str(path), "sha256": row["sha256"], "picker": "p", "identity": "old-2"},
+            canonical.make(frame[["tomogram", "particle", "x", "y", "z", "record"]]),
+        )
         store.db.execute(
             "DELETE FROM _sqlite_migrations WHERE name = 'm005_source_identity_content'"
         )
         store.db.conn.commit()
-    with Store(db_path) as store:  # migrates again: m005 re-keys source 1
-        assert "|picks=" in store.get_source(first.source_id)["identity"]
+    with Store(db_path) as store:  # migrates again: m005 re-keys both, without a clash
+        first_key = store.get_source(first.source_id)["identity"]
+        assert "|picks=" in first_key and "duplicate" not in first_key
+        assert "duplicate-of-earlier-import=2" in store.get_source(2)["identity"]
         again = import_file(store, path, registry)
         assert again.skipped and again.source_id == first.source_id
-        assert store.count("sources") == 1
+        assert store.count("sources") == 2
 
 
 def test_imported_values_and_provenance(store: Store, registry, tmp_path: Path):
