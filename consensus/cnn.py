@@ -33,7 +33,6 @@ TensorFlow is imported inside functions only (it costs seconds to import).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -49,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from picks.core.errors import PicksError
+from picks.core.importing import sha256_file
 
 # TensorFlow's C++ start-up notes (oneDNN, CUDA probes) are noise on a terminal. Every
 # ``import tensorflow``/``keras`` of the package goes through :func:`tensorflow` below, so setting
@@ -611,14 +611,6 @@ def card_path(model_path: str | Path) -> Path:
     """The model card written next to a model: ``name.keras`` → ``name.card.json``."""
     path = Path(model_path)
     return path.with_name(path.name.removesuffix(".keras") + ".card.json")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save(model, path: str | Path, card: dict, *, force: bool = False) -> str:

@@ -13,7 +13,6 @@ seed give identical ids, positions and output files whatever the order of inputs
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,6 +40,7 @@ from picks.consensus.vote import (
 )
 from picks.core import picks as canonical
 from picks.core.errors import PicksError
+from picks.core.importing import sha256_file
 from picks.core.particles import Catalog, canonical_name
 from picks.core.store import Store, now
 
@@ -222,14 +222,6 @@ def compact_ranges(ids: Iterable[int]) -> str:
         f"{a}" if a == b else f"{a}-{b}"
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- the pipeline ------------------------------------------------------------------------
@@ -1050,18 +1042,7 @@ def _write_outputs(
                 if not path.is_file():
                     continue
                 held = groups[path] if path in groups else _directory_rows(subset, path)
-                ids = held["consensus_id"].to_numpy(dtype=np.int64)
-                export_rows.append(
-                    (
-                        run_id,
-                        str(path.resolve()),
-                        name,
-                        _sha256(path),
-                        len(held),
-                        compact_ranges(ids),
-                        now(),
-                    )
-                )
+                export_rows.append(_export_row(run_id, path, name, held["consensus_id"]))
                 rows.append(
                     {
                         "format": name,
@@ -1071,14 +1052,32 @@ def _write_outputs(
                     }
                 )
             advance(1)
-    if export_rows:
+    _record_exports(store, export_rows)
+    return rows
+
+
+def _export_row(run_id: int, path: Path, fmt: str, consensus_ids: pd.Series) -> tuple:
+    """One ``exports`` row: the file, its hash, and the consensus picks it holds."""
+    ids = consensus_ids.to_numpy(dtype=np.int64)
+    return (
+        run_id,
+        str(path.resolve()),
+        fmt,
+        sha256_file(path),
+        len(ids),
+        compact_ranges(ids),
+        now(),
+    )
+
+
+def _record_exports(store: Store, rows: list[tuple]) -> None:
+    if rows:
         with store.transaction():
             store.db.conn.executemany(
                 "INSERT INTO exports (run_id, path, format, sha256, n_rows, consensus_ids, created_at) "
                 "VALUES (?,?,?,?,?,?,?)",
-                export_rows,
+                rows,
             )
-    return rows
 
 
 def _remove_stale_outputs(
@@ -1098,7 +1097,7 @@ def _remove_stale_outputs(
         if path in written or not any(path.startswith(root) for root in roots):
             continue
         file = Path(path)
-        if file.is_file() and _sha256(file) == sha256:
+        if file.is_file() and sha256_file(file) == sha256:
             file.unlink()
             removed.append(path)
     return sorted(removed)
@@ -1195,25 +1194,10 @@ def _write_candidates(store: Store, run_id: int, final: pd.DataFrame, out: Path)
 
     table = candidates_table(store, run_id, final)
     path = out / CANDIDATES_FILE
-    out.mkdir(parents=True, exist_ok=True)
     # _check_outputs refused an existing file before the run unless --force.
-    with atomic_path(path, force=True) as tmp:
+    with atomic_path(path, force=True) as tmp:  # (creates the folder)
         table.to_csv(tmp, index=False, float_format="%.6g")
-    ids = table["consensus_id"].to_numpy(dtype=np.int64)
-    with store.transaction():
-        store.db.conn.execute(
-            "INSERT INTO exports (run_id, path, format, sha256, n_rows, consensus_ids, created_at) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (
-                run_id,
-                str(path.resolve()),
-                "candidates",
-                _sha256(path),
-                len(table),
-                compact_ranges(ids),
-                now(),
-            ),
-        )
+    _record_exports(store, [_export_row(run_id, path, "candidates", table["consensus_id"])])
     return {"format": "candidates", "particle": None, "path": str(path), "n_rows": len(table)}
 
 

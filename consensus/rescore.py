@@ -204,7 +204,7 @@ def rescore_run(
     )
     rare = [_rare_class_mask(candidates, m, typicality) for m in models]
     per_model = np.stack(
-        [np.where(r, t, (1.0 - p[:, 0]) * t) for p, t, r in zip(probs, typ, rare, strict=True)]
+        [_decision_score(p, t, r) for p, t, r in zip(probs, typ, rare, strict=True)]
     )
     particle = per_model.mean(axis=0)  # NaN where dropped (dropped for every model alike)
     scored = ~np.isnan(particle)
@@ -442,7 +442,7 @@ def _combine(
         params = m["card"].get("typicality") if typicality else None
         t = cnn.typicality(feats, params, alpha)[2]
         # the same rule as for the candidates, so the regression is fitted on what it decides on
-        scores.append(np.where(_rare_class_mask(rows, m, typicality), t, (1.0 - p[:, 0]) * t))
+        scores.append(_decision_score(p, t, _rare_class_mask(rows, m, typicality)))
     score = np.mean(scores, axis=0)
     labels = (rows["label"].to_numpy() > 0).astype(int)
     if labels.min() == labels.max():
@@ -458,6 +458,12 @@ def _combine(
     info = combiner.describe(model, columns)
     info.update(fit_on=fit_on, n_fit=len(labels), n_fit_positive=int(labels.sum()))
     return final, info
+
+
+def _decision_score(probs: np.ndarray, typ: np.ndarray, rare: np.ndarray) -> np.ndarray:
+    """One model's score of each box: P(particle) × typicality, or typicality alone where the
+    box's class is rare in that model (:func:`_rare_class_mask`)."""
+    return np.where(rare, typ, (1.0 - probs[:, 0]) * typ)
 
 
 def _rare_class_mask(candidates: pd.DataFrame, model: dict, typicality: bool = True) -> np.ndarray:

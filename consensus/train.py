@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from picks.consensus import cnn
+from picks.consensus import cnn, metric
 from picks.consensus.extract import EdgePolicy, Extracted, describe, extract, geometry_for
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog
@@ -160,11 +160,6 @@ def positive_selection(candidates: pd.DataFrame, rule: str = "auto") -> tuple[np
         f"all pickers but one (only {int(full.sum())} full-support picks, fewer than "
         f"{MIN_FULL_POSITIVES})",
     )
-
-
-def positive_mask(candidates: pd.DataFrame, rule: str = "auto") -> np.ndarray:
-    """Which consensus picks are training positives (see :func:`positive_selection`)."""
-    return positive_selection(candidates, rule)[0]
 
 
 @dataclass
@@ -630,19 +625,22 @@ def choose_threshold(
     at 0.5, the Bayes decision of a network trained with balanced classes: a tuned threshold
     may favour recall, never precision beyond it.
     """
-    scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-1.0)
-    positive = np.asarray(positive, dtype=bool)
     best, best_f = 0.5, -1.0
-    b2 = beta * beta
     for t in THRESHOLD_GRID:
-        hit = scores >= t
-        tp = float((hit & positive).sum())
-        fp = float((hit & ~positive).sum())
-        fn = float((~hit & positive).sum())
-        f = (1 + b2) * tp / max((1 + b2) * tp + b2 * fn + fp, 1e-12)
+        f = fbeta_at(scores, positive, t, beta=beta)
         if f > best_f + 1e-12:
             best, best_f = t, f
     return float(best), float(best_f)
+
+
+def fbeta_at(
+    scores: np.ndarray, positive: np.ndarray, threshold: float, *, beta: float = DECISION_BETA
+) -> float:
+    """F-beta of accepting the boxes whose score is ``>= threshold`` (NaN: rejected)."""
+    hit = np.nan_to_num(np.asarray(scores, dtype=float), nan=-1.0) >= threshold
+    positive = np.asarray(positive, dtype=bool)
+    tp, fp, fn = (hit & positive).sum(), (hit & ~positive).sum(), (~hit & positive).sum()
+    return metric.fbeta(float(tp), float(fp), float(fn), beta)[2]
 
 
 def cost_threshold(beta: float = DECISION_BETA) -> float:
@@ -677,13 +675,9 @@ def decision_rule(model, boxes, labels, val_mask, box: int, typical: dict | None
         p, feats = cnn.predict(model, boxes[val], box=box, features=True)
         score = (1.0 - p[:, 0]) * cnn.typicality(feats, typical)[2]
         best, best_f = choose_threshold(score, positive)
-        hit = score >= threshold
-        tp, fp = float((hit & positive).sum()), float((hit & ~positive).sum())
-        fn = float((~hit & positive).sum())
-        b2 = DECISION_BETA**2
         out["validation"] = {
             "n": int(val.sum()),
-            "fbeta_at_threshold": (1 + b2) * tp / max((1 + b2) * tp + b2 * fn + fp, 1e-12),
+            "fbeta_at_threshold": fbeta_at(score, positive, threshold),
             "best_grid_threshold": best,
             "best_grid_fbeta": best_f,
         }

@@ -188,14 +188,10 @@ def render(report: dict) -> str:
 def _file_state(path: str, sha256: str | None) -> str:
     """``current`` while the exported file is as written; else ``changed or replaced since``
     (a later run with ``--force``, an edit) or ``missing``."""
-    import hashlib
     from pathlib import Path
 
-    file = Path(path)
-    if not file.is_file():
+    from picks.core.importing import sha256_file
+
+    if not Path(path).is_file():
         return "missing"
-    digest = hashlib.sha256()
-    with file.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "current" if digest.hexdigest() == sha256 else "changed or replaced since"
+    return "current" if sha256_file(Path(path)) == sha256 else "changed or replaced since"

@@ -33,7 +33,7 @@ def atomic_path(path: Path, *, force: bool = False) -> Iterator[Path]:
     try:
         yield tmp_path
         # mkstemp makes the file owner-only; give it the mode a plain open() would (umask)
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -47,10 +47,6 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once, at import (os.umask can only be read by setting it)
-
-
-def _umask() -> int:
-    return _UMASK
 
 
 def safe_name(text: str) -> str:

@@ -104,7 +104,7 @@ def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
         raise InputFormatError(
             ctx.path, f"cannot read as {adapter.name} ({type(exc).__name__}: {exc})"
         ) from exc
-    unused = ctx.options.unused() if hasattr(ctx.options, "unused") else []
+    unused = ctx.options.unused()  # ReadContext always tracks its options
     if unused:
         # A warning, not an error: some options only apply in some cases (a folder's
         # VoxelSpacing beats voxel_spacing=), but a typo must not pass unnoticed.
