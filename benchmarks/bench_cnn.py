@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     timed(pipeline, "_import_inputs", times, "import")
     timed(pipeline, "cluster", times, "cluster")
-    timed(pipeline, "_store_consensus", times, "store consensus")
+    timed(Store, "add_consensus", times, "store consensus")
     timed(noise_mod, "noise_for_run", times, "noise")
     timed(pipeline, "_write_outputs", times, "writing")
     items = picker_inputs(data)

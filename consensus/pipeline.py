@@ -437,7 +437,7 @@ def aggregate(
         table, members = _final_tables(
             clusters, votes, references, unmatched, radius_map, match_fraction, match_distance
         )
-        first_id = _store_consensus(store, run_id, table, members)
+        first_id = store.add_consensus(run_id, table, members)
         table["id"] = np.arange(first_id, first_id + len(table))
 
         # -- noise ----------------------------------------------------------------------
@@ -481,12 +481,10 @@ def aggregate(
                 resolved_method = "vote"
                 store.db["runs"].update(run_id, {"method": "vote"})
             else:
-                _restore_forced(store, table)
                 warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
 
         # -- outputs ----------------------------------------------------------------------
-        final = _read_consensus(store, run_id)
-        final = final.merge(table[["id", "rot", "tilt", "psi"]], on="id", how="left")
+        final = store.consensus(run_id)
         outputs = _write_outputs(
             store,
             run_id,
@@ -881,91 +879,6 @@ def _final_tables(
     return table, members
 
 
-def _none_if_nan(values: np.ndarray) -> list:
-    return [
-        None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values.tolist()
-    ]
-
-
-def _store_consensus(store: Store, run_id: int, table: pd.DataFrame, members: pd.DataFrame) -> int:
-    """Bulk insert consensus rows (explicit, consecutive ids) and their members."""
-    conn = store.db.conn
-    with store.transaction():
-        first = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM consensus").fetchone()[0]) + 1
-        ids = np.arange(first, first + len(table))
-        particle = table["particle"].astype(object).to_numpy()
-        cons_rows = zip(
-            ids.tolist(),
-            [run_id] * len(table),
-            table["tomogram"].astype(str).tolist(),
-            _none_if_nan(particle),
-            table["x"].astype(float).tolist(),
-            table["y"].astype(float).tolist(),
-            table["z"].astype(float).tolist(),
-            table["support"].astype(float).tolist(),
-            table["n_members"].astype(int).tolist(),
-            table["pickers"].astype(str).tolist(),
-            table["vote_score"].astype(float).tolist(),
-            table["vote_score"].astype(float).tolist(),
-            table["status"].astype(str).tolist(),
-            table["accepted"].astype(bool).astype(int).tolist(),
-            table["reason"].astype(str).tolist(),
-            strict=True,
-        )
-        conn.executemany(
-            "INSERT INTO consensus (id, run_id, tomogram, particle, x, y, z, support, n_members, pickers, "
-            "score, vote_score, status, accepted, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            cons_rows,
-        )
-        dup = members["duplicate_of"]
-        member_rows = zip(
-            ids[members["row"].to_numpy(dtype=np.int64)].tolist(),
-            members["pick_id"].astype(np.int64).tolist(),
-            members["picker"].astype(str).tolist(),
-            members["distance"].astype(float).tolist(),
-            [None if pd.isna(v) else int(v) for v in dup.tolist()],
-            strict=True,
-        )
-        conn.executemany(
-            "INSERT INTO consensus_members (consensus_id, pick_id, picker, distance, duplicate_of) "
-            "VALUES (?,?,?,?,?)",
-            member_rows,
-        )
-    return first
-
-
-def _restore_forced(store: Store, table: pd.DataFrame) -> None:
-    """Reference decisions win over the CNN: restore them where rescoring changed them."""
-    forced = table[table["forced"].astype(bool)]
-    if forced.empty:
-        return
-    rows = store.db.execute(
-        f"SELECT id, accepted, reason FROM consensus WHERE id IN ({','.join('?' * len(forced))})",
-        [int(i) for i in forced["id"]],
-    ).fetchall()
-    wanted = dict(zip(forced["id"].astype(int), forced["accepted"].astype(bool), strict=True))
-    fixes = [
-        (int(wanted[i]), f"{reason or ''}; the reference decision overrides the CNN", i)
-        for i, accepted, reason in rows
-        if bool(accepted) != wanted[i]
-    ]
-    if fixes:
-        with store.transaction():
-            store.db.conn.executemany(
-                "UPDATE consensus SET accepted = ?, reason = ? WHERE id = ?", fixes
-            )
-
-
-def _read_consensus(store: Store, run_id: int) -> pd.DataFrame:
-    cursor = store.db.execute("SELECT * FROM consensus WHERE run_id = ? ORDER BY id", [run_id])
-    names = [d[0] for d in cursor.description]
-    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
-    for column in ("x", "y", "z", "support", "score", "vote_score", "cnn_score"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    frame["particle"] = frame["particle"].astype(object).where(frame["particle"].notna(), None)
-    return frame
-
-
 def output_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """Canonical picks for writers, plus ``consensus_id``, ``support``, ``status``."""
     angles = rows[["rot", "tilt", "psi"]].to_numpy(dtype=float)
@@ -1167,7 +1080,7 @@ def candidates_table(store: Store, run_id: int, final: pd.DataFrame | None = Non
     (``p_<class>``, ``p_noise``) and typicality, averaged over the models of the decision."""
     from picks.consensus.rescore import TYPICALITY, scores_table
 
-    final = _read_consensus(store, run_id) if final is None else final
+    final = store.consensus(run_id) if final is None else final
     columns = ["id", "tomogram", "particle", "x", "y", "z", "support", "n_members", "pickers"]
     columns += ["status", "vote_score", "cnn_score", "score", "accepted", "reason"]
     table = final[columns].rename(columns={"id": "consensus_id"}).copy()

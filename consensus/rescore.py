@@ -24,7 +24,6 @@ volume) gets no CNN score, is not accepted (unless trusted) and is recorded in `
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +47,6 @@ FEW_POSITIVES = 100  # below this many training positives the summary warns
 # positives, got a median P(particle) of 0.085 and a third of them were rejected.
 MIN_CLASS_POSITIVES = 20
 TYPICALITY = "typicality"  # the scores row holding a model's typicality of the pick
-_PREFIX = re.compile(r"^(cnn|combined|not scored)[^;]*; ")
 
 
 def rescore_run(
@@ -276,6 +274,7 @@ def rescore_run(
         reasons,
         dropped,
         train_drops,
+        np.where(trusted, "reference", "combined" if combine else "cnn").tolist(),
     )
     timings["write"] = time.perf_counter() - started
     summary.update(
@@ -499,7 +498,8 @@ def _reasons(
     combine,
     rare=None,
 ):
-    base = candidates["reason"].fillna("").astype(str).map(lambda r: _PREFIX.sub("", r)).tolist()
+    # The support/reference reason as the vote stage stored it (m006), never re-parsed text.
+    base = candidates["vote_reason"].fillna("").astype(str).tolist()
     classes = models[0]["card"]["classes"]
     same = all(m["card"]["classes"] == classes for m in models) and len(classes) > 1
     mean = np.mean(np.stack(probs), axis=0) if same else None
@@ -558,6 +558,7 @@ def _write(
     reasons,
     dropped,
     train_drops,
+    decided_by,
 ):
     """One transaction: models, scores, consensus updates and dropped rows."""
     ids = candidates["id"].to_numpy(dtype=np.int64)
@@ -590,12 +591,14 @@ def _write(
             "INSERT INTO scores (consensus_id, model_id, particle, score) VALUES (?, ?, ?, ?)", rows
         )
         conn.executemany(
-            "UPDATE consensus SET cnn_score = ?, score = ?, accepted = ?, reason = ? WHERE id = ?",
+            "UPDATE consensus SET cnn_score = ?, score = ?, accepted = ?, reason = ?, "
+            "decided_by = ? WHERE id = ?",
             zip(
                 _nullable(particle),
                 _nullable(final),
                 accepted.astype(int).tolist(),
                 reasons,
+                decided_by,
                 ids.tolist(),
                 strict=True,
             ),

@@ -47,7 +47,6 @@ from picks.core.store import now
 UNLABELLED = "unlabelled"  # class of positive references that name no class
 MIN_POSITIVES = 10
 MIN_NEGATIVES = 10
-TRUSTED_PREFIXES = ("positive reference pick", "negative reference pick")
 
 
 def null_progress(description: str, total: int | None = None):
@@ -58,16 +57,7 @@ def null_progress(description: str, total: int | None = None):
 # -- reading the run ---------------------------------------------------------------------------
 def load_candidates(store, run_id: int) -> pd.DataFrame:
     """The consensus picks of a run, ordered by id."""
-    cursor = store.db.conn.execute(
-        "SELECT id, tomogram, particle, x, y, z, support, n_members, pickers, score, vote_score, "
-        "cnn_score, status, accepted, reason FROM consensus WHERE run_id = ? ORDER BY id",
-        [int(run_id)],
-    )
-    names = [d[0] for d in cursor.description]
-    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
-    for column in ("x", "y", "z", "support", "score", "vote_score", "cnn_score"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    return frame
+    return store.consensus(run_id)
 
 
 def load_noise(store, run_id: int) -> pd.DataFrame:
@@ -91,12 +81,14 @@ def load_references(store, tomograms: set[str]) -> pd.DataFrame:
 
 
 def is_trusted(candidates: pd.DataFrame) -> np.ndarray:
-    """Consensus picks whose decision a trusted reference forced (kept whatever the CNN says)."""
-    reason = candidates["reason"].fillna("").astype(str)
-    base = reason.str.replace(r"^(cnn|combined|not scored)[^;]*; ", "", regex=True)
-    return (
-        (candidates["status"] == "reference") | base.str.startswith(TRUSTED_PREFIXES)
-    ).to_numpy()
+    """Consensus picks whose decision a trusted reference forced (kept whatever the CNN says):
+    the stored ``forced`` flag (m006), and reference-only picks."""
+    forced = (
+        candidates["forced"].fillna(False).astype(bool).to_numpy()
+        if "forced" in candidates
+        else np.zeros(len(candidates), dtype=bool)
+    )
+    return forced | (candidates["status"] == "reference").to_numpy()
 
 
 def match_radius(catalog: Catalog, particles: pd.Series) -> np.ndarray:

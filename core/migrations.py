@@ -233,6 +233,88 @@ def m005_source_identity_content(db: Database) -> None:
         db["sources"].update(row["id"], {"identity": identity})
 
 
+@migrations(name="m006_decisions_as_data")
+def m006_decisions_as_data(db: Database) -> None:
+    """Decisions become data rather than text (issue 9/10).
+
+    - ``consensus.forced``: 1 when a trusted reference pick decided the candidate (before,
+      this was recovered from the English ``reason``); ``decided_by``: the stage whose
+      decision stands (``vote``, ``cnn``, ``combined``, ``latent``, ``reference``);
+      ``posterior``: the latent-class model's P(particle) where it ran; ``rot/tilt/psi``:
+      the orientation written to the output files; ``vote_reason``: the support (or
+      reference) reason before any rescoring, which later stages prefix with their own.
+    - ``picker_estimates``: per run, picker and class, the truth-free reliability estimates
+      of the latent-class model (recall, false-report rate, precision).
+    - ``class_decisions``: per run and class, the acceptance threshold and the expected
+      precision, recall and F-beta it was chosen for.
+    """
+    for column, kind in (
+        ("forced", int),
+        ("decided_by", str),
+        ("vote_reason", str),
+        ("posterior", float),
+        ("rot", float),
+        ("tilt", float),
+        ("psi", float),
+    ):
+        db["consensus"].add_column(column, kind)
+    import re
+
+    prefix = re.compile(r"^(cnn|combined|not scored)[^;]*; ")
+    db.conn.executemany(
+        "UPDATE consensus SET vote_reason = ? WHERE id = ?",
+        [
+            (prefix.sub("", reason or ""), cid)
+            for cid, reason in db.execute("SELECT id, reason FROM consensus").fetchall()
+        ],
+    )
+    # Old rows: the reference rule is recovered once, here, from the stored status/reason.
+    db.execute(
+        "UPDATE consensus SET forced = CASE WHEN status = 'reference' "
+        "OR vote_reason LIKE 'positive reference pick%' "
+        "OR vote_reason LIKE 'negative reference pick%' THEN 1 ELSE 0 END"
+    )
+    db.execute(
+        "UPDATE consensus SET decided_by = CASE WHEN forced = 1 THEN 'reference' ELSE "
+        "COALESCE((SELECT CASE WHEN r.method IN ('cnn', 'vote') THEN r.method ELSE 'vote' END "
+        "FROM runs r WHERE r.id = consensus.run_id), 'vote') END"
+    )
+    db["picker_estimates"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "picker": str,
+            "particle": str,
+            "n_reported": int,
+            "recall": float,
+            "false_rate": float,
+            "precision": float,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["picker_estimates"].create_index(["run_id"])
+    db["class_decisions"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "particle": str,
+            "beta": float,
+            "threshold": float,
+            "n_candidates": int,
+            "n_accepted": int,
+            "expected_particles": float,
+            "expected_missed": float,
+            "expected_precision": float,
+            "expected_recall": float,
+            "expected_fbeta": float,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["class_decisions"].create_index(["run_id"])
+
+
 def migrate(db: Database) -> None:
     """Bring ``db`` to the current schema (idempotent); refuse databases from a newer picks."""
     known = {m.name for m in migrations._migrations}
