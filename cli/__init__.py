@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "evaluate_cmd",
     "demo_cmd",
     "aggregate",
+    "pickers_cmd",
     "cnn_cmds",
 ]
 

@@ -46,8 +46,19 @@ def aggregate_cmd(
         ),
     ] = None,
     method: Annotated[
-        str, typer.Option(help="auto (CNN when tomograms are given, else vote), vote or cnn.")
+        str,
+        typer.Option(
+            help="auto (CNN when tomograms are given, else vote), vote, latent (picker "
+            "reliability estimated from agreement, decided by expected F-beta) or cnn."
+        ),
     ] = "auto",
+    beta: Annotated[
+        float,
+        typer.Option(
+            help="latent: the F-beta the decision maximises per class: 4 (the CZII metric, "
+            "recall-heavy) or 1 (a precise set for subtomogram averaging)."
+        ),
+    ] = 4.0,
     min_support: Annotated[
         str | None,
         typer.Option(
@@ -217,6 +228,7 @@ def aggregate_cmd(
             voxel_size=voxel_size,
             seed=seed,
             cnn_options=cnn_options,
+            beta=beta,
             force=force,
             progress=progress,
         )
@@ -246,9 +258,34 @@ def aggregate_cmd(
     if result.noise:
         sampled = sum(r["sampled"] for r in result.noise)
         typer.echo(f"noise: {sampled} background samples stored for the CNN")
+    if result.latent:
+        _echo_latent(result.latent)
     for row in result.outputs:
         typer.echo(f"wrote {row['path']} ({row['format']}, {row['n_rows']} picks)")
     typer.echo("Trace any output row with: picks audit CONSENSUS_ID")
+    if result.latent:
+        typer.echo(f"Picker reliability (no ground truth used): picks pickers {result.run_id}")
+
+
+def _echo_latent(latent: dict) -> None:
+    """Per class: the threshold chosen and what it is expected to give (no ground truth)."""
+    beta = latent.get("beta")
+    typer.echo("")
+    echo_table(
+        latent["classes"],
+        [
+            "particle",
+            "n_candidates",
+            "n_accepted",
+            "threshold",
+            "expected_precision",
+            "expected_recall",
+            "expected_fbeta",
+        ],
+        title=f"Decision per class (maximum expected F{beta:g}, estimated without ground truth)",
+    )
+    for name, rule in sorted(latent.get("implied_rules", {}).items()):
+        typer.echo(f"  rule implied by the pickers' reliabilities: {rule}")
 
 
 def noise_cmd(

@@ -45,7 +45,7 @@ from picks.core.particles import Catalog, canonical_name
 from picks.core.store import Store, now
 
 DEFAULT_FORMATS = ("relion5", "box")
-METHODS = ("auto", "vote", "cnn")
+METHODS = ("auto", "vote", "latent", "cnn")
 # Output format aliases -> adapter names (the first one registered wins). "box" is crYOLO's
 # 3D CBOX: the box format tomography pickers read; EMAN .box is the fallback.
 FORMAT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -186,6 +186,7 @@ class AggregateResult:
     params: dict
     stats: dict
     cnn: Any = None
+    latent: dict | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -207,6 +208,7 @@ class AggregateResult:
             "params": self.params,
             "stats": self.stats,
             "cnn": self.cnn,
+            **({"latent": self.latent} if self.latent is not None else {}),
         }
 
 
@@ -252,6 +254,7 @@ def aggregate(
     voxel_size: float | None = None,
     seed: int = 0,
     cnn_options: Mapping[str, Any] | None = None,
+    beta: float = 4.0,
     force: bool = False,
     progress: Progress | None = None,
     registry=None,
@@ -272,7 +275,9 @@ def aggregate(
     out = Path(out)
     warnings: list[str] = []
     if method not in METHODS:
-        raise PicksError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        raise PicksError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    if not (isinstance(beta, int | float) and np.isfinite(beta) and beta > 0):
+        raise PicksError(f"beta {beta!r}: expected a number > 0 (4 for the CZII metric)")
     min_rule = parse_min_support(min_support)
     weights_map = parse_weights(weights or {})
     options_map = (
@@ -364,6 +369,8 @@ def aggregate(
         "cnn_options": dict(cnn_options or {}),
         "force": force,
     }
+    if resolved_method == "latent":
+        params["beta"] = float(beta)
     with store.run("aggregate", params, method=resolved_method, seed=seed) as run_id:
         # -- import -------------------------------------------------------------------
         imported = _import_inputs(
@@ -434,10 +441,23 @@ def aggregate(
             clusters.consensus, references, class_agnostic=class_agnostic
         )
         votes = apply_references(votes, matches)
+        latent = None
+        if resolved_method == "latent":
+            from picks.consensus.latent import decide_latent
+
+            with progress("decide", total=1) as advance:
+                latent = decide_latent(
+                    clusters, picks, votes, beta=beta, class_agnostic=class_agnostic, seed=seed
+                )
+                advance(1)
+            votes = latent.votes
+            warnings.extend(f"latent-class model: {w}" for w in latent.warnings)
         table, members = _final_tables(
             clusters, votes, references, unmatched, radius_map, match_fraction, match_distance
         )
         first_id = store.add_consensus(run_id, table, members)
+        if latent is not None:
+            store.set_estimates(run_id, latent.pickers, latent.classes)
         table["id"] = np.arange(first_id, first_id + len(table))
 
         # -- noise ----------------------------------------------------------------------
@@ -530,6 +550,7 @@ def aggregate(
                 "support_rules": {str(k): r.as_dict() for k, r in rules.items()},
             },
             cnn=cnn_result if _jsonable(cnn_result) else repr(cnn_result),
+            latent=latent.summary() if latent is not None else None,
         )
         # Complete the run's parameters with what was resolved (sources, labels, rules).
         resolved = {
@@ -682,6 +703,8 @@ def _jsonable(value: Any) -> bool:
 
 
 def _resolve_method(method: str, have_tomograms: bool, warnings: list[str]) -> str:
+    if method == "latent":
+        return "latent"
     if method == "vote" or (method == "auto" and not have_tomograms):
         return "vote"
     try:
@@ -803,6 +826,10 @@ def _final_tables(
     table = clusters.consensus.copy()
     for column in ("status", "vote_score", "accepted", "reason", "forced"):
         table[column] = votes[column].to_numpy() if len(votes) else pd.Series(dtype=object)
+    # What a later decision stage (the latent-class model) added to the vote.
+    for column in ("posterior", "score", "decided_by", "vote_reason"):
+        if column in votes:
+            table[column] = votes[column].to_numpy()
     table["kind"] = 0
     members = clusters.members.copy()
     members["row"] = members["consensus"]
@@ -858,6 +885,13 @@ def _final_tables(
             ],
             ignore_index=True,
         )
+    # Reference-only rows were decided by their reference, before any later stage.
+    if "decided_by" in table:
+        table["decided_by"] = table["decided_by"].fillna("reference")
+    if "vote_reason" in table:
+        table["vote_reason"] = table["vote_reason"].fillna(table["reason"])
+    if "score" in table:
+        table["score"] = table["score"].astype(float).fillna(table["vote_score"].astype(float))
     pkey = table["particle"].map(
         lambda p: "" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p)
     )

@@ -368,6 +368,10 @@ class Store:
                 ]
                 self.db[table].insert_all(rows)
 
+    def latest_run_with_estimates(self) -> int | None:
+        row = self.db.execute("SELECT MAX(run_id) FROM picker_estimates").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def estimates(self, run_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(per-picker estimates, per-class decision rules) stored for a run."""
         out = []

@@ -1,0 +1,123 @@
+"""The latent-class decision stage: votes in, decisions by expected F-beta out (no store).
+
+:func:`decide_latent` takes the clusters, the clustered picks and the vote (with reference
+decisions already applied), fits the latent-class model of :mod:`picks.consensus.reliability`
+and accepts, per class, the candidates that maximise the expected F-beta
+(:mod:`picks.consensus.decide`). A trusted reference's decision always stands: forced rows
+keep their decision (and count as decided by ``reference``), but they are part of the fit like
+every candidate, because the pickers' agreement there is evidence like any other.
+
+The support partition (``status``: positive / doubtful / negative) is kept as it was: it says
+how many pickers agreed, and the CNN's training labels are read from it. What changes is
+``accepted``, ``score`` (= the posterior), ``reason`` and ``decided_by``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from picks.consensus.cluster import Clusters
+from picks.consensus.decide import decide_per_class, implied_support_rule
+from picks.consensus.reliability import conflict_counts, picker_reliability
+from picks.core.errors import PicksError
+
+DEFAULT_BETA = 4.0
+
+
+@dataclass
+class LatentDecision:
+    """The decided vote table and what the run summary and the store need to show it."""
+
+    votes: pd.DataFrame  # the input vote plus posterior, score, decided_by, vote_reason
+    pickers: pd.DataFrame  # per picker and class: n_reported, recall, false_rate, precision
+    classes: pd.DataFrame  # per class: threshold, expected precision/recall/F-beta, ...
+    rules: dict[str, str] = field(default_factory=dict)  # class -> implied voting rule (text)
+    warnings: list[str] = field(default_factory=list)
+    fit: object = None
+
+    def summary(self) -> dict:
+        return {
+            "beta": float(self.classes["beta"].iloc[0]) if len(self.classes) else None,
+            "classes": _records(self.classes),
+            "pickers": _records(self.pickers),
+            "implied_rules": self.rules,
+            "warnings": list(self.warnings),
+        }
+
+
+def decide_latent(
+    clusters: Clusters,
+    picks: pd.DataFrame,
+    votes: pd.DataFrame,
+    *,
+    beta: float = DEFAULT_BETA,
+    class_agnostic: bool = False,
+    conflicts: bool = True,
+    seed: int = 0,
+) -> LatentDecision:
+    """Posterior P(particle) for every candidate and the expected-F-beta decision per class.
+
+    ``conflicts`` adds the cross-class conflict count (another class's candidate on the same
+    spot: a bead called ribosome by one picker and apo-ferritin by another) as evidence.
+    """
+    consensus = clusters.consensus
+    features = None
+    if conflicts and not class_agnostic and len(consensus):
+        features = pd.DataFrame({"conflicts": conflict_counts(consensus)}, index=consensus.index)
+    posterior, pickers, fit = picker_reliability(
+        consensus,
+        clusters.members,
+        picks,
+        class_agnostic=class_agnostic,
+        features=features,
+        seed=seed,
+    )
+    decided, classes = decide_per_class(consensus, posterior, fit, beta)
+    classes.insert(1, "beta", float(beta))
+
+    out = votes.copy()
+    forced = out["forced"].fillna(False).astype(bool).to_numpy()
+    out["vote_reason"] = out["reason"].astype(str)
+    out["posterior"] = decided["posterior"].to_numpy(dtype=float)
+    accepted = np.where(forced, out["accepted"].astype(bool), decided["accepted"].to_numpy())
+    out["accepted"] = accepted
+    out["score"] = out["posterior"]
+    out["decided_by"] = np.where(forced, "reference", "latent")
+    own = decided["reason"].astype(str).to_numpy()
+    out["reason"] = [
+        (f"{head}, but a trusted reference decides: {'accepted' if ok else 'rejected'}; {base}")
+        if f
+        else f"{head}; {base}"
+        for head, base, f, ok in zip(
+            own, out["vote_reason"].tolist(), forced.tolist(), accepted.tolist(), strict=True
+        )
+    ]
+
+    rules: dict[str, str] = {}
+    if not len(fit.group_names) or not fit.eligible.any():
+        return LatentDecision(out, pickers, classes, rules, list(fit.warnings), fit)
+    for k, name in enumerate(fit.group_names):
+        if not fit.fitted[k]:
+            continue
+        try:
+            rules[str(name)] = implied_support_rule(fit, name, beta=beta).text
+        except PicksError as exc:  # a report (too many pickers to list), never a failure
+            rules[str(name)] = f"(not shown: {exc})"
+    return LatentDecision(out, pickers, classes, rules, list(fit.warnings), fit)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    rows = []
+    for row in frame.to_dict("records"):
+        clean = {}
+        for key, value in row.items():
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, float) and not np.isfinite(value):
+                value = None
+            clean[key] = value
+        rows.append(clean)
+    return rows
