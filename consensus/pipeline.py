@@ -1117,6 +1117,10 @@ def candidates_table(store: Store, run_id: int, final: pd.DataFrame | None = Non
     final = store.consensus(run_id) if final is None else final
     columns = ["id", "tomogram", "particle", "x", "y", "z", "support", "n_members", "pickers"]
     columns += ["status", "vote_score", "cnn_score", "score", "accepted", "reason"]
+    if "posterior" in final and final["posterior"].notna().any():
+        # a latent-class run: its posterior and who decided each pick (reference or model)
+        columns[columns.index("score") + 1 : columns.index("score") + 1] = ["posterior"]
+        columns.insert(columns.index("reason"), "decided_by")
     table = final[columns].rename(columns={"id": "consensus_id"}).copy()
     table["accepted"] = table["accepted"].fillna(0).astype(int)
     scores = scores_table(store, run_id)

@@ -144,9 +144,12 @@ def render(report: dict) -> str:
         score_bits.append(f"vote {c['vote_score']:.3f}")
     if c.get("cnn_score") is not None:
         score_bits.append(f"cnn {c['cnn_score']:.3f}")
+    if c.get("posterior") is not None:
+        score_bits.append(f"P(particle) {c['posterior']:.3f} (latent-class model)")
     lines.append(f"  scores    {', '.join(score_bits)}")
+    by = f" by {c['decided_by']}" if c.get("decided_by") else ""
     lines.append(
-        f"  decision  {'ACCEPTED' if c['accepted'] else 'rejected'}"
+        f"  decision  {'ACCEPTED' if c['accepted'] else 'rejected'}{by}"
         + (f" ({c['reason']})" if c.get("reason") else "")
     )
     lines.append(f"  members   {len(report['members'])}")
