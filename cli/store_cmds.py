@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from picks.cli.choices import Role
 from picks.cli.common import (
     DbOption,
     JsonOption,
@@ -15,6 +16,7 @@ from picks.cli.common import (
     open_store,
     parse_options,
     progress,
+    warn,
 )
 
 DB_DEFAULT = Path("picks.db")
@@ -38,7 +40,7 @@ def register_tomograms(store, paths: list[Path], voxel_size: float | None) -> in
 
 def import_cmd(
     files: Annotated[
-        list[Path], typer.Argument(metavar="FILES...", help="Picker output files or folders.")
+        list[Path], typer.Argument(metavar="PATH", help="Picker output files or folders.")
     ],
     picker: Annotated[
         str | None, typer.Option(help="Label for this picker (default: from the adapter).")
@@ -46,7 +48,9 @@ def import_cmd(
     adapter: Annotated[str, typer.Option(help="Adapter name, or 'auto' to detect it.")] = "auto",
     tomograms: Annotated[
         list[Path] | None,
-        typer.Option("--tomograms", help="Tomogram files/folders to register first."),
+        typer.Option(
+            "--tomograms", metavar="PATH", help="Tomogram files/folders to register first."
+        ),
     ] = None,
     voxel_size: Annotated[
         float | None, typer.Option(help="Å per voxel of the coordinates in the files.")
@@ -59,21 +63,24 @@ def import_cmd(
         str | None, typer.Option(help="Tomogram name for files that do not name one.")
     ] = None,
     role: Annotated[
-        str, typer.Option(help="picker, or positive/negative for trusted reference picks.")
+        Role, typer.Option(help="picker, or positive/negative for trusted reference picks.")
     ] = "picker",
     option: Annotated[
-        list[str] | None, typer.Option("--option", help="Adapter option KEY=VALUE.")
+        list[str] | None,
+        typer.Option(
+            "--option",
+            metavar="KEY=VALUE",
+            help="Adapter option, e.g. labels=1=ribosome,2=apo-ferritin, or name=PATTERN "
+            "(tomogram and class from file names: {tomogram}__{particle}).",
+        ),
     ] = None,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
 ) -> None:
     """Import picker output files into the store (each file is one transaction)."""
-    from picks.core.errors import PicksError
     from picks.core.importing import expand_inputs, import_file
     from picks.plugins.manager import get_registry
 
-    if role not in ("picker", "positive", "negative"):
-        raise PicksError(f"--role {role!r}: expected picker, positive or negative")
     registry = get_registry()
     options = parse_options(option or [])
     results = []
@@ -122,8 +129,10 @@ def import_cmd(
                             f"{path}: {result.n_picks} picks imported as source {result.source_id} "
                             f"({result.adapter}, picker {result.picker})"
                         )
+                        if result.named:
+                            typer.echo(f"  from its name: {result.named}")
                         for warning in result.warnings:
-                            typer.echo(f"  warning: {warning}", err=True)
+                            warn(f"{path}: {warning}")
     if json_out:
         echo_json([r.as_dict() for r in results])
 

@@ -296,6 +296,9 @@ class Adapter:
       ``"per_tomogram"`` (one file per tomogram, named ``<tomogram><extension>``),
       ``"per_tomogram_particle"`` (``<tomogram>_<particle><extension>``) or ``"directory"``
       (the writer is given a directory and lays it out itself, e.g. a copick project).
+    * ``needs_class`` – the written format needs a class for every pick (CZII CSV's
+      ``particle_type``, copick's object name): ``picks convert`` refuses picks without one
+      instead of writing an empty or made-up class.
     """
 
     name: ClassVar[str] = ""
@@ -305,6 +308,7 @@ class Adapter:
     version: ClassVar[str] = "1"
     extension: ClassVar[str] = ""
     layout: ClassVar[str] = "file"
+    needs_class: ClassVar[bool] = False
 
     def matches(self, path: Path) -> bool:
         """Whether ``path``'s name fits one of ``patterns`` (case-insensitive)."""
