@@ -72,19 +72,23 @@ def convert(
         check_named(picks, from_name, ctx)
     unnamed = int(picks["particle"].isna().sum())
     if unnamed:
-        # A pick without a class is written with an empty class field: formats that key on the
-        # class (CZII CSV's particle_type, copick's object) would be wrong, the others lose it.
+        # A pick without a class would get an empty or invented class: formats that key on the
+        # class (CZII CSV's particle_type, copick's object) would be wrong, so they refuse.
         what = (
             f"{source}: {unnamed} of {len(picks)} picks have no class (the file names none and "
             "no --particle was given)"
         )
-        if writer.needs_class:
+        if writer.class_field == "required":
             raise PicksError(
                 f"{what}; {writer.name} needs a class for every pick",
                 hint="Give --particle NAME (or --option name={tomogram}__{particle} when the "
                 "file names say it).",
             )
-        ctx.warn(f"{what}: {writer.name} writes them without one; give --particle NAME")
+        if writer.class_field != "none":
+            ctx.warn(
+                f"{what}: {writer.name} writes them with an empty or made-up class; give "
+                "--particle NAME"
+            )
     out_ctx = WriteContext(
         tomograms=tomograms,
         voxel_size=to_voxel_size,
