@@ -140,7 +140,9 @@ def import_cmd(
 def tomograms_cmd(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Tomogram files (MRC, OME-Zarr) or folders to register."),
+        typer.Argument(
+            metavar="PATH", help="Tomogram files (MRC, OME-Zarr) or folders to register."
+        ),
     ] = None,
     voxel_size: Annotated[
         float | None, typer.Option(help="Voxel size in Å when the header lacks it.")
