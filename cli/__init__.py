@@ -52,7 +52,12 @@ def get_app() -> typer.Typer:
         ),
         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
         verbose: int = typer.Option(
-            0, "--verbose", "-v", count=True, help="Also print debug messages on stderr."
+            0,
+            "--verbose",
+            "-v",
+            count=True,
+            show_default=False,
+            help="Also print debug messages on stderr.",
         ),
         quiet: bool = typer.Option(
             False, "--quiet", "-q", help="Only warnings and results: no progress or notes."

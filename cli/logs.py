@@ -59,6 +59,12 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logger = logging.getLogger(ROOT)
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 0 else logging.INFO
     logger.setLevel(level)
+    # Each invocation starts from the root's level: a command may have quietened a child
+    # logger for itself (``picks import`` its name-pattern lines), and tests run many commands
+    # in one process.
+    for name, child in logging.Logger.manager.loggerDict.items():
+        if name.startswith(ROOT + ".") and isinstance(child, logging.Logger):
+            child.setLevel(logging.NOTSET)
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(_Formatter())

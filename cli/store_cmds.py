@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -84,6 +85,9 @@ def import_cmd(
     registry = get_registry()
     options = parse_options(option or [])
     results = []
+    # The report below says what a name pattern gave each file; the library's log line would
+    # repeat it on stderr.
+    logging.getLogger("picks.import.names").setLevel(logging.WARNING)
     params = {
         "files": [str(f) for f in files],
         "picker": picker,

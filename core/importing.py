@@ -43,6 +43,9 @@ EXTENT_TOLERANCE_VOXELS = 1.0
 NAME_OPTION = "name"
 
 log = logging.getLogger("picks.import")
+# ``file -> tomogram, class`` lines of name patterns: ``picks aggregate`` shows them from here;
+# ``picks import`` prints them in its own report and silences this logger.
+names_log = logging.getLogger("picks.import.names")
 
 
 @dataclass
@@ -398,7 +401,7 @@ def import_file(
     frame = read_file(chosen, ctx)
     if from_name:
         check_named(frame, from_name, ctx)
-        log.info("%s -> %s", path, describe_named(from_name))
+        names_log.info("%s -> %s", path, describe_named(from_name))
     # Same bytes are the same source unless they land in other tomograms (a copick file whose
     # run comes from its folder), give other picks (another binning, voxel size, class or
     # adapter) or come in another role; so the match is made after reading (see m005).

@@ -130,6 +130,7 @@ def test_import_report_shows_the_mapping(tmp_path, formats_dir):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "from its name: tomogram TS_01, class ribosome" in result.output
+    assert result.output.count("tomogram TS_01, class ribosome") == 1  # not again on stderr
     as_json = invoke(
         "import", folder, "--voxel-size", 10, "--option", "name={tomogram}__{particle}",
         "--db", tmp_path / "p.db", "--json",
