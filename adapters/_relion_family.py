@@ -12,7 +12,8 @@ pytom-match-pick, STOPGAP); the STAR format itself is :mod:`picks.adapters._star
 
 Options understood by every STAR-family reader: ``score_column=LABEL`` (which column is the
 score; default per adapter), ``class_column=LABEL`` (take the particle class from that column,
-e.g. ``rlnClassNumber``; default: ``--particle``) and, where the format has origin shifts,
+e.g. ``rlnClassNumber``; default: ``--particle``), ``labels=1=ribosome,2=…`` (names for the
+class numbers; implies ``class_column=rlnClassNumber``) and, where the format has origin shifts,
 ``origins=ignore`` (skip ``rlnOrigin*``).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from picks.adapters import _labels
 from picks.adapters._euler import relion_angles, relion_matrix
 from picks.adapters._fields import NA_TOKENS, integer_text
 from picks.adapters._options import option_choice
@@ -36,6 +38,7 @@ ORIGINS_PX = ("rlnOriginX", "rlnOriginY", "rlnOriginZ")
 # RELION's refinement confidence, then pytom's template-matching peak.
 SCORES = ("rlnAutopickFigureOfMerit", "rlnMaxValueProbDistribution", "rlnLCCmax")
 RELION_CONVENTION = "relion-zyz"
+CLASS_NUMBER = "rlnClassNumber"
 _ORIGIN_CHOICES = {"apply": True, "yes": True, "on": True, "true": True}
 _ORIGIN_CHOICES |= {"ignore": False, "no": False, "off": False, "false": False}
 
@@ -218,19 +221,51 @@ def scores(
 
 
 def classes(table: Table, ctx: ReadContext) -> tuple[list[str | None], str | None]:
-    """Particle classes: ``--option class_column=LABEL`` or ``--particle`` for every pick."""
-    column = ctx.options.get("class_column")
+    """Particle classes: ``--option class_column=LABEL`` or ``--particle`` for every pick.
+
+    ``--option labels=1=ribosome,2=apo-ferritin`` (inline or a file, :mod:`._labels`) names
+    the numbers of the class column; it implies ``class_column=rlnClassNumber`` when no
+    column is given. A number the map does not name keeps its number as its class, with a
+    warning (the clustering then asks for that class's radius rather than merging it).
+    """
+    mapping = _labels.class_map(ctx.options.get("labels"))
+    column = ctx.options.get("class_column") or (CLASS_NUMBER if mapping else None)
     if not column:
         return [ctx.particle_name(None)] * len(table), None
     if column not in table.columns:
-        raise ctx.error(
-            f"--option class_column={column}: no such column; found {', '.join(table.columns)}",
-            line=table.header_line,
-        )
-    labels = []
+        found = ", ".join(table.columns)
+        if ctx.options.get("class_column"):
+            message = f"--option class_column={column}: no such column; found {found}"
+        else:
+            message = (
+                f"--option labels: no {column} column to take the class numbers from; found "
+                f"{found} (name the column with --option class_column=LABEL)"
+            )
+        raise ctx.error(message, line=table.header_line)
+    labels: list[str | None] = []
+    unnamed: set[str] = set()
     for token in table.strings(column):
-        labels.append(None if token in NA_TOKENS else ctx.particle_name(integer_text(token)))
+        if token in NA_TOKENS:
+            labels.append(ctx.particle_name(None))
+            continue
+        text = integer_text(token)
+        if mapping:
+            number = int(text) if text.lstrip("-").isdigit() else None
+            if number in mapping:
+                labels.append(mapping[number])
+                continue
+            unnamed.add(text)
+        labels.append(ctx.particle_name(text))
+    if unnamed:
+        ctx.warn(
+            f"{column} value(s) {', '.join(sorted(unnamed, key=_number_first))} are not in "
+            "--option labels: kept as class names"
+        )
     return labels, column
+
+
+def _number_first(text: str) -> tuple[int, str]:
+    return (int(text), "") if text.lstrip("-").isdigit() else (1 << 62, text)
 
 
 def build(

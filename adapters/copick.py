@@ -86,6 +86,7 @@ class CopickAdapter(Adapter):
     )
     extension = ".json"
     layout = "directory"
+    class_field = "required"  # a picks file is per object: no class, no file name
 
     def sniff(self, path: Path) -> float:
         text = head(path)

@@ -45,6 +45,7 @@ class CziiCsvAdapter(Adapter):
     description = "CZII CryoET Object Identification submission CSV (Å, experiment, particle_type)"
     extension = ".csv"
     layout = "file"
+    class_field = "required"  # particle_type is what the CZII metric scores by
 
     def sniff(self, path: Path) -> float:
         first = head(path).splitlines()[:1]

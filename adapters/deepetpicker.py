@@ -84,6 +84,7 @@ class DeepEtPickerAdapter(Adapter):
     )
     extension = ".coords"
     layout = "per_tomogram"
+    class_field = "optional"  # the class column is a number, invented for picks without one
 
     def sniff(self, path: Path) -> float:
         rows = head_rows(path)

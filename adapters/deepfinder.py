@@ -151,6 +151,7 @@ class DeepFinderXmlAdapter(Adapter):
     description = "DeepFinder object list XML: class_label, x y z voxels, cluster_size, tomo_idx"
     extension = ".xml"
     layout = "file"
+    class_field = "optional"  # class_label is a number, invented for picks without one
 
     def sniff(self, path: Path) -> float:
         text = head(path)

@@ -101,6 +101,7 @@ class DynamoAdapter(Adapter):
     description = "Dynamo particle table (.tbl, px, ZXZ angles, tomo index + .doc map)"
     extension = ".tbl"
     layout = "file"
+    class_field = "optional"  # the class column is a number, invented for picks without one
 
     def sniff(self, path: Path) -> float:
         rows = head_rows(path, limit=5)

@@ -47,7 +47,8 @@ Both readers: angles ``rlnAngleRot/Tilt/Psi`` (ZYZ, ``relion-zyz``), composed wi
 RELION does) so they describe the particle in the tomogram. Score: ``rlnAutopickFigureOfMerit``,
 else ``rlnMaxValueProbDistribution`` (refinement confidence, 0..1), else ``rlnLCCmax``;
 ``--option score_column=LABEL`` chooses. Class: ``--particle`` unless
-``--option class_column=LABEL`` (e.g. ``rlnClassNumber``).
+``--option class_column=LABEL`` (e.g. ``rlnClassNumber``); ``--option labels=1=ribosome,2=…``
+names the class numbers (and reads ``rlnClassNumber`` when no column is named).
 
 Writers. ``relion5`` writes ``data_general``/``data_optics``/``data_particles`` with
 ``rlnTomoName``, centred Å (centre ``SizeX/2 · Pts``), angles (only when every pick has them:

@@ -11,8 +11,10 @@ import os
 import sys
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from picks import __version__
+from picks.cli.logs import setup_logging
 
 # Modules under picks.cli with a ``register(app)`` function, in help order.
 COMMAND_MODULES = [
@@ -50,14 +52,40 @@ def get_app() -> typer.Typer:
             False, "--version", callback=_version, is_eager=True, help="Show the version."
         ),
         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+        verbose: int = typer.Option(
+            0,
+            "--verbose",
+            "-v",
+            count=True,
+            show_default=False,
+            help="Also print debug messages on stderr.",
+        ),
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q", help="Only warnings and results: no progress or notes."
+        ),
     ) -> None:
         """Consensus of cryo-ET particle pickers, with provenance for every pick."""
         if debug:
             os.environ["PICKS_DEBUG"] = "1"
+        setup_logging(verbose=verbose, quiet=quiet)
 
     for name in COMMAND_MODULES:
         importlib.import_module(f"picks.cli.{name}").register(app)
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = _Command
     return app
+
+
+class _Command(TyperCommand):
+    """Help shows an argument's metavar (``[LABEL=]PATH``) without typer's ``<list[str]>``:
+    the metavar already says what to give."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar:
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
 
 
 def main() -> None:

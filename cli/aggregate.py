@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from picks.cli.common import DbOption, JsonOption, echo_json, echo_table, open_store, progress
+from picks.cli.choices import Device, Edge, Method, Representative
+from picks.cli.common import (
+    DbOption,
+    JsonOption,
+    echo_json,
+    echo_table,
+    open_store,
+    progress,
+    warn,
+)
 
 DB_DEFAULT = Path("picks.db")
 
@@ -25,7 +34,7 @@ def aggregate_cmd(
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[LABEL=]PATH...",
+            metavar="[LABEL=]PATH",
             help="Picker outputs (files or folders), optionally labelled: cryolo=picks/cryolo/. None: every picker source already imported.",
         ),
     ] = None,
@@ -34,6 +43,7 @@ def aggregate_cmd(
         list[Path] | None,
         typer.Option(
             "--tomograms",
+            metavar="PATH",
             help="Tomogram files/folders (register them; enables noise sampling and the CNN).",
         ),
     ] = None,
@@ -42,11 +52,12 @@ def aggregate_cmd(
         typer.Option(
             "--format",
             "-f",
+            metavar="FORMAT",
             help="Output formats (adapter names, or box, csv, star); repeat or comma-separate. Default: relion5,box.",
         ),
     ] = None,
     method: Annotated[
-        str,
+        Method,
         typer.Option(
             help="auto (CNN when tomograms are given, else vote), vote, latent (picker "
             "reliability estimated from agreement, decided by expected F-beta) or cnn."
@@ -62,7 +73,8 @@ def aggregate_cmd(
     min_support: Annotated[
         str | None,
         typer.Option(
-            help="Support a positive needs: a number, all, all-but-one or majority (default: all but one picker with ≥3 pickers, else all)."
+            metavar="N|all|all-but-one|majority",
+            help="Support a positive needs: a number, all, all-but-one or majority (default: all but one picker with ≥3 pickers, else all).",
         ),
     ] = None,
     doubtful_support: Annotated[
@@ -80,7 +92,11 @@ def aggregate_cmd(
     ] = None,
     radius: Annotated[
         list[str] | None,
-        typer.Option("--radius", help="Class radius CLASS=Å (adds or overrides catalog classes)."),
+        typer.Option(
+            "--radius",
+            metavar="CLASS=Å",
+            help="Class radius CLASS=Å (adds or overrides catalog classes).",
+        ),
     ] = None,
     box_size: Annotated[
         float | None,
@@ -94,22 +110,27 @@ def aggregate_cmd(
         typer.Option("--class-agnostic", help="Cluster across classes; report the majority class."),
     ] = False,
     representative: Annotated[
-        str,
+        Representative,
         typer.Option(
             help="centroid, weighted (score-weighted centroid) or best (best-scoring member)."
         ),
     ] = "centroid",
     weights: Annotated[
-        list[str] | None, typer.Option("--weights", help="Per-picker weight LABEL=W (default 1).")
+        list[str] | None,
+        typer.Option("--weights", metavar="LABEL=W", help="Per-picker weight (default 1)."),
     ] = None,
     positive: Annotated[
         list[str] | None,
-        typer.Option("--positive", help="Trusted positive reference picks ([LABEL=]FILE)."),
+        typer.Option(
+            "--positive", metavar="[LABEL=]FILE", help="Trusted positive reference picks."
+        ),
     ] = None,
     negative: Annotated[
         list[str] | None,
         typer.Option(
-            "--negative", help="Trusted negative reference picks, e.g. gold beads ([LABEL=]FILE)."
+            "--negative",
+            metavar="[LABEL=]FILE",
+            help="Trusted negative reference picks, e.g. gold beads.",
         ),
     ] = None,
     noise_ratio: Annotated[
@@ -138,12 +159,17 @@ def aggregate_cmd(
         list[str] | None,
         typer.Option(
             "--input-option",
-            help="Per-input option LABEL:KEY=VALUE (adapter, binning, voxel_size, particle, tomogram, role, or an adapter option).",
+            metavar="LABEL:KEY=VALUE",
+            help="Per-input option: adapter, binning, voxel_size, particle, tomogram, role, "
+            "name (a file-name pattern such as {tomogram}__{particle}), or an adapter option "
+            "(labels=1=ribosome,...).",
         ),
     ] = None,
     model: Annotated[
         list[Path] | None,
-        typer.Option("--model", help="CNN: reuse a trained model (repeat for an ensemble)."),
+        typer.Option(
+            "--model", metavar="FILE", help="CNN: reuse a trained model (repeat for an ensemble)."
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="CNN: training epochs.")] = None,
     box: Annotated[int | None, typer.Option(help="CNN: network input box in voxels.")] = None,
@@ -161,7 +187,9 @@ def aggregate_cmd(
             help="CNN: learned combination of CNN score, support and picker scores.",
         ),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="CNN: auto, cpu or gpu.")] = None,
+    device: Annotated[
+        Device | None, typer.Option(help="CNN: auto (GPU when TensorFlow sees one), cpu or gpu.")
+    ] = None,
     margin: Annotated[
         float | None,
         typer.Option(help="CNN: box side = largest particle diameter × margin (default 1.25)."),
@@ -170,10 +198,8 @@ def aggregate_cmd(
         float | None, typer.Option(help="CNN: Å per box voxel (overrides --margin).")
     ] = None,
     edge: Annotated[
-        str | None,
-        typer.Option(
-            help="CNN: boxes crossing the tomogram edge: pad (box mean, default), reflect or drop."
-        ),
+        Edge | None,
+        typer.Option(help="CNN: boxes crossing the tomogram edge: pad (box mean, default)."),
     ] = None,
     max_outside: Annotated[
         float | None,
@@ -236,7 +262,7 @@ def aggregate_cmd(
         echo_json(result.as_dict())
         return
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        warn(warning)
     columns = ["tomogram", "particle", *[f"in:{p}" for p in result.pickers], "consensus"]
     columns += [
         s
@@ -309,7 +335,7 @@ def noise_cmd(
         ),
     ] = None,
     radius: Annotated[
-        list[str] | None, typer.Option("--radius", help="Class radius CLASS=Å.")
+        list[str] | None, typer.Option("--radius", metavar="CLASS=Å", help="Class radius.")
     ] = None,
     box_size: Annotated[
         float | None, typer.Option(help="Box edge in Å for classes with no known radius.")
@@ -319,7 +345,8 @@ def noise_cmd(
         int, typer.Option(help="Give up (with fewer samples) after this many batches.")
     ] = 20,
     tomograms: Annotated[
-        list[Path] | None, typer.Option("--tomograms", help="Register these tomograms first.")
+        list[Path] | None,
+        typer.Option("--tomograms", metavar="PATH", help="Register these tomograms first."),
     ] = None,
     voxel_size: Annotated[
         float | None, typer.Option(help="Voxel size in Å when the headers lack it.")
@@ -380,7 +407,7 @@ def noise_cmd(
         echo_json({"run_id": run, "tomograms": result.as_rows(), "warnings": result.warnings})
         return
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        warn(warning)
     echo_table(
         result.as_rows(), ["tomogram", "requested", "sampled"], title=f"Noise samples of run {run}"
     )

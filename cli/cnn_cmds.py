@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
+from picks.cli.choices import Device, Edge, Positives
 from picks.cli.common import DbOption, JsonOption, echo_json, echo_table, open_store, progress
 
 DB_DEFAULT = Path("picks.db")
 
-DeviceOption = Annotated[str, typer.Option(help="auto (GPU when TensorFlow sees one), cpu or gpu.")]
+DeviceOption = Annotated[Device, typer.Option(help="auto: the GPU when TensorFlow sees one.")]
 EdgeOption = Annotated[
-    str, typer.Option(help="Boxes crossing the tomogram edge: pad (box mean), reflect or drop.")
+    Edge, typer.Option(help="Boxes crossing the tomogram edge: pad (with the box mean).")
 ]
 MaxOutsideOption = Annotated[
     float, typer.Option(help="Drop boxes with more than this fraction outside the tomogram.")
@@ -50,7 +51,7 @@ def train_cmd(
     edge: EdgeOption = "pad",
     max_outside: MaxOutsideOption = 0.5,
     positives: Annotated[
-        str,
+        Positives,
         typer.Option(
             help="Training positives: auto (full support; all pickers but one when fewer than "
             "50 have it), full, or status (the run's positives)."
@@ -163,7 +164,11 @@ def score_cmd(
     run: Annotated[int, typer.Option("--run", help="Run whose consensus picks to rescore.")],
     model: Annotated[
         list[Path],
-        typer.Option("--model", help="Saved model (.keras); repeat for an ensemble (mean score)."),
+        typer.Option(
+            "--model",
+            metavar="FILE",
+            help="Saved model (.keras); repeat for an ensemble (mean score).",
+        ),
     ],
     threshold: Annotated[
         float | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -85,9 +86,22 @@ def _fmt(value: Any) -> str:
 
 @contextmanager
 def progress(description: str, total: int | None = None):
-    """A progress bar on stderr (hidden when stderr is not a terminal). Yields ``advance(n)``."""
-    if not sys.stderr.isatty() or os.environ.get("PICKS_NO_PROGRESS"):
+    """Progress on stderr, in the library's protocol: yields ``advance(n=1, info=None)``.
+
+    A rich bar on a terminal; one line per stage and a periodic n/N line where stderr is a
+    file or pipe (batch logs, :func:`picks.cli.logs.log_progress`); nothing with ``-q`` or
+    ``$PICKS_NO_PROGRESS``.
+    """
+    if os.environ.get("PICKS_NO_PROGRESS") or not logging.getLogger("picks.progress").isEnabledFor(
+        logging.INFO
+    ):
         yield lambda n=1, **kw: None
+        return
+    if not sys.stderr.isatty():
+        from picks.cli.logs import log_progress
+
+        with log_progress(description, total) as advance:
+            yield advance
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -103,10 +117,15 @@ def progress(description: str, total: int | None = None):
     ) as bar:
         task = bar.add_task(description, total=total, info="")
 
-        def advance(n: int = 1, info: str | None = None) -> None:
+        def advance(n: int = 1, info: str | None = None, **_: object) -> None:
             bar.update(task, advance=n, **({"info": info} if info is not None else {}))
 
         yield advance
+
+
+def warn(message: str) -> None:
+    """A warning for the user (``warning: …`` on stderr, kept with ``-q``)."""
+    logging.getLogger("picks.cli").warning(message)
 
 
 def parse_options(values: Iterable[str]) -> dict[str, str]:

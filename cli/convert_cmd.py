@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from picks.cli.common import JsonOption, echo_json, parse_options
+from picks.cli.common import JsonOption, echo_json, parse_options, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,9 @@ def convert_cmd(
     adapter: Annotated[str, typer.Option(help="Reader (adapter name) or 'auto'.")] = "auto",
     tomograms: Annotated[
         list[Path] | None,
-        typer.Option("--tomograms", help="Tomograms (for voxel sizes, names, extents)."),
+        typer.Option(
+            "--tomograms", metavar="PATH", help="Tomograms (for voxel sizes, names, extents)."
+        ),
     ] = None,
     voxel_size: Annotated[
         float | None, typer.Option(help="Å per voxel of the input coordinates.")
@@ -41,7 +43,8 @@ def convert_cmd(
         str | None, typer.Option(help="Tomogram name for inputs that do not name one.")
     ] = None,
     option: Annotated[
-        list[str] | None, typer.Option("--option", help="Reader option KEY=VALUE.")
+        list[str] | None,
+        typer.Option("--option", metavar="KEY=VALUE", help="Reader option (adapter option)."),
     ] = None,
     to_voxel_size: Annotated[
         float | None, typer.Option(help="Å per voxel for voxel-unit outputs.")
@@ -50,7 +53,8 @@ def convert_cmd(
         float, typer.Option(help="Write voxel outputs for a tomogram binned by this factor.")
     ] = 1.0,
     to_option: Annotated[
-        list[str] | None, typer.Option("--to-option", help="Writer option KEY=VALUE.")
+        list[str] | None,
+        typer.Option("--to-option", metavar="KEY=VALUE", help="Writer option (adapter option)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
     db: Annotated[
@@ -112,7 +116,7 @@ def convert_cmd(
         )
         return
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        warn(warning)
     typer.echo(
         f"{result.n_picks} picks read with {result.reader}, written with {result.writer} to:"
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from picks.cli.common import JsonOption, echo_json, echo_table, progress
+from picks.cli.common import JsonOption, echo_json, echo_table, progress, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -96,5 +96,5 @@ def demo_cmd(
         title=f"CZII F-beta (beta=4) against the ground truth; consensus method: {demo.aggregate.method}",
     )
     for warning in demo.aggregate.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        warn(warning)
     typer.echo(f"\nTrace any consensus pick: picks audit --db {demo.db} CONSENSUS_ID")

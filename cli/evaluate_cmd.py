@@ -43,7 +43,9 @@ def _parse_pairs(values: list[str] | None, option: str) -> dict[str, float]:
 def evaluate_cmd(
     files: Annotated[
         list[str] | None,
-        typer.Argument(help="Picks files/folders to score, optionally LABEL=PATH."),
+        typer.Argument(
+            metavar="[LABEL=]PATH", help="Picks files/folders to score, optionally labelled."
+        ),
     ] = None,
     truth: Annotated[
         Path,
@@ -61,14 +63,16 @@ def evaluate_cmd(
         ),
     ] = None,
     run: Annotated[
-        list[int] | None, typer.Option("--run", help="Consensus run(s) to score (default: all).")
+        list[int] | None,
+        typer.Option("--run", metavar="ID", help="Consensus run(s) to score (default: all)."),
     ] = None,
     pickers: Annotated[
         bool, typer.Option("--pickers/--no-pickers", help="Score the store's pickers.")
     ] = True,
     adapter: Annotated[str, typer.Option(help="Adapter for FILES ('auto' detects).")] = "auto",
     tomograms: Annotated[
-        list[Path] | None, typer.Option("--tomograms", help="Tomograms (headers) for voxel files.")
+        list[Path] | None,
+        typer.Option("--tomograms", metavar="PATH", help="Tomograms (headers) for voxel files."),
     ] = None,
     voxel_size: Annotated[float | None, typer.Option(help="Å per voxel of voxel FILES.")] = None,
     binning: Annotated[float, typer.Option(help="FILES were picked at this binning.")] = 1.0,
@@ -77,7 +81,7 @@ def evaluate_cmd(
     ] = None,
     tomogram: Annotated[str | None, typer.Option(help="Tomogram for FILES that name none.")] = None,
     option: Annotated[
-        list[str] | None, typer.Option("--option", help="Adapter option KEY=VALUE.")
+        list[str] | None, typer.Option("--option", metavar="KEY=VALUE", help="Adapter option.")
     ] = None,
     multiplier: Annotated[
         float, typer.Option(help="A pick hits a particle within multiplier × its radius.")
@@ -86,10 +90,12 @@ def evaluate_cmd(
         float, typer.Option(help="F-beta's beta (recall weighs beta² × precision).")
     ] = 4.0,
     weight: Annotated[
-        list[str] | None, typer.Option("--weight", help="Class weight CLASS=W (default CZII).")
+        list[str] | None,
+        typer.Option("--weight", metavar="CLASS=W", help="Class weight (default CZII)."),
     ] = None,
     radius: Annotated[
-        list[str] | None, typer.Option("--radius", help="Class radius CLASS=Å (adds or overrides).")
+        list[str] | None,
+        typer.Option("--radius", metavar="CLASS=Å", help="Class radius (adds or overrides)."),
     ] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Write precision/recall vs score threshold to this PNG.")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from picks.cli.choices import Role
 from picks.cli.common import (
     DbOption,
     JsonOption,
@@ -15,6 +17,7 @@ from picks.cli.common import (
     open_store,
     parse_options,
     progress,
+    warn,
 )
 
 DB_DEFAULT = Path("picks.db")
@@ -38,7 +41,7 @@ def register_tomograms(store, paths: list[Path], voxel_size: float | None) -> in
 
 def import_cmd(
     files: Annotated[
-        list[Path], typer.Argument(metavar="FILES...", help="Picker output files or folders.")
+        list[Path], typer.Argument(metavar="PATH", help="Picker output files or folders.")
     ],
     picker: Annotated[
         str | None, typer.Option(help="Label for this picker (default: from the adapter).")
@@ -46,7 +49,9 @@ def import_cmd(
     adapter: Annotated[str, typer.Option(help="Adapter name, or 'auto' to detect it.")] = "auto",
     tomograms: Annotated[
         list[Path] | None,
-        typer.Option("--tomograms", help="Tomogram files/folders to register first."),
+        typer.Option(
+            "--tomograms", metavar="PATH", help="Tomogram files/folders to register first."
+        ),
     ] = None,
     voxel_size: Annotated[
         float | None, typer.Option(help="Å per voxel of the coordinates in the files.")
@@ -59,24 +64,30 @@ def import_cmd(
         str | None, typer.Option(help="Tomogram name for files that do not name one.")
     ] = None,
     role: Annotated[
-        str, typer.Option(help="picker, or positive/negative for trusted reference picks.")
+        Role, typer.Option(help="picker, or positive/negative for trusted reference picks.")
     ] = "picker",
     option: Annotated[
-        list[str] | None, typer.Option("--option", help="Adapter option KEY=VALUE.")
+        list[str] | None,
+        typer.Option(
+            "--option",
+            metavar="KEY=VALUE",
+            help="Adapter option, e.g. labels=1=ribosome,2=apo-ferritin, or name=PATTERN "
+            "(tomogram and class from file names: {tomogram}__{particle}).",
+        ),
     ] = None,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
 ) -> None:
     """Import picker output files into the store (each file is one transaction)."""
-    from picks.core.errors import PicksError
     from picks.core.importing import expand_inputs, import_file
     from picks.plugins.manager import get_registry
 
-    if role not in ("picker", "positive", "negative"):
-        raise PicksError(f"--role {role!r}: expected picker, positive or negative")
     registry = get_registry()
     options = parse_options(option or [])
     results = []
+    # The report below says what a name pattern gave each file; the library's log line would
+    # repeat it on stderr.
+    logging.getLogger("picks.import.names").setLevel(logging.WARNING)
     params = {
         "files": [str(f) for f in files],
         "picker": picker,
@@ -122,8 +133,10 @@ def import_cmd(
                             f"{path}: {result.n_picks} picks imported as source {result.source_id} "
                             f"({result.adapter}, picker {result.picker})"
                         )
+                        if result.named:
+                            typer.echo(f"  from its name: {result.named}")
                         for warning in result.warnings:
-                            typer.echo(f"  warning: {warning}", err=True)
+                            warn(f"{path}: {warning}")
     if json_out:
         echo_json([r.as_dict() for r in results])
 
@@ -131,7 +144,9 @@ def import_cmd(
 def tomograms_cmd(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Tomogram files (MRC, OME-Zarr) or folders to register."),
+        typer.Argument(
+            metavar="PATH", help="Tomogram files (MRC, OME-Zarr) or folders to register."
+        ),
     ] = None,
     voxel_size: Annotated[
         float | None, typer.Option(help="Voxel size in Å when the header lacks it.")

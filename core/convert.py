@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from picks.core.errors import PicksError
 from picks.core.export import write_picks
-from picks.core.importing import read_file
+from picks.core.importing import check_named, names_from_pattern, read_file
 from picks.core.tomograms import TomogramSet, find_volumes, read_tomogram
 from picks.plugins.adapter import ReadContext, WriteContext
 from picks.plugins.manager import AdapterRegistry
@@ -54,6 +55,9 @@ def convert(
     tomograms = tomograms or TomogramSet()
     reader = registry.detect(source) if adapter == "auto" else registry.get(adapter)
     writer = registry.get(to)
+    tomogram, particle, from_name, reader_options = names_from_pattern(
+        source, options, tomogram, particle
+    )
     ctx = ReadContext(
         path=source,
         tomograms=tomograms,
@@ -61,9 +65,30 @@ def convert(
         binning=binning,
         particle=particle,
         tomogram=tomogram,
-        options=dict(options or {}),
+        options=reader_options,
     )
     picks = read_file(reader, ctx)
+    if from_name:
+        check_named(picks, from_name, ctx)
+    unnamed = int(picks["particle"].isna().sum())
+    if unnamed:
+        # A pick without a class would get an empty or invented class: formats that key on the
+        # class (CZII CSV's particle_type, copick's object) would be wrong, so they refuse.
+        what = (
+            f"{source}: {unnamed} of {len(picks)} picks have no class (the file names none and "
+            "no --particle was given)"
+        )
+        if writer.class_field == "required":
+            raise PicksError(
+                f"{what}; {writer.name} needs a class for every pick",
+                hint="Give --particle NAME (or --option name={tomogram}__{particle} when the "
+                "file names say it).",
+            )
+        if writer.class_field != "none":
+            ctx.warn(
+                f"{what}: {writer.name} writes them with an empty or made-up class; give "
+                "--particle NAME"
+            )
     out_ctx = WriteContext(
         tomograms=tomograms,
         voxel_size=to_voxel_size,

@@ -2,11 +2,25 @@
 
 Each file is one transaction: a failure leaves the store unchanged and names the file (and
 line); a file whose sha256 is already in the store is a no-op that says so.
+
+Two things pickers' outputs need before any adapter sees them, handled here for every adapter:
+
+* **Name patterns** (option ``name=PATTERN``, :class:`NamePattern`): pickers such as crYOLO
+  write one file per tomogram *and class* and say which in the file name
+  (``TS_01__ribosome.cbox``) or the folder (``ribosome/TS_01.cbox``). The pattern names the
+  parts, ``{tomogram}__{particle}`` or ``{particle}/{tomogram}``, and gives each file its
+  tomogram (as ``--tomogram`` would) and class (as ``--particle`` would: a fill for picks the
+  file leaves without one).
+* **copick project configs** (:func:`copick_config_roots`): a ``copick_config.json`` given as
+  input stands for its project's local overlay/static folders.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +31,7 @@ import pandas as pd
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, NotFound, OutOfExtent, PicksError
 from picks.core.migrations import source_identity
+from picks.core.particles import canonical_name
 from picks.core.store import Store
 from picks.core.tomograms import TomogramSet
 from picks.plugins.adapter import Adapter, ReadContext
@@ -24,6 +39,13 @@ from picks.plugins.manager import AdapterRegistry
 
 # Picks up to this many reference voxels outside the volume are tolerated (picker rounding).
 EXTENT_TOLERANCE_VOXELS = 1.0
+# The adapter option that holds a file-name pattern (consumed here, never passed to adapters).
+NAME_OPTION = "name"
+
+log = logging.getLogger("picks.import")
+# ``file -> tomogram, class`` lines of name patterns: ``picks aggregate`` shows them from here;
+# ``picks import`` prints them in its own report and silences this logger.
+names_log = logging.getLogger("picks.import.names")
 
 
 @dataclass
@@ -35,6 +57,13 @@ class ImportResult:
     n_picks: int
     skipped: bool = False
     warnings: list[str] = field(default_factory=list)
+    # What a name pattern read from the path: {"tomogram": ..., "particle": ...} (else empty).
+    from_name: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def named(self) -> str:
+        """``tomogram TS_01, class ribosome`` for the import report ('' without a pattern)."""
+        return describe_named(self.from_name)
 
     def as_dict(self) -> dict:
         return {
@@ -45,7 +74,171 @@ class ImportResult:
             "n_picks": self.n_picks,
             "skipped": self.skipped,
             "warnings": self.warnings,
+            "from_name": self.from_name,
         }
+
+
+# -- name patterns ---------------------------------------------------------------------------
+_FIELD = re.compile(r"\{([^{}]*)\}")
+NAME_FIELDS = {"tomogram": "tomogram", "particle": "particle", "class": "particle"}
+
+
+class NamePattern:
+    """A file-name pattern such as ``{tomogram}__{particle}`` or ``{particle}/{tomogram}``.
+
+    * ``{tomogram}`` and ``{particle}`` (alias ``{class}``) capture one name each; ``{}`` or
+      ``*`` match any text that is not kept (``{tomogram}_{}_{particle}``); anything else is
+      literal text.
+    * ``/`` separates folders: the pattern is matched against as many trailing parts of the
+      path as it has (the file and the folders above it).
+    * The file's extension is not part of the pattern unless the pattern ends with it
+      (``{tomogram}__{particle}`` and ``{tomogram}__{particle}.cbox`` both fit
+      ``TS_01__ribosome.cbox``).
+
+    A name that does not fit is an error (never a silent fallback to the file name), and so is
+    a name that fits in two ways giving different parts (``TS__01__ribosome`` for
+    ``{tomogram}__{particle}``): the pattern then needs more literal text.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text.strip()
+        if not self.text:
+            raise PicksError(f"--option {NAME_OPTION}=: empty pattern")
+        fields = [NAME_FIELDS.get(f.strip().lower(), f) for f in _FIELD.findall(self.text)]
+        unknown = [f for f in fields if f not in ("tomogram", "particle", "")]
+        if unknown:
+            raise PicksError(
+                f"--option {NAME_OPTION}={self.text}: unknown field(s) "
+                + ", ".join(f"{{{f}}}" for f in unknown),
+                hint="Use {tomogram}, {particle} (or {class}) and {} for text to skip.",
+            )
+        if not {"tomogram", "particle"} & set(fields):
+            raise PicksError(
+                f"--option {NAME_OPTION}={self.text}: the pattern names neither {{tomogram}} "
+                "nor {particle}",
+                hint="e.g. name={tomogram}__{particle} for crYOLO's TS_01__ribosome.cbox",
+            )
+        if len(fields) != len(set(f for f in fields if f)) + fields.count(""):
+            raise PicksError(f"--option {NAME_OPTION}={self.text}: a field is named twice")
+        self.depth = self.text.count("/") + 1
+        self.keeps_extension = "." in self.text.rsplit("}", 1)[-1]
+        self._lazy = self._compile("+?")
+        self._greedy = self._compile("+")
+
+    def _compile(self, quantifier: str) -> re.Pattern:
+        out = []
+        for piece in re.split(r"(\{[^{}]*\}|\*)", self.text):
+            if piece == "*" or (piece.startswith("{") and piece.endswith("}")):
+                name = NAME_FIELDS.get(piece[1:-1].strip().lower(), "") if piece != "*" else ""
+                group = f"[^/]{quantifier}"
+                out.append(f"(?P<{name}>{group})" if name else f"(?:{group})")
+            else:
+                out.append(re.escape(piece))
+        return re.compile("".join(out))
+
+    def subject(self, path: Path) -> str:
+        """The part of ``path`` the pattern is matched against."""
+        parts = list(Path(path).parts)
+        name = parts[-1] if self.keeps_extension else Path(parts[-1]).stem
+        return "/".join([*parts[-self.depth : -1], name]) if self.depth > 1 else name
+
+    def match(self, path: Path) -> dict[str, str]:
+        """``{"tomogram": ..., "particle": ...}`` (the fields the pattern has) for ``path``."""
+        subject = self.subject(path)
+        lazy, greedy = self._lazy.fullmatch(subject), self._greedy.fullmatch(subject)
+        if lazy is None or greedy is None:
+            raise PicksError(
+                f"{path}: the name {subject!r} does not fit --option {NAME_OPTION}={self.text}",
+                hint="Every file of the input must fit the pattern; give the files that do "
+                "not as a separate input (or fix the pattern).",
+            )
+        found, other = lazy.groupdict(), greedy.groupdict()
+        if found != other:
+            raise PicksError(
+                f"{path}: the name {subject!r} fits --option {NAME_OPTION}={self.text} in two "
+                f"ways ({describe_named(found)} or {describe_named(other)})",
+                hint="Add literal text to the pattern so that it fits one way only.",
+            )
+        return {key: value for key, value in found.items() if value}
+
+
+def describe_named(parts: dict[str, str]) -> str:
+    """``tomogram TS_01, class ribosome`` (class names canonical, as they are stored)."""
+    words = []
+    if "tomogram" in parts:
+        words.append(f"tomogram {parts['tomogram']}")
+    if "particle" in parts:
+        words.append(f"class {canonical_name(parts['particle'])}")
+    return ", ".join(words)
+
+
+def names_from_pattern(
+    path: Path,
+    options: dict[str, str] | None,
+    tomogram: str | None,
+    particle: str | None,
+) -> tuple[str | None, str | None, dict[str, str], dict[str, str]]:
+    """Apply ``options['name']`` to ``path``: (tomogram, particle, what the name gave, the
+    options without ``name``). Without the option everything passes through unchanged."""
+    rest = dict(options or {})
+    text = rest.pop(NAME_OPTION, None)
+    if text is None or str(text).strip() == "":
+        return tomogram, particle, {}, rest
+    found = NamePattern(str(text)).match(path)
+    return found.get("tomogram", tomogram), found.get("particle", particle), found, rest
+
+
+# -- copick project configs ------------------------------------------------------------------
+COPICK_ROOTS = ("overlay_root", "static_root")
+
+
+def is_copick_config(path: Path) -> bool:
+    """A copick project config (``pickable_objects`` + an ``overlay_root``), not a picks file."""
+    if path.suffix.lower() != ".json" or not path.is_file() or path.stat().st_size > (1 << 22):
+        return False
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("pickable_objects"), list)
+        and any(key in doc for key in COPICK_ROOTS)
+        and "points" not in doc
+    )
+
+
+def copick_config_roots(path: Path) -> list[Path]:
+    """The local folders of a copick project config: its ``overlay_root`` and ``static_root``.
+
+    copick writes roots as fsspec URLs (``local:///data/project/``); plain paths are read too,
+    relative ones against the config's folder. Remote roots (``s3://``, the Data Portal) are an
+    error naming the key: picks reads local files only, so a project that is partly remote would
+    silently lose picks.
+    """
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    roots = []
+    for key in COPICK_ROOTS:
+        raw = doc.get(key)
+        if raw in (None, ""):
+            continue
+        text = str(raw)
+        protocol, sep, rest = text.partition("://")
+        if sep and protocol not in ("local", "file"):
+            raise PicksError(
+                f"{path}: {key} {text!r} is not a local folder; picks reads local copick projects",
+                hint="Copy (or sync) the project locally and give its folder.",
+            )
+        folder = Path(rest if sep else text).expanduser()
+        if not folder.is_absolute():
+            folder = path.parent / folder
+        if not folder.is_dir():
+            raise NotFound(f"{path}: {key} {text!r}: no such folder ({folder})")
+        if folder not in roots:
+            roots.append(folder)
+    if not roots:
+        raise PicksError(f"{path}: copick config names no overlay_root or static_root")
+    return roots
 
 
 def sha256_file(path: Path) -> str:
@@ -70,23 +263,41 @@ def expand_inputs(
     def claimed(p: Path) -> bool:
         return any(e.matches(p) and e.load().sniff(p) > 0 for e in entries)
 
+    def in_folder(folder: Path) -> list[Path]:
+        return sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file()
+            # never look inside volume stores (a zarr v3 store holds zarr.json files)
+            and not any(q.lower().endswith(".zarr") for q in p.relative_to(folder).parts[:-1])
+            and claimed(p)
+        )
+
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                # never look inside volume stores (a zarr v3 store holds zarr.json files)
-                and not any(q.lower().endswith(".zarr") for q in p.relative_to(path).parts[:-1])
-                and claimed(p)
-            )
+            found = in_folder(path)
             if not found:
                 raise PicksError(f"{path}: folder holds no file any adapter reads")
             files.extend(found)
         elif not path.exists():
             raise NotFound(f"{path} does not exist")
+        elif is_copick_config(path):
+            # The project's picks live under its roots; the config itself holds none.
+            roots = copick_config_roots(path)
+            found = sorted({p for root in roots for p in in_folder(root)})
+            if not found:
+                raise PicksError(
+                    f"{path}: the copick project ({', '.join(map(str, roots))}) holds no picks file"
+                )
+            log.info(
+                "%s: copick project config, %d picks file(s) under %s",
+                path,
+                len(found),
+                ", ".join(map(str, roots)),
+            )
+            files.extend(found)
         else:
             files.append(path)
     return files
@@ -175,16 +386,22 @@ def import_file(
         raise NotFound(f"{path} does not exist or is not a file")
     digest = sha256_file(path)
     chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
+    name_tomogram, name_particle, from_name, adapter_options = names_from_pattern(
+        path, options, tomogram, particle
+    )
     ctx = ReadContext(
         path=path,
         tomograms=store.tomograms(),
         voxel_size=voxel_size,
         binning=binning,
-        particle=particle,
-        tomogram=tomogram,
-        options=dict(options or {}),
+        particle=name_particle,
+        tomogram=name_tomogram,
+        options=adapter_options,
     )
     frame = read_file(chosen, ctx)
+    if from_name:
+        check_named(frame, from_name, ctx)
+        names_log.info("%s -> %s", path, describe_named(from_name))
     # Same bytes are the same source unless they land in other tomograms (a copick file whose
     # run comes from its folder), give other picks (another binning, voxel size, class or
     # adapter) or come in another role; so the match is made after reading (see m005).
@@ -200,6 +417,7 @@ def import_file(
             existing["picker"],
             existing["n_picks"],
             skipped=True,
+            from_name=from_name,
         )
     label = picker or default_picker_label(chosen)
     meta = {
@@ -222,9 +440,32 @@ def import_file(
         "identity": identity,
     }
     source_id = store.add_source(meta, frame)
+    log.debug("%s: %d picks as source %d (%s, %s)", path, len(frame), source_id, chosen.name, label)
     return ImportResult(
-        path, source_id, chosen.name, label, len(frame), warnings=list(ctx.warnings)
+        path,
+        source_id,
+        chosen.name,
+        label,
+        len(frame),
+        warnings=list(ctx.warnings),
+        from_name=from_name,
     )
+
+
+def check_named(frame: pd.DataFrame, from_name: dict[str, str], ctx: ReadContext) -> None:
+    """Say so when the file's own classes or tomograms differ from what its name gave.
+
+    The name's class only fills picks the file leaves without one (as ``--particle``); a file
+    that names its classes keeps them, and the user must know the pattern did not apply.
+    """
+    if "particle" in from_name:
+        wanted = canonical_name(from_name["particle"])
+        own = sorted({str(p) for p in frame["particle"].dropna()} - {wanted})
+        if own:
+            ctx.warn(
+                f"the file names its own class(es) {', '.join(own)}, kept over class {wanted} "
+                f"from its name ({NAME_OPTION}= only fills picks without a class)"
+            )
 
 
 def default_picker_label(adapter: Adapter) -> str:

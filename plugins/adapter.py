@@ -296,6 +296,10 @@ class Adapter:
       ``"per_tomogram"`` (one file per tomogram, named ``<tomogram><extension>``),
       ``"per_tomogram_particle"`` (``<tomogram>_<particle><extension>``) or ``"directory"``
       (the writer is given a directory and lays it out itself, e.g. a copick project).
+    * ``class_field`` – whether written files hold the class: ``"none"`` (CBOX, RELION),
+      ``"optional"`` (a class column that gets an empty or invented value for picks without a
+      class: ``picks convert`` warns) or ``"required"`` (CZII CSV's ``particle_type``, copick's
+      object name: ``picks convert`` refuses picks without a class).
     """
 
     name: ClassVar[str] = ""
@@ -305,6 +309,7 @@ class Adapter:
     version: ClassVar[str] = "1"
     extension: ClassVar[str] = ""
     layout: ClassVar[str] = "file"
+    class_field: ClassVar[str] = "none"
 
     def matches(self, path: Path) -> bool:
         """Whether ``path``'s name fits one of ``patterns`` (case-insensitive)."""

@@ -62,9 +62,14 @@ def test_convert_real_cbox_to_csv_and_back(tmp_path: Path, formats_dir: Path):
     src = formats_dir / "cryolo" / "3d_particle.cbox"
     csv = tmp_path / "o.csv"
     args = ["convert", str(src), str(csv), "--to", "czii-csv", "--voxel-size", "10"]
-    result = runner.invoke(get_app(), args, catch_exceptions=False)
+    # CBOX has no class and the CZII CSV needs one: refused without --particle.
+    refused = runner.invoke(get_app(), args)
+    assert refused.exit_code != 0 and not csv.exists()
+    assert "3 of 3 picks have no class" in str(refused.exception)
+    result = runner.invoke(get_app(), [*args, "--particle", "ribosome"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(csv)
+    assert set(frame["particle_type"]) == {"ribosome"}
     # (12.257084 + 12.5) × 10, (27.721405 + 12.5) × 10, 50 × 10
     assert frame.loc[0, ["x", "y", "z"]].tolist() == [247.5708, 402.2141, 500.0]
     back = tmp_path / "back"
