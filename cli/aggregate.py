@@ -310,7 +310,7 @@ def _echo_latent(latent: dict) -> None:
         ],
         title=f"Decision per class (maximum expected F{beta:g}, estimated without ground truth)",
     )
-    for name, rule in sorted(latent.get("implied_rules", {}).items()):
+    for _, rule in sorted(latent.get("implied_rules", {}).items()):
         typer.echo(f"  rule implied by the pickers' reliabilities: {rule}")
 
 

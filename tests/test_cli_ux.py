@@ -34,7 +34,7 @@ def commands() -> list[str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["aggregate", "--method", "vot"], "'vot' is not one of 'auto', 'vote', 'cnn'"),
+        (["aggregate", "--method", "vot"], "'vot' is not one of 'auto', 'vote', 'latent', 'cnn'"),
         (
             ["aggregate", "--representative", "mean"],
             "'mean' is not one of 'centroid', 'weighted', 'best'",
@@ -63,7 +63,7 @@ def test_a_typo_in_a_choice_fails_at_parse_time(tmp_path: Path, args: list[str],
 def test_help_lists_choices_with_readable_metavars():
     text = invoke("aggregate", "--help").output
     for shown in (
-        "--method <auto|vote|cnn>",
+        "--method <auto|vote|latent|cnn>",
         "--representative <centroid|weighted|best>",
         "--edge <pad|reflect|drop>",
         "--device <auto|cpu|gpu>",
