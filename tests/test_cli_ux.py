@@ -112,8 +112,11 @@ def test_help_is_fast():
 
 
 def test_every_command_module_registers():
-    assert {"aggregate", "import", "convert", "train"} <= set(commands())
-    assert len(COMMAND_MODULES) == 8
+    import importlib
+
+    assert {"aggregate", "import", "convert", "train", "pickers"} <= set(commands())
+    for name in COMMAND_MODULES:
+        assert callable(importlib.import_module(f"picks.cli.{name}").register), name
 
 
 # -- messages and progress ----------------------------------------------------------------------
