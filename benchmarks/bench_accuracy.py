@@ -202,7 +202,7 @@ def _resolves_to(entry: dict) -> str:
         return entry["method"]
     try:
         return pipeline._resolve_method(entry["method"], entry["tomograms"], [])
-    except Exception:  # noqa: BLE001 - e.g. cnn without tomograms: the run will say why
+    except Exception:  # e.g. cnn without tomograms: the run itself will say why
         return entry["method"]
 
 
@@ -210,7 +210,7 @@ def score_rows(truth: pd.DataFrame, picks: pd.DataFrame) -> dict:
     """CZII metric at each β: overall, and per class F, precision, recall, TP/FP/FN."""
     from picks.consensus import metric
 
-    out: dict = {"n": int(len(picks))}
+    out: dict = {"n": len(picks)}
     for beta in BETAS:
         s = metric.score(truth, picks, beta=beta)
         key = f"f{beta:g}"
@@ -370,7 +370,7 @@ def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
                             **score_rows(world.truth, picks),
                         }
                     rows["_pickers_done"] = {"kind": "marker"}
-        except Exception as exc:  # noqa: BLE001 - one failing method must not hide the rest
+        except Exception as exc:  # one failing method must not hide the others
             rows[label] = {"kind": "consensus", "skipped": f"failed: {exc}"}
             say(f"{world.name}: {label}: FAILED {exc}")
             continue
@@ -379,7 +379,7 @@ def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
             "kind": "consensus",
             "method": result.method,
             "seconds": round(seconds, 2),
-            "candidates": int(len(candidates)),
+            "candidates": len(candidates),
             **score_rows(world.truth, accepted),
             "decoys": decoy_counts(world, candidates),
             "expected": expected_scores(folder / "out" / "summary.json"),
@@ -391,7 +391,7 @@ def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
     return {
         "world": world.name,
         "tomograms": world.n_tomograms,
-        "truth_particles": int(len(world.truth)),
+        "truth_particles": len(world.truth),
         "pickers": pickers,
         "seconds_to_make": round(world.seconds, 1),
         "rows": rows,
@@ -458,8 +458,7 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {label} | {_f(row['f4'])} | {_f(row['f1'])} | {_f(row['precision'])} "
                 f"| {_f(row['recall'])} | {row['n']} | {row.get('candidates', '')} "
-                f"| {f'{beads['accepted']}/{beads['rejected']}' if beads else ''} "
-                f"| {f'{cont['accepted']}/{cont['rejected']}' if cont else ''} "
+                f"| {_pair(beads)} | {_pair(cont)} "
                 f"| {seconds if seconds is not None else ''} |"
             )
         classes = sorted({c for row in world["rows"].values() for c in (row.get("classes") or {})})
@@ -501,6 +500,10 @@ def markdown(report: dict) -> str:
                         f"| {_f(est.get('expected_recall'))} | {_f(got.get('recall'))} |"
                     )
     return "\n".join(lines) + "\n"
+
+
+def _pair(counts: dict | None) -> str:
+    return f"{counts['accepted']}/{counts['rejected']}" if counts else ""
 
 
 def _skip_note(row: dict | None) -> str:

@@ -257,7 +257,7 @@ def run_pickers(
 
     # Contrast first (reads every volume once), so a refusal comes before the long work.
     statistics = {}
-    for (name, path), tomo in zip(pairs, headers, strict=True):
+    for name, path in pairs:
         statistics[name] = contrast_statistic(normalise(read_volume(path)), voxel)
     polarity = decide_contrast(contrast, statistics, tell)
 
