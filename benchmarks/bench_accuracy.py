@@ -322,6 +322,13 @@ def expected_scores(summary_path: Path) -> dict[str, dict]:
     return out
 
 
+def inputs_for(world: World, *, with_tomograms: bool) -> list:
+    """The world's picker inputs (per file, with voxel sizes and names, when no tomograms)."""
+    from picks.consensus.demo import aggregate_inputs
+
+    return aggregate_inputs(world.folder, voxel_size=None if with_tomograms else world.voxel_size)
+
+
 def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
     from picks.consensus import evaluate as evaluate_mod
     from picks.consensus.demo import aggregate_inputs
@@ -352,13 +359,12 @@ def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
             with Store(folder / "picks.db") as store:
                 result = aggregate(
                     store,
-                    aggregate_inputs(world.folder),
+                    inputs_for(world, with_tomograms=entry["tomograms"]),
                     out=folder / "out",
                     tomograms=[world.tomograms] if entry["tomograms"] else (),
                     formats=["csv"],
                     method=entry["method"],
                     min_support=entry["min_support"],
-                    voxel_size=None if entry["tomograms"] else world.voxel_size,
                     seed=0,
                 )
                 seconds = time.perf_counter() - start
