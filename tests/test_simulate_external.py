@@ -242,28 +242,59 @@ def test_polnet_fixture_pickers_find_its_particles(polnet_or_skip: Path, tmp_pat
     assert max(s.overall for s in scores.values()) > 0.25, {k: s.overall for k, s in scores.items()}
 
 
+@pytest.fixture(scope="module")
+def polnet_world(polnet_or_skip: Path, tmp_path_factory):
+    """The simulated pickers on central 192 × 192 crops of both polnet tomograms, and a
+    function scoring one aggregate run of them (accepted picks, CZII F4)."""
+    folder = tmp_path_factory.mktemp("polnet")
+    paths, truth = polnet_crop(polnet_or_skip, folder / "crop", 192)
+    sim = run_pickers(paths, folder / "picked", optics=sv.Optics(defocus=0.0))
+
+    def f4(label: str, *, tomograms: bool, **kwargs) -> float:
+        # Without tomograms each input carries its picked voxel size and tomogram name.
+        inputs = aggregate_inputs(sim.out, voxel_size=None if tomograms else 10.0)
+        with Store(folder / f"{label}.db") as store:
+            result = aggregate(
+                store,
+                inputs,
+                out=folder / label,
+                formats=["csv"],
+                tomograms=[sim.out / "tomograms"] if tomograms else (),
+                **kwargs,
+            )
+            candidates = consensus_picks(store, result.run_id)
+        return metric.score(truth, candidates[candidates["accepted"]]).overall
+
+    union = f4("union", tomograms=False, method="vote", min_support=1)
+    assert union > 0.3, union  # the world is pickable: the comparisons below mean something
+    return f4, union
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="the default decision (vote, all but one picker) keeps far fewer true particles "
-    "than the union on independent data; flip when the new default (latent-class reliability "
-    "+ expected-F-beta thresholds) lands under method='auto'",
+    reason="the default decision without tomograms (vote: all pickers of a class but one) "
+    "keeps far fewer true particles than the union on independent data (F4 ≈ 0.26 vs 0.62); "
+    "flip when the new default (latent-class reliability + expected-F-beta thresholds) lands "
+    "under method='auto'",
 )
-def test_default_method_is_not_worse_than_union_on_polnet(polnet_or_skip: Path, tmp_path: Path):
-    """The guard of the default: on the independent polnet world, ``method="auto"`` (no
-    tomograms: today's vote default) must score at least the union of all pickers (every
-    clustered candidate) in CZII F4."""
-    paths, truth = polnet_crop(polnet_or_skip, tmp_path / "crop", 192)
-    sim = run_pickers(paths, tmp_path / "picked", optics=sv.Optics(defocus=0.0))
-    scores = {}
-    for label, kwargs in (
-        ("union", {"method": "vote", "min_support": 1}),
-        ("auto", {"method": "auto"}),
-    ):
-        inputs = aggregate_inputs(sim.out, voxel_size=10.0)  # no tomograms: method auto = vote
-        with Store(tmp_path / f"{label}.db") as store:
-            result = aggregate(store, inputs, out=tmp_path / label, formats=["csv"], **kwargs)
-            candidates = consensus_picks(store, result.run_id)
-        scores[label] = metric.score(truth, candidates[candidates["accepted"]]).overall
-    assert scores["union"] > 0.3, scores  # the world is pickable: the comparison means something
-    assert scores["auto"] >= scores["union"], scores
+def test_default_without_tomograms_is_not_worse_than_union_on_polnet(polnet_world):
+    """The guard of the default: on the independent polnet world, ``method="auto"`` without
+    tomograms must score at least the union of all pickers (every clustered candidate)."""
+    f4, union = polnet_world
+    auto = f4("auto-nt", tomograms=False, method="auto")
+    assert auto >= union, {"auto": auto, "union": union}
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="with tomograms the default is the CNN, which trains on the few all-but-one "
+    "positives (< 100 here), accepts nearly every candidate and drops a few true ones "
+    "(F4 ≈ 0.609 vs union 0.620); flip when the new default lands under method='auto'",
+)
+def test_default_with_tomograms_is_not_worse_than_union_on_polnet(polnet_world):
+    """The same guard with the tomograms given (``method="auto"``: the CNN today)."""
+    f4, union = polnet_world
+    auto = f4("auto", tomograms=True, method="auto")
+    assert auto >= union, {"auto": auto, "union": union}
