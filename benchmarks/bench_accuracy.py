@@ -426,21 +426,23 @@ def markdown(report: dict) -> str:
         for label in world["rows"]:
             if label not in labels:
                 labels.append(label)
-    lines += ["## Overall CZII F4 (β = 4, the metric's class weights)", ""]
-    header = ["method", *[w["world"] for w in worlds], "mean"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label in labels:
-        values = []
-        for world in worlds:
-            row = world["rows"].get(label, {})
-            values.append(row.get("f4"))
-        scored = [v for v in values if v is not None]
-        mean = float(np.mean(scored)) if len(scored) == len(worlds) else None
-        cells = [
-            _f(v) if v is not None else _skip_note(w["rows"].get(label))
-            for v, w in zip(values, worlds, strict=True)
-        ]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_f(mean)} |")
+    for key, title in (
+        ("f4", "Overall CZII F4 (β = 4, the metric's class weights)"),
+        ("f1", "Overall CZII F1 (β = 1, same weights)"),
+    ):
+        lines += [f"## {title}", ""]
+        header = ["method", *[w["world"] for w in worlds], "mean"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for label in labels:
+            values = [world["rows"].get(label, {}).get(key) for world in worlds]
+            scored = [v for v in values if v is not None]
+            mean = float(np.mean(scored)) if len(scored) == len(worlds) else None
+            cells = [
+                _f(v) if v is not None else _skip_note(w["rows"].get(label))
+                for v, w in zip(values, worlds, strict=True)
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {_f(mean)} |")
+        lines.append("")
     for world in worlds:
         lines += [
             "",
@@ -505,7 +507,10 @@ def markdown(report: dict) -> str:
                         f"| {_f(est.get('expected_precision'))} | {_f(got.get('precision'))} "
                         f"| {_f(est.get('expected_recall'))} | {_f(got.get('recall'))} |"
                     )
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text + "\n"
 
 
 def _pair(counts: dict | None) -> str:
