@@ -53,14 +53,51 @@ class DemoResult:
     plot: Path | None = None
 
 
-def aggregate_inputs(simulation: SimulationResult | Path) -> list:
-    """The simulated pickers as :class:`~picks.consensus.pipeline.InputSpec` inputs."""
-    from picks.consensus.pipeline import InputSpec
+def aggregate_inputs(
+    simulation: SimulationResult | Path, *, voxel_size: float | None = None
+) -> list:
+    """The simulated pickers as :class:`~picks.consensus.pipeline.InputSpec` inputs.
 
-    return [
-        InputSpec(item["path"], item["label"], dict(item["options"]), given=str(item["given"]))
-        for item in picker_inputs(simulation)
-    ]
+    For a run **without** tomograms give ``voxel_size`` (Å, of the full-resolution
+    tomograms): each file becomes its own input with the voxel size of the volume it was
+    picked on (× its binning: ``voxel_size`` is the *picked* volume's, as the adapters define
+    it) and, where its file name only decorates a tomogram name (``sim_01_bin2.coords``), that
+    tomogram's name. Without them the binned picker's picks would land at half scale in a
+    tomogram called ``sim_01_bin2`` — the registered tomograms normally resolve both.
+    """
+    from picks.consensus.pipeline import InputSpec
+    from picks.core.tomograms import name_key
+
+    items = picker_inputs(simulation)
+    if voxel_size is None:
+        return [
+            InputSpec(item["path"], item["label"], dict(item["options"]), given=str(item["given"]))
+            for item in items
+        ]
+    out = Path(simulation.out if isinstance(simulation, SimulationResult) else simulation)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    names = {name_key(t["name"]): t["name"] for t in manifest["tomograms"]}
+    files = {
+        (entry["picker"], str((out / rel).resolve()))
+        for picker in manifest["pickers"]
+        for entry in picker["imports"]
+        for rel in entry["paths"]
+    }
+    specs = []
+    for item in items:
+        options = dict(item["options"])
+        options["voxel_size"] = f"{voxel_size * float(options.get('binning', 1)):g}"
+        path = Path(item["path"])
+        members = sorted(
+            Path(f) for label, f in files if label == item["label"] and Path(f).parent == path
+        )
+        for file in members if path.is_dir() else [path]:
+            own = dict(options)
+            tomogram = names.get(name_key(file.name))
+            if tomogram is not None and file.stem != tomogram:
+                own["tomogram"] = tomogram
+            specs.append(InputSpec(file, item["label"], own, given=str(file)))
+    return specs
 
 
 def _prepare(folder: Path) -> None:

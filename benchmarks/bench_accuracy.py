@@ -1,0 +1,581 @@
+"""Benchmark: the accuracy dashboard — every picker and every consensus method on several worlds.
+
+Worlds (``--worlds``, comma-separated):
+
+* ``sim-<seed>x<n>``: ``picks simulate --seed <seed> --tomograms <n> --size 160 160 64``
+  (picks' own simulator: CTF, wedge, gold beads, contamination, a vesicle);
+  the default set is ``sim-11x3,sim-12x3,sim-13x5``;
+* ``polnet``: the independent polnet fixture (``../shared/fixtures/data/polnet-czii-analog``,
+  two 320 × 320 × 128 tomograms made from real PDB structures by polnet, bright particles,
+  no CTF); the pickers come from ``picks simulate-pickers`` (``--contrast auto``, no CTF).
+
+For each world it scores, with the CZII metric (:mod:`picks.consensus.metric`) at β = 4 and
+β = 1, per class and overall: every simulated picker alone; ``union`` (every clustered
+candidate: vote with min-support 1); ``vote`` (the default vote); ``vote-k`` for every
+min-support k = 2 … n pickers; ``cnn``; ``auto`` (the default method, with the tomograms,
+whatever it resolves to) and ``auto-nt`` (the default without tomograms); and any method
+given by ``--methods`` that the installed picks knows. Each method runs :func:`aggregate`
+into a fresh store, so every wall time includes the import of the picker files.
+
+On ``picks simulate`` worlds it also counts the consensus candidates that sit on a gold bead
+or contamination (and on no particle): how many each method accepted and rejected. Where a
+run's ``summary.json`` carries truth-free estimates per class (``expected_fbeta``,
+``expected_precision``, ``expected_recall``) the dashboard prints them beside the measured
+values.
+
+    python benchmarks/bench_accuracy.py --out docs/accuracy-run.md [--quick] [--skip-cnn]
+        [--worlds sim-11x3,polnet] [--methods latent] [--work DIR]
+
+Writes the markdown dashboard to ``--out`` and everything as JSON next to it (``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+POLNET = REPO.parent / "shared" / "fixtures" / "data" / "polnet-czii-analog"
+DEFAULT_WORLDS = "sim-11x3,sim-12x3,sim-13x5,polnet"
+QUICK_WORLDS = "sim-11x2,polnet-crop"
+SIM_SIZE = (160, 160, 64)
+# A candidate this close to a decoy centre (and not within 0.5 × radius of a true particle)
+# counts as "on" it: bead radius 50 Å + 60 Å (the simulator's own diagnostic distance);
+# contamination clusters reach ≈ 220 Å from their first centre.
+BEAD_REACH = 110.0
+CONTAMINATION_REACH = 260.0
+BETAS = (4.0, 1.0)
+
+
+@dataclass
+class World:
+    name: str
+    folder: Path  # a simulate / simulate-pickers output folder (manifest.json)
+    truth: pd.DataFrame
+    tomograms: Path
+    voxel_size: float
+    decoys: pd.DataFrame | None  # picks simulate worlds only
+    n_tomograms: int
+    seconds: float
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "gpu": bool(os.environ.get("CUDA_VISIBLE_DEVICES")),
+    }
+
+
+def make_world(name: str, work: Path, say) -> World:
+    """Simulate a ``sim-<seed>x<n>`` world or run the pickers on the polnet fixture."""
+    from picks.consensus import evaluate as evaluate_mod
+
+    start = time.perf_counter()
+    folder = work / name
+    if name.startswith("sim-"):
+        from picks.consensus.simulate import simulate
+
+        seed, _, count = name[4:].partition("x")
+        result = simulate(folder, seed=int(seed), n_tomograms=int(count or 3), size=SIM_SIZE)
+        truth = evaluate_mod.read_picks_files([result.truth_csv], adapter="czii-csv")
+        decoys = pd.read_csv(folder / "decoys.csv")
+        return World(
+            name,
+            folder,
+            truth,
+            folder / "tomograms",
+            10.0,
+            decoys,
+            len(result.tomograms),
+            time.perf_counter() - start,
+        )
+    if name in ("polnet", "polnet-crop"):
+        from picks.consensus import simulate_volume as sv
+        from picks.consensus.simulate_external import run_pickers
+
+        if not (POLNET / "ground_truth.csv").is_file():
+            raise FileNotFoundError(f"the polnet fixture is not at {POLNET}")
+        sources = [
+            (f"polnet_czii_0{i}", POLNET / f"polnet_czii_0{i}" / "tomogram_snr0.5.mrc")
+            for i in (1, 2)
+        ]
+        truth = pd.read_csv(POLNET / "ground_truth.csv").rename(
+            columns={"experiment": "tomogram", "particle_type": "particle"}
+        )[["tomogram", "particle", "x", "y", "z"]]
+        if name == "polnet-crop":
+            sources, truth = crop_polnet(sources, truth, work / "polnet-crop-input")
+        result = run_pickers(
+            sources,
+            folder,
+            seed=0,
+            contrast="auto",
+            optics=sv.Optics(defocus=0.0),
+            say=say,
+        )
+        return World(
+            name,
+            folder,
+            truth,
+            folder / "tomograms",
+            result.tomograms[0].voxel_size,
+            None,
+            len(result.tomograms),
+            time.perf_counter() - start,
+        )
+    raise SystemExit(f"unknown world {name!r}: expected sim-<seed>x<n>, polnet or polnet-crop")
+
+
+def crop_polnet(
+    sources: list[tuple[str, Path]], truth: pd.DataFrame, folder: Path, size: int = 192
+) -> tuple[list[tuple[str, Path]], pd.DataFrame]:
+    """The central ``size`` × ``size`` voxels (full thickness) of each polnet tomogram and the
+    truth inside them (shifted to the crop's frame): a quicker, smaller polnet world."""
+    import mrcfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out_sources, frames = [], []
+    for name, path in sources:
+        with mrcfile.open(path, permissive=True) as mrc:
+            data = np.asarray(mrc.data, dtype=np.float32)
+            voxel = float(mrc.voxel_size.x)
+        ny, nx = data.shape[1:]
+        y0, x0 = (ny - size) // 2, (nx - size) // 2
+        crop = data[:, y0 : y0 + size, x0 : x0 + size]
+        target = folder / f"{name}.mrc"
+        with mrcfile.new(target, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(crop))
+            mrc.voxel_size = voxel
+        out_sources.append((name, target))
+        rows = truth[truth["tomogram"] == name].copy()
+        rows["x"] -= x0 * voxel
+        rows["y"] -= y0 * voxel
+        inside = rows["x"].between(0, (size - 1) * voxel) & rows["y"].between(0, (size - 1) * voxel)
+        frames.append(rows[inside])
+    return out_sources, pd.concat(frames, ignore_index=True)
+
+
+def method_plan(n_pickers: int, extra: list[str], skip_cnn: bool) -> list[dict]:
+    """The consensus runs: label, aggregate keyword arguments, whether the tomograms go in."""
+    from picks.consensus import pipeline
+
+    plan = [
+        {"label": "union", "method": "vote", "min_support": 1, "tomograms": False},
+        {"label": "vote", "method": "vote", "min_support": None, "tomograms": False},
+    ]
+    plan += [
+        {"label": f"vote-{k}", "method": "vote", "min_support": k, "tomograms": False}
+        for k in range(2, n_pickers + 1)
+    ]
+    plan.append({"label": "cnn", "method": "cnn", "min_support": None, "tomograms": True})
+    plan.append({"label": "auto", "method": "auto", "min_support": None, "tomograms": True})
+    plan.append({"label": "auto-nt", "method": "auto", "min_support": None, "tomograms": False})
+    for name in extra:
+        plan.append({"label": name, "method": name, "min_support": None, "tomograms": True})
+    for entry in plan:
+        if entry["method"] not in pipeline.METHODS:
+            entry["skip"] = f"method {entry['method']!r} is not known to this picks"
+        resolved = _resolves_to(entry)
+        entry["resolves_to"] = resolved
+        if skip_cnn and resolved == "cnn":
+            entry["skip"] = "--skip-cnn"
+    return plan
+
+
+def _resolves_to(entry: dict) -> str:
+    """What ``method`` becomes with or without tomograms (the pipeline's own rule)."""
+    from picks.consensus import pipeline
+
+    if entry["method"] not in pipeline.METHODS:
+        return entry["method"]
+    try:
+        return pipeline._resolve_method(entry["method"], entry["tomograms"], [])
+    except Exception:  # e.g. cnn without tomograms: the run itself will say why
+        return entry["method"]
+
+
+def score_rows(truth: pd.DataFrame, picks: pd.DataFrame) -> dict:
+    """CZII metric at each β: overall, and per class F, precision, recall, TP/FP/FN."""
+    from picks.consensus import metric
+
+    out: dict = {"n": len(picks)}
+    for beta in BETAS:
+        s = metric.score(truth, picks, beta=beta)
+        key = f"f{beta:g}"
+        out[key] = s.overall
+        if beta == BETAS[0]:
+            out["classes"] = {
+                c.particle: {
+                    "precision": c.precision,
+                    "recall": c.recall,
+                    key: c.fbeta,
+                    "tp": c.tp,
+                    "fp": c.fp,
+                    "fn": c.fn,
+                    "weight": c.weight,
+                }
+                for c in s.classes
+            }
+            tp, fp, fn = (sum(getattr(c, k) for c in s.classes) for k in ("tp", "fp", "fn"))
+            out["precision"], out["recall"], _ = metric.fbeta(tp, fp, fn, beta)
+        else:
+            for c in s.classes:
+                out["classes"][c.particle][key] = c.fbeta
+    return out
+
+
+def decoy_counts(world: World, candidates: pd.DataFrame) -> dict | None:
+    """Consensus candidates on a bead / on contamination (and on no true particle)."""
+    if world.decoys is None:
+        return None
+    from scipy.spatial import cKDTree
+
+    from picks.consensus.metric import default_radii
+
+    radii = default_radii()
+    out = {}
+    for kind, reach, key in (
+        ("gold-bead", BEAD_REACH, "beads"),
+        ("contamination", CONTAMINATION_REACH, "contamination"),
+    ):
+        accepted = rejected = 0
+        for tomogram, group in candidates.groupby("tomogram"):
+            decoys = world.decoys[
+                (world.decoys["tomogram"] == tomogram) & (world.decoys["kind"] == kind)
+            ]
+            if not len(decoys) or not len(group):
+                continue
+            xyz = group[["x", "y", "z"]].to_numpy(float)
+            near, _ = cKDTree(decoys[["x", "y", "z"]].to_numpy(float)).query(xyz)
+            on = near <= reach
+            truth = world.truth[world.truth["tomogram"] == tomogram]
+            if len(truth):
+                d, j = cKDTree(truth[["x", "y", "z"]].to_numpy(float)).query(xyz)
+                r = truth["particle"].map(radii).to_numpy(float)[j]
+                on &= d > 0.5 * r
+            acc = group["accepted"].to_numpy(bool)
+            accepted += int((on & acc).sum())
+            rejected += int((on & ~acc).sum())
+        out[key] = {"accepted": accepted, "rejected": rejected}
+    return out
+
+
+def expected_scores(summary_path: Path) -> dict[str, dict]:
+    """Truth-free per-class estimates from a run's summary.json, wherever they are.
+
+    Looks for mappings that carry ``expected_fbeta`` (and optionally ``expected_precision`` /
+    ``expected_recall``) with a class key (``particle``, ``class`` or ``particle_type``), or a
+    mapping ``{class: {expected_fbeta: ...}}``. Rows per tomogram are averaged (noted).
+    """
+    if not summary_path.is_file():
+        return {}
+    try:
+        data = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, list[dict]] = {}
+    keys = ("expected_fbeta", "expected_precision", "expected_recall")
+
+    def visit(node, parent_key: str | None = None) -> None:
+        if isinstance(node, dict):
+            if "expected_fbeta" in node:
+                particle = node.get("particle", node.get("class", node.get("particle_type")))
+                particle = particle if particle is not None else parent_key
+                if particle is not None:
+                    found.setdefault(str(particle), []).append(
+                        {
+                            k: float(node[k])
+                            for k in keys
+                            if isinstance(node.get(k), int | float) and math.isfinite(node[k])
+                        }
+                        | {"tomogram": node.get("tomogram")}
+                    )
+            for key, value in node.items():
+                visit(value, str(key))
+        elif isinstance(node, list):
+            for value in node:
+                visit(value, parent_key)
+
+    visit(data)
+    out = {}
+    for particle, rows in found.items():
+        overall = [r for r in rows if r.get("tomogram") is None] or rows
+        entry = {
+            k: float(np.mean([r[k] for r in overall if k in r]))
+            for k in keys
+            if any(k in r for r in overall)
+        }
+        entry["rows"] = len(overall)
+        out[particle] = entry
+    return out
+
+
+def inputs_for(world: World, *, with_tomograms: bool) -> list:
+    """The world's picker inputs (per file, with voxel sizes and names, when no tomograms)."""
+    from picks.consensus.demo import aggregate_inputs
+
+    return aggregate_inputs(world.folder, voxel_size=None if with_tomograms else world.voxel_size)
+
+
+def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
+    from picks.consensus import evaluate as evaluate_mod
+    from picks.consensus.demo import aggregate_inputs
+    from picks.consensus.pipeline import aggregate
+    from picks.core.store import Store
+
+    inputs = aggregate_inputs(world.folder)
+    pickers = sorted({spec.label for spec in inputs})
+    rows: dict[str, dict] = {}
+    done: dict[tuple, str] = {}
+    for entry in plan:
+        label = entry["label"]
+        if entry.get("skip"):
+            rows[label] = {"kind": "consensus", "skipped": entry["skip"]}
+            say(f"{world.name}: {label}: skipped ({entry['skip']})")
+            continue
+        # A method that resolves to a run already made (auto -> cnn, auto-nt -> vote) is the
+        # same run: deterministic, so it is not repeated.
+        key = (entry["resolves_to"], entry["min_support"], entry["tomograms"])
+        if key in done:
+            rows[label] = {**rows[done[key]], "same_as": done[key]}
+            say(f"{world.name}: {label}: resolves to {entry['resolves_to']} = {done[key]}")
+            continue
+        say(f"{world.name}: {label} ...")
+        folder = work / "runs" / world.name / label
+        start = time.perf_counter()
+        try:
+            with Store(folder / "picks.db") as store:
+                result = aggregate(
+                    store,
+                    inputs_for(world, with_tomograms=entry["tomograms"]),
+                    out=folder / "out",
+                    tomograms=[world.tomograms] if entry["tomograms"] else (),
+                    formats=["csv"],
+                    method=entry["method"],
+                    min_support=entry["min_support"],
+                    seed=0,
+                )
+                seconds = time.perf_counter() - start
+                candidates = evaluate_mod.consensus_picks(store, result.run_id)
+                if not rows.get("_pickers_done"):
+                    for picker, picks in evaluate_mod.store_pickers(store).items():
+                        rows[f"picker:{picker}"] = {
+                            "kind": "picker",
+                            **score_rows(world.truth, picks),
+                        }
+                    rows["_pickers_done"] = {"kind": "marker"}
+        except Exception as exc:  # one failing method must not hide the others
+            rows[label] = {"kind": "consensus", "skipped": f"failed: {exc}"}
+            say(f"{world.name}: {label}: FAILED {exc}")
+            continue
+        accepted = candidates[candidates["accepted"]]
+        row = {
+            "kind": "consensus",
+            "method": result.method,
+            "seconds": round(seconds, 2),
+            "candidates": len(candidates),
+            **score_rows(world.truth, accepted),
+            "decoys": decoy_counts(world, candidates),
+            "expected": expected_scores(folder / "out" / "summary.json"),
+        }
+        rows[label] = row
+        done[key] = label
+        say(f"{world.name}: {label}: F4 {row['f4']:.3f}  F1 {row['f1']:.3f}  {seconds:.1f} s")
+    rows.pop("_pickers_done", None)
+    return {
+        "world": world.name,
+        "tomograms": world.n_tomograms,
+        "truth_particles": len(world.truth),
+        "pickers": pickers,
+        "seconds_to_make": round(world.seconds, 1),
+        "rows": rows,
+    }
+
+
+# -- markdown ------------------------------------------------------------------------------
+def _f(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Accuracy dashboard",
+        "",
+        f"Machine: {report['machine']['cpus']} CPU cores, "
+        f"{'GPU' if report['machine']['gpu'] else 'no GPU'}, Python {report['machine']['python']}"
+        f"; total {report['seconds']:.0f} s. Command: `{report['command']}`",
+        "",
+    ]
+    worlds = report["worlds"]
+    labels: list[str] = []
+    for world in worlds:
+        for label in world["rows"]:
+            if label not in labels:
+                labels.append(label)
+    for key, title in (
+        ("f4", "Overall CZII F4 (β = 4, the metric's class weights)"),
+        ("f1", "Overall CZII F1 (β = 1, same weights)"),
+    ):
+        lines += [f"## {title}", ""]
+        header = ["method", *[w["world"] for w in worlds], "mean"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for label in labels:
+            values = [world["rows"].get(label, {}).get(key) for world in worlds]
+            scored = [v for v in values if v is not None]
+            mean = float(np.mean(scored)) if len(scored) == len(worlds) else None
+            cells = [
+                _f(v) if v is not None else _skip_note(w["rows"].get(label))
+                for v, w in zip(values, worlds, strict=True)
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {_f(mean)} |")
+        lines.append("")
+    for world in worlds:
+        lines += [
+            "",
+            f"## World {world['world']}: {world['tomograms']} tomograms, "
+            f"{world['truth_particles']} true particles",
+            "",
+            "| method | F4 | F1 | precision | recall | picks | candidates | beads acc/rej "
+            "| contamination acc/rej | seconds |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, row in world["rows"].items():
+            if "skipped" in row:
+                lines.append(f"| {label} | skipped: {row['skipped']} |||||||||")
+                continue
+            decoys = row.get("decoys") or {}
+            beads = decoys.get("beads")
+            cont = decoys.get("contamination")
+            seconds = row.get("seconds")
+            if "same_as" in row:
+                seconds = f"= {row['same_as']}"
+            lines.append(
+                f"| {label} | {_f(row['f4'])} | {_f(row['f1'])} | {_f(row['precision'])} "
+                f"| {_f(row['recall'])} | {row['n']} | {row.get('candidates', '')} "
+                f"| {_pair(beads)} | {_pair(cont)} "
+                f"| {seconds if seconds is not None else ''} |"
+            )
+        classes = sorted({c for row in world["rows"].values() for c in (row.get("classes") or {})})
+        lines += [
+            "",
+            f"Per class (F4 / precision / recall) in {world['world']}:",
+            "",
+            "| method | " + " | ".join(classes) + " |",
+            "|---|" + "---|" * len(classes),
+        ]
+        for label, row in world["rows"].items():
+            if "skipped" in row:
+                continue
+            cells = []
+            for c in classes:
+                entry = row["classes"].get(c)
+                cells.append(
+                    f"{entry['f4']:.2f} / {entry['precision']:.2f} / {entry['recall']:.2f}"
+                    if entry
+                    else ""
+                )
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        estimated = [(label, row) for label, row in world["rows"].items() if row.get("expected")]
+        if estimated:
+            lines += [
+                "",
+                f"Estimated (truth-free, from summary.json) vs measured F4 in {world['world']}:",
+                "",
+                "| method | class | expected F | measured F4 | expected P | measured P "
+                "| expected R | measured R |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for label, row in estimated:
+                for c, est in sorted(row["expected"].items()):
+                    got = row["classes"].get(c, {})
+                    lines.append(
+                        f"| {label} | {c} | {_f(est.get('expected_fbeta'))} | {_f(got.get('f4'))} "
+                        f"| {_f(est.get('expected_precision'))} | {_f(got.get('precision'))} "
+                        f"| {_f(est.get('expected_recall'))} | {_f(got.get('recall'))} |"
+                    )
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text + "\n"
+
+
+def _pair(counts: dict | None) -> str:
+    return f"{counts['accepted']}/{counts['rejected']}" if counts else ""
+
+
+def _skip_note(row: dict | None) -> str:
+    if not row:
+        return "—"
+    return "skipped" if "skipped" in row else "—"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="markdown dashboard to write")
+    parser.add_argument(
+        "--worlds", default=None, help=f"comma-separated (default {DEFAULT_WORLDS})"
+    )
+    parser.add_argument("--quick", action="store_true", help=f"only {QUICK_WORLDS}: a few minutes")
+    parser.add_argument("--methods", default="", help="extra aggregate methods, comma-separated")
+    parser.add_argument("--skip-cnn", action="store_true", help="skip methods that run the CNN")
+    parser.add_argument("--work", type=Path, default=None, help="keep the worlds and runs here")
+    args = parser.parse_args(argv)
+
+    worlds = (args.worlds or (QUICK_WORLDS if args.quick else DEFAULT_WORLDS)).split(",")
+    extra = [m for m in args.methods.split(",") if m]
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="picks-accuracy-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        results = []
+        for name in worlds:
+            say(f"== world {name}")
+            try:
+                world = make_world(name.strip(), work, say)
+            except FileNotFoundError as exc:
+                say(f"{name}: skipped ({exc})")
+                continue
+            plan = method_plan(len(_pickers_of(world)), extra, args.skip_cnn)
+            results.append(run_world(world, plan, work, say))
+    report = {
+        "benchmark": "accuracy dashboard",
+        "command": "python benchmarks/bench_accuracy.py " + " ".join(argv or sys.argv[1:]),
+        "machine": machine(),
+        "seconds": time.perf_counter() - start,
+        "betas": list(BETAS),
+        "worlds": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(report), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(
+        json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    say(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    return report
+
+
+def _pickers_of(world: World) -> list[str]:
+    manifest = json.loads((world.folder / "manifest.json").read_text(encoding="utf-8"))
+    return [p["label"] for p in manifest["pickers"]]
+
+
+if __name__ == "__main__":
+    main()
