@@ -1,0 +1,879 @@
+"""Picker reliability without ground truth: a latent-class (Dawid–Skene style) model fitted by EM.
+
+Every consensus candidate exists because at least one picker reported it. Each candidate of
+class (group) ``g`` is either a particle of that class (``z = 1``) or junk (``z = 0``): a gold
+bead, contamination, a noise peak, a particle of another class. Picker ``j`` reports a
+particle with probability ``s_jg`` (its recall) and a junk location with probability ``f_jg``,
+independently of the other pickers given ``z`` (the *conditional independence* assumption of
+every Dawid–Skene model; pickers that share a failure mode — two that both fire on gold beads —
+violate it, and the model then over-trusts their joint reports). Pickers that never report a
+class are not *eligible* for it and do not count there.
+
+**Truncation.** A location that no picker reported is never a candidate, so the all-zero
+detection pattern is unobservable. The likelihood is therefore the *zero-truncated* one:
+``P(pattern | z, seen) = Π_j s^d (1−s)^(1−d) / (1 − Π_j (1 − s))`` (and the same with ``f``).
+EM treats the unseen all-zero members of each component as missing data: a component with
+``N`` seen members has ``N·P0/(1 − P0)`` expected unseen ones (``P0`` = the all-miss
+probability), which enter the recall's denominator. For particles this is the honest number
+of **particles every picker missed** (:attr:`LatentFit.expected_missed`), so expected recall
+is not inflated by counting only what someone found.
+
+**Optional evidence**, each a class-conditional density multiplied into the likelihood
+(independent of the detection pattern given ``z``; again an assumption, not a fact):
+
+* ``scores`` — a picker's own score for its report, as a percentile rank in (0, 1] per picker
+  and class (NaN where it did not report the candidate or gave no score). Modelled per
+  (picker, class, z) as a :data:`SCORE_BINS`-bin histogram, so a picker's low-score reports
+  can count less than its confident ones.
+* ``features`` — extra per-candidate columns (a CNN probability, the cross-class conflict
+  count of :func:`conflict_counts`), each binned (its distinct values when there are few, else
+  quantile bins) and modelled per (class, z) as a histogram. NaN = not available (ignored).
+
+**Priors** keep every rate inside (0, 1) and make small classes borrow strength: a class's
+rate is shrunk towards the picker's rate pooled over all classes (``prior_strength``
+pseudo-observations), the pooled rate has a Beta(1, 1) prior, histograms are shrunk towards
+the picker's pooled histogram, and the prevalence has a Beta(1, 1) prior. The fit is
+therefore a maximum-a-posteriori EM.
+
+**Identifiability.** From agreement alone a class needs several pickers: the truncated pattern
+table of ``m`` pickers has ``2^m − 2`` free cells for ``2m + 1`` parameters, so ``m ≤ 3`` is
+not identified by the counts alone (the pooled priors and scores carry it; a warning says so)
+and ``m = 1`` carries no agreement information at all: such a class is *predicted*, not fitted
+— its prior P(particle) is the picker's estimated precision on the classes where others check
+it, its scores are read with the picker's pooled histograms, and its recall is unknown (NaN).
+
+**Robustness.** Several deterministic initialisations (posterior 0.85/0.15 from "support ≥
+majority of the eligible pickers", from "support ≥ 2", and from the best-scoring half when
+scores are given); the one with the highest log-likelihood is kept. Label-switching guard:
+the particle component is the one in which the pickers' (seen-conditional) report rates exceed
+those of the junk component on average; otherwise the components are swapped. Rows are put in
+a canonical order before fitting, so the result does not depend on the order of the input rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+from scipy.special import expit
+
+from picks.core.errors import PicksError
+
+SCORE_BINS = 5
+FEATURE_BINS = 6
+DEFAULT_MAX_ITER = 500
+DEFAULT_TOL = 1e-7
+DEFAULT_PRIOR_STRENGTH = 2.0
+AGNOSTIC = "*"  # the group of every candidate when clustering is class-agnostic
+_CLIP = 1e-9
+_INIT_HIGH = 0.85
+
+
+@dataclass
+class LatentFit:
+    """The fitted model. Arrays over groups are indexed like :attr:`group_names`; arrays over
+    pickers like :attr:`picker_names`; per-candidate arrays follow the input rows."""
+
+    posterior: np.ndarray  # (n,) P(particle | everything given); NaN for rows not fitted
+    agreement_posterior: np.ndarray  # (n,) P(particle | detection pattern only)
+    groups: np.ndarray  # (n,) group code of every candidate
+    group_names: list
+    picker_names: list
+    eligible: np.ndarray  # (G, m)
+    fitted: np.ndarray  # (G,) the group was fitted (≥ 2 eligible pickers)
+    n_candidates: np.ndarray  # (G,)
+    prevalence: np.ndarray  # (G,) fraction of candidates that are particles
+    expected_particles: np.ndarray  # (G,) Σ posterior over the group's candidates
+    expected_missed: np.ndarray  # (G,) particles no picker reported (NaN: not identifiable)
+    recall: np.ndarray  # (G, m) s = P(reports | particle); NaN where not eligible / unknown
+    false_rate: np.ndarray  # (G, m) P(reports | junk candidate), seen-conditional
+    precision: np.ndarray  # (G, m) P(particle | picker reported it)
+    n_reported: np.ndarray  # (G, m)
+    detection_rate: np.ndarray = field(repr=False)  # (G, m) s as fitted (model parameter)
+    junk_rate: np.ndarray = field(repr=False)  # (G, m) f as fitted (untruncated parameter)
+    log_prior_odds: np.ndarray = field(repr=False)  # (G,) log π/(1−π)
+    log_likelihood: float = 0.0
+    iterations: int = 0
+    converged: bool = True
+    init: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def group_index(self, group: object) -> int:
+        for k, name in enumerate(self.group_names):
+            if name == group or (_is_missing(name) and _is_missing(group)):
+                return k
+        raise PicksError(f"class {group!r} is not in the fit ({', '.join(map(str, self.group_names))})")
+
+    def picker_table(self) -> pd.DataFrame:
+        """One row per eligible (picker, class): n_reported, recall, false_rate, precision."""
+        rows = []
+        for g, name in enumerate(self.group_names):
+            for j, picker in enumerate(self.picker_names):
+                if not self.eligible[g, j]:
+                    continue
+                rows.append(
+                    {
+                        "picker": picker,
+                        "particle": name,
+                        "n_reported": int(self.n_reported[g, j]),
+                        "recall": float(self.recall[g, j]),
+                        "false_rate": float(self.false_rate[g, j]),
+                        "precision": float(self.precision[g, j]),
+                    }
+                )
+        columns = ["picker", "particle", "n_reported", "recall", "false_rate", "precision"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def group_table(self) -> pd.DataFrame:
+        """One row per class: candidates, prevalence, expected particles found and missed."""
+        return pd.DataFrame(
+            {
+                "particle": list(self.group_names),
+                "n_candidates": self.n_candidates.astype(int),
+                "n_pickers": self.eligible.sum(axis=1).astype(int),
+                "fitted": self.fitted,
+                "prevalence": self.prevalence,
+                "expected_particles": self.expected_particles,
+                "expected_missed": self.expected_missed,
+            }
+        )
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+# ---------------------------------------------------------------------------------------------
+# the core model on arrays
+# ---------------------------------------------------------------------------------------------
+
+
+def _score_bins(scores: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """Bin index of every (candidate, picker) score in (0, 1]; -1 where absent."""
+    valid = np.isfinite(scores) & detected
+    clipped = np.clip(np.where(valid, scores, 0.5), 0.0, 1.0)
+    bins = np.minimum(np.ceil(clipped * SCORE_BINS).astype(np.int64) - 1, SCORE_BINS - 1)
+    bins = np.maximum(bins, 0)
+    return np.where(valid, bins, -1)
+
+
+def _feature_bins(features: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes per feature column (-1 = NaN) and the number of bins of each column.
+
+    A column with at most ``n_bins`` distinct values keeps them (a count feature stays exact);
+    otherwise its quantiles make the edges, so the bins hold similar numbers of candidates.
+    """
+    n, n_features = features.shape
+    codes = np.full((n, n_features), -1, dtype=np.int64)
+    sizes = np.ones(n_features, dtype=np.int64)
+    for c in range(n_features):
+        column = features[:, c]
+        valid = np.isfinite(column)
+        if not valid.any():
+            continue
+        distinct = np.unique(column[valid])
+        if len(distinct) <= n_bins:
+            codes[valid, c] = np.searchsorted(distinct, column[valid])
+            sizes[c] = len(distinct)
+        else:
+            edges = np.unique(np.quantile(column[valid], np.linspace(0, 1, n_bins + 1)[1:-1]))
+            codes[valid, c] = np.searchsorted(edges, column[valid], side="right")
+            sizes[c] = len(edges) + 1
+    return codes, sizes
+
+
+@dataclass
+class _Params:
+    pi: np.ndarray  # (G,)
+    s: np.ndarray  # (G, m)
+    f: np.ndarray  # (G, m)
+    h1: np.ndarray  # (G, m, K) score histograms
+    h0: np.ndarray
+    q1: np.ndarray  # (G, F, B) feature histograms
+    q0: np.ndarray
+
+
+class _Model:
+    """Arrays shared by the EM steps (rows already in canonical order)."""
+
+    def __init__(
+        self,
+        detected: np.ndarray,
+        groups: np.ndarray,
+        eligible: np.ndarray,
+        score_bins: np.ndarray | None,
+        feature_codes: np.ndarray | None,
+        feature_sizes: np.ndarray | None,
+        prior_strength: float,
+        fallback_pi: np.ndarray,
+    ) -> None:
+        self.d = detected.astype(float)
+        self.g = groups
+        self.eligible = eligible
+        self.n_groups, self.m = eligible.shape
+        self.e = eligible[groups].astype(float)  # (n, m)
+        self.n_g = np.bincount(groups, minlength=self.n_groups).astype(float)
+        self.fitted = eligible.sum(axis=1) >= 2
+        self.kappa = prior_strength
+        self.fallback_pi = fallback_pi
+        self.score_bins = score_bins
+        self.has_scores = score_bins is not None and bool((score_bins >= 0).any())
+        self.codes = feature_codes
+        self.sizes = feature_sizes
+        self.has_features = feature_codes is not None and feature_codes.shape[1] > 0
+        self.n_bins_max = int(feature_sizes.max()) if self.has_features else 1
+
+    # -- E-step --------------------------------------------------------------------------
+    def log_terms(self, p: _Params, *, evidence: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Per candidate: log P(data | z=1, seen), log P(data | z=0, seen)."""
+        g = self.g
+        ls, l1s = np.log(p.s), np.log1p(-p.s)
+        lf, l1f = np.log(p.f), np.log1p(-p.f)
+        elig = self.eligible.astype(float)
+        log_p0_1 = (elig * l1s).sum(axis=1)
+        log_p0_0 = (elig * l1f).sum(axis=1)
+        l1 = (self.e * (self.d * ls[g] + (1 - self.d) * l1s[g])).sum(axis=1)
+        l0 = (self.e * (self.d * lf[g] + (1 - self.d) * l1f[g])).sum(axis=1)
+        l1 -= _log1mexp(log_p0_1)[g]
+        l0 -= _log1mexp(log_p0_0)[g]
+        # A class with one eligible picker: every candidate has the same pattern, so the
+        # pattern says nothing (both terms are log 1 = 0 exactly; enforce it against rounding).
+        single = ~self.fitted[g]
+        l1[single] = 0.0
+        l0[single] = 0.0
+        if evidence and self.has_scores:
+            b = self.score_bins
+            valid = b >= 0
+            bb = np.where(valid, b, 0)
+            jj = np.broadcast_to(np.arange(self.m), b.shape)
+            gg = np.broadcast_to(g[:, None], b.shape)
+            l1 += np.where(valid, np.log(p.h1[gg, jj, bb]), 0.0).sum(axis=1)
+            l0 += np.where(valid, np.log(p.h0[gg, jj, bb]), 0.0).sum(axis=1)
+        if evidence and self.has_features:
+            c = self.codes
+            valid = c >= 0
+            cc = np.where(valid, c, 0)
+            ff = np.broadcast_to(np.arange(c.shape[1]), c.shape)
+            gg = np.broadcast_to(g[:, None], c.shape)
+            l1 += np.where(valid, np.log(p.q1[gg, ff, cc]), 0.0).sum(axis=1)
+            l0 += np.where(valid, np.log(p.q0[gg, ff, cc]), 0.0).sum(axis=1)
+        return l1, l0
+
+    def posterior(self, p: _Params, *, evidence: bool = True) -> tuple[np.ndarray, float]:
+        l1, l0 = self.log_terms(p, evidence=evidence)
+        lp = np.log(p.pi)[self.g] + l1
+        ln = np.log1p(-p.pi)[self.g] + l0
+        return expit(lp - ln), float(np.logaddexp(lp, ln).sum())
+
+    # -- M-step --------------------------------------------------------------------------
+    def m_step(self, w: np.ndarray, old: _Params | None) -> _Params:
+        G, m, g = self.n_groups, self.m, self.g
+        elig = self.eligible
+        n1 = np.bincount(g, weights=w, minlength=G)
+        n0 = self.n_g - n1
+        a1 = _group_sum(g, w[:, None] * self.d, G)  # (G, m) weighted reports
+        a0 = _group_sum(g, (1 - w)[:, None] * self.d, G)
+        if old is None:
+            m1 = np.zeros(G)
+            m0 = np.zeros(G)
+        else:
+            m1 = n1 * _unseen_ratio(old.s, elig)
+            m0 = n0 * _unseen_ratio(old.f, elig)
+        fit = self.fitted[:, None] & elig
+        s = _shrunk_rates(a1, (n1 + m1)[:, None] * np.ones((1, m)), fit, self.kappa)
+        f = _shrunk_rates(a0, (n0 + m0)[:, None] * np.ones((1, m)), fit, self.kappa)
+        pi = (n1 + 1.0) / (self.n_g + 2.0)
+        pi = np.where(self.fitted, pi, self.fallback_pi)
+        k = SCORE_BINS
+        if self.has_scores:
+            valid = self.score_bins >= 0
+            idx = ((g[:, None] * m + np.arange(m)) * k + np.where(valid, self.score_bins, 0))[valid]
+            w_rep = np.broadcast_to(w[:, None], valid.shape)[valid]
+            c1 = np.bincount(idx, weights=w_rep, minlength=G * m * k).reshape(G, m, k)
+            c0 = np.bincount(idx, weights=1 - w_rep, minlength=G * m * k).reshape(G, m, k)
+            h1 = _shrunk_histograms(c1, self.fitted, float(k))
+            h0 = _shrunk_histograms(c0, self.fitted, float(k))
+        else:
+            h1 = h0 = np.full((G, m, k), 1.0 / k)
+        if self.has_features:
+            nf, nb = self.codes.shape[1], self.n_bins_max
+            valid = self.codes >= 0
+            idx = ((g[:, None] * nf + np.arange(nf)) * nb + np.where(valid, self.codes, 0))[valid]
+            w_rep = np.broadcast_to(w[:, None], valid.shape)[valid]
+            c1 = np.bincount(idx, weights=w_rep, minlength=G * nf * nb).reshape(G, nf, nb)
+            c0 = np.bincount(idx, weights=1 - w_rep, minlength=G * nf * nb).reshape(G, nf, nb)
+            used = np.arange(nb)[None, :] < self.sizes[:, None]  # (F, B)
+            q1 = _shrunk_histograms(c1, self.fitted, float(nb), used)
+            q0 = _shrunk_histograms(c0, self.fitted, float(nb), used)
+        else:
+            q1 = q0 = np.ones((G, 0, 1))
+        return _Params(pi, s, f, h1, h0, q1, q0)
+
+
+def _group_sum(g: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    out = np.zeros((n_groups, values.shape[1]))
+    np.add.at(out, g, values)
+    return out
+
+
+def _log1mexp(x: np.ndarray) -> np.ndarray:
+    """log(1 − exp(x)) for x ≤ 0, accurate near 0; −inf-safe."""
+    x = np.minimum(x, -1e-300)
+    return np.where(x > -0.693, np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
+
+
+def _unseen_ratio(rates: np.ndarray, elig: np.ndarray) -> np.ndarray:
+    """P0 / (1 − P0) per group: unseen members per seen member (P0 = all eligible miss)."""
+    log_p0 = (elig * np.log1p(-rates)).sum(axis=1)
+    with np.errstate(over="ignore"):
+        return np.exp(log_p0 - _log1mexp(log_p0))
+
+
+def _shrunk_rates(
+    hits: np.ndarray, trials: np.ndarray, fit: np.ndarray, kappa: float
+) -> np.ndarray:
+    """Per (group, picker) rate shrunk towards the picker's pooled rate (Beta(1, 1) on it).
+
+    Groups that are not fitted (one eligible picker) take the pooled rate itself.
+    """
+    pooled = ((hits * fit).sum(axis=0) + 1.0) / ((trials * fit).sum(axis=0) + 2.0)  # (m,)
+    rate = (hits + kappa * pooled) / (trials + kappa)
+    rate = np.where(fit, rate, pooled[None, :])
+    return np.clip(rate, _CLIP, 1 - _CLIP)
+
+
+def _shrunk_histograms(
+    counts: np.ndarray, fitted: np.ndarray, kappa: float, used: np.ndarray | None = None
+) -> np.ndarray:
+    """Histograms (G, A, K) shrunk towards the pooled one of each A (Laplace on the pooled)."""
+    used = np.ones(counts.shape[1:], dtype=bool) if used is None else used
+    fit_counts = counts * fitted[:, None, None]
+    pooled = fit_counts.sum(axis=0) + used  # (A, K)
+    pooled = np.where(used, pooled, 0.0)
+    pooled /= pooled.sum(axis=1, keepdims=True)
+    hist = (counts + kappa * pooled[None]) / (counts.sum(axis=2, keepdims=True) + kappa)
+    hist = np.where(fitted[:, None, None], hist, pooled[None])
+    return np.where(used[None], np.maximum(hist, _CLIP), 1.0)
+
+
+def _canonical_order(
+    detected: np.ndarray,
+    groups: np.ndarray,
+    scores: np.ndarray | None,
+    features: np.ndarray | None,
+) -> np.ndarray:
+    """A row order that depends only on the rows' contents (for order independence)."""
+    keys: list[np.ndarray] = []
+    if features is not None:
+        keys += [np.nan_to_num(features[:, c], nan=-np.inf) for c in range(features.shape[1])]
+    if scores is not None:
+        keys += [np.nan_to_num(scores[:, c], nan=-np.inf) for c in range(scores.shape[1])]
+    keys += [detected[:, c].astype(np.int8) for c in range(detected.shape[1])]
+    keys.append(groups)
+    return np.lexsort(keys)  # the last key (the group) sorts first
+
+
+def fit_latent(
+    detected: np.ndarray,
+    groups: np.ndarray,
+    eligible: np.ndarray,
+    scores: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    *,
+    group_names: Sequence | None = None,
+    picker_names: Sequence | None = None,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+    seed: int = 0,
+) -> LatentFit:
+    """Fit the latent-class model (see the module docstring).
+
+    ``detected[i, j]``: picker ``j`` reported candidate ``i``; ``groups[i]``: its class code
+    (0 ≤ code < ``len(eligible)``); ``eligible[g, j]``: picker ``j`` reports class ``g`` at
+    all. ``scores`` (n, m): percentile ranks in (0, 1], NaN where absent; ``features`` (n, f):
+    any numbers, NaN where absent. ``seed`` is accepted for interface stability: every
+    initialisation is deterministic, so it does not change the result.
+    """
+    del seed  # deterministic initialisations; nothing random
+    detected = np.asarray(detected, dtype=bool)
+    groups = np.asarray(groups, dtype=np.int64)
+    eligible = np.asarray(eligible, dtype=bool)
+    if detected.ndim != 2:
+        raise PicksError(f"detected must be a 2-D array (candidates × pickers), got {detected.shape}")
+    n, m = detected.shape
+    if eligible.ndim != 2 or eligible.shape[1] != m:
+        raise PicksError(f"eligible must be (classes × {m} pickers), got {eligible.shape}")
+    n_groups = eligible.shape[0]
+    if groups.shape != (n,):
+        raise PicksError(f"groups must have one code per candidate ({n}), got {groups.shape}")
+    if n and (groups.min() < 0 or groups.max() >= n_groups):
+        raise PicksError(f"group codes must lie in 0..{n_groups - 1}")
+    if scores is not None:
+        scores = np.asarray(scores, dtype=float)
+        if scores.shape != (n, m):
+            raise PicksError(f"scores must be ({n}, {m}), got {scores.shape}")
+        finite = scores[np.isfinite(scores)]
+        if len(finite) and (finite.min() < 0 or finite.max() > 1):
+            raise PicksError("scores must be percentile ranks in (0, 1] (NaN where absent)")
+    if features is not None:
+        features = np.asarray(features, dtype=float)
+        if features.ndim == 1:
+            features = features[:, None]
+        if features.shape[0] != n:
+            raise PicksError(f"features must have {n} rows, got {features.shape[0]}")
+    group_names = list(group_names) if group_names is not None else list(range(n_groups))
+    picker_names = list(picker_names) if picker_names is not None else list(range(m))
+    warnings: list[str] = []
+
+    # Rows without a report from an eligible picker cannot come from this model.
+    counted = (detected & eligible[groups]).any(axis=1) if n else np.zeros(0, dtype=bool)
+    if n and not counted.all():
+        warnings.append(
+            f"{int((~counted).sum())} candidate(s) have no report from a picker of their class; "
+            "they were left out of the fit (posterior NaN)"
+        )
+    rows = np.flatnonzero(counted)
+    order = rows[
+        _canonical_order(
+            detected[rows],
+            groups[rows],
+            None if scores is None else scores[rows],
+            None if features is None else features[rows],
+        )
+    ]
+    d, g = detected[order], groups[order]
+    n_elig = eligible.sum(axis=1)
+    n_g = np.bincount(g, minlength=n_groups)
+    for k in range(n_groups):
+        if n_g[k] == 0:
+            continue
+        name = group_names[k]
+        if n_elig[k] == 1:
+            only = picker_names[int(np.flatnonzero(eligible[k])[0])]
+            warnings.append(
+                f"class {name}: only picker {only} reports it, so agreement cannot judge its "
+                f"{n_g[k]} candidate(s); P(particle) is {only}'s estimated precision on the "
+                "other classes (0.5 if none) and its recall is unknown"
+            )
+        elif n_elig[k] <= 3:
+            warnings.append(
+                f"class {name}: {n_elig[k]} pickers report it; agreement among so few does not "
+                "identify every rate, the estimates lean on the rates pooled over classes"
+                + (" and the scores" if scores is not None else "")
+            )
+        if n_g[k] < 10:
+            warnings.append(f"class {name}: only {n_g[k]} candidate(s); estimates are rough")
+
+    sb = _score_bins(scores[order], d) if scores is not None else None
+    if features is not None and features.shape[1]:
+        codes, sizes = _feature_bins(features[order], FEATURE_BINS)
+    else:
+        codes = sizes = None
+
+    fallback_pi = np.full(n_groups, 0.5)
+    model = _Model(d, g, eligible, sb, codes, sizes, prior_strength, fallback_pi)
+    best: tuple | None = None
+    for name, init in _initialisations(d, g, eligible, sb):
+        if len(g) == 0:
+            break
+        result = _run_em(model, init, max_iter, tol)
+        for _ in range(3):  # a swap can change the pooled rates other classes are judged by
+            w = model.posterior(result[0])[0]
+            swap = _label_guard(model, result[0], w)
+            if not swap.any():
+                break
+            name += " (swapped " + ", ".join(str(group_names[k]) for k in np.flatnonzero(swap)) + ")"
+            w = np.where(swap[g], 1 - w, w)
+            result = _run_em(model, w, max_iter, tol)
+        if best is None or result[1] > best[1] + 1e-9 * abs(best[1]):
+            best = (*result, name)
+    if best is None:
+        return _empty_fit(n, groups, eligible, group_names, picker_names, warnings)
+    params, loglik, iterations, converged, init_name = best
+    if not converged:
+        warnings.append(f"EM did not converge in {max_iter} iterations (kept the last estimate)")
+
+    # Single-picker classes: P(particle) = the picker's precision where others check it.
+    if (~model.fitted & (n_g > 0)).any():
+        post_fit, _ = model.posterior(params)
+        prec = _precision(post_fit, d, g, eligible, n_groups)
+        for k in np.flatnonzero(~model.fitted & (n_g > 0)):
+            j = int(np.flatnonzero(eligible[k])[0]) if n_elig[k] else -1
+            others = model.fitted & eligible[:, j] & (n_g > 0) if j >= 0 else model.fitted & False
+            weights = _group_sum(g, d.astype(float), n_groups)[others, j] if j >= 0 else None
+            if j >= 0 and others.any() and weights.sum() > 0:
+                fallback_pi[k] = float(np.average(prec[others, j], weights=weights))
+        fallback_pi = np.clip(fallback_pi, 0.01, 0.99)
+        model.fallback_pi = fallback_pi
+        params.pi = np.where(model.fitted, params.pi, fallback_pi)
+
+    post_sorted, loglik = model.posterior(params)
+    agree_sorted, _ = model.posterior(params, evidence=False)
+
+    posterior = np.full(n, np.nan)
+    agreement = np.full(n, np.nan)
+    posterior[order] = post_sorted
+    agreement[order] = agree_sorted
+    return _summarise(
+        params,
+        model,
+        post_sorted,
+        d,
+        g,
+        groups,
+        posterior,
+        agreement,
+        group_names,
+        picker_names,
+        loglik,
+        iterations,
+        converged,
+        init_name,
+        warnings,
+    )
+
+
+def _initialisations(
+    d: np.ndarray, g: np.ndarray, eligible: np.ndarray, score_bins: np.ndarray | None
+) -> list[tuple[str, np.ndarray]]:
+    support = (d & eligible[g]).sum(axis=1)
+    n_elig = eligible.sum(axis=1)[g]
+    inits = [
+        ("support ≥ majority", support > n_elig / 2.0),
+        ("support ≥ 2", support >= np.minimum(2, n_elig)),
+    ]
+    if score_bins is not None and (score_bins >= 0).any():
+        valid = score_bins >= 0
+        mean_bin = np.where(valid, score_bins, 0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        inits.append(("score in the upper half", mean_bin >= (SCORE_BINS - 1) / 2.0))
+    out = []
+    seen: set[bytes] = set()
+    for name, rule in inits:
+        key = np.packbits(rule).tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((name, np.where(rule, _INIT_HIGH, 1 - _INIT_HIGH)))
+    return out
+
+
+def _run_em(
+    model: _Model, w: np.ndarray, max_iter: int, tol: float
+) -> tuple[_Params, float, int, bool]:
+    params = model.m_step(w, None)
+    loglik = -np.inf
+    for iteration in range(1, max_iter + 1):
+        new_w, loglik = model.posterior(params)
+        params = model.m_step(new_w, params)
+        change = float(np.max(np.abs(new_w - w))) if len(w) else 0.0
+        w = new_w
+        if change < tol:
+            _, loglik = model.posterior(params)
+            return params, loglik, iteration, True
+    _, loglik = model.posterior(params)
+    return params, loglik, max_iter, False
+
+
+def _label_guard(model: _Model, params: _Params, w: np.ndarray) -> np.ndarray:
+    """Classes whose components are the wrong way round (True = swap them).
+
+    EM's two components are symmetric, so which one is "particle" is decided outside the
+    likelihood. The particle component of a class is the one whose per-picker report rates
+    (among its seen members) look like the same pickers' particle rates on the *other*
+    classes: compare the cross-entropy of both labellings against the leave-one-out pooled
+    rates. With no other class to compare with, the particle component is the one in which
+    the pickers report more often, on average.
+    """
+    G, g, elig = model.n_groups, model.g, model.eligible
+    fit = model.fitted[:, None] & elig
+    n1 = np.bincount(g, weights=w, minlength=G)
+    n0 = model.n_g - n1
+    a1 = _group_sum(g, w[:, None] * model.d, G)
+    a0 = _group_sum(g, (1 - w)[:, None] * model.d, G)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate1 = np.clip(a1 / n1[:, None], _CLIP, 1 - _CLIP)
+        rate0 = np.clip(a0 / n0[:, None], _CLIP, 1 - _CLIP)
+    hits1, hits0 = (a1 * fit).sum(axis=0), (a0 * fit).sum(axis=0)
+    trials1 = (n1[:, None] * fit).sum(axis=0)
+    trials0 = (n0[:, None] * fit).sum(axis=0)
+    swap = np.zeros(G, dtype=bool)
+    for k in np.flatnonzero(model.fitted & (model.n_g > 0)):
+        mine = fit[k]
+        pool1 = (hits1 - a1[k] * mine + 1.0) / (trials1 - n1[k] * mine + 2.0)
+        pool0 = (hits0 - a0[k] * mine + 1.0) / (trials0 - n0[k] * mine + 2.0)
+        informed = mine & ((trials1 - n1[k] * mine) > 0) & ((trials0 - n0[k] * mine) > 0)
+        if informed.any():
+            keep = _xent(rate1[k], pool1) + _xent(rate0[k], pool0)
+            flip = _xent(rate0[k], pool1) + _xent(rate1[k], pool0)
+            margin = float((np.where(informed, flip - keep, 0.0)).sum())
+            if abs(margin) > 1e-9:
+                swap[k] = margin < 0
+                continue
+        gap = float(np.where(mine, rate1[k] - rate0[k], 0.0).sum())
+        swap[k] = gap < 0
+    return swap
+
+
+def _xent(rate: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """Cross-entropy of observed report rates against pooled ones (lower = more alike)."""
+    pooled = np.clip(pooled, _CLIP, 1 - _CLIP)
+    return -(rate * np.log(pooled) + (1 - rate) * np.log1p(-pooled))
+
+
+def _precision(
+    post: np.ndarray, d: np.ndarray, g: np.ndarray, eligible: np.ndarray, n_groups: int
+) -> np.ndarray:
+    reported = _group_sum(g, d.astype(float), n_groups)
+    true_reported = _group_sum(g, post[:, None] * d, n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec = true_reported / reported
+    return np.where(eligible & (reported > 0), prec, np.nan)
+
+
+def _summarise(
+    params: _Params,
+    model: _Model,
+    post_sorted: np.ndarray,
+    d: np.ndarray,
+    g: np.ndarray,
+    groups_in: np.ndarray,
+    posterior: np.ndarray,
+    agreement: np.ndarray,
+    group_names: list,
+    picker_names: list,
+    loglik: float,
+    iterations: int,
+    converged: bool,
+    init_name: str,
+    warnings: list[str],
+) -> LatentFit:
+    G = model.n_groups
+    eligible, fitted = model.eligible, model.fitted
+    n_g = np.bincount(g, minlength=G).astype(float)
+    expected = np.bincount(g, weights=post_sorted, minlength=G)
+    missed = expected * _unseen_ratio(params.s, eligible)
+    missed = np.where(fitted, missed, np.nan)
+    recall = np.where(eligible & fitted[:, None], params.s, np.nan)
+    # seen-conditional junk report rate: P(j reports | junk candidate)
+    p0_0 = np.exp((eligible * np.log1p(-params.f)).sum(axis=1))
+    false_rate = params.f / (1 - p0_0)[:, None]
+    false_rate = np.where(eligible & fitted[:, None], np.clip(false_rate, 0, 1), np.nan)
+    return LatentFit(
+        posterior=posterior,
+        agreement_posterior=agreement,
+        groups=groups_in,
+        group_names=group_names,
+        picker_names=picker_names,
+        eligible=eligible,
+        fitted=fitted & (n_g > 0),
+        n_candidates=n_g,
+        prevalence=np.where(n_g > 0, expected / np.maximum(n_g, 1), np.nan),
+        expected_particles=expected,
+        expected_missed=missed,
+        recall=recall,
+        false_rate=false_rate,
+        precision=_precision(post_sorted, d, g, eligible, G),
+        n_reported=_group_sum(g, d.astype(float), G).astype(int) * eligible,
+        detection_rate=params.s,
+        junk_rate=params.f,
+        log_prior_odds=np.log(params.pi) - np.log1p(-params.pi),
+        log_likelihood=loglik,
+        iterations=iterations,
+        converged=converged,
+        init=init_name,
+        warnings=warnings,
+    )
+
+
+def _empty_fit(
+    n: int,
+    groups: np.ndarray,
+    eligible: np.ndarray,
+    group_names: list,
+    picker_names: list,
+    warnings: list[str],
+) -> LatentFit:
+    G, m = eligible.shape
+    warnings.append("no candidates to fit")
+    nan_gm = np.full((G, m), np.nan)
+    return LatentFit(
+        posterior=np.full(n, np.nan),
+        agreement_posterior=np.full(n, np.nan),
+        groups=groups,
+        group_names=group_names,
+        picker_names=picker_names,
+        eligible=eligible,
+        fitted=np.zeros(G, dtype=bool),
+        n_candidates=np.zeros(G),
+        prevalence=np.full(G, np.nan),
+        expected_particles=np.zeros(G),
+        expected_missed=np.full(G, np.nan),
+        recall=nan_gm,
+        false_rate=nan_gm.copy(),
+        precision=nan_gm.copy(),
+        n_reported=np.zeros((G, m), dtype=int),
+        detection_rate=np.full((G, m), 0.5),
+        junk_rate=np.full((G, m), 0.5),
+        log_prior_odds=np.zeros(G),
+        log_likelihood=0.0,
+        iterations=0,
+        converged=True,
+        init="",
+        warnings=warnings,
+    )
+
+
+def pattern_posterior(fit: LatentFit, group: object, patterns: np.ndarray) -> np.ndarray:
+    """P(particle | detection pattern) for ``patterns`` (k, m) bool in class ``group``,
+    from the fitted rates and prevalence alone (no scores or features)."""
+    k = fit.group_index(group)
+    patterns = np.asarray(patterns, dtype=bool)
+    elig = fit.eligible[k]
+    if elig.sum() <= 1:
+        return np.full(len(patterns), float(expit(fit.log_prior_odds[k])))
+    s, f = fit.detection_rate[k], fit.junk_rate[k]
+    d = patterns.astype(float)
+    l1 = (elig * (d * np.log(s) + (1 - d) * np.log1p(-s))).sum(axis=1)
+    l0 = (elig * (d * np.log(f) + (1 - d) * np.log1p(-f))).sum(axis=1)
+    l1 -= _log1mexp(np.array([(elig * np.log1p(-s)).sum()]))[0]
+    l0 -= _log1mexp(np.array([(elig * np.log1p(-f)).sum()]))[0]
+    return expit(fit.log_prior_odds[k] + l1 - l0)
+
+
+# ---------------------------------------------------------------------------------------------
+# from cluster output
+# ---------------------------------------------------------------------------------------------
+
+
+def percentile_scores(picks: pd.DataFrame, ids: np.ndarray) -> pd.Series:
+    """Percentile rank in (0, 1] of each pick's score among the picks in ``ids`` of the same
+    picker and class (ties share the highest rank; no score → NaN), indexed by pick id."""
+    frame = picks.set_index("id").loc[ids, ["picker", "particle", "score"]]
+    key_particle = frame["particle"].astype(object).where(frame["particle"].notna(), "\0none")
+    score = frame["score"].astype(float) if "score" in frame else pd.Series(np.nan, frame.index)
+    ranks = score.groupby([frame["picker"].astype(str), key_particle]).rank(method="max", pct=True)
+    return ranks
+
+
+def picker_reliability(
+    consensus: pd.DataFrame,
+    members: pd.DataFrame,
+    picks: pd.DataFrame,
+    *,
+    class_agnostic: bool = False,
+    features: pd.DataFrame | None = None,
+    use_scores: bool = True,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+    seed: int = 0,
+) -> tuple[pd.Series, pd.DataFrame, LatentFit]:
+    """Fit the model on the output of :func:`picks.consensus.cluster.cluster`.
+
+    ``picks`` is the pick table that was clustered (``id, picker, particle, score``). A picker
+    *detects* a candidate when it has a primary member in it; its score there is the primary's
+    score as a percentile rank per picker and class (``use_scores=False`` ignores scores).
+    A class's eligible pickers are those that report it anywhere in ``picks`` (as for the
+    vote). ``features`` (rows aligned with ``consensus``) are extra evidence columns.
+
+    Returns the posterior P(particle) (indexed like ``consensus``), the per-picker table
+    (picker, particle, n_reported, recall, false_rate, precision) and the fit.
+    """
+    n = len(consensus)
+    pickers = sorted(set(picks["picker"].astype(str))) if len(picks) else []
+    m = len(pickers)
+    if class_agnostic:
+        keys = np.full(n, AGNOSTIC, dtype=object)
+        group_names: list = [AGNOSTIC]
+        eligible = np.ones((1, m), dtype=bool)
+    else:
+        keys = np.array(
+            ["\0none" if _is_missing(p) else str(p) for p in consensus["particle"].astype(object)],
+            dtype=object,
+        )
+        pick_keys = np.array(
+            ["\0none" if _is_missing(p) else str(p) for p in picks["particle"].astype(object)],
+            dtype=object,
+        )
+        names = sorted(set(keys.tolist()) | set(pick_keys.tolist()))
+        group_names = [None if k == "\0none" else k for k in names]
+        code_of = {k: i for i, k in enumerate(names)}
+        eligible = np.zeros((len(names), m), dtype=bool)
+        picker_code = {k: j for j, k in enumerate(pickers)}
+        pk = np.array([picker_code[k] for k in picks["picker"].astype(str)], dtype=np.int64)
+        gk = np.array([code_of[k] for k in pick_keys], dtype=np.int64)
+        eligible[gk, pk] = True
+    code_of = {("\0none" if _is_missing(k) else k): i for i, k in enumerate(group_names)}
+    groups = np.array([code_of[k] for k in keys], dtype=np.int64)
+
+    detected = np.zeros((n, m), dtype=bool)
+    scores = np.full((n, m), np.nan) if use_scores else None
+    primaries = members[members["primary"].astype(bool)]
+    if len(primaries):
+        # members["consensus"] holds positions in the consensus table (cluster output)
+        rows = primaries["consensus"].to_numpy(dtype=np.int64)
+        if rows.min() < 0 or rows.max() >= n:
+            raise PicksError("members refer to consensus rows beyond the consensus table")
+        cols = np.searchsorted(pickers, primaries["picker"].astype(str).to_numpy())
+        detected[rows, cols] = True
+        if scores is not None and "score" in picks:
+            ids = primaries["pick_id"].to_numpy(dtype=np.int64)
+            ranks = percentile_scores(picks, ids)
+            scores[rows, cols] = ranks.to_numpy(dtype=float)
+    feature_array = None
+    if features is not None:
+        if len(features) != n:
+            raise PicksError(f"features have {len(features)} rows, the consensus table {n}")
+        feature_array = features.to_numpy(dtype=float)
+    fit = fit_latent(
+        detected,
+        groups,
+        eligible,
+        scores,
+        feature_array,
+        group_names=group_names,
+        picker_names=pickers,
+        max_iter=max_iter,
+        tol=tol,
+        prior_strength=prior_strength,
+        seed=seed,
+    )
+    posterior = pd.Series(fit.posterior, index=consensus.index, name="posterior")
+    return posterior, fit.picker_table(), fit
+
+
+def conflict_counts(consensus: pd.DataFrame) -> np.ndarray:
+    """For each candidate, how many candidates of *other* classes in the same tomogram lie
+    within the larger of the two match distances.
+
+    A gold bead that one picker calls ribosome and another apo-ferritin becomes two candidates
+    of different classes on one spot; real particles of different classes do not overlap, so a
+    conflict is a junk signal. KD-tree per tomogram; O(n log n + pairs).
+    """
+    n = len(consensus)
+    out = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return out
+    xyz = consensus[["x", "y", "z"]].to_numpy(dtype=float)
+    reach = consensus["match_distance"].to_numpy(dtype=float)
+    particle = consensus["particle"].astype(object).to_numpy()
+    classes = np.array(["\0none" if _is_missing(p) else str(p) for p in particle], dtype=object)
+    class_code = pd.factorize(classes, sort=True)[0]
+    tomo_code = pd.factorize(consensus["tomogram"].astype(str).to_numpy(), sort=True)[0]
+    for t in np.unique(tomo_code):
+        idx = np.flatnonzero(tomo_code == t)
+        if len(idx) < 2:
+            continue
+        r = float(np.nanmax(reach[idx]))
+        pairs = cKDTree(xyz[idx]).query_pairs(r * (1 + 1e-9) + 1e-9, output_type="ndarray")
+        if not len(pairs):
+            continue
+        a, b = idx[pairs[:, 0]], idx[pairs[:, 1]]
+        dist = np.sqrt(((xyz[a] - xyz[b]) ** 2).sum(axis=1))
+        keep = (class_code[a] != class_code[b]) & (dist <= np.maximum(reach[a], reach[b]))
+        out += np.bincount(a[keep], minlength=n) + np.bincount(b[keep], minlength=n)
+    return out
