@@ -64,8 +64,9 @@ from picks.core.errors import PicksError
 
 SCORE_BINS = 5
 FEATURE_BINS = 6
+FEATURE_PRIOR = 20.0  # pseudo-candidates behind each class's feature histograms
 DEFAULT_MAX_ITER = 500
-DEFAULT_TOL = 1e-7
+DEFAULT_TOL = 1e-6
 DEFAULT_PRIOR_STRENGTH = 2.0
 AGNOSTIC = "*"  # the group of every candidate when clustering is class-agnostic
 _CLIP = 1e-9
@@ -306,8 +307,8 @@ class _Model:
             c1 = np.bincount(idx, weights=w_rep, minlength=G * nf * nb).reshape(G, nf, nb)
             c0 = np.bincount(idx, weights=1 - w_rep, minlength=G * nf * nb).reshape(G, nf, nb)
             used = np.arange(nb)[None, :] < self.sizes[:, None]  # (F, B)
-            q1 = _shrunk_histograms(c1, self.fitted, float(nb), used)
-            q0 = _shrunk_histograms(c0, self.fitted, float(nb), used)
+            q1 = _feature_histograms(c1, c1 + c0, self.fitted, used)
+            q0 = _feature_histograms(c0, c1 + c0, self.fitted, used)
         else:
             q1 = q0 = np.ones((G, 0, 1))
         return _Params(pi, s, f, h1, h0, q1, q0)
@@ -356,6 +357,25 @@ def _shrunk_histograms(
     pooled /= pooled.sum(axis=1, keepdims=True)
     hist = (counts + kappa * pooled[None]) / (counts.sum(axis=2, keepdims=True) + kappa)
     hist = np.where(fitted[:, None, None], hist, pooled[None])
+    return np.where(used[None], np.maximum(hist, _CLIP), 1.0)
+
+
+def _feature_histograms(
+    counts: np.ndarray, marginal: np.ndarray, fitted: np.ndarray, used: np.ndarray
+) -> np.ndarray:
+    """Feature histograms (G, F, B) shrunk towards the class's own marginal histogram.
+
+    Unlike scores (percentile ranks of one picker, comparable across classes), a feature can
+    point different ways in different classes — a cross-class conflict marks junk among small
+    classes but true virus-like particles, whose insides other pickers call smaller classes —
+    so the prior is "no information" (the same histogram for particles and junk), and a class
+    must show :data:`FEATURE_PRIOR` candidates' worth of evidence before a feature moves its
+    posteriors much. Unfitted classes get no feature information at all.
+    """
+    prior = np.where(used[None], marginal + 1.0, 0.0)
+    prior /= prior.sum(axis=2, keepdims=True)
+    hist = (counts + FEATURE_PRIOR * prior) / (counts.sum(axis=2, keepdims=True) + FEATURE_PRIOR)
+    hist = np.where(fitted[:, None, None], hist, prior)
     return np.where(used[None], np.maximum(hist, _CLIP), 1.0)
 
 
@@ -475,24 +495,25 @@ def fit_latent(
         codes = sizes = None
 
     fallback_pi = np.full(n_groups, 0.5)
+    # Stage 1: agreement only, from several initialisations (the detection pattern is what
+    # identifies which component is "particle"). Stage 2: all the evidence, started from the
+    # stage-1 posteriors, so scores and features refine that split instead of finding another
+    # one (a mixture over many histograms can otherwise split the particles by score).
+    agree = _Model(d, g, eligible, None, None, None, prior_strength, fallback_pi)
     model = _Model(d, g, eligible, sb, codes, sizes, prior_strength, fallback_pi)
     best: tuple | None = None
     for name, init in _initialisations(d, g, eligible, sb):
         if len(g) == 0:
             break
-        result = _run_em(model, init, max_iter, tol)
-        for _ in range(3):  # a swap can change the pooled rates other classes are judged by
-            w = model.posterior(result[0])[0]
-            swap = _label_guard(model, result[0], w)
-            if not swap.any():
-                break
-            name += " (swapped " + ", ".join(str(group_names[k]) for k in np.flatnonzero(swap)) + ")"
-            w = np.where(swap[g], 1 - w, w)
-            result = _run_em(model, w, max_iter, tol)
+        result = _guarded_em(agree, init, max_iter, tol, group_names)
         if best is None or result[1] > best[1] + 1e-9 * abs(best[1]):
-            best = (*result, name)
+            best = (*result[:4], name + result[4])
     if best is None:
         return _empty_fit(n, groups, eligible, group_names, picker_names, warnings)
+    if model.has_scores or model.has_features:
+        w_agree = agree.posterior(best[0])[0]
+        result = _guarded_em(model, w_agree, max_iter, tol, group_names, anchor=w_agree)
+        best = (*result[:4], best[4] + ", then all evidence" + result[4])
     params, loglik, iterations, converged, init_name = best
     if not converged:
         warnings.append(f"EM did not converge in {max_iter} iterations (kept the last estimate)")
@@ -535,6 +556,45 @@ def fit_latent(
         init_name,
         warnings,
     )
+
+
+def _guarded_em(
+    model: _Model,
+    w: np.ndarray,
+    max_iter: int,
+    tol: float,
+    names: list,
+    anchor: np.ndarray | None = None,
+) -> tuple[_Params, float, int, bool, str]:
+    """EM, then the label guard; a class found the wrong way round is swapped and refitted.
+
+    With ``anchor`` (the agreement-only posteriors), a class is also swapped when its
+    candidates that agreement called particles now score lower on average than the rest.
+    """
+    result = _run_em(model, w, max_iter, tol)
+    note = ""
+    for _ in range(3):  # a swap changes the pooled rates the other classes are judged by
+        w = model.posterior(result[0])[0]
+        swap = _label_guard(model, result[0], w)
+        if anchor is not None:
+            swap |= _anchor_flipped(model, w, anchor)
+        if not swap.any():
+            break
+        note += " (swapped " + ", ".join(str(names[k]) for k in np.flatnonzero(swap)) + ")"
+        w = np.where(swap[model.g], 1 - w, w)
+        result = _run_em(model, w, max_iter, tol)
+    return (*result, note)
+
+
+def _anchor_flipped(model: _Model, w: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    G, g = model.n_groups, model.g
+    hi = anchor > 0.5
+    n_hi = np.bincount(g, weights=hi, minlength=G)
+    n_lo = model.n_g - n_hi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_hi = np.bincount(g, weights=w * hi, minlength=G) / n_hi
+        mean_lo = np.bincount(g, weights=w * ~hi, minlength=G) / n_lo
+    return model.fitted & (n_hi > 0) & (n_lo > 0) & (mean_hi < mean_lo)
 
 
 def _initialisations(
