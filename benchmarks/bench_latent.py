@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -111,7 +110,7 @@ def main() -> None:
         rates = true_picker_rates(clusters.consensus, clusters.members, truth, true)
         for name in ("latent", "latent+scores"):
             table = fits[name][1].picker_table().set_index(["picker", "particle"])
-            joined = table.join(rates, rsuffix="_true", how="inner")
+            joined = table.join(rates.add_suffix("_true"), how="inner")
             joined = joined[joined["n_reported"] >= 5]
             errors.append(
                 pd.DataFrame(
@@ -126,7 +125,6 @@ def main() -> None:
             )
 
     classes = sorted({c for t in totals.values() for c in t})
-    scored = [c for c in classes if weights.get(c, 0) > 0]
     rows = []
     for name, per in totals.items():
         row: dict = {"method": name}
@@ -166,7 +164,6 @@ def main() -> None:
             f"{s['precision_err'].abs().median():.3f} max {s['precision_err'].abs().max():.3f}"
         )
     print("\n# fit time (s, all worlds): " + ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
-    _ = scored
     if tmp is not None:
         tmp.cleanup()
 

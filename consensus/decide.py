@@ -127,7 +127,9 @@ def decide_per_class(
     rows = []
     label = f"F{beta:g}"
     codes = np.array([fit.group_index(k) for k in dict.fromkeys(keys)], dtype=np.int64)
-    key_code = {(None if _is_missing(k) else k): c for k, c in zip(dict.fromkeys(keys), codes)}
+    key_code = {
+        (None if _is_missing(k) else k): c for k, c in zip(dict.fromkeys(keys), codes, strict=True)
+    }
     cand_code = np.array([key_code[k] for k in keys], dtype=np.int64)
     for code in sorted(set(cand_code.tolist())):
         idx = np.flatnonzero(cand_code == code)

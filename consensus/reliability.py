@@ -106,7 +106,9 @@ class LatentFit:
         for k, name in enumerate(self.group_names):
             if name == group or (_is_missing(name) and _is_missing(group)):
                 return k
-        raise PicksError(f"class {group!r} is not in the fit ({', '.join(map(str, self.group_names))})")
+        raise PicksError(
+            f"class {group!r} is not in the fit ({', '.join(map(str, self.group_names))})"
+        )
 
     def picker_table(self) -> pd.DataFrame:
         """One row per eligible (picker, class): n_reported, recall, false_rate, precision."""
@@ -423,7 +425,9 @@ def fit_latent(
     groups = np.asarray(groups, dtype=np.int64)
     eligible = np.asarray(eligible, dtype=bool)
     if detected.ndim != 2:
-        raise PicksError(f"detected must be a 2-D array (candidates × pickers), got {detected.shape}")
+        raise PicksError(
+            f"detected must be a 2-D array (candidates × pickers), got {detected.shape}"
+        )
     n, m = detected.shape
     if eligible.ndim != 2 or eligible.shape[1] != m:
         raise PicksError(f"eligible must be (classes × {m} pickers), got {eligible.shape}")

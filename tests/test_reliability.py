@@ -113,7 +113,9 @@ def test_missed_particles_are_estimated_not_ignored():
     np.testing.assert_allclose(fit.recall[0], d[z == 1].mean(axis=0), atol=0.08)
     # counting only what someone found would have overstated every recall
     naive = d[seen & (z == 1)].mean(axis=0)
-    assert (np.abs(fit.recall[0] - d[z == 1].mean(axis=0)) < np.abs(naive - d[z == 1].mean(0))).all()
+    assert (
+        np.abs(fit.recall[0] - d[z == 1].mean(axis=0)) < np.abs(naive - d[z == 1].mean(0))
+    ).all()
 
 
 @pytest.mark.parametrize("scores", [False, True])
@@ -124,9 +126,7 @@ def test_posteriors_are_calibrated(scores):
     post, truth = [], []
     for seed in range(4):
         w = world(seed, scores=True)
-        fit = fit_latent(
-            w["detected"], w["groups"], w["eligible"], w["scores"] if scores else None
-        )
+        fit = fit_latent(w["detected"], w["groups"], w["eligible"], w["scores"] if scores else None)
         rows = w["groups"] < 3
         post.append(fit.posterior[rows])
         truth.append(w["z"][rows])
@@ -248,7 +248,9 @@ def test_bad_shapes_are_errors():
     with pytest.raises(PicksError, match="groups must have"):
         fit_latent(np.ones((3, 2), bool), np.zeros(2, int), np.ones((1, 2), bool))
     with pytest.raises(PicksError, match="percentile ranks"):
-        fit_latent(np.ones((2, 2), bool), np.zeros(2, int), np.ones((1, 2), bool), np.full((2, 2), 5.0))
+        fit_latent(
+            np.ones((2, 2), bool), np.zeros(2, int), np.ones((1, 2), bool), np.full((2, 2), 5.0)
+        )
 
 
 def test_pattern_posterior_matches_the_fit():
@@ -282,7 +284,9 @@ def test_wrapper_builds_detections_scores_and_eligibility():
         x = 1000.0 * i
         for k in ("a", "b", "c", "d"):
             if rng.random() < 0.8:
-                rows.append((k, "ribosome", x + rng.normal(0, 5), 0.0, 0.0, 0.6 + 0.4 * rng.random()))
+                rows.append(
+                    (k, "ribosome", x + rng.normal(0, 5), 0.0, 0.0, 0.6 + 0.4 * rng.random())
+                )
     for i in range(30):  # junk: one picker each, low scores
         rows.append(("abcd"[i % 4], "ribosome", 1000.0 * i + 500, 0.0, 0.0, 0.3 * rng.random()))
     rows.append(("a", "apo-ferritin", 0.0, 5000.0, 0.0, np.nan))  # a class only "a" reports
@@ -291,7 +295,12 @@ def test_wrapper_builds_detections_scores_and_eligibility():
     posterior, table, fit = picker_reliability(clusters.consensus, clusters.members, picks)
     assert posterior.index.equals(clusters.consensus.index)
     assert list(table.columns) == [
-        "picker", "particle", "n_reported", "recall", "false_rate", "precision",
+        "picker",
+        "particle",
+        "n_reported",
+        "recall",
+        "false_rate",
+        "precision",
     ]
     ribo = clusters.consensus["particle"] == "ribosome"
     assert (posterior[ribo & (clusters.consensus["n_pickers"] >= 3)] > 0.9).all()
@@ -301,10 +310,13 @@ def test_wrapper_builds_detections_scores_and_eligibility():
     assert any("only picker a reports it" in t for t in fit.warnings)
     counts = table.set_index(["picker", "particle"])["n_reported"]
     primaries = clusters.members[clusters.members["primary"]]
-    assert counts[("a", "ribosome")] == (
-        picks.set_index("id").loc[primaries["pick_id"], "particle"].eq("ribosome")
-        & primaries["picker"].eq("a").to_numpy()
-    ).sum()
+    assert (
+        counts[("a", "ribosome")]
+        == (
+            picks.set_index("id").loc[primaries["pick_id"], "particle"].eq("ribosome")
+            & primaries["picker"].eq("a").to_numpy()
+        ).sum()
+    )
 
 
 def test_percentile_scores_per_picker_and_class():
@@ -361,13 +373,15 @@ def test_simulated_world_estimates_match_the_truth(tmp_path):
     clusters = cluster(picks, default_radii())
     true = truth_matched(clusters.consensus, truth, default_radii())
     rates = true_picker_rates(clusters.consensus, clusters.members, truth, true)
-    _, table, fit = picker_reliability(clusters.consensus, clusters.members, picks)
-    joined = table.set_index(["picker", "particle"]).join(rates, rsuffix="_true", how="inner")
+    _, table, _ = picker_reliability(clusters.consensus, clusters.members, picks)
+    joined = table.set_index(["picker", "particle"]).join(rates.add_suffix("_true"), how="inner")
     scored = joined.index.get_level_values(1).map(default_weights()).to_numpy() > 0
     joined = joined[scored & (joined["n_reported"] >= 10).to_numpy()]
     assert len(joined) >= 10
     recall_err = (joined["recall"] - joined["recall_true"]).abs()
     precision_err = (joined["precision"] - joined["precision_true"]).abs()
-    print(f"median |recall err| {recall_err.median():.3f}, |precision err| {precision_err.median():.3f}")
+    print(
+        f"median |recall err| {recall_err.median():.3f}, |precision err| {precision_err.median():.3f}"
+    )
     assert recall_err.median() <= 0.10
     assert precision_err.median() <= 0.10
