@@ -42,12 +42,26 @@ and ``m = 1`` carries no agreement information at all: such a class is *predicte
 — its prior P(particle) is the picker's estimated precision on the classes where others check
 it, its scores are read with the picker's pooled histograms, and its recall is unknown (NaN).
 
-**Robustness.** Several deterministic initialisations (posterior 0.85/0.15 from "support ≥
-majority of the eligible pickers", from "support ≥ 2", and from the best-scoring half when
-scores are given); the one with the highest log-likelihood is kept. Label-switching guard:
-the particle component is the one in which the pickers' (seen-conditional) report rates exceed
-those of the junk component on average; otherwise the components are swapped. Rows are put in
-a canonical order before fitting, so the result does not depend on the order of the input rows.
+**Fitting.** Stage 1 fits the detection patterns alone (they are what says which component
+is "particle") from several deterministic initialisations — posterior 0.85/0.15 from "support
+≥ majority of the eligible pickers", from "support ≥ 2", and from the better-scoring half when
+scores are given — and keeps the highest log-likelihood. Stage 2 (only with scores or
+features) starts from the stage-1 posteriors and adds the evidence, so scores refine that split
+rather than find another one. Label-switching guard, after each EM run: the two components are
+symmetric in the likelihood, so a class's particle component is the one whose per-picker report
+rates look like the same pickers' particle rates on the *other* classes (cross-entropy against
+leave-one-out pooled rates; with no other class: the component the pickers report more often);
+in stage 2 also a class whose stage-1 particles now score below its stage-1 junk is swapped.
+A swapped class is refitted.
+
+**Exactness and speed.** Every candidate is described by discrete codes (class, detection
+pattern, score bins, feature bins), so EM runs on the distinct rows weighted by their counts:
+the same fit as on all rows, independent of the input order, and fast on millions of candidates
+(there are rarely more than a few thousand distinct rows).
+
+**Assumptions that fail in practice** (docs/latent.md): conditional independence — faint
+particles are missed by all the good pickers together, and aggressive pickers fire on the same
+junk — so singletons of a sensitive picker are under-rated and co-reported junk over-rated.
 """
 
 from __future__ import annotations
@@ -200,7 +214,7 @@ class _Params:
 
 
 class _Model:
-    """Arrays shared by the EM steps (rows already in canonical order)."""
+    """Arrays shared by the EM steps: the distinct rows and how many candidates each is."""
 
     def __init__(
         self,
@@ -212,13 +226,15 @@ class _Model:
         feature_sizes: np.ndarray | None,
         prior_strength: float,
         fallback_pi: np.ndarray,
+        counts: np.ndarray,
     ) -> None:
         self.d = detected.astype(float)
+        self.c = counts.astype(float)  # how many candidates each (unique) row stands for
         self.g = groups
         self.eligible = eligible
         self.n_groups, self.m = eligible.shape
         self.e = eligible[groups].astype(float)  # (n, m)
-        self.n_g = np.bincount(groups, minlength=self.n_groups).astype(float)
+        self.n_g = np.bincount(groups, weights=self.c, minlength=self.n_groups)
         self.fitted = eligible.sum(axis=1) >= 2
         self.kappa = prior_strength
         self.fallback_pi = fallback_pi
@@ -269,16 +285,17 @@ class _Model:
         l1, l0 = self.log_terms(p, evidence=evidence)
         lp = np.log(p.pi)[self.g] + l1
         ln = np.log1p(-p.pi)[self.g] + l0
-        return expit(lp - ln), float(np.logaddexp(lp, ln).sum())
+        return expit(lp - ln), float((self.c * np.logaddexp(lp, ln)).sum())
 
     # -- M-step --------------------------------------------------------------------------
     def m_step(self, w: np.ndarray, old: _Params | None) -> _Params:
         G, m, g = self.n_groups, self.m, self.g
         elig = self.eligible
-        n1 = np.bincount(g, weights=w, minlength=G)
+        wc, uc = w * self.c, (1 - w) * self.c
+        n1 = np.bincount(g, weights=wc, minlength=G)
         n0 = self.n_g - n1
-        a1 = _group_sum(g, w[:, None] * self.d, G)  # (G, m) weighted reports
-        a0 = _group_sum(g, (1 - w)[:, None] * self.d, G)
+        a1 = _group_sum(g, wc[:, None] * self.d, G)  # (G, m) weighted reports
+        a0 = _group_sum(g, uc[:, None] * self.d, G)
         if old is None:
             m1 = np.zeros(G)
             m0 = np.zeros(G)
@@ -294,9 +311,10 @@ class _Model:
         if self.has_scores:
             valid = self.score_bins >= 0
             idx = ((g[:, None] * m + np.arange(m)) * k + np.where(valid, self.score_bins, 0))[valid]
-            w_rep = np.broadcast_to(w[:, None], valid.shape)[valid]
+            w_rep = np.broadcast_to(wc[:, None], valid.shape)[valid]
+            u_rep = np.broadcast_to(uc[:, None], valid.shape)[valid]
             c1 = np.bincount(idx, weights=w_rep, minlength=G * m * k).reshape(G, m, k)
-            c0 = np.bincount(idx, weights=1 - w_rep, minlength=G * m * k).reshape(G, m, k)
+            c0 = np.bincount(idx, weights=u_rep, minlength=G * m * k).reshape(G, m, k)
             h1 = _shrunk_histograms(c1, self.fitted, float(k))
             h0 = _shrunk_histograms(c0, self.fitted, float(k))
         else:
@@ -305,9 +323,10 @@ class _Model:
             nf, nb = self.codes.shape[1], self.n_bins_max
             valid = self.codes >= 0
             idx = ((g[:, None] * nf + np.arange(nf)) * nb + np.where(valid, self.codes, 0))[valid]
-            w_rep = np.broadcast_to(w[:, None], valid.shape)[valid]
+            w_rep = np.broadcast_to(wc[:, None], valid.shape)[valid]
+            u_rep = np.broadcast_to(uc[:, None], valid.shape)[valid]
             c1 = np.bincount(idx, weights=w_rep, minlength=G * nf * nb).reshape(G, nf, nb)
-            c0 = np.bincount(idx, weights=1 - w_rep, minlength=G * nf * nb).reshape(G, nf, nb)
+            c0 = np.bincount(idx, weights=u_rep, minlength=G * nf * nb).reshape(G, nf, nb)
             used = np.arange(nb)[None, :] < self.sizes[:, None]  # (F, B)
             q1 = _feature_histograms(c1, c1 + c0, self.fitted, used)
             q0 = _feature_histograms(c0, c1 + c0, self.fitted, used)
@@ -381,23 +400,6 @@ def _feature_histograms(
     return np.where(used[None], np.maximum(hist, _CLIP), 1.0)
 
 
-def _canonical_order(
-    detected: np.ndarray,
-    groups: np.ndarray,
-    scores: np.ndarray | None,
-    features: np.ndarray | None,
-) -> np.ndarray:
-    """A row order that depends only on the rows' contents (for order independence)."""
-    keys: list[np.ndarray] = []
-    if features is not None:
-        keys += [np.nan_to_num(features[:, c], nan=-np.inf) for c in range(features.shape[1])]
-    if scores is not None:
-        keys += [np.nan_to_num(scores[:, c], nan=-np.inf) for c in range(scores.shape[1])]
-    keys += [detected[:, c].astype(np.int8) for c in range(detected.shape[1])]
-    keys.append(groups)
-    return np.lexsort(keys)  # the last key (the group) sorts first
-
-
 def fit_latent(
     detected: np.ndarray,
     groups: np.ndarray,
@@ -461,17 +463,9 @@ def fit_latent(
             "they were left out of the fit (posterior NaN)"
         )
     rows = np.flatnonzero(counted)
-    order = rows[
-        _canonical_order(
-            detected[rows],
-            groups[rows],
-            None if scores is None else scores[rows],
-            None if features is None else features[rows],
-        )
-    ]
-    d, g = detected[order], groups[order]
+    d_rows, g_rows = detected[rows], groups[rows]
     n_elig = eligible.sum(axis=1)
-    n_g = np.bincount(g, minlength=n_groups)
+    n_g = np.bincount(g_rows, minlength=n_groups)
     for k in range(n_groups):
         if n_g[k] == 0:
             continue
@@ -492,19 +486,36 @@ def fit_latent(
         if n_g[k] < 10:
             warnings.append(f"class {name}: only {n_g[k]} candidate(s); estimates are rough")
 
-    sb = _score_bins(scores[order], d) if scores is not None else None
+    sb_rows = _score_bins(scores[rows], d_rows) if scores is not None else None
     if features is not None and features.shape[1]:
-        codes, sizes = _feature_bins(features[order], FEATURE_BINS)
+        codes_rows, sizes = _feature_bins(features[rows], FEATURE_BINS)
     else:
-        codes = sizes = None
+        codes_rows = sizes = None
+    # Every candidate is described by discrete codes (class, pattern, score bins, feature
+    # bins), so EM runs on the distinct rows with their counts: exact, much faster on large
+    # runs, and independent of the input order (np.unique sorts the rows).
+    keys = [g_rows[:, None], d_rows.astype(np.int64)]
+    if sb_rows is not None:
+        keys.append(sb_rows)
+    if codes_rows is not None:
+        keys.append(codes_rows)
+    table = np.concatenate(keys, axis=1) if len(rows) else np.zeros((0, 1 + m), np.int64)
+    unique, inverse, counts = np.unique(table, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    g = unique[:, 0]
+    d = unique[:, 1 : 1 + m].astype(bool)
+    sb = unique[:, 1 + m : 1 + 2 * m] if sb_rows is not None else None
+    codes = (
+        unique[:, 1 + (2 if sb_rows is not None else 1) * m :] if codes_rows is not None else None
+    )
 
     fallback_pi = np.full(n_groups, 0.5)
     # Stage 1: agreement only, from several initialisations (the detection pattern is what
     # identifies which component is "particle"). Stage 2: all the evidence, started from the
     # stage-1 posteriors, so scores and features refine that split instead of finding another
     # one (a mixture over many histograms can otherwise split the particles by score).
-    agree = _Model(d, g, eligible, None, None, None, prior_strength, fallback_pi)
-    model = _Model(d, g, eligible, sb, codes, sizes, prior_strength, fallback_pi)
+    agree = _Model(d, g, eligible, None, None, None, prior_strength, fallback_pi, counts)
+    model = _Model(d, g, eligible, sb, codes, sizes, prior_strength, fallback_pi, counts)
     best: tuple | None = None
     for name, init in _initialisations(d, g, eligible, sb):
         if len(g) == 0:
@@ -525,11 +536,12 @@ def fit_latent(
     # Single-picker classes: P(particle) = the picker's precision where others check it.
     if (~model.fitted & (n_g > 0)).any():
         post_fit, _ = model.posterior(params)
-        prec = _precision(post_fit, d, g, eligible, n_groups)
+        prec = _precision(post_fit, d, g, eligible, n_groups, model.c)
+        reported = _group_sum(g, model.c[:, None] * d, n_groups)
         for k in np.flatnonzero(~model.fitted & (n_g > 0)):
             j = int(np.flatnonzero(eligible[k])[0]) if n_elig[k] else -1
             others = model.fitted & eligible[:, j] & (n_g > 0) if j >= 0 else model.fitted & False
-            weights = _group_sum(g, d.astype(float), n_groups)[others, j] if j >= 0 else None
+            weights = reported[others, j] if j >= 0 else None
             if j >= 0 and others.any() and weights.sum() > 0:
                 fallback_pi[k] = float(np.average(prec[others, j], weights=weights))
         fallback_pi = np.clip(fallback_pi, 0.01, 0.99)
@@ -541,8 +553,8 @@ def fit_latent(
 
     posterior = np.full(n, np.nan)
     agreement = np.full(n, np.nan)
-    posterior[order] = post_sorted
-    agreement[order] = agree_sorted
+    posterior[rows] = post_sorted[inverse]
+    agreement[rows] = agree_sorted[inverse]
     return _summarise(
         params,
         model,
@@ -592,12 +604,13 @@ def _guarded_em(
 
 def _anchor_flipped(model: _Model, w: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     G, g = model.n_groups, model.g
-    hi = anchor > 0.5
+    hi = (anchor > 0.5) * model.c
+    lo = (anchor <= 0.5) * model.c
     n_hi = np.bincount(g, weights=hi, minlength=G)
-    n_lo = model.n_g - n_hi
+    n_lo = np.bincount(g, weights=lo, minlength=G)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_hi = np.bincount(g, weights=w * hi, minlength=G) / n_hi
-        mean_lo = np.bincount(g, weights=w * ~hi, minlength=G) / n_lo
+        mean_lo = np.bincount(g, weights=w * lo, minlength=G) / n_lo
     return model.fitted & (n_hi > 0) & (n_lo > 0) & (mean_hi < mean_lo)
 
 
@@ -654,10 +667,11 @@ def _label_guard(model: _Model, params: _Params, w: np.ndarray) -> np.ndarray:
     """
     G, g, elig = model.n_groups, model.g, model.eligible
     fit = model.fitted[:, None] & elig
-    n1 = np.bincount(g, weights=w, minlength=G)
+    wc, uc = w * model.c, (1 - w) * model.c
+    n1 = np.bincount(g, weights=wc, minlength=G)
     n0 = model.n_g - n1
-    a1 = _group_sum(g, w[:, None] * model.d, G)
-    a0 = _group_sum(g, (1 - w)[:, None] * model.d, G)
+    a1 = _group_sum(g, wc[:, None] * model.d, G)
+    a0 = _group_sum(g, uc[:, None] * model.d, G)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate1 = np.clip(a1 / n1[:, None], _CLIP, 1 - _CLIP)
         rate0 = np.clip(a0 / n0[:, None], _CLIP, 1 - _CLIP)
@@ -689,10 +703,15 @@ def _xent(rate: np.ndarray, pooled: np.ndarray) -> np.ndarray:
 
 
 def _precision(
-    post: np.ndarray, d: np.ndarray, g: np.ndarray, eligible: np.ndarray, n_groups: int
+    post: np.ndarray,
+    d: np.ndarray,
+    g: np.ndarray,
+    eligible: np.ndarray,
+    n_groups: int,
+    counts: np.ndarray,
 ) -> np.ndarray:
-    reported = _group_sum(g, d.astype(float), n_groups)
-    true_reported = _group_sum(g, post[:, None] * d, n_groups)
+    reported = _group_sum(g, counts[:, None] * d, n_groups)
+    true_reported = _group_sum(g, (counts * post)[:, None] * d, n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         prec = true_reported / reported
     return np.where(eligible & (reported > 0), prec, np.nan)
@@ -717,8 +736,8 @@ def _summarise(
 ) -> LatentFit:
     G = model.n_groups
     eligible, fitted = model.eligible, model.fitted
-    n_g = np.bincount(g, minlength=G).astype(float)
-    expected = np.bincount(g, weights=post_sorted, minlength=G)
+    n_g = model.n_g
+    expected = np.bincount(g, weights=model.c * post_sorted, minlength=G)
     missed = expected * _unseen_ratio(params.s, eligible)
     missed = np.where(fitted, missed, np.nan)
     recall = np.where(eligible & fitted[:, None], params.s, np.nan)
@@ -740,8 +759,8 @@ def _summarise(
         expected_missed=missed,
         recall=recall,
         false_rate=false_rate,
-        precision=_precision(post_sorted, d, g, eligible, G),
-        n_reported=_group_sum(g, d.astype(float), G).astype(int) * eligible,
+        precision=_precision(post_sorted, d, g, eligible, G, model.c),
+        n_reported=np.rint(_group_sum(g, model.c[:, None] * d, G)).astype(int) * eligible,
         detection_rate=params.s,
         junk_rate=params.f,
         log_prior_odds=np.log(params.pi) - np.log1p(-params.pi),
