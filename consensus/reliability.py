@@ -80,7 +80,7 @@ SCORE_BINS = 5
 FEATURE_BINS = 6
 FEATURE_PRIOR = 20.0  # pseudo-candidates behind each class's feature histograms
 DEFAULT_MAX_ITER = 500
-DEFAULT_TOL = 1e-6
+DEFAULT_TOL = 1e-5  # largest change of any posterior between iterations
 DEFAULT_PRIOR_STRENGTH = 2.0
 AGNOSTIC = "*"  # the group of every candidate when clustering is class-agnostic
 _CLIP = 1e-9
@@ -244,6 +244,21 @@ class _Model:
         self.sizes = feature_sizes
         self.has_features = feature_codes is not None and feature_codes.shape[1] > 0
         self.n_bins_max = int(feature_sizes.max()) if self.has_features else 1
+        # Flat indices into the (G, m, K) score and (G, F, B) feature histograms, computed
+        # once: the E-step gathers with them every iteration.
+        if self.has_scores:
+            valid = score_bins >= 0
+            self.score_valid = valid
+            self.score_index = np.where(
+                valid, (groups[:, None] * self.m + np.arange(self.m)) * SCORE_BINS + score_bins, 0
+            )
+        if self.has_features:
+            nf = feature_codes.shape[1]
+            valid = feature_codes >= 0
+            self.feature_valid = valid
+            self.feature_index = np.where(
+                valid, (groups[:, None] * nf + np.arange(nf)) * self.n_bins_max + feature_codes, 0
+            )
 
     # -- E-step --------------------------------------------------------------------------
     def log_terms(self, p: _Params, *, evidence: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -264,21 +279,13 @@ class _Model:
         l1[single] = 0.0
         l0[single] = 0.0
         if evidence and self.has_scores:
-            b = self.score_bins
-            valid = b >= 0
-            bb = np.where(valid, b, 0)
-            jj = np.broadcast_to(np.arange(self.m), b.shape)
-            gg = np.broadcast_to(g[:, None], b.shape)
-            l1 += np.where(valid, np.log(p.h1[gg, jj, bb]), 0.0).sum(axis=1)
-            l0 += np.where(valid, np.log(p.h0[gg, jj, bb]), 0.0).sum(axis=1)
+            index, valid = self.score_index, self.score_valid
+            l1 += np.where(valid, np.log(p.h1.ravel())[index], 0.0).sum(axis=1)
+            l0 += np.where(valid, np.log(p.h0.ravel())[index], 0.0).sum(axis=1)
         if evidence and self.has_features:
-            c = self.codes
-            valid = c >= 0
-            cc = np.where(valid, c, 0)
-            ff = np.broadcast_to(np.arange(c.shape[1]), c.shape)
-            gg = np.broadcast_to(g[:, None], c.shape)
-            l1 += np.where(valid, np.log(p.q1[gg, ff, cc]), 0.0).sum(axis=1)
-            l0 += np.where(valid, np.log(p.q0[gg, ff, cc]), 0.0).sum(axis=1)
+            index, valid = self.feature_index, self.feature_valid
+            l1 += np.where(valid, np.log(p.q1.ravel())[index], 0.0).sum(axis=1)
+            l0 += np.where(valid, np.log(p.q0.ravel())[index], 0.0).sum(axis=1)
         return l1, l0
 
     def posterior(self, p: _Params, *, evidence: bool = True) -> tuple[np.ndarray, float]:
@@ -309,8 +316,8 @@ class _Model:
         pi = np.where(self.fitted, pi, self.fallback_pi)
         k = SCORE_BINS
         if self.has_scores:
-            valid = self.score_bins >= 0
-            idx = ((g[:, None] * m + np.arange(m)) * k + np.where(valid, self.score_bins, 0))[valid]
+            valid = self.score_valid
+            idx = self.score_index[valid]
             w_rep = np.broadcast_to(wc[:, None], valid.shape)[valid]
             u_rep = np.broadcast_to(uc[:, None], valid.shape)[valid]
             c1 = np.bincount(idx, weights=w_rep, minlength=G * m * k).reshape(G, m, k)
@@ -321,8 +328,8 @@ class _Model:
             h1 = h0 = np.full((G, m, k), 1.0 / k)
         if self.has_features:
             nf, nb = self.codes.shape[1], self.n_bins_max
-            valid = self.codes >= 0
-            idx = ((g[:, None] * nf + np.arange(nf)) * nb + np.where(valid, self.codes, 0))[valid]
+            valid = self.feature_valid
+            idx = self.feature_index[valid]
             w_rep = np.broadcast_to(wc[:, None], valid.shape)[valid]
             u_rep = np.broadcast_to(uc[:, None], valid.shape)[valid]
             c1 = np.bincount(idx, weights=w_rep, minlength=G * nf * nb).reshape(G, nf, nb)
@@ -514,19 +521,34 @@ def fit_latent(
     # identifies which component is "particle"). Stage 2: all the evidence, started from the
     # stage-1 posteriors, so scores and features refine that split instead of finding another
     # one (a mixture over many histograms can otherwise split the particles by score).
-    agree = _Model(d, g, eligible, None, None, None, prior_strength, fallback_pi, counts)
+    # Stage 1 runs on the distinct (class, pattern) rows: far fewer than with score bins.
+    pattern_rows, to_pattern = np.unique(unique[:, : 1 + m], axis=0, return_inverse=True)
+    to_pattern = to_pattern.reshape(-1)
+    pattern_counts = np.bincount(to_pattern, weights=counts, minlength=len(pattern_rows))
+    agree = _Model(
+        pattern_rows[:, 1:].astype(bool),
+        pattern_rows[:, 0],
+        eligible,
+        None,
+        None,
+        None,
+        prior_strength,
+        fallback_pi,
+        pattern_counts,
+    )
     model = _Model(d, g, eligible, sb, codes, sizes, prior_strength, fallback_pi, counts)
     best: tuple | None = None
     for name, init in _initialisations(d, g, eligible, sb):
         if len(g) == 0:
             break
+        init = np.bincount(to_pattern, weights=init * counts) / pattern_counts
         result = _guarded_em(agree, init, max_iter, tol, group_names)
         if best is None or result[1] > best[1] + 1e-9 * abs(best[1]):
             best = (*result[:4], name + result[4])
     if best is None:
         return _empty_fit(n, groups, eligible, group_names, picker_names, warnings)
     if model.has_scores or model.has_features:
-        w_agree = agree.posterior(best[0])[0]
+        w_agree = agree.posterior(best[0])[0][to_pattern]
         result = _guarded_em(model, w_agree, max_iter, tol, group_names, anchor=w_agree)
         best = (*result[:4], best[4] + ", then all evidence" + result[4])
     params, loglik, iterations, converged, init_name = best
