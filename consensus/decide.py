@@ -205,6 +205,7 @@ class ImpliedRule:
     min_support_any: int | None  # the smallest support at which some pattern is accepted
     min_support_all: int | None  # the smallest support from which every pattern is accepted
     text: str
+    minimal: list[str]  # accepted combinations below min_support_all with no accepted subset
 
 
 MAX_PATTERN_PICKERS = 12
@@ -257,16 +258,25 @@ def implied_support_rule(
         else:
             break
     fixed = m - 1 if m >= 3 else m
+    # The accepted combinations below the support rule, reduced to the minimal ones (an
+    # accepted combination none of whose proper subsets is accepted): "cryolo alone" says
+    # that every combination containing cryolo is accepted too, when the rule is monotone.
+    below = table[(table["support"] < (min_all or m + 1)) & table["accepted"]]
+    sets = [frozenset(p.split(",")) for p in below["pickers"]]
+    minimal = [
+        ",".join(sorted(a)) for a in sets if not any(b < a for b in sets)
+    ]  # table order: by support, then posterior
+    shown = [f"{p} alone" if "," not in p else " + ".join(p.split(",")) for p in minimal]
     if min_any is None:
         text = f"{name}: no combination of its {m} pickers is accepted"
-    elif min_any == min_all:
+    elif min_all is not None:
         text = f"{name}: accept when ≥ {min_all} of {m} pickers agree"
+        text += "".join(f", or {s}" for s in shown[:6])
+        if len(shown) > 6:
+            text += f" (and {len(shown) - 6} more combinations)"
     else:
-        lone = table[(table["support"] < (min_all or m + 1)) & table["accepted"]]
-        text = (
-            f"{name}: accept when ≥ {min_all} of {m} pickers agree"
-            if min_all is not None
-            else f"{name}: accept only some combinations"
-        ) + (", or " + "; ".join(lone["pickers"].head(6)) if len(lone) else "")
+        text = f"{name}: accept only " + "; ".join(shown[:6])
+        if len(shown) > 6:
+            text += f" (and {len(shown) - 6} more)"
     text += f" (fixed default: {fixed} of {m})"
-    return ImpliedRule(group, float(threshold), table, min_any, min_all, text)
+    return ImpliedRule(group, float(threshold), table, min_any, min_all, text, minimal)

@@ -193,5 +193,9 @@ def test_implied_support_rule_names_a_trusted_lone_picker():
     # picker a (recall 0.9, false 0.05) alone is more credible than picker b alone
     assert table.loc["a", "posterior"] > table.loc["b", "posterior"]
     assert rule.text.startswith("ribosome: ")
+    if table.loc["a", "accepted"] and (rule.min_support_all or 5) > 1:
+        assert "a" in rule.minimal and ", or a alone" in rule.text
+        # a minimal combination has no accepted proper subset
+        assert not any(p != "a" and "a" in p.split(",") for p in rule.minimal)
     with pytest.raises(PicksError, match="not in the fit"):
         implied_support_rule(fit, "thyroglobulin")
