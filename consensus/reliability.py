@@ -606,16 +606,20 @@ def _guarded_em(
 ) -> tuple[_Params, float, int, bool, str]:
     """EM, then the label guard; a class found the wrong way round is swapped and refitted.
 
-    With ``anchor`` (the agreement-only posteriors), a class is also swapped when its
-    candidates that agreement called particles now score lower on average than the rest.
+    With ``anchor`` (the agreement-only posteriors) the guard is instead: a class is swapped
+    when its candidates that agreement called particles now score lower on average than the
+    rest (stage 2 keeps stage 1's orientation).
     """
     result = _run_em(model, w, max_iter, tol)
     note = ""
     for _ in range(3):  # a swap changes the pooled rates the other classes are judged by
         w = model.posterior(result[0])[0]
-        swap = _label_guard(model, result[0], w)
-        if anchor is not None:
-            swap |= _anchor_flipped(model, w, anchor)
+        # stage 2 keeps the orientation stage 1 chose; stage 1 compares classes
+        swap = (
+            _label_guard(model, result[0], w)
+            if anchor is None
+            else _anchor_flipped(model, w, anchor)
+        )
         if not swap.any():
             break
         note += " (swapped " + ", ".join(str(names[k]) for k in np.flatnonzero(swap)) + ")"
@@ -701,6 +705,8 @@ def _label_guard(model: _Model, params: _Params, w: np.ndarray) -> np.ndarray:
     trials1 = (n1[:, None] * fit).sum(axis=0)
     trials0 = (n0[:, None] * fit).sum(axis=0)
     swap = np.zeros(G, dtype=bool)
+    relative = np.zeros(G, dtype=bool)  # decided by comparison with the other classes
+    gap = np.where(fit, rate1 - rate0, 0.0).sum(axis=1)
     for k in np.flatnonzero(model.fitted & (model.n_g > 0)):
         mine = fit[k]
         pool1 = (hits1 - a1[k] * mine + 1.0) / (trials1 - n1[k] * mine + 2.0)
@@ -712,9 +718,18 @@ def _label_guard(model: _Model, params: _Params, w: np.ndarray) -> np.ndarray:
             margin = float((np.where(informed, flip - keep, 0.0)).sum())
             if abs(margin) > 1e-9:
                 swap[k] = margin < 0
+                relative[k] = True
                 continue
-        gap = float(np.where(mine, rate1[k] - rate0[k], 0.0).sum())
-        swap[k] = gap < 0
+        swap[k] = gap[k] < 0
+    # Comparing classes with each other cannot see a run in which *every* class is the wrong
+    # way round (the pooled rates are then wrong way round too): the orientation of the
+    # classes decided relatively is one global choice. Particles are reported by more pickers
+    # than junk (most junk is one picker's report), so the gaps decide it, one vote per class
+    # (not per candidate: a junk-dominated class such as a decoy-prone small one must not
+    # outvote the rest).
+    oriented = np.where(swap, -gap, gap)
+    if relative.any() and float(oriented[relative].sum()) < 0:
+        swap[relative] = ~swap[relative]
     return swap
 
 

@@ -385,3 +385,24 @@ def test_simulated_world_estimates_match_the_truth(tmp_path):
     )
     assert recall_err.median() <= 0.10
     assert precision_err.median() <= 0.10
+
+
+def test_label_guard_sees_a_run_with_every_class_the_wrong_way_round():
+    """Comparing classes with each other cannot tell when all are flipped together; the
+    global orientation (particles are reported by more pickers than junk) must."""
+    from picks.consensus import reliability as rel
+
+    w = world(6)
+    d, g, eligible = w["detected"], w["groups"], w["eligible"]
+    counts = np.ones(len(g))
+    model = rel._Model(d, g, eligible, None, None, None, 2.0, np.full(4, 0.5), counts)
+    right = np.where(w["z"] == 1, 0.95, 0.05)
+    params = model.m_step(right, None)
+    assert not rel._label_guard(model, params, right)[:3].any()
+    flipped = 1 - right
+    params = model.m_step(flipped, None)
+    assert rel._label_guard(model, params, flipped)[:3].all()
+    # one class the wrong way round among right ones: only that one is swapped
+    one = np.where(g == 1, flipped, right)
+    params = model.m_step(one, None)
+    assert rel._label_guard(model, params, one)[:3].tolist() == [False, True, False]
