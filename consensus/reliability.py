@@ -685,11 +685,13 @@ def _label_guard(model: _Model, params: _Params, w: np.ndarray) -> np.ndarray:
     """Classes whose components are the wrong way round (True = swap them).
 
     EM's two components are symmetric, so which one is "particle" is decided outside the
-    likelihood. The particle component of a class is the one whose per-picker report rates
-    (among its seen members) look like the same pickers' particle rates on the *other*
-    classes: compare the cross-entropy of both labellings against the leave-one-out pooled
-    rates. With no other class to compare with, the particle component is the one in which
-    the pickers report more often, on average.
+    likelihood, from the per-picker report rates among each component's seen members. A
+    picker's gap (particle rate − junk rate) has the same sign in most classes — a picker that
+    finds ribosomes also finds apo-ferritin more often than it fires on junk — so the classes
+    are first oriented *relative to each other*: the orientation (±1 per class) that
+    maximises Σ o_k o_l ⟨gap_k, gap_l⟩ (sign synchronisation; one vote per class, whatever
+    its size). That leaves one global choice, which the summed gaps make: particles are
+    reported by more pickers than junk, most of which is one picker's report.
     """
     G, g, elig = model.n_groups, model.g, model.eligible
     fit = model.fitted[:, None] & elig
@@ -699,44 +701,52 @@ def _label_guard(model: _Model, params: _Params, w: np.ndarray) -> np.ndarray:
     a1 = _group_sum(g, wc[:, None] * model.d, G)
     a0 = _group_sum(g, uc[:, None] * model.d, G)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate1 = np.clip(a1 / n1[:, None], _CLIP, 1 - _CLIP)
-        rate0 = np.clip(a0 / n0[:, None], _CLIP, 1 - _CLIP)
-    hits1, hits0 = (a1 * fit).sum(axis=0), (a0 * fit).sum(axis=0)
-    trials1 = (n1[:, None] * fit).sum(axis=0)
-    trials0 = (n0[:, None] * fit).sum(axis=0)
+        rate1 = np.where(n1[:, None] > 0, a1 / n1[:, None], 0.0)
+        rate0 = np.where(n0[:, None] > 0, a0 / n0[:, None], 0.0)
+    gap = np.where(fit, rate1 - rate0, 0.0)
     swap = np.zeros(G, dtype=bool)
-    relative = np.zeros(G, dtype=bool)  # decided by comparison with the other classes
-    gap = np.where(fit, rate1 - rate0, 0.0).sum(axis=1)
-    for k in np.flatnonzero(model.fitted & (model.n_g > 0)):
-        mine = fit[k]
-        pool1 = (hits1 - a1[k] * mine + 1.0) / (trials1 - n1[k] * mine + 2.0)
-        pool0 = (hits0 - a0[k] * mine + 1.0) / (trials0 - n0[k] * mine + 2.0)
-        informed = mine & ((trials1 - n1[k] * mine) > 0) & ((trials0 - n0[k] * mine) > 0)
-        if informed.any():
-            keep = _xent(rate1[k], pool1) + _xent(rate0[k], pool0)
-            flip = _xent(rate0[k], pool1) + _xent(rate1[k], pool0)
-            margin = float((np.where(informed, flip - keep, 0.0)).sum())
-            if abs(margin) > 1e-9:
-                swap[k] = margin < 0
-                relative[k] = True
-                continue
-        swap[k] = gap[k] < 0
-    # Comparing classes with each other cannot see a run in which *every* class is the wrong
-    # way round (the pooled rates are then wrong way round too): the orientation of the
-    # classes decided relatively is one global choice. Particles are reported by more pickers
-    # than junk (most junk is one picker's report), so the gaps decide it, one vote per class
-    # (not per candidate: a junk-dominated class such as a decoy-prone small one must not
-    # outvote the rest).
-    oriented = np.where(swap, -gap, gap)
-    if relative.any() and float(oriented[relative].sum()) < 0:
-        swap[relative] = ~swap[relative]
+    classes = np.flatnonzero(model.fitted & (model.n_g > 0))
+    if not len(classes):
+        return swap
+    own = np.where(gap[classes].sum(axis=1) < 0, -1, 1)
+    orientation = _synchronise(gap[classes] @ gap[classes].T, own)
+    if float((orientation * gap[classes].sum(axis=1)).sum()) < 0:
+        orientation = -orientation
+    swap[classes] = orientation < 0
     return swap
 
 
-def _xent(rate: np.ndarray, pooled: np.ndarray) -> np.ndarray:
-    """Cross-entropy of observed report rates against pooled ones (lower = more alike)."""
-    pooled = np.clip(pooled, _CLIP, 1 - _CLIP)
-    return -(rate * np.log(pooled) + (1 - rate) * np.log1p(-pooled))
+MAX_EXHAUSTIVE = 12  # classes oriented by trying every combination; more: greedy flips
+
+
+def _synchronise(agreement: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """±1 per class maximising Σ_{k≠l} o_k o_l A_kl; a class that shares no information
+    with the others keeps its own sign. Deterministic (ties: the first combination)."""
+    a = agreement.copy()
+    np.fill_diagonal(a, 0.0)
+    linked = np.abs(a).sum(axis=1) > 1e-12
+    out = own.copy()
+    idx = np.flatnonzero(linked)
+    if len(idx) < 2:
+        return out
+    sub = a[np.ix_(idx, idx)]
+    if len(idx) <= MAX_EXHAUSTIVE:
+        # the first class fixed at +1 (the global sign is decided afterwards)
+        bits = (np.arange(2 ** (len(idx) - 1))[:, None] >> np.arange(len(idx) - 1)) & 1
+        combos = np.hstack([np.ones((len(bits), 1)), 1 - 2 * bits])
+        value = np.einsum("ck,kl,cl->c", combos, sub, combos)
+        best = combos[int(np.argmax(value))]
+    else:
+        best = own[idx].astype(float)
+        improved = True
+        while improved:
+            improved = False
+            for k in range(len(idx)):
+                if best[k] * (sub[k] @ best) < -1e-12:
+                    best[k] = -best[k]
+                    improved = True
+    out[idx] = best.astype(int)
+    return out
 
 
 def _precision(
