@@ -94,6 +94,7 @@ def main() -> None:
     totals: dict[str, dict[str, list[int]]] = {}
     errors = []
     timing: dict[str, float] = {}
+    per_world: dict[str, dict[str, float]] = {}
     n_cands = 0
     for folder in folders:
         picks, truth = read_world(folder)
@@ -101,6 +102,7 @@ def main() -> None:
         n_cands += len(clusters.consensus)
         for name, chosen in accepted.items():
             sc = metric.score(truth, chosen, beta=4.0)
+            per_world.setdefault(name, {})[folder.name] = sc.overall
             for c in sc.classes:
                 acc = totals.setdefault(name, {}).setdefault(c.particle, [0, 0, 0])
                 acc[0] += c.tp
@@ -154,6 +156,9 @@ def main() -> None:
     print("# per class: precision/recall/F4 micro-averaged over worlds; F4, F1: CZII weighted")
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\n# overall F4 per world")
+    with pd.option_context("display.width", 250):
+        print(pd.DataFrame(per_world).T.to_string(float_format=lambda v: f"{v:.3f}"))
     err = pd.concat(errors)
     print("\n# model vs truth-matched per (picker, class) with ≥ 5 reports (scored classes)")
     for name, group in err.groupby("model", sort=False):

@@ -205,7 +205,7 @@ class ImpliedRule:
     min_support_any: int | None  # the smallest support at which some pattern is accepted
     min_support_all: int | None  # the smallest support from which every pattern is accepted
     text: str
-    minimal: list[str]  # accepted combinations below min_support_all with no accepted subset
+    minimal: list[str]  # accepted below min_support_all: minimal ones if monotone, else all
 
 
 MAX_PATTERN_PICKERS = 12
@@ -258,25 +258,40 @@ def implied_support_rule(
         else:
             break
     fixed = m - 1 if m >= 3 else m
-    # The accepted combinations below the support rule, reduced to the minimal ones (an
-    # accepted combination none of whose proper subsets is accepted): "cryolo alone" says
-    # that every combination containing cryolo is accepted too, when the rule is monotone.
+    # Monotone (upward closed: adding a reporter never rejects an accepted combination) when
+    # every picker reports particles more often than junk; a picker that mostly reports junk
+    # of this class (a class confuser) makes its report count *against* a candidate.
+    position = {str(fit.picker_names[j]): b for b, j in enumerate(eligible)}
+    masks = np.array(
+        [sum(1 << position[p] for p in c.split(",")) for c in table["pickers"]], dtype=np.int64
+    )
+    accepted_by_mask = np.zeros(2**m, dtype=bool)
+    accepted_by_mask[masks] = table["accepted"].to_numpy()
+    everything = np.arange(2**m)
+    lowering = []
+    for b in range(m):
+        without = everything[(everything >> b) & 1 == 0]
+        if (accepted_by_mask[without] & ~accepted_by_mask[without | (1 << b)])[1:].any():
+            lowering.append(str(fit.picker_names[eligible[b]]))
+    monotone = not lowering
     below = table[(table["support"] < (min_all or m + 1)) & table["accepted"]]
-    sets = [frozenset(p.split(",")) for p in below["pickers"]]
-    minimal = [
-        ",".join(sorted(a)) for a in sets if not any(b < a for b in sets)
-    ]  # table order: by support, then posterior
+    if monotone:
+        # reduced to the minimal combinations: "cryolo alone" says every combination
+        # containing cryolo is accepted too
+        sets = [frozenset(p.split(",")) for p in below["pickers"]]
+        minimal = [",".join(sorted(a)) for a in sets if not any(b < a for b in sets)]
+    else:
+        minimal = list(below["pickers"])
     shown = [f"{p} alone" if "," not in p else " + ".join(p.split(",")) for p in minimal]
+    more = f" (and {len(shown) - 6} more)" if len(shown) > 6 else ""
     if min_any is None:
         text = f"{name}: no combination of its {m} pickers is accepted"
     elif min_all is not None:
         text = f"{name}: accept when ≥ {min_all} of {m} pickers agree"
-        text += "".join(f", or {s}" for s in shown[:6])
-        if len(shown) > 6:
-            text += f" (and {len(shown) - 6} more combinations)"
+        text += "".join(f", or {s}" for s in shown[:6]) + more
     else:
-        text = f"{name}: accept only " + "; ".join(shown[:6])
-        if len(shown) > 6:
-            text += f" (and {len(shown) - 6} more)"
+        text = f"{name}: accept " + "; ".join(shown[:6]) + more
+    if lowering and min_any is not None:
+        text += f"; a report from {', '.join(lowering)} lowers P(particle)"
     text += f" (fixed default: {fixed} of {m})"
     return ImpliedRule(group, float(threshold), table, min_any, min_all, text, minimal)

@@ -199,3 +199,21 @@ def test_implied_support_rule_names_a_trusted_lone_picker():
         assert not any(p != "a" and "a" in p.split(",") for p in rule.minimal)
     with pytest.raises(PicksError, match="not in the fit"):
         implied_support_rule(fit, "thyroglobulin")
+
+
+def test_implied_rule_names_a_picker_whose_report_counts_against():
+    """A class confuser (reports junk of this class more often than its particles): adding its
+    report lowers P(particle), so the rule is not a minimum support and says why."""
+    rng = np.random.default_rng(8)
+    s = np.array([0.9, 0.85, 0.8, 0.2])
+    f = np.array([0.1, 0.1, 0.15, 0.7])
+    z = np.r_[np.ones(300, int), np.zeros(500, int)]
+    d = rng.random((800, 4)) < np.where(z[:, None] == 1, s, f)
+    keep = d.any(axis=1)
+    fit = fit_latent(
+        d[keep], np.zeros(keep.sum(), int), np.ones((1, 4), bool), picker_names=list("abcx")
+    )
+    rule = implied_support_rule(fit, 0, beta=1.0)
+    assert "a report from x lowers P(particle)" in rule.text
+    table = rule.patterns.set_index("pickers")
+    assert table.loc["a,b,x", "posterior"] < table.loc["a,b", "posterior"]
