@@ -406,3 +406,29 @@ def test_label_guard_sees_a_run_with_every_class_the_wrong_way_round():
     one = np.where(g == 1, flipped, right)
     params = model.m_step(one, None)
     assert rel._label_guard(model, params, one)[:3].tolist() == [False, True, False]
+
+
+def test_wrapper_class_agnostic_and_decisions():
+    from picks.consensus.cluster import ClusterOptions
+    from picks.consensus.decide import decide_per_class
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(40):
+        x = 1000.0 * i
+        for k in ("a", "b", "c", "d"):
+            if rng.random() < 0.8:
+                particle = "ribosome" if i % 2 else "apo-ferritin"
+                rows.append((k, particle, x + rng.normal(0, 5), 0.0, 0.0, np.nan))
+        rows.append(("abcd"[i % 4], "ribosome", x + 500.0, 0.0, 0.0, np.nan))
+    picks = _picks(rows)
+    clusters = cluster(picks, RADII, ClusterOptions(class_agnostic=True))
+    posterior, table, fit = picker_reliability(
+        clusters.consensus, clusters.members, picks, class_agnostic=True
+    )
+    assert fit.group_names == ["*"] and set(table["particle"]) == {"*"}
+    per_candidate, per_class = decide_per_class(clusters.consensus, posterior, fit, 4.0)
+    assert list(per_class["particle"]) == ["*"]
+    many = (clusters.consensus["n_pickers"] >= 3).to_numpy()
+    assert per_candidate["accepted"].to_numpy()[many].all()
+    assert "expected F4 max for *" in per_candidate["reason"].iloc[0]
