@@ -79,7 +79,7 @@ from picks.core.errors import PicksError
 SCORE_BINS = 5
 FEATURE_BINS = 6
 FEATURE_PRIOR = 20.0  # pseudo-candidates behind each class's feature histograms
-DEFAULT_MAX_ITER = 500
+DEFAULT_MAX_ITER = 2000  # slow near a flat junk direction; ~1 s on a 3-tomogram run
 DEFAULT_TOL = 1e-5  # largest change of any posterior between iterations
 DEFAULT_PRIOR_STRENGTH = 2.0
 AGNOSTIC = "*"  # the group of every candidate when clustering is class-agnostic
