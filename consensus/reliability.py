@@ -31,9 +31,10 @@ is not inflated by counting only what someone found.
 
 **Priors** keep every rate inside (0, 1) and make small classes borrow strength: a class's
 rate is shrunk towards the picker's rate pooled over all classes (``prior_strength``
-pseudo-observations), the pooled rate has a Beta(1, 1) prior, histograms are shrunk towards
-the picker's pooled histogram, and the prevalence has a Beta(1, 1) prior. The fit is
-therefore a maximum-a-posteriori EM.
+pseudo-observations), the pooled rate has a Beta(1, 1) prior, score histograms are shrunk
+towards the picker's pooled histogram, feature histograms towards the class's own marginal
+histogram (:data:`FEATURE_PRIOR` candidates of "no information"), and the prevalence has a
+Beta(1, 1) prior. The fit is therefore a maximum-a-posteriori EM.
 
 **Identifiability.** From agreement alone a class needs several pickers: the truncated pattern
 table of ``m`` pickers has ``2^m − 2`` free cells for ``2m + 1`` parameters, so ``m ≤ 3`` is
@@ -48,11 +49,11 @@ is "particle") from several deterministic initialisations — posterior 0.85/0.1
 scores are given — and keeps the highest log-likelihood. Stage 2 (only with scores or
 features) starts from the stage-1 posteriors and adds the evidence, so scores refine that split
 rather than find another one. Label-switching guard, after each EM run: the two components are
-symmetric in the likelihood, so a class's particle component is the one whose per-picker report
-rates look like the same pickers' particle rates on the *other* classes (cross-entropy against
-leave-one-out pooled rates; with no other class: the component the pickers report more often);
-in stage 2 also a class whose stage-1 particles now score below its stage-1 junk is swapped.
-A swapped class is refitted.
+symmetric in the likelihood, so which one is "particle" is decided from the per-picker report
+rates of each component — the classes are oriented relative to each other (a picker's gap,
+particle rate − junk rate, has the same sign in most classes: sign synchronisation), then all
+together (particles are reported by more pickers than junk); in stage 2 a class whose stage-1
+particles now score below its stage-1 junk is swapped. A swapped class is refitted.
 
 **Exactness and speed.** Every candidate is described by discrete codes (class, detection
 pattern, score bins, feature bins), so EM runs on the distinct rows weighted by their counts:
@@ -612,7 +613,7 @@ def _guarded_em(
     """
     result = _run_em(model, w, max_iter, tol)
     note = ""
-    for _ in range(3):  # a swap changes the pooled rates the other classes are judged by
+    for _ in range(3):  # refit after a swap, then look again (at most three rounds)
         w = model.posterior(result[0])[0]
         # stage 2 keeps the orientation stage 1 chose; stage 1 compares classes
         swap = (
