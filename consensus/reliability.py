@@ -52,7 +52,8 @@ rather than find another one. Label-switching guard, after each EM run: the two 
 symmetric in the likelihood, so which one is "particle" is decided from the per-picker report
 rates of each component — the classes are oriented relative to each other (a picker's gap,
 particle rate − junk rate, has the same sign in most classes: sign synchronisation), then all
-together (particles are reported by more pickers than junk); in stage 2 a class whose stage-1
+together (the junk component is the one with more unseen members: most junk locations are
+reported by no picker, most particles by some); in stage 2 a class whose stage-1
 particles now score below its stage-1 junk is swapped. A swapped class is refitted.
 
 **Exactness and speed.** Every candidate is described by discrete codes (class, detection
@@ -686,13 +687,19 @@ def _label_guard(model: _Model, params: _Params, w: np.ndarray) -> np.ndarray:
     """Classes whose components are the wrong way round (True = swap them).
 
     EM's two components are symmetric, so which one is "particle" is decided outside the
-    likelihood, from the per-picker report rates among each component's seen members. A
-    picker's gap (particle rate − junk rate) has the same sign in most classes — a picker that
-    finds ribosomes also finds apo-ferritin more often than it fires on junk — so the classes
-    are first oriented *relative to each other*: the orientation (±1 per class) that
-    maximises Σ o_k o_l ⟨gap_k, gap_l⟩ (sign synchronisation; one vote per class, whatever
-    its size). That leaves one global choice, which the summed gaps make: particles are
-    reported by more pickers than junk, most of which is one picker's report.
+    likelihood, in two steps:
+
+    1. *Relative*: a picker's gap (its report rate among a component's seen members, particle
+       minus junk) has the same sign in most classes — a picker that finds ribosomes also
+       finds apo-ferritin more often than it fires on junk — so the classes are oriented
+       against each other by the orientation (±1 per class) that maximises
+       Σ o_k o_l ⟨gap_k, gap_l⟩ (sign synchronisation, one vote per class whatever its size).
+    2. *Global* (and the only step for a class that shares no picker information with the
+       others, e.g. a run of one class): most junk locations are reported by no picker at all,
+       most particles by some, so the junk component is the one with the larger all-miss
+       probability P0 (the truncation); one vote per class. "Particles are reported by more
+       pickers" is not used for this: junk that several pickers share (beads, blobs) breaks it
+       in small classes.
     """
     G, g, elig = model.n_groups, model.g, model.eligible
     fit = model.fitted[:, None] & elig
@@ -709,9 +716,14 @@ def _label_guard(model: _Model, params: _Params, w: np.ndarray) -> np.ndarray:
     classes = np.flatnonzero(model.fitted & (model.n_g > 0))
     if not len(classes):
         return swap
-    own = np.where(gap[classes].sum(axis=1) < 0, -1, 1)
+    log_p0_particle = (elig * np.log1p(-params.s)).sum(axis=1)[classes]
+    log_p0_junk = (elig * np.log1p(-params.f)).sum(axis=1)[classes]
+    unseen = log_p0_junk - log_p0_particle  # > 0: the junk component is the more unseen
+    own = np.where(
+        np.abs(unseen) > 1e-9, np.sign(unseen), np.where(gap[classes].sum(axis=1) < 0, -1, 1)
+    ).astype(int)
     orientation = _synchronise(gap[classes] @ gap[classes].T, own)
-    if float((orientation * gap[classes].sum(axis=1)).sum()) < 0:
+    if float((orientation * own).sum()) < 0:
         orientation = -orientation
     swap[classes] = orientation < 0
     return swap

@@ -432,3 +432,16 @@ def test_wrapper_class_agnostic_and_decisions():
     many = (clusters.consensus["n_pickers"] >= 3).to_numpy()
     assert per_candidate["accepted"].to_numpy()[many].all()
     assert "expected F4 max for *" in per_candidate["reason"].iloc[0]
+
+
+def test_single_class_with_co_reported_junk_is_oriented_by_the_unseen():
+    """A run of one class (nothing to compare with): 18 particles found by two reliable
+    pickers, 4 junk candidates of which two are reported by several pickers together. The
+    junk component is the one with more members no picker reported (the truncation), even
+    though here the junk is reported by more pickers per candidate than the particles."""
+    rows = [[1, 1, 0, 0, 0]] * 16 + [[1, 1, 1, 0, 0]] * 2
+    junk = [[1, 1, 0, 1, 1], [1, 0, 0, 1, 1], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]]
+    d = np.array(rows + junk, dtype=bool)
+    fit = fit_latent(d, np.zeros(len(d), int), np.ones((1, 5), bool))
+    assert (fit.posterior[:18] > 0.5).all()
+    assert fit.posterior[18:].mean() < 0.5
