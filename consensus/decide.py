@@ -205,7 +205,7 @@ class ImpliedRule:
     min_support_any: int | None  # the smallest support at which some pattern is accepted
     min_support_all: int | None  # the smallest support from which every pattern is accepted
     text: str
-    minimal: list[str]  # accepted below min_support_all: minimal ones if monotone, else all
+    minimal: list[str]  # accepted below min_support_all with no accepted proper subset
 
 
 MAX_PATTERN_PICKERS = 12
@@ -273,15 +273,12 @@ def implied_support_rule(
         without = everything[(everything >> b) & 1 == 0]
         if (accepted_by_mask[without] & ~accepted_by_mask[without | (1 << b)])[1:].any():
             lowering.append(str(fit.picker_names[eligible[b]]))
-    monotone = not lowering
     below = table[(table["support"] < (min_all or m + 1)) & table["accepted"]]
-    if monotone:
-        # reduced to the minimal combinations: "cryolo alone" says every combination
-        # containing cryolo is accepted too
-        sets = [frozenset(p.split(",")) for p in below["pickers"]]
-        minimal = [",".join(sorted(a)) for a in sets if not any(b < a for b in sets)]
-    else:
-        minimal = list(below["pickers"])
+    # reduced to the minimal combinations: "cryolo alone" says every combination containing
+    # cryolo is accepted too — exactly so when the rule is monotone; otherwise the text adds
+    # which picker's report can tip a combination below the threshold (the table is exact)
+    sets = [frozenset(p.split(",")) for p in below["pickers"]]
+    minimal = [",".join(sorted(a)) for a in sets if not any(b < a for b in sets)]
     shown = [f"{p} alone" if "," not in p else " + ".join(p.split(",")) for p in minimal]
     more = f" (and {len(shown) - 6} more)" if len(shown) > 6 else ""
     if min_any is None:
@@ -292,6 +289,9 @@ def implied_support_rule(
     else:
         text = f"{name}: accept " + "; ".join(shown[:6]) + more
     if lowering and min_any is not None:
-        text += f"; a report from {', '.join(lowering)} lowers P(particle)"
+        text += (
+            f"; but a report from {', '.join(lowering)} lowers P(particle) and can tip a "
+            "combination below the threshold"
+        )
     text += f" (fixed default: {fixed} of {m})"
     return ImpliedRule(group, float(threshold), table, min_any, min_all, text, minimal)

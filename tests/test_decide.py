@@ -217,5 +217,5 @@ def test_implied_rule_names_a_picker_whose_report_counts_against():
     with_x, without = table.loc["a,b,x", "posterior"], table.loc["a,b", "posterior"]
     assert with_x < without
     rule = implied_support_rule(fit, 0, threshold=(with_x + without) / 2)
-    assert "a report from x lowers P(particle)" in rule.text
+    assert "but a report from x lowers P(particle)" in rule.text
     assert rule.min_support_all is None or rule.min_support_all == 4
