@@ -147,13 +147,13 @@ def decide_per_class(
                 reasons[i] = f"no P(particle) (not fitted): rejected ({shown})"
             elif np.isinf(decision.threshold):
                 reasons[i] = (
-                    f"P(particle)={p[i]:.2f}: expected {label} is highest accepting no "
+                    f"P(particle)={p[i]:.3g}: expected {label} is highest accepting no "
                     f"{shown} candidate"
                 )
             else:
                 sign = "≥" if ok else "<"
                 reasons[i] = (
-                    f"P(particle)={p[i]:.2f} {sign} {decision.threshold:.2f} "
+                    f"P(particle)={p[i]:.3g} {sign} {decision.threshold:.3g} "
                     f"(expected {label} max for {shown}): {'accepted' if ok else 'rejected'}"
                 )
         rows.append(
