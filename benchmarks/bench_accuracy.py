@@ -182,8 +182,22 @@ def method_plan(n_pickers: int, extra: list[str], skip_cnn: bool) -> list[dict]:
     plan.append({"label": "cnn", "method": "cnn", "min_support": None, "tomograms": True})
     plan.append({"label": "auto", "method": "auto", "min_support": None, "tomograms": True})
     plan.append({"label": "auto-nt", "method": "auto", "min_support": None, "tomograms": False})
-    for name in extra:
-        plan.append({"label": name, "method": name, "min_support": None, "tomograms": True})
+    for spec in extra:
+        # "latent" or "latent:beta=1:picker_scores=true": a method and aggregate() options
+        name, *options = spec.split(":")
+        kwargs = {}
+        for option in options:
+            key, _, value = option.partition("=")
+            kwargs[key] = _option_value(value)
+        plan.append(
+            {
+                "label": spec,
+                "method": name,
+                "min_support": None,
+                "tomograms": True,
+                "kwargs": kwargs,
+            }
+        )
     for entry in plan:
         if entry["method"] not in pipeline.METHODS:
             entry["skip"] = f"method {entry['method']!r} is not known to this picks"
@@ -192,6 +206,16 @@ def method_plan(n_pickers: int, extra: list[str], skip_cnn: bool) -> list[dict]:
         if skip_cnn and resolved == "cnn":
             entry["skip"] = "--skip-cnn"
     return plan
+
+
+def _option_value(text: str) -> object:
+    """``true``/``false``, a number, or the text itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _resolves_to(entry: dict) -> str:
@@ -347,7 +371,12 @@ def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
             continue
         # A method that resolves to a run already made (auto -> cnn, auto-nt -> vote) is the
         # same run: deterministic, so it is not repeated.
-        key = (entry["resolves_to"], entry["min_support"], entry["tomograms"])
+        key = (
+            entry["resolves_to"],
+            entry["min_support"],
+            entry["tomograms"],
+            tuple(sorted(entry.get("kwargs", {}).items())),
+        )
         if key in done:
             rows[label] = {**rows[done[key]], "same_as": done[key]}
             say(f"{world.name}: {label}: resolves to {entry['resolves_to']} = {done[key]}")
@@ -366,6 +395,7 @@ def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
                     method=entry["method"],
                     min_support=entry["min_support"],
                     seed=0,
+                    **entry.get("kwargs", {}),
                 )
                 seconds = time.perf_counter() - start
                 candidates = evaluate_mod.consensus_picks(store, result.run_id)
@@ -530,7 +560,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--worlds", default=None, help=f"comma-separated (default {DEFAULT_WORLDS})"
     )
     parser.add_argument("--quick", action="store_true", help=f"only {QUICK_WORLDS}: a few minutes")
-    parser.add_argument("--methods", default="", help="extra aggregate methods, comma-separated")
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="extra aggregate methods, comma-separated, each with optional aggregate() options: "
+        "latent:beta=1:picker_scores=true",
+    )
     parser.add_argument("--skip-cnn", action="store_true", help="skip methods that run the CNN")
     parser.add_argument("--work", type=Path, default=None, help="keep the worlds and runs here")
     args = parser.parse_args(argv)

@@ -70,6 +70,14 @@ def aggregate_cmd(
             "recall-heavy) or 1 (a precise set for subtomogram averaging)."
         ),
     ] = 4.0,
+    picker_scores: Annotated[
+        bool,
+        typer.Option(
+            "--picker-scores/--no-picker-scores",
+            help="latent: also use each picker's own scores as evidence (off by default: on "
+            "simulated worlds they added nothing, see docs/latent.md).",
+        ),
+    ] = False,
     min_support: Annotated[
         str | None,
         typer.Option(
@@ -255,6 +263,7 @@ def aggregate_cmd(
             seed=seed,
             cnn_options=cnn_options,
             beta=beta,
+            picker_scores=picker_scores,
             force=force,
             progress=progress,
         )

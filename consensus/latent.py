@@ -56,12 +56,16 @@ def decide_latent(
     beta: float = DEFAULT_BETA,
     class_agnostic: bool = False,
     conflicts: bool = True,
+    picker_scores: bool = False,
     seed: int = 0,
 ) -> LatentDecision:
     """Posterior P(particle) for every candidate and the expected-F-beta decision per class.
 
     ``conflicts`` adds the cross-class conflict count (another class's candidate on the same
     spot: a bead called ribosome by one picker and apo-ferritin by another) as evidence.
+    ``picker_scores`` adds each picker's own score (a percentile rank per picker and class).
+    It is off by default: on simulated worlds a picker's faint true particles score low and
+    its gold beads high, so scores added nothing (docs/latent.md).
     """
     consensus = clusters.consensus
     features = None
@@ -73,6 +77,7 @@ def decide_latent(
         picks,
         class_agnostic=class_agnostic,
         features=features,
+        use_scores=picker_scores,
         seed=seed,
     )
     decided, classes = decide_per_class(consensus, posterior, fit, beta)

@@ -255,6 +255,7 @@ def aggregate(
     seed: int = 0,
     cnn_options: Mapping[str, Any] | None = None,
     beta: float = 4.0,
+    picker_scores: bool = False,
     force: bool = False,
     progress: Progress | None = None,
     registry=None,
@@ -371,6 +372,7 @@ def aggregate(
     }
     if resolved_method == "latent":
         params["beta"] = float(beta)
+        params["picker_scores"] = bool(picker_scores)
     with store.run("aggregate", params, method=resolved_method, seed=seed) as run_id:
         # -- import -------------------------------------------------------------------
         imported = _import_inputs(
@@ -447,7 +449,13 @@ def aggregate(
 
             with progress("decide", total=1) as advance:
                 latent = decide_latent(
-                    clusters, picks, votes, beta=beta, class_agnostic=class_agnostic, seed=seed
+                    clusters,
+                    picks,
+                    votes,
+                    beta=beta,
+                    class_agnostic=class_agnostic,
+                    picker_scores=picker_scores,
+                    seed=seed,
                 )
                 advance(1)
             votes = latent.votes
