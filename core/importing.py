@@ -20,7 +20,7 @@ from picks.core.migrations import source_identity
 from picks.core.store import Store
 from picks.core.tomograms import TomogramSet
 from picks.plugins.adapter import Adapter, ReadContext
-from picks.plugins.manager import AdapterRegistry
+from picks.plugins.manager import AdapterRegistry, safe_sniff
 
 # Picks up to this many reference voxels outside the volume are tolerated (picker rounding).
 EXTENT_TOLERANCE_VOXELS = 1.0
@@ -68,7 +68,7 @@ def expand_inputs(
     entries = [registry.entry(adapter)] if adapter != "auto" else list(registry)
 
     def claimed(p: Path) -> bool:
-        return any(e.matches(p) and e.load().sniff(p) > 0 for e in entries)
+        return any(e.matches(p) and safe_sniff(e.load(), p) > 0 for e in entries)
 
     files: list[Path] = []
     for raw in paths:
@@ -100,9 +100,18 @@ def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
         canonical.validate(frame)
     except PicksError:
         raise
-    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as exc:
+    except MemoryError:
         raise InputFormatError(
-            ctx.path, f"cannot read as {adapter.name} ({type(exc).__name__}: {exc})"
+            ctx.path, f"cannot read as {adapter.name}: the file needs more memory than there is"
+        ) from None
+    except Exception as exc:
+        # Readers name the line for every problem they know of; anything else a malformed
+        # file provokes (csv.Error, OverflowError, RecursionError, struct.error...) is still
+        # a bad input, never a traceback (--debug shows it).
+        text = str(exc)
+        text = text if len(text) <= 200 else text[:197] + "..."
+        raise InputFormatError(
+            ctx.path, f"cannot read as {adapter.name} ({type(exc).__name__}: {text})"
         ) from exc
     unused = ctx.options.unused()  # ReadContext always tracks its options
     if unused:
@@ -191,16 +200,9 @@ def import_file(
     identity = source_identity(
         digest, frame["tomogram"].unique(), role=role, content=canonical.content_digest(frame)
     )
-    existing = store.find_source(digest, identity)
-    if existing is not None:
-        return ImportResult(
-            path,
-            existing["id"],
-            existing["adapter"],
-            existing["picker"],
-            existing["n_picks"],
-            skipped=True,
-        )
+    skipped = _skipped(path, store.find_source(digest, identity))
+    if skipped is not None:
+        return skipped
     label = picker or default_picker_label(chosen)
     meta = {
         "path": str(path.resolve()),
@@ -221,9 +223,27 @@ def import_file(
         "run_id": run_id,
         "identity": identity,
     }
-    source_id = store.add_source(meta, frame)
+    # Checked again inside the write transaction: another command may have imported the
+    # same file since the check above (which only spares the work of a second insert).
+    skipped = _skipped(path, store.find_or_add_source(meta, frame))
+    if skipped is not None:
+        return skipped
+    source_id = int(meta["id"])
     return ImportResult(
         path, source_id, chosen.name, label, len(frame), warnings=list(ctx.warnings)
+    )
+
+
+def _skipped(path: Path, existing: dict | None) -> ImportResult | None:
+    if existing is None:
+        return None
+    return ImportResult(
+        path,
+        existing["id"],
+        existing["adapter"],
+        existing["picker"],
+        existing["n_picks"],
+        skipped=True,
     )
 
 

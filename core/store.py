@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +23,16 @@ import pandas as pd
 from sqlite_utils import Database
 
 from picks.core import picks as canonical
-from picks.core.errors import NotFound
+from picks.core.errors import NotFound, StoreBusy
 from picks.core.migrations import migrate, source_identity
 from picks.core.tomograms import Tomogram, TomogramSet
 
 DEFAULT_DB = "picks.db"
+# How long a command waits for another one's write lock before "store busy" (seconds). SQLite's
+# own busy handler waits up to LOCK_WAIT_S per attempt; busy_retry retries with backoff (for
+# the cases where SQLite returns BUSY at once) until the deadline.
+DEFAULT_BUSY_TIMEOUT_S = 300.0
+LOCK_WAIT_S = 10.0
 
 PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
 
@@ -37,6 +45,52 @@ def default_path() -> Path:
     return Path(os.environ.get("PICKS_DB", DEFAULT_DB))
 
 
+def busy_timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get("PICKS_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT_S)))
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT_S
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked" / "database is busy" (another connection writes)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def busy_retry(action, *, retry_on=is_busy):
+    """Run ``action()``; while it fails because another command holds the store, retry with
+    exponential backoff (and jitter, so waiting commands do not retry in lockstep) until
+    :func:`busy_timeout`, then raise :class:`StoreBusy`. ``action`` must be atomic (one
+    transaction), so a retry never repeats half of it."""
+    deadline = time.monotonic() + busy_timeout()
+    delay = 0.02
+    while True:
+        try:
+            return action()
+        except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:
+            if not retry_on(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise StoreBusy(
+                    f"store busy: another picks command holds it ({exc}; waited "
+                    f"{busy_timeout():g} s)"
+                ) from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+
+def _has_pending(db: Database) -> bool:
+    from picks.core.migrations import migrations
+
+    return bool(migrations.pending(db))
+
+
+def _migration_race(exc: BaseException) -> bool:
+    """Busy, or another command created the same table first (then the retry sees it)."""
+    return is_busy(exc) or "already exists" in str(exc) or isinstance(exc, sqlite3.IntegrityError)
+
+
 class Store:
     """The provenance database. Use as a context manager or call :meth:`close`."""
 
@@ -47,10 +101,20 @@ class Store:
         else:
             self.path = Path(path) if path else default_path()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = Database(self.path)
-            self.db.enable_wal()
+            conn = sqlite3.connect(str(self.path), timeout=min(LOCK_WAIT_S, busy_timeout()))
+            self.db = Database(conn)
+            busy_retry(self.db.enable_wal)
         self.db.execute("PRAGMA foreign_keys = ON")
-        migrate(self.db)
+        busy_retry(self._migrate, retry_on=_migration_race)
+
+    def _migrate(self) -> None:
+        """Apply pending migrations under the write lock: two commands opening a new store
+        at once must not both create its tables."""
+        if not self.db.conn.in_transaction and _has_pending(self.db):
+            with self.transaction():
+                migrate(self.db)
+        else:
+            migrate(self.db)
 
     def __enter__(self) -> Store:
         return self
@@ -63,9 +127,10 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Database]:
-        """All writes inside commit together or not at all."""
+        """All writes inside commit together or not at all. The write lock is taken first
+        (BEGIN IMMEDIATE, retried while another command holds it: :func:`busy_retry`)."""
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        busy_retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield self.db
         except BaseException:
@@ -152,8 +217,21 @@ class Store:
             source_id = self._insert_source(meta, picks)
         return source_id
 
+    def find_or_add_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> dict | None:
+        """Add a source unless one with the same ``identity`` is stored, in one transaction,
+        so two commands importing the same file at once store it once (the second finds the
+        first's). Returns the existing source's row, or ``None`` when this one was added (its
+        id is then ``meta["id"]``, set here)."""
+        canonical.validate(picks)
+        with self.transaction():
+            existing = self.find_source(meta["sha256"], meta.get("identity"))
+            if existing is not None:
+                return existing
+            meta["id"] = self._insert_source(meta, picks)
+        return None
+
     def _insert_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> int:
-        row = dict(meta)
+        row = {k: v for k, v in meta.items() if k != "id"}
         for key in ("options", "warnings"):
             if not isinstance(row.get(key), str | type(None)):
                 row[key] = json.dumps(row[key], sort_keys=True, default=str)

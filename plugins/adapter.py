@@ -348,4 +348,5 @@ def head(path: Path, size: int = 8192) -> str:
         return ""
     if b"\x00" in data:
         return ""
-    return data.decode("utf-8", errors="replace")
+    # without a UTF-8 byte order mark, as read_text gives the file to readers
+    return data.decode("utf-8", errors="replace").removeprefix("\ufeff")
