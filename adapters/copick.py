@@ -247,6 +247,14 @@ class CopickAdapter(Adapter):
         for (tomogram, particle), group in keyed.groupby(["tomogram", "_particle"], sort=True):
             name = f"{safe_name(user)}_{safe_name(session)}_{safe_name(particle)}.json"
             target = root / "ExperimentRuns" / safe_name(str(tomogram)) / "Picks" / name
+            if target in groups:  # checked before anything is written
+                seen = groups[target]
+                raise PicksError(
+                    f"two outputs would be written to one file {target}: tomogram/class "
+                    f"{seen[0]!r}/{seen[1]!r} and {str(tomogram)!r}/{particle!r} (names are "
+                    "made file-safe: characters outside A-Za-z0-9._+- become '_')",
+                    hint="Rename one of the classes or tomograms so their file names differ.",
+                )
             groups[target] = (str(tomogram), particle, group)
         clashes = [str(p) for p in groups if p.exists()]
         if clashes and not force:

@@ -271,10 +271,13 @@ class DynamoAdapter(Adapter):
 
     # -- writing -----------------------------------------------------------------------------
 
+    def companions(self, target: Path, options: dict) -> list[Path]:
+        return [target.with_suffix(".doc")]
+
     def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
         # ``path`` may be the caller's temporary file; the map is named after the final path.
         target = Path(ctx.options.get("target") or path)
-        doc_path = target.with_suffix(".doc")
+        doc_path = self.companions(target, ctx.options)[0]
         force = bool(ctx.options.get("force", False))
         if doc_path.exists() and not force:
             raise PicksError(f"{doc_path} exists", hint="Use --force to replace it.")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +35,10 @@ DEFAULT_DB = "picks.db"
 # the cases where SQLite returns BUSY at once) until the deadline.
 DEFAULT_BUSY_TIMEOUT_S = 300.0
 LOCK_WAIT_S = 10.0
+# A run of another host is taken as dead when its process has not written for this long (a
+# run of this host is checked directly: its pid). Long enough for any one stage of a run.
+DEFAULT_STALE_AFTER_S = 24 * 3600.0
+FINISHED = "ok"  # the only status whose results count as a finished run's
 
 PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
 
@@ -91,10 +97,46 @@ def _migration_race(exc: BaseException) -> bool:
     return is_busy(exc) or "already exists" in str(exc) or isinstance(exc, sqlite3.IntegrityError)
 
 
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (Linux ``/proc``), or None when unknown: with
+    the pid it identifies a process, since pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields after its last ")"
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def process_alive(pid: int, started: str | None) -> bool:
+    """Whether process ``pid`` runs on this host and is the one that started at ``started``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:  # reaped meanwhile; or no /proc (not Linux): trust the pid
+        return not Path("/proc").is_dir()
+    if fields[0] in ("Z", "X"):  # a zombie: dead, not yet reaped by its parent
+        return False
+    return started is None or fields[19] == started
+
+
+def stale_after() -> float:
+    try:
+        return float(os.environ.get("PICKS_STALE_AFTER", DEFAULT_STALE_AFTER_S))
+    except ValueError:
+        return DEFAULT_STALE_AFTER_S
+
+
 class Store:
     """The provenance database. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: str | Path | None = None, *, memory: bool = False) -> None:
+        self._live_runs: set[int] = set()  # runs this Store started and has not finished
         if memory:
             self.db = Database(memory=True)
             self.path = None
@@ -106,6 +148,8 @@ class Store:
             busy_retry(self.db.enable_wal)
         self.db.execute("PRAGMA foreign_keys = ON")
         busy_retry(self._migrate, retry_on=_migration_race)
+        if self.path is not None:
+            self.mark_stale()
 
     def _migrate(self) -> None:
         """Apply pending migrations under the write lock: two commands opening a new store
@@ -137,6 +181,13 @@ class Store:
             conn.execute("ROLLBACK")
             raise
         else:
+            if self._live_runs:
+                # every write of a run's process is a sign of life (see mark_stale)
+                conn.execute(
+                    f"UPDATE runs SET heartbeat_at = ? WHERE id IN "
+                    f"({','.join('?' * len(self._live_runs))})",
+                    [now(), *sorted(self._live_runs)],
+                )
             conn.execute("COMMIT")
 
     # -- tomograms ---------------------------------------------------------------------------
@@ -167,17 +218,64 @@ class Store:
                     "seed": seed,
                     "started_at": now(),
                     "status": "running",
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "process_start": process_start(os.getpid()),
+                    "heartbeat_at": now(),
                 }
             )
-        return int(table.last_pk)
+        run_id = int(table.last_pk)
+        self._live_runs.add(run_id)
+        return run_id
 
     def finish_run(
         self, run_id: int, status: str = "ok", message: str = "", **updates: Any
     ) -> None:
+        self._live_runs.discard(run_id)
         with self.transaction():
             self.db["runs"].update(
                 run_id, {"ended_at": now(), "status": status, "message": message, **updates}
             )
+
+    def mark_stale(self) -> list[int]:
+        """Mark ``running`` runs whose process is gone as ``stale`` (killed, crashed, power
+        lost: nothing could record the end); returns their ids. A run of this host is gone
+        when its pid is not alive (or is another process now); a run of another host, or
+        from before m007, when it has not written for ``$PICKS_STALE_AFTER`` seconds."""
+        host = socket.gethostname()
+        limit = stale_after()
+        stale: list[tuple[int, str]] = []
+        rows = self.db.execute(
+            "SELECT id, pid, host, process_start, heartbeat_at, started_at FROM runs "
+            "WHERE status = 'running'"
+        ).fetchall()
+        for run_id, pid, run_host, started, beat, started_at in rows:
+            if run_id in self._live_runs:
+                continue
+            if pid is not None and run_host == host:
+                if not process_alive(int(pid), started):
+                    stale.append((run_id, f"process {pid} on {host} ended without finishing"))
+                continue
+            last = beat or started_at
+            try:
+                age = (datetime.now(UTC) - datetime.fromisoformat(last)).total_seconds()
+            except (TypeError, ValueError):
+                age = math.inf
+            if age > limit:
+                where = f"process {pid} on {run_host}" if pid is not None else "its process"
+                stale.append((run_id, f"{where} has not written for {age / 3600:.1f} h"))
+        if stale:
+            with self.transaction():
+                for run_id, why in stale:
+                    self.db.conn.execute(
+                        "UPDATE runs SET status = 'stale', ended_at = ?, message = ? "
+                        "WHERE id = ? AND status = 'running'",
+                        [now(), f"stale: {why} (killed?); its results are incomplete", run_id],
+                    )
+        return [run_id for run_id, _ in stale]
+
+    def run_status(self, run_id: int) -> str:
+        return str(self.get_run(run_id).get("status") or "")
 
     @contextlib.contextmanager
     def run(
@@ -193,6 +291,7 @@ class Store:
         self.finish_run(run_id, "ok")
 
     def runs(self) -> list[dict]:
+        self.mark_stale()
         return list(self.db["runs"].rows_where(order_by="id"))
 
     def get_run(self, run_id: int) -> dict:

@@ -334,6 +334,11 @@ class Adapter:
         """
         raise NotImplementedError
 
+    def companions(self, target: Path, options: dict) -> list[Path]:
+        """Files :meth:`write` adds next to ``target`` (RELION 5's ``<name>_tomograms.star``,
+        Dynamo's ``.doc``), so output planning can keep other outputs off their names."""
+        return []
+
     @property
     def can_write(self) -> bool:
         return type(self).write is not Adapter.write
