@@ -16,7 +16,7 @@ Guarantees (per tomogram, and per particle class unless ``class_agnostic``):
 2. **At most one primary pick per picker** in a consensus pick.
 3. **No chaining**: no two primary members of a consensus pick are farther apart than the
    match distance (complete linkage). Clusters are grown greedily over candidate pairs
-   (KD-tree ``query_pairs``) in order of increasing distance; a pair merges its two clusters
+   (KD-tree ``query_pairs`` over the primaries of step 1) in order of increasing distance; a pair merges its two clusters
    only if the pickers are disjoint and *every* cross pair is within the match distance.
 4. **Order independence**: picks are first sorted by the stable key (tomogram, particle,
    picker, x, y, z, score, id); ties between pair distances are broken by that order, so
