@@ -392,9 +392,9 @@ def test_exports_are_recorded_as_they_are_written(store, tmp_path, monkeypatch):
 
     monkeypatch.setattr(export, "write_picks", killed_after_first)
     with pytest.raises(KeyboardInterrupt):
-        run(store, tmp_path, ["ribosome", "ferritin"])
+        run(store, tmp_path, ["alpha", "beta"])
     rows = store.db.execute("SELECT path FROM exports").fetchall()
-    assert [Path(r[0]).name for r in rows] == ["ferritin.csv"]  # written, so recorded
+    assert [Path(r[0]).name for r in rows] == ["alpha.csv"]  # written, so recorded
     assert store.runs()[-1]["status"] == "failed"
 
 
