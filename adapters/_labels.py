@@ -57,7 +57,7 @@ def read_map_file(
 ) -> dict:
     """A file of pairs (text lines or a JSON object); ``entry`` describes a line in errors."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the first key
     except OSError as exc:
         raise PicksError(f"--option {option}: cannot read {path} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:

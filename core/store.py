@@ -30,11 +30,11 @@ from picks.core.migrations import migrate, source_identity
 from picks.core.tomograms import Tomogram, TomogramSet
 
 DEFAULT_DB = "picks.db"
-# How long a command waits for another one's write lock before "store busy" (seconds). SQLite's
-# own busy handler waits up to LOCK_WAIT_S per attempt; busy_retry retries with backoff (for
-# the cases where SQLite returns BUSY at once) until the deadline.
+# How long a command waits for another one's write lock before "store busy" (seconds): SQLite's
+# own busy handler waits that long for every statement (sqlite3's default, 5 s, made small
+# imports die during a large one), and busy_retry retries with backoff until the same deadline
+# where SQLite returns BUSY at once (a read snapshot that went stale).
 DEFAULT_BUSY_TIMEOUT_S = 300.0
-LOCK_WAIT_S = 10.0
 # A run of another host is taken as dead when its process has not written for this long (a
 # run of this host is checked directly: its pid). Long enough for any one stage of a run.
 DEFAULT_STALE_AFTER_S = 24 * 3600.0
@@ -143,7 +143,7 @@ class Store:
         else:
             self.path = Path(path) if path else default_path()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=min(LOCK_WAIT_S, busy_timeout()))
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout())
             self.db = Database(conn)
             busy_retry(self.db.enable_wal)
         self.db.execute("PRAGMA foreign_keys = ON")
