@@ -288,7 +288,9 @@ def aggregate(
         weights=weights_map,
     ).check()
     writers = resolve_formats(formats, registry)
-    cleaned = _clean_leftovers(store, out)
+    from picks.core.export import remove_unfinished_outputs
+
+    cleaned = remove_unfinished_outputs(store, out)
     if cleaned:
         warnings.append(
             f"removed {len(cleaned)} file(s) under {out} left by an unfinished run "
@@ -728,52 +730,6 @@ def _default_writers(
     return resolve_formats(["csv"], registry)
 
 
-def _clean_leftovers(store: Store, out: Path) -> list[str]:
-    """What an unfinished (failed or stale) run left under ``out``: picks' own temporary
-    files (``.<name>.<random>.tmp``, from a write that was killed) and the finished files it
-    recorded in ``exports``, while unchanged since (same sha256). Removed, so a plain re-run
-    is not blocked by them and a ``--force`` run does not keep them. Nothing else is touched,
-    and nothing while another run that writes to ``out`` is alive."""
-    from picks.core.export import TEMP_PATTERN
-
-    if not out.is_dir():
-        return []
-    store.mark_stale()
-    root = out.resolve()
-    for run in store.db.execute(
-        "SELECT id, params FROM runs WHERE status = 'running' AND command = 'aggregate'"
-    ).fetchall():
-        try:
-            other = Path(json.loads(run[1] or "{}").get("out") or "")
-        except ValueError:
-            continue
-        if str(other) and other.resolve() == root:
-            raise PicksError(
-                f"run {run[0]} (still running) writes to {out}",
-                hint="Wait for it to finish, or use another --out.",
-            )
-    removed = [str(p) for p in sorted(out.rglob(".*.tmp")) if TEMP_PATTERN.match(p.name)]
-    prefix = str(root) + os.sep
-    latest: dict[str, tuple[str, str]] = {}
-    for path, sha256, status in store.db.execute(
-        "SELECT e.path, e.sha256, r.status FROM exports e JOIN runs r ON r.id = e.run_id "
-        "ORDER BY e.id"
-    ).fetchall():
-        if path.startswith(prefix):
-            latest[path] = (sha256, status)  # the last run that wrote the file owns it
-    for path, (sha256, status) in sorted(latest.items()):
-        file = Path(path)
-        if status in ("failed", "stale") and file.is_file() and sha256_file(file) == sha256:
-            removed.append(path)
-    for path in removed:
-        Path(path).unlink(missing_ok=True)
-        folder = Path(path).parent  # folders emptied by this (per-class, per-format) go too
-        while folder.resolve() != root and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-            folder = folder.parent
-    return removed
-
-
 def _check_outputs(out: Path, writers: list[tuple[str, Any]], force: bool) -> None:
     if force or not out.exists():
         return
@@ -1107,7 +1063,7 @@ def _write_outputs(
                 if not path.is_file():
                     continue
                 held = groups[path] if path in groups else _directory_rows(subset, path)
-                # recorded as soon as written: a killed run's files are known (_clean_leftovers)
+                # recorded as soon as written: a killed run's files are known (and removed later)
                 _record_exports(store, [_export_row(run_id, path, name, held["consensus_id"])])
                 rows.append(
                     {

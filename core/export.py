@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from picks.core.errors import PicksError
 from picks.plugins.adapter import Adapter, WriteContext
+
+if TYPE_CHECKING:
+    from picks.core.store import Store
 
 
 @contextlib.contextmanager
@@ -183,3 +188,49 @@ def write_picks(
             ctx.options["target"] = path
             adapter.write(group.reset_index(drop=True), tmp, ctx)
     return list(files)
+
+
+def remove_unfinished_outputs(store: Store, out: Path) -> list[str]:
+    """What an unfinished (failed or stale) run left under ``out``: picks' own temporary
+    files (``.<name>.<random>.tmp``, from a write that was killed) and the finished files it
+    recorded in ``exports``, while unchanged since (same sha256). Removed, so a plain re-run
+    is not blocked by them and a ``--force`` run does not keep them. Nothing else is touched,
+    and nothing while another run that writes to ``out`` is alive."""
+    from picks.core.importing import sha256_file
+
+    if not out.is_dir():
+        return []
+    store.mark_stale()
+    root = out.resolve()
+    for run in store.db.execute(
+        "SELECT id, params FROM runs WHERE status = 'running' AND command = 'aggregate'"
+    ).fetchall():
+        try:
+            other = Path(json.loads(run[1] or "{}").get("out") or "")
+        except ValueError:
+            continue
+        if str(other) and other.resolve() == root:
+            raise PicksError(
+                f"run {run[0]} (still running) writes to {out}",
+                hint="Wait for it to finish, or use another --out.",
+            )
+    removed = [str(p) for p in sorted(out.rglob(".*.tmp")) if TEMP_PATTERN.match(p.name)]
+    prefix = str(root) + os.sep
+    latest: dict[str, tuple[str, str]] = {}
+    for path, sha256, status in store.db.execute(
+        "SELECT e.path, e.sha256, r.status FROM exports e JOIN runs r ON r.id = e.run_id "
+        "ORDER BY e.id"
+    ).fetchall():
+        if path.startswith(prefix):
+            latest[path] = (sha256, status)  # the last run that wrote the file owns it
+    for path, (sha256, status) in sorted(latest.items()):
+        file = Path(path)
+        if status in ("failed", "stale") and file.is_file() and sha256_file(file) == sha256:
+            removed.append(path)
+    for path in removed:
+        Path(path).unlink(missing_ok=True)
+        folder = Path(path).parent  # folders emptied by this (per-class, per-format) go too
+        while folder.resolve() != root and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    return removed
