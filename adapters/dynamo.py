@@ -200,7 +200,8 @@ class DynamoAdapter(Adapter):
     def _tomograms(
         self, column: np.ndarray, records: list[int], path: Path, ctx: ReadContext
     ) -> list[str]:
-        bad = np.flatnonzero(column != np.round(column))
+        # 1e308 is "integral" but no int64: the cast would give garbage, not an error
+        bad = np.flatnonzero((column != np.round(column)) | (np.abs(column) >= 2**31))
         if bad.size:
             raise ctx.error(
                 f"tomo (column 20) = {column[bad[0]]:g} is not an integer index",

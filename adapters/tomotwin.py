@@ -29,9 +29,11 @@ too (export them with ``tomotwin_pick`` to ``.coords``/``.cbox``, or re-save wit
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import math
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +122,13 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def load_dataframe(path: Path) -> pd.DataFrame:
     """Unpickle ``path`` with :class:`RestrictedUnpickler`; it must hold a DataFrame."""
-    with open(path, "rb") as handle:
-        obj = RestrictedUnpickler(handle).load()
+    data = path.read_bytes()
+    # Walk the opcodes first (nothing is built): a length field that claims more bytes than
+    # the file holds (a damaged or crafted .tloc) is an error here, where the unpickler would
+    # first try to allocate it (MemoryError, and CPython's "deallocated bytearray" noise).
+    for _ in pickletools.genops(io.BytesIO(data)):
+        pass
+    obj = RestrictedUnpickler(io.BytesIO(data)).load()
     if not isinstance(obj, pd.DataFrame):
         raise TypeError(f"the pickle holds a {type(obj).__name__}, not a pandas DataFrame")
     # Every row of a table with X/Y/Z columns holds at least 3 bytes of data in the file; a

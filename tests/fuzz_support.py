@@ -175,10 +175,14 @@ MUTATIONS: dict[str, Callable[[bytes, random.Random], bytes]] = {
 def seed_bytes(fixture: Path) -> bytes:
     """The fixture's bytes; a text file over :data:`MAX_LINES` lines is cut to them."""
     data = fixture.read_bytes()
-    if b"\x00" in data[:4096] or data[:1] == b"\x80" or fixture.suffix == ".xml":
-        return data  # binary (IMOD model, pickle) or XML (must stay closed): whole
+    if b"\x00" in data[:4096] or data[:1] == b"\x80":
+        return data  # binary (IMOD model, pickle): whole
     lines = data.splitlines(keepends=True)
-    return b"".join(lines[:MAX_LINES]) if len(lines) > MAX_LINES else data
+    if len(lines) <= MAX_LINES:
+        return data
+    # XML keeps its closing line (</objlist>), so the cut file is still well-formed
+    tail = lines[-1:] if fixture.suffix == ".xml" else []
+    return b"".join(lines[:MAX_LINES] + tail)
 
 
 def mutate(data: bytes, seed: int) -> tuple[str, bytes]:
