@@ -17,6 +17,7 @@ The one place for the rules every reader follows:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import pandas as pd
 
 from picks.plugins.adapter import ReadContext, head
 
+BOM = "\ufeff"
 NA_TOKENS = frozenset({"<NA>", "<na>", "NA", "nan", "NaN", "NAN", "None", "null"})
 
 
@@ -43,7 +45,8 @@ def read_text(path: Path, ctx: ReadContext) -> str:
     """The file as text; undecodable bytes are an error naming the line they are on."""
     data = Path(path).read_bytes()
     try:
-        return data.decode("utf-8")
+        # a UTF-8 byte order mark (Windows editors, Excel's "CSV UTF-8") is not content
+        return data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ctx.error("not a text file (bytes that are not UTF-8)", line=line) from None
@@ -134,9 +137,29 @@ def json_number(
     ``null`` and ``NaN`` are NaN only when ``allow_missing``."""
     if allow_missing and (value is None or (isinstance(value, float) and math.isnan(value))):
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ctx.error(f"{what} = {value!r} is not a finite number", line=line, record=record)
-    return float(value)
+    try:
+        result = float(value)  # a 400-digit JSON integer overflows here
+    except OverflowError:
+        result = math.inf
+    if not math.isfinite(result):
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+        raise ctx.error(f"{what} = {shown} is not a finite number", line=line, record=record)
+    return result
+
+
+def parse_json(text: str, ctx: ReadContext, *, line: int | None = None) -> object:
+    """``text`` as JSON; malformed or absurdly nested JSON (Python's parser recurses: 100,000
+    open brackets exhaust the stack) is an error naming the line (``line`` for one line of
+    an NDJSON file, else the line in ``text``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = exc.lineno if line is None else line
+        raise ctx.error(f"not valid JSON ({exc.msg}, column {exc.colno})", line=where) from None
+    except RecursionError:
+        raise ctx.error("JSON nested too deeply to read", line=line or 1) from None
 
 
 def is_number(token: str) -> bool:

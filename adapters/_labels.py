@@ -57,7 +57,7 @@ def read_map_file(
 ) -> dict:
     """A file of pairs (text lines or a JSON object); ``entry`` describes a line in errors."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the first key
     except OSError as exc:
         raise PicksError(f"--option {option}: cannot read {path} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
@@ -68,6 +68,8 @@ def read_map_file(
             data = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise InputFormatError(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
+        except RecursionError:
+            raise InputFormatError(path, "JSON nested too deeply to read", line=1) from None
         return _from_mapping(data, option, str(path), integer_keys)
     result: dict = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -183,11 +185,21 @@ def format_comment_map(kind: str, mapping: Mapping[int, str]) -> str:
 
 
 def _quote(name: str) -> str:
-    return name.replace("%", "%25").replace(" ", "%20").replace("=", "%3D").replace("-->", "%2D->")
+    """Percent-encode what would break the ``key=name`` token or the XML comment around it:
+    ``%``, ``=``, whitespace and control characters, and ``--`` (not allowed inside an XML
+    comment: a class named ``a--b`` once made the DeepFinder writer's output unreadable)."""
+    text = "".join(
+        f"%{ord(ch):02X}" if ch in "%=" or ch.isspace() or ord(ch) < 0x20 or ch == "\x7f" else ch
+        for ch in name
+    )
+    while "--" in text:
+        text = text.replace("--", "-%2D")
+    return text
 
 
 def _unquote(name: str) -> str:
-    return name.replace("%2D->", "-->").replace("%3D", "=").replace("%20", " ").replace("%25", "%")
+    # one pass, so an encoded "%" never starts another escape ("%2541" -> "%41")
+    return re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), name)
 
 
 def assign_numbers(

@@ -300,7 +300,7 @@ def read_head(path: Path) -> Head | None:
     loop: list[str] | None = None
     seen = 0
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
             for raw in handle:
                 seen += len(raw)
                 stripped = raw.strip()

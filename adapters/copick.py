@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from picks.adapters._euler import is_rotation, relion_angles, relion_matrix
-from picks.adapters._fields import json_number, read_text
+from picks.adapters._fields import json_number, parse_json, read_text
 from picks.adapters._options import ANGSTROM_UNITS, VOXEL_UNITS
 from picks.adapters._voxels import with_voxel_size
 from picks.core import picks as canonical
@@ -102,12 +102,7 @@ class CopickAdapter(Adapter):
         text = read_text(path, ctx)
         if not text.strip():
             raise ctx.error("empty file; expected a copick picks JSON object", line=1)
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ctx.error(
-                f"not valid JSON ({exc.msg}, column {exc.colno})", line=exc.lineno
-            ) from None
+        doc = parse_json(text, ctx)
         if not isinstance(doc, dict) or not isinstance(doc.get("points", []), list):
             raise ctx.error(
                 "expected a JSON object with a 'points' list (copick picks file)", line=1
@@ -199,7 +194,7 @@ class CopickAdapter(Adapter):
         if transform is not None:
             try:
                 matrix = np.array(transform, dtype=float)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 matrix = np.empty(0)
             if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
                 raise ctx.error("transformation_ must be a 4×4 list of numbers", record=where)
@@ -225,7 +220,11 @@ class CopickAdapter(Adapter):
             return frame
         if unit in VOXEL_UNITS:
             spacing = doc.get("voxel_spacing")
-            spacing = float(spacing) if isinstance(spacing, int | float) and spacing > 0 else None
+            spacing = (
+                float(spacing)
+                if isinstance(spacing, int | float) and 0 < spacing < 1e6  # no 400-digit ints
+                else None
+            )
             names = sorted(frame["tomogram"].unique())
             return with_voxel_size(
                 ctx, names, spacing, "the file's voxel_spacing"
@@ -249,6 +248,14 @@ class CopickAdapter(Adapter):
         for (tomogram, particle), group in keyed.groupby(["tomogram", "_particle"], sort=True):
             name = f"{safe_name(user)}_{safe_name(session)}_{safe_name(particle)}.json"
             target = root / "ExperimentRuns" / safe_name(str(tomogram)) / "Picks" / name
+            if target in groups:  # checked before anything is written
+                seen = groups[target]
+                raise PicksError(
+                    f"two outputs would be written to one file {target}: tomogram/class "
+                    f"{seen[0]!r}/{seen[1]!r} and {str(tomogram)!r}/{particle!r} (names are "
+                    "made file-safe: characters outside A-Za-z0-9._+- become '_')",
+                    hint="Rename one of the classes or tomograms so their file names differ.",
+                )
             groups[target] = (str(tomogram), particle, group)
         clashes = [str(p) for p in groups if p.exists()]
         if clashes and not force:

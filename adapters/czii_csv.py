@@ -60,7 +60,15 @@ class CziiCsvAdapter(Adapter):
             raise ctx.error(
                 "empty file; expected a header 'id,experiment,particle_type,x,y,z'", line=1
             )
-        reader = csv.reader(io.StringIO(text))
+        # newline=None: CR-only and CRLF endings read as lines (as points-csv reads them)
+        reader = csv.reader(io.StringIO(text, newline=None))
+        try:
+            return self._read_rows(reader, ctx)
+        except csv.Error as exc:
+            # a field over csv's limit (131,072 characters), a quote left open...
+            raise ctx.error(f"not a valid CSV line ({exc})", line=max(reader.line_num, 1)) from None
+
+    def _read_rows(self, reader, ctx: ReadContext) -> pd.DataFrame:
         header = [c.strip() for c in next(reader)]
         lower = [c.lower() for c in header]
         missing = [c for c in REQUIRED if c not in lower]
@@ -70,7 +78,8 @@ class CziiCsvAdapter(Adapter):
         rows: dict[str, list] = {
             k: [] for k in ("tomogram", "particle", "x", "y", "z", "score", "record", "original")
         }
-        for lineno, fields in enumerate(reader, start=2):
+        for fields in reader:
+            lineno = reader.line_num  # the physical line (a quoted field may span lines)
             if not fields or all(not f.strip() for f in fields):
                 continue
             if len(fields) != len(header):

@@ -66,6 +66,9 @@ from picks.plugins.adapter import Adapter, ReadContext, WriteContext
 
 MIN_COLUMNS = 26
 N_WRITE_COLUMNS = 36
+# Dynamo's documented columns end at 42 (eig2); 64 leaves room for a few user columns. A wider
+# line is not a Dynamo table (one 250,000-number line once cost rows × width of memory).
+MAX_COLUMNS = 64
 # 0-based positions of the columns used (the Dynamo numbering minus one).
 TAG, DX, TDROT, CC, TOMO, CLASS, X, APIX = 0, 3, 6, 9, 19, 21, 23, 35
 _COMPLEX = re.compile(
@@ -120,8 +123,16 @@ class DynamoAdapter(Adapter):
             raise ctx.error(
                 f"empty file; expected a Dynamo table (≥ {MIN_COLUMNS} numbers per line)", line=1
             )
+        for line in numbered:
+            if len(line.fields) > MAX_COLUMNS:
+                raise ctx.error(
+                    f"{len(line.fields)} columns; a Dynamo table has at most {MAX_COLUMNS} "
+                    "(its documented columns end at 42)",
+                    line=line.number,
+                )
         width = max(len(line.fields) for line in numbered)
-        table = np.zeros((len(numbered), max(width, N_WRITE_COLUMNS)))
+        # Only the columns read (up to apix) are kept; the line itself stays in `original`.
+        table = np.zeros((len(numbered), N_WRITE_COLUMNS))
         largest_imaginary, n_complex = 0.0, 0
         for row, line in enumerate(numbered):
             tokens, number = line.fields, line.number
@@ -131,7 +142,8 @@ class DynamoAdapter(Adapter):
                     line=number,
                 )
             try:
-                table[row, : len(tokens)] = [float(t) for t in tokens]
+                values = [float(t) for t in tokens]
+                table[row, : min(len(values), N_WRITE_COLUMNS)] = values[:N_WRITE_COLUMNS]
                 continue
             except ValueError:
                 pass
@@ -139,6 +151,8 @@ class DynamoAdapter(Adapter):
                 parsed = _parse_number(token)
                 if parsed is None:
                     raise ctx.error(f"column {column + 1} = {token!r} is not a number", line=number)
+                if column >= N_WRITE_COLUMNS:
+                    continue
                 table[row, column] = parsed[0]
                 if parsed[1] is not None:
                     n_complex += 1
@@ -187,7 +201,8 @@ class DynamoAdapter(Adapter):
     def _tomograms(
         self, column: np.ndarray, records: list[int], path: Path, ctx: ReadContext
     ) -> list[str]:
-        bad = np.flatnonzero(column != np.round(column))
+        # 1e308 is "integral" but no int64: the cast would give garbage, not an error
+        bad = np.flatnonzero((column != np.round(column)) | (np.abs(column) >= 2**31))
         if bad.size:
             raise ctx.error(
                 f"tomo (column 20) = {column[bad[0]]:g} is not an integer index",
@@ -258,10 +273,13 @@ class DynamoAdapter(Adapter):
 
     # -- writing -----------------------------------------------------------------------------
 
+    def companions(self, target: Path, options: dict) -> list[Path]:
+        return [target.with_suffix(".doc")]
+
     def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
         # ``path`` may be the caller's temporary file; the map is named after the final path.
         target = Path(ctx.options.get("target") or path)
-        doc_path = target.with_suffix(".doc")
+        doc_path = self.companions(target, ctx.options)[0]
         force = bool(ctx.options.get("force", False))
         if doc_path.exists() and not force:
             raise PicksError(f"{doc_path} exists", hint="Use --force to replace it.")

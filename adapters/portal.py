@@ -54,7 +54,14 @@ import numpy as np
 import pandas as pd
 
 from picks.adapters._euler import is_rotation, relion_angles
-from picks.adapters._fields import data_lines, is_number, json_number, number, read_text
+from picks.adapters._fields import (
+    data_lines,
+    is_number,
+    json_number,
+    number,
+    parse_json,
+    read_text,
+)
 from picks.adapters._options import option_choice, option_number, units_are_voxels
 from picks.core import picks as canonical
 from picks.plugins.adapter import Adapter, ReadContext, head
@@ -118,7 +125,7 @@ class PortalNdjsonAdapter(Adapter):
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 return 0.0
             ok = (
                 isinstance(record, dict)
@@ -140,10 +147,7 @@ class PortalNdjsonAdapter(Adapter):
         }
         for line in lines:
             lineno = line.number
-            try:
-                record = json.loads(line.text)
-            except json.JSONDecodeError as exc:
-                raise ctx.error(f"not valid JSON ({exc.msg})", line=lineno) from None
+            record = parse_json(line.text, ctx, line=lineno)
             if not isinstance(record, dict) or record.get("type") not in POINT_TYPES:
                 found = record.get("type") if isinstance(record, dict) else type(record).__name__
                 raise ctx.error(
@@ -161,7 +165,7 @@ class PortalNdjsonAdapter(Adapter):
             if matrix is not None:
                 try:
                     array = np.array(matrix, dtype=float)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     array = np.empty(0)
                 if not is_rotation(array):
                     raise ctx.error("the rotation matrix is not a 3×3 rotation", line=lineno)

@@ -281,14 +281,17 @@ class Relion5Adapter(Adapter):
             positive(ctx, parts, pts, "rlnTomoTiltSeriesPixelSize")
         return pts
 
-    def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
-        target = Path(ctx.options.get("target") or path)
-        named = ctx.options.get("tomograms_star")
-        companion = (
+    def companions(self, target: Path, options: dict) -> list[Path]:
+        named = options.get("tomograms_star")
+        return [
             target.parent / Path(named).expanduser()  # absolute paths stay absolute
             if named
             else target.with_name(f"{target.name.removesuffix('.star')}_tomograms.star")
-        )
+        ]
+
+    def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
+        target = Path(ctx.options.get("target") or path)
+        companion = self.companions(target, ctx.options)[0]
         geometry = self._geometry(picks, ctx)
         tomograms = picks["tomogram"].astype(str).to_numpy()
         centre = np.array(

@@ -71,7 +71,8 @@ class StopgapAdapter(Adapter):
             ctx.options, "origin", {"0": 0.0, "1": 1.0}, "1", expected="1 (STOPGAP) or 0"
         )
         numbers = table.numbers(ctx, "tomo_num")
-        bad = numbers != np.round(numbers)
+        # 1e308 is "integral" but no int64: the cast would give garbage, not an error
+        bad = (numbers != np.round(numbers)) | (np.abs(numbers) >= 2**31)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise ctx.error(f"tomo_num = {numbers[row]:g} is not an integer", line=table.lines[row])

@@ -29,9 +29,11 @@ too (export them with ``tomotwin_pick`` to ``.coords``/``.cbox``, or re-save wit
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import math
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +58,11 @@ ALLOWED_GLOBALS: dict[tuple[str, str], tuple[str, str]] = {
     ("pandas.core.indexes.base", "Index"): ("pandas.core.indexes.base", "Index"),
     ("pandas.core.indexes.range", "RangeIndex"): ("pandas.core.indexes.range", "RangeIndex"),
     ("numpy", "dtype"): ("numpy", "dtype"),
-    ("numpy", "ndarray"): ("numpy", "ndarray"),
-    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+    # ``ndarray`` is only ever handed to ``_reconstruct`` as a marker (see _NdarrayMarker), and
+    # ``_reconstruct`` only through _reconstruct_empty: an array gets its size from its data.
+    ("numpy", "ndarray"): ("", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"): ("", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): ("", "_reconstruct"),
     ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
     ("builtins", "slice"): ("builtins", "slice"),
@@ -73,6 +77,30 @@ class RefusedGlobal(pickle.UnpicklingError):
     """The pickle asked for a callable outside :data:`ALLOWED_GLOBALS`."""
 
 
+class _NdarrayMarker:
+    """What the pickle gets for ``numpy.ndarray``: not callable, so ``ndarray(shape, dtype)``
+    through REDUCE (an uninitialised array of any size, from a few bytes of pickle) fails;
+    its only use is as the first argument of :func:`_reconstruct_empty`."""
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+_NDARRAY = _NdarrayMarker()
+
+
+def _reconstruct_empty(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    """numpy's pickle path for an array: an *empty* ndarray, filled by ``__setstate__`` from
+    the bytes (or objects) the pickle carries, which numpy checks against the shape. Anything
+    else (a subclass, a non-empty shape that would be allocated uninitialised) is refused."""
+    if subtype is not _NDARRAY or tuple(shape) != (0,):  # type: ignore[arg-type]
+        raise RefusedGlobal(f"numpy _reconstruct({subtype!r}, {shape!r}) (only (ndarray, (0,)))")
+    return np.ndarray.__new__(np.ndarray, (0,), dtype)  # type: ignore[call-overload]
+
+
+_LOCAL = {"ndarray": _NDARRAY, "_reconstruct": _reconstruct_empty}
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that can only build pandas DataFrames of plain data (see module docstring)."""
 
@@ -81,6 +109,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         if target is None:
             raise RefusedGlobal(f"{module}.{name}")
         module_name, attribute = target
+        if not module_name:
+            return _LOCAL[attribute]
         try:
             return getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError):
@@ -92,10 +122,20 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def load_dataframe(path: Path) -> pd.DataFrame:
     """Unpickle ``path`` with :class:`RestrictedUnpickler`; it must hold a DataFrame."""
-    with open(path, "rb") as handle:
-        obj = RestrictedUnpickler(handle).load()
+    data = path.read_bytes()
+    # Walk the opcodes first (nothing is built): a length field that claims more bytes than
+    # the file holds (a damaged or crafted .tloc) is an error here, where the unpickler would
+    # first try to allocate it (MemoryError, and CPython's "deallocated bytearray" noise).
+    for _ in pickletools.genops(io.BytesIO(data)):
+        pass
+    obj = RestrictedUnpickler(io.BytesIO(data)).load()
     if not isinstance(obj, pd.DataFrame):
         raise TypeError(f"the pickle holds a {type(obj).__name__}, not a pandas DataFrame")
+    # Every row of a table with X/Y/Z columns holds at least 3 bytes of data in the file; a
+    # longer table comes from a lazy index (RangeIndex) or a shape that the data do not back.
+    size = path.stat().st_size
+    if len(obj) > size:
+        raise ValueError(f"the table claims {len(obj)} rows, more than a {size}-byte file holds")
     return obj
 
 

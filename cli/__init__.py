@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sqlite3
 import sys
 
 import typer
@@ -88,14 +89,31 @@ class _Command(TyperCommand):
                 param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point: user errors become one ``Error:`` line and a meaningful exit code."""
+    import signal
+
     from picks.core.errors import PicksError
 
+    # A terminated command unwinds like an interrupted one, so its run is recorded as
+    # failed (kill -9 cannot be caught: such runs are marked stale by the next command).
+    signal.signal(signal.SIGTERM, _terminate)
     command = typer.main.get_command(get_app())
     try:
         # Click handles usage errors itself (exit 2); our errors arrive here.
         command.main(prog_name="picks", standalone_mode=True)
+    except sqlite3.OperationalError as exc:
+        # what busy_retry did not absorb (a lock held past $PICKS_BUSY_TIMEOUT mid-statement)
+        from picks.core.store import is_busy
+
+        if os.environ.get("PICKS_DEBUG") or not is_busy(exc):
+            raise
+        typer.echo(f"Error: store busy: another picks command holds it ({exc})", err=True)
+        sys.exit(1)
     except PicksError as exc:
         if os.environ.get("PICKS_DEBUG"):
             raise

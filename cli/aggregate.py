@@ -381,11 +381,17 @@ def noise_cmd(
                 [read_tomogram(p, voxel_size=voxel_size) for p in find_volumes(tomograms)]
             )
         if run is None:
+            # the latest *finished* run: a killed or failed run's picks are half-decided
+            store.mark_stale()
             row = store.db.execute(
-                "SELECT MAX(r.id) FROM runs r WHERE EXISTS (SELECT 1 FROM consensus c WHERE c.run_id = r.id)"
+                "SELECT MAX(r.id) FROM runs r WHERE r.status = 'ok' AND "
+                "EXISTS (SELECT 1 FROM consensus c WHERE c.run_id = r.id)"
             ).fetchone()
             if row[0] is None:
-                raise NotFound("no consensus run in the store", hint="Run 'picks aggregate' first.")
+                raise NotFound(
+                    "no finished consensus run in the store",
+                    hint="Run 'picks aggregate' first (or name an unfinished one with --run).",
+                )
             run = int(row[0])
         params = json.loads(store.get_run(run).get("params") or "{}")
         catalog = Catalog().with_radii(

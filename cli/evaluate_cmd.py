@@ -69,6 +69,14 @@ def evaluate_cmd(
     pickers: Annotated[
         bool, typer.Option("--pickers/--no-pickers", help="Score the store's pickers.")
     ] = True,
+    include_unfinished: Annotated[
+        bool,
+        typer.Option(
+            "--include-unfinished",
+            help="Also score runs that did not finish (failed, stale, running); they are "
+            "labelled so. Runs given with --run are scored whatever their status.",
+        ),
+    ] = False,
     adapter: Annotated[str, typer.Option(help="Adapter for FILES ('auto' detects).")] = "auto",
     tomograms: Annotated[
         list[Path] | None,
@@ -156,6 +164,7 @@ def evaluate_cmd(
             store=store,
             runs=run,
             pickers=pickers,
+            include_unfinished=include_unfinished,
             files=file_tables,
             multiplier=multiplier,
             beta=beta,

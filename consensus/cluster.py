@@ -16,7 +16,7 @@ Guarantees (per tomogram, and per particle class unless ``class_agnostic``):
 2. **At most one primary pick per picker** in a consensus pick.
 3. **No chaining**: no two primary members of a consensus pick are farther apart than the
    match distance (complete linkage). Clusters are grown greedily over candidate pairs
-   (KD-tree ``query_pairs``) in order of increasing distance; a pair merges its two clusters
+   (KD-tree ``query_pairs`` over the primaries of step 1) in order of increasing distance; a pair merges its two clusters
    only if the pickers are disjoint and *every* cross pair is within the match distance.
 4. **Order independence**: picks are first sorted by the stable key (tomogram, particle,
    picker, x, y, z, score, id); ties between pair distances are broken by that order, so
@@ -205,40 +205,45 @@ def cluster(
     else:
         thr = options.match_fraction * radius_of[pc]
 
-    # -- candidate pairs per group (tomogram, or tomogram × class) ------------------------
+    # -- 1. duplicates within a picker: non-maximum suppression -------------------------
+    # Done first and without listing same-picker pairs: 10,000 coincident picks of one picker
+    # are 50 million pairs, so pairs are only ever looked for among the kept (primary) picks,
+    # of which one picker has a bounded number within one match distance (they are pairwise
+    # farther apart than it).
     group = t if options.class_agnostic else t.astype(np.int64) * len(p_names) + pc
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    ends = np.r_[starts[1:], n]
+    dup_of = _suppress_duplicates(group, pk, xyz, thr, nscore)
+    primary = dup_of < 0
+
+    # -- candidate pairs between primaries, per group (tomogram, or tomogram × class) -----
+    prim_all = np.flatnonzero(primary)
+    pgroup = group[prim_all]
+    starts = np.flatnonzero(np.r_[True, pgroup[1:] != pgroup[:-1]])
+    ends = np.r_[starts[1:], len(prim_all)]
     pair_i: list[np.ndarray] = []
     pair_j: list[np.ndarray] = []
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
         if b - a < 2:
             continue
-        r = float(thr[a:b].max())
-        found = cKDTree(xyz[a:b]).query_pairs(r * (1 + _SLACK) + _SLACK, output_type="ndarray")
+        index = prim_all[a:b]
+        r = float(thr[index].max())
+        found = cKDTree(xyz[index]).query_pairs(r * (1 + _SLACK) + _SLACK, output_type="ndarray")
         if len(found):
-            pair_i.append(found[:, 0].astype(np.int64) + a)
-            pair_j.append(found[:, 1].astype(np.int64) + a)
+            pair_i.append(index[found[:, 0]])
+            pair_j.append(index[found[:, 1]])
     if pair_i:
         pi = np.concatenate(pair_i)
         pj = np.concatenate(pair_j)
         lo, hi = np.minimum(pi, pj), np.maximum(pi, pj)
         pi, pj = lo, hi
         dist = np.sqrt(((xyz[pi] - xyz[pj]) ** 2).sum(axis=1))
-        keep = dist <= np.maximum(thr[pi], thr[pj])
+        keep = (dist <= np.maximum(thr[pi], thr[pj])) & (pk[pi] != pk[pj])
         pi, pj, dist = pi[keep], pj[keep], dist[keep]
     else:
         pi = pj = np.zeros(0, dtype=np.int64)
         dist = np.zeros(0)
 
-    # -- 1. duplicates within a picker: non-maximum suppression -------------------------
-    same = pk[pi] == pk[pj]
-    dup_of = _suppress_duplicates(n, pi[same], pj[same], nscore)
-    primary = dup_of < 0
-
     # -- 2./3. complete-linkage clusters across pickers ----------------------------------
-    cross = ~same & primary[pi] & primary[pj]
-    ci, cj, cd = pi[cross], pj[cross], dist[cross]
+    ci, cj, cd = pi, pj, dist
     root, n_complex = _link(n, ci, cj, cd, primary, pk)
     root[~primary] = root[dup_of[~primary]]
 
@@ -334,36 +339,85 @@ def cluster(
         "n_picks": n,
         "n_consensus": k,
         "n_duplicates": int((~primary).sum()),
+        # cross-picker pairs of primaries within the match distance (duplicates are found
+        # without listing pairs, so they are not counted here)
         "n_candidate_pairs": len(pi),
         "n_complex_components": n_complex,
     }
     return Clusters(consensus, members, stats)
 
 
-def _suppress_duplicates(n: int, si: np.ndarray, sj: np.ndarray, nscore: np.ndarray) -> np.ndarray:
-    """Non-maximum suppression over same-picker pairs; returns the keeper index or -1.
+def _suppress_duplicates(
+    group: np.ndarray, pk: np.ndarray, xyz: np.ndarray, thr: np.ndarray, nscore: np.ndarray
+) -> np.ndarray:
+    """Non-maximum suppression within each (group, picker); returns the keeper index or -1.
 
-    Only the picks that take part in a same-picker pair are visited (in Python); a pick
-    with no close twin is its own keeper without any work.
+    Picks are visited best score first (ties: canonical order) and a kept pick suppresses
+    every not yet visited pick of its picker and group within ``max(thr)`` of the pair, as
+    before, but without materialising pairs, so memory stays linear:
+
+    * exact duplicates (same group, picker, position and threshold) share every neighbour, so
+      they collapse to their first member, which alone takes part below; the others follow
+      its fate (suppressed by its keeper, or by it when it is kept);
+    * a pick with no other pick of its picker within the largest threshold is its own
+      keeper (one vectorised nearest-neighbour query), no Python work;
+    * each kept pick asks the KD-tree for its ball once; kept picks are pairwise farther
+      apart than the threshold, so a pick lies in the balls of a bounded number of them and
+      the total work is linear in the number of picks.
     """
+    n = len(pk)
     dup_of = np.full(n, -1, dtype=np.int64)
-    if len(si) == 0:
+    if n < 2:
         return dup_of
-    graph = coo_matrix(
-        (np.ones(2 * len(si), dtype=np.int8), (np.r_[si, sj], np.r_[sj, si])), shape=(n, n)
-    ).tocsr()
-    indptr, indices = graph.indptr, graph.indices
-    involved = np.unique(np.r_[si, sj])
-    visit = involved[np.lexsort((involved, -nscore[involved]))]
-    done = np.zeros(n, dtype=bool)
-    for u in visit.tolist():
-        if done[u]:
+    # Exact duplicates: picks are in canonical order (group, picker, x, y, z, score, id), so
+    # the best-scoring member of a run of identical keys is found by a stable sort on -score.
+    key = np.rec.fromarrays(
+        [group.astype(np.int64), pk.astype(np.int64), xyz[:, 0], xyz[:, 1], xyz[:, 2], thr]
+    )
+    _, first_of, inverse = np.unique(key, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    best = np.full(len(first_of), -1, dtype=np.int64)
+    by_score = np.lexsort((np.arange(n), -nscore))  # best first, ties by canonical order
+    best[inverse[by_score[::-1]]] = by_score[::-1]  # the last write per key is its best
+    lead = best[inverse]
+    reps = np.unique(best)  # one representative per exact position
+    # Near duplicates among the representatives, per (group, picker).
+    rg = group[reps].astype(np.int64) * (int(pk.max()) + 1) + pk[reps]
+    order = np.argsort(rg, kind="stable")
+    reps = reps[order]
+    rg = rg[order]
+    starts = np.flatnonzero(np.r_[True, rg[1:] != rg[:-1]])
+    ends = np.r_[starts[1:], len(reps)]
+    rep_keeper = np.full(n, -1, dtype=np.int64)  # for representatives: keeper, or -1 (kept)
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        if b - a < 2:
             continue
-        done[u] = True
-        nb = indices[indptr[u] : indptr[u + 1]]
-        nb = nb[~done[nb]]
-        dup_of[nb] = u
-        done[nb] = True
+        index = reps[a:b]
+        points = xyz[index]
+        r = float(thr[index].max()) * (1 + _SLACK) + _SLACK
+        tree = cKDTree(points)
+        nearest, _ = tree.query(points, k=2, distance_upper_bound=r)
+        involved = np.flatnonzero(np.isfinite(nearest[:, 1]))
+        if len(involved) == 0:
+            continue
+        visit = involved[np.lexsort((index[involved], -nscore[index[involved]]))]
+        done = np.zeros(len(index), dtype=bool)
+        for u in visit.tolist():
+            if done[u]:
+                continue
+            done[u] = True
+            nb = np.asarray(tree.query_ball_point(points[u], r), dtype=np.int64)
+            nb = nb[~done[nb]]
+            if len(nb) == 0:
+                continue
+            d = np.sqrt(((points[nb] - points[u]) ** 2).sum(axis=1))
+            nb = nb[d <= np.maximum(thr[index[u]], thr[index[nb]])]
+            rep_keeper[index[nb]] = index[u]
+            done[nb] = True
+    # Every pick: its exact-duplicate lead's keeper; the lead itself if the lead was kept
+    # (then the other members are its duplicates).
+    keeper = rep_keeper[lead]
+    dup_of = np.where(keeper >= 0, keeper, np.where(lead == np.arange(n), -1, lead))
     return dup_of
 
 

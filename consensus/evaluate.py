@@ -109,16 +109,28 @@ def store_pickers(store) -> dict[str, pd.DataFrame]:
     }
 
 
-def consensus_runs(store, run_ids: Sequence[int] | None = None) -> list[int]:
-    """Run ids with consensus picks (all, or the given ones, which must exist)."""
+def consensus_runs(
+    store, run_ids: Sequence[int] | None = None, *, include_unfinished: bool = False
+) -> list[int]:
+    """Run ids with consensus picks (all, or the given ones, which must exist). By default
+    only finished runs (status ``ok``): a run killed or failed after storing its consensus
+    rows holds half-decided picks (a CNN run killed in training still has its vote scores).
+    Runs named in ``run_ids`` are scored whatever their status (that is asking for them;
+    an unfinished one is labelled with its status)."""
+    store.mark_stale()
     present = [
         int(r[0])
         for r in store.db.execute(
-            "SELECT DISTINCT run_id FROM consensus ORDER BY run_id"
+            "SELECT DISTINCT c.run_id FROM consensus c JOIN runs r ON r.id = c.run_id "
+            + ("" if include_unfinished else "WHERE r.status = 'ok' ")
+            + "ORDER BY c.run_id"
         ).fetchall()
     ]
     if not run_ids:
         return present
+    present = [
+        int(r[0]) for r in store.db.execute("SELECT DISTINCT run_id FROM consensus ORDER BY run_id")
+    ]
     for run_id in run_ids:
         store.get_run(run_id)
         if run_id not in present:
@@ -152,8 +164,10 @@ def evaluate(
     beta: float = metric.DEFAULT_BETA,
     radii: Mapping[str, float] | None = None,
     weights: Mapping[str, float] | None = None,
+    include_unfinished: bool = False,
 ) -> list[Evaluated]:
-    """Score every requested source against ``truth`` (a canonical table)."""
+    """Score every requested source against ``truth`` (a canonical table); consensus runs
+    that did not finish (failed, stale, running) only when named or ``include_unfinished``."""
     kwargs = {"multiplier": multiplier, "beta": beta, "radii": radii, "weights": weights}
     results: list[Evaluated] = []
     if store is not None:
@@ -162,12 +176,15 @@ def evaluate(
                 results.append(
                     Evaluated(label, "picker", picks, metric.score(truth, picks, **kwargs))
                 )
-        for run_id in consensus_runs(store, runs):
+        for run_id in consensus_runs(store, runs, include_unfinished=include_unfinished):
             candidates = consensus_picks(store, run_id)
             accepted = candidates[candidates["accepted"]].reset_index(drop=True)
+            status = store.run_status(run_id)
+            # an unfinished run is never shown under a finished run's name
+            unfinished = "" if status == "ok" else f" ({status or 'no status'}, unfinished)"
             results.append(
                 Evaluated(
-                    f"consensus run {run_id}",
+                    f"consensus run {run_id}{unfinished}",
                     "consensus",
                     accepted,
                     metric.score(truth, accepted, **kwargs),
@@ -176,7 +193,7 @@ def evaluate(
             )
             results.append(
                 Evaluated(
-                    f"run {run_id} all candidates",
+                    f"run {run_id} all candidates{unfinished}",
                     "consensus-candidates",
                     candidates,
                     metric.score(truth, candidates, **kwargs),

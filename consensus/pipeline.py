@@ -294,6 +294,14 @@ def aggregate(
         weights=weights_map,
     ).check()
     writers = resolve_formats(formats, registry)
+    from picks.core.export import remove_unfinished_outputs
+
+    cleaned = remove_unfinished_outputs(store, out)
+    if cleaned:
+        warnings.append(
+            f"removed {len(cleaned)} file(s) under {out} left by an unfinished run "
+            f"(e.g. {cleaned[0]})"
+        )
     _check_outputs(out, writers, force)
 
     specs = [parse_input(v) for v in inputs]
@@ -963,7 +971,14 @@ def _write_outputs(
 
     Voxel formats take each tomogram's registered voxel size; with no tomogram registered,
     ``voxel_size`` (the run's ``--voxel-size``)."""
-    from picks.core.export import planned_files, safe_name, write_picks
+    from picks.core.export import (
+        PlannedFile,
+        check_plan,
+        plan_files,
+        planned_files,
+        safe_name,
+        write_picks,
+    )
     from picks.plugins.adapter import WriteContext
 
     accepted = final[final["accepted"].astype(bool)].sort_values("id", kind="stable")
@@ -982,8 +997,14 @@ def _write_outputs(
                 base.with_name(base.name + adapter.extension) if adapter.layout == "file" else base
             )
             jobs.append((name, adapter, target, subset, cls))
+    # Every file (companions included) is planned before the first is written: two classes
+    # whose file-safe names agree are an error now, not a half-written or overwritten set.
+    plan = [PlannedFile(out / f, "aggregate", (f,)) for f in (SUMMARY_FILE, CANDIDATES_FILE)]
+    for name, adapter, target, subset, cls in jobs:
+        if not subset.empty:
+            plan += plan_files(subset, adapter, target, name, (cls,), {})[1]
+    check_plan(plan)
     rows: list[dict] = []
-    export_rows: list[tuple] = []
     with progress("write", total=len(jobs)) as advance:
         for name, adapter, target, subset, cls in jobs:
             if subset.empty:
@@ -997,7 +1018,8 @@ def _write_outputs(
                 if not path.is_file():
                     continue
                 held = groups[path] if path in groups else _directory_rows(subset, path)
-                export_rows.append(_export_row(run_id, path, name, held["consensus_id"]))
+                # recorded as soon as written: a killed run's files are known (and removed later)
+                _record_exports(store, [_export_row(run_id, path, name, held["consensus_id"])])
                 rows.append(
                     {
                         "format": name,
@@ -1007,7 +1029,6 @@ def _write_outputs(
                     }
                 )
             advance(1)
-    _record_exports(store, export_rows)
     return rows
 
 

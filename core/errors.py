@@ -79,3 +79,12 @@ class NotFound(PicksError):
 
 class SchemaTooNew(PicksError):
     """The database was written by a newer picks with migrations this one does not know."""
+
+
+class StoreBusy(PicksError):
+    """Another picks command held the store's write lock for longer than we wait."""
+
+    hint = (
+        "Wait for the other picks command to finish, or raise $PICKS_BUSY_TIMEOUT (seconds); "
+        "'picks runs' lists what is running."
+    )

@@ -8,16 +8,23 @@ and all targets are checked before the first one is written.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from picks.core.errors import PicksError
 from picks.plugins.adapter import Adapter, WriteContext
+
+if TYPE_CHECKING:
+    from picks.core.store import Store
 
 
 @contextlib.contextmanager
@@ -49,8 +56,85 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import (os.umask can only be read by setting it)
 
 
+# Longest file-name part made from a class or tomogram name: with a format folder's suffixes
+# (``_tomograms.star``) it stays well under the 255 bytes file systems allow.
+MAX_NAME = 120
+TEMP_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path leaves when killed
+
+
 def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(text)) or "unnamed"
+    """A class or tomogram name as a file-name part: characters outside ``[A-Za-z0-9._+-]``
+    become ``_``, a leading ``.`` becomes ``_`` (no hidden files, nothing that looks like
+    our temporary files), and a name longer than :data:`MAX_NAME` is cut and ends with 12 hex
+    digits of its SHA-1 (so two long names stay apart). ``.`` and ``..`` are refused: they
+    name folders. Different names can give the same part (``x y``, ``x/y``):
+    :func:`plan_outputs` refuses such collisions before anything is written."""
+    raw = str(text)
+    if raw in (".", ".."):
+        raise PicksError(
+            f"{raw!r} cannot name an output file (it names a folder)",
+            hint="Rename the class or tomogram (--particle, --tomogram).",
+        )
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", raw) or "unnamed"
+    if name.startswith("."):
+        name = "_" + name[1:]
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        name = f"{name[: MAX_NAME - 13]}-{digest}"
+    return name
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file an export will write: its path, the format, what it holds (``key``: the
+    class, ``tomogram`` for per-tomogram layouts) and whether it is a writer's companion."""
+
+    path: Path
+    format: str
+    key: tuple[str, ...]
+    companion: bool = False
+
+
+def check_plan(planned: Sequence[PlannedFile]) -> list[PlannedFile]:
+    """Refuse two outputs on one path (also when the paths differ only in case, which is one
+    file on macOS and Windows): a later file would replace an earlier one and the store
+    would record both for one path. Returns ``planned``."""
+    seen: dict[str, PlannedFile] = {}
+    for item in planned:
+        folded = os.path.normcase(str(item.path)).casefold()
+        other = seen.get(folded)
+        if other is not None:
+
+            def what(p: PlannedFile) -> str:
+                role = "companion of " if p.companion else ""
+                return f"{p.format} {role}{'/'.join(map(repr, p.key))}"
+
+            raise PicksError(
+                f"two outputs would be written to one file {item.path}: {what(other)} and "
+                f"{what(item)} (names are made file-safe: characters outside A-Za-z0-9._+- "
+                "become '_')",
+                hint="Rename one of the classes or tomograms (e.g. --particle, "
+                "--input-option LABEL:particle=NAME) so their file names differ.",
+            )
+        seen[folded] = item
+    return list(planned)
+
+
+def plan_files(
+    picks: pd.DataFrame, adapter: Adapter, out: Path, fmt: str, key: tuple[str, ...], options: dict
+) -> tuple[dict[Path, pd.DataFrame], list[PlannedFile]]:
+    """:func:`planned_files` with the companions each file brings, as :class:`PlannedFile`."""
+    files = planned_files(picks, adapter, out) if adapter.layout != "directory" else {}
+    planned = []
+    for path, group in files.items():
+        sub = key
+        if adapter.layout != "file" and len(group):
+            sub = (*key, str(group["tomogram"].iloc[0]))
+            if adapter.layout == "per_tomogram_particle":
+                sub = (*sub, str(group["particle"].iloc[0]))
+        planned.append(PlannedFile(path, fmt, sub))
+        planned.extend(PlannedFile(c, fmt, sub, True) for c in adapter.companions(path, options))
+    return files, planned
 
 
 def planned_files(picks: pd.DataFrame, adapter: Adapter, out: Path) -> dict[Path, pd.DataFrame]:
@@ -89,7 +173,8 @@ def write_picks(
         adapter.write(picks, out, ctx)
         written = ctx.options.get("written", [out])
         return [Path(p) for p in written]
-    files = planned_files(picks, adapter, out)
+    files, planned = plan_files(picks, adapter, out, adapter.name, (), ctx.options)
+    check_plan(planned)
     clashes = [str(p) for p in files if p.exists()]
     if clashes and not force:
         raise PicksError(
@@ -103,3 +188,49 @@ def write_picks(
             ctx.options["target"] = path
             adapter.write(group.reset_index(drop=True), tmp, ctx)
     return list(files)
+
+
+def remove_unfinished_outputs(store: Store, out: Path) -> list[str]:
+    """What an unfinished (failed or stale) run left under ``out``: picks' own temporary
+    files (``.<name>.<random>.tmp``, from a write that was killed) and the finished files it
+    recorded in ``exports``, while unchanged since (same sha256). Removed, so a plain re-run
+    is not blocked by them and a ``--force`` run does not keep them. Nothing else is touched,
+    and nothing while another run that writes to ``out`` is alive."""
+    from picks.core.importing import sha256_file
+
+    if not out.is_dir():
+        return []
+    store.mark_stale()
+    root = out.resolve()
+    for run in store.db.execute(
+        "SELECT id, params FROM runs WHERE status = 'running' AND command = 'aggregate'"
+    ).fetchall():
+        try:
+            other = Path(json.loads(run[1] or "{}").get("out") or "")
+        except ValueError:
+            continue
+        if str(other) and other.resolve() == root:
+            raise PicksError(
+                f"run {run[0]} (still running) writes to {out}",
+                hint="Wait for it to finish, or use another --out.",
+            )
+    removed = [str(p) for p in sorted(out.rglob(".*.tmp")) if TEMP_PATTERN.match(p.name)]
+    prefix = str(root) + os.sep
+    latest: dict[str, tuple[str, str]] = {}
+    for path, sha256, status in store.db.execute(
+        "SELECT e.path, e.sha256, r.status FROM exports e JOIN runs r ON r.id = e.run_id "
+        "ORDER BY e.id"
+    ).fetchall():
+        if path.startswith(prefix):
+            latest[path] = (sha256, status)  # the last run that wrote the file owns it
+    for path, (sha256, status) in sorted(latest.items()):
+        file = Path(path)
+        if status in ("failed", "stale") and file.is_file() and sha256_file(file) == sha256:
+            removed.append(path)
+    for path in removed:
+        Path(path).unlink(missing_ok=True)
+        folder = Path(path).parent  # folders emptied by this (per-class, per-format) go too
+        while folder.resolve() != root and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    return removed

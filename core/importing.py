@@ -35,7 +35,7 @@ from picks.core.particles import canonical_name
 from picks.core.store import Store
 from picks.core.tomograms import TomogramSet
 from picks.plugins.adapter import Adapter, ReadContext
-from picks.plugins.manager import AdapterRegistry
+from picks.plugins.manager import AdapterRegistry, safe_sniff
 
 # Picks up to this many reference voxels outside the volume are tolerated (picker rounding).
 EXTENT_TOLERANCE_VOXELS = 1.0
@@ -261,7 +261,7 @@ def expand_inputs(
     entries = [registry.entry(adapter)] if adapter != "auto" else list(registry)
 
     def claimed(p: Path) -> bool:
-        return any(e.matches(p) and e.load().sniff(p) > 0 for e in entries)
+        return any(e.matches(p) and safe_sniff(e.load(), p) > 0 for e in entries)
 
     def in_folder(folder: Path) -> list[Path]:
         return sorted(
@@ -311,9 +311,18 @@ def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
         canonical.validate(frame)
     except PicksError:
         raise
-    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as exc:
+    except MemoryError:
         raise InputFormatError(
-            ctx.path, f"cannot read as {adapter.name} ({type(exc).__name__}: {exc})"
+            ctx.path, f"cannot read as {adapter.name}: the file needs more memory than there is"
+        ) from None
+    except Exception as exc:
+        # Readers name the line for every problem they know of; anything else a malformed
+        # file provokes (csv.Error, OverflowError, RecursionError, struct.error...) is still
+        # a bad input, never a traceback (--debug shows it).
+        text = str(exc)
+        text = text if len(text) <= 200 else text[:197] + "..."
+        raise InputFormatError(
+            ctx.path, f"cannot read as {adapter.name} ({type(exc).__name__}: {text})"
         ) from exc
     unused = ctx.options.unused()  # ReadContext always tracks its options
     if unused:
@@ -408,17 +417,9 @@ def import_file(
     identity = source_identity(
         digest, frame["tomogram"].unique(), role=role, content=canonical.content_digest(frame)
     )
-    existing = store.find_source(digest, identity)
-    if existing is not None:
-        return ImportResult(
-            path,
-            existing["id"],
-            existing["adapter"],
-            existing["picker"],
-            existing["n_picks"],
-            skipped=True,
-            from_name=from_name,
-        )
+    skipped = _skipped(path, store.find_source(digest, identity), from_name)
+    if skipped is not None:
+        return skipped
     label = picker or default_picker_label(chosen)
     meta = {
         "path": str(path.resolve()),
@@ -439,7 +440,12 @@ def import_file(
         "run_id": run_id,
         "identity": identity,
     }
-    source_id = store.add_source(meta, frame)
+    # Checked again inside the write transaction: another command may have imported the
+    # same file since the check above (which only spares the work of a second insert).
+    skipped = _skipped(path, store.find_or_add_source(meta, frame), from_name)
+    if skipped is not None:
+        return skipped
+    source_id = int(meta["id"])
     log.debug("%s: %d picks as source %d (%s, %s)", path, len(frame), source_id, chosen.name, label)
     return ImportResult(
         path,
@@ -466,6 +472,22 @@ def check_named(frame: pd.DataFrame, from_name: dict[str, str], ctx: ReadContext
                 f"the file names its own class(es) {', '.join(own)}, kept over class {wanted} "
                 f"from its name ({NAME_OPTION}= only fills picks without a class)"
             )
+
+
+def _skipped(
+    path: Path, existing: dict | None, from_name: dict | None = None
+) -> ImportResult | None:
+    if existing is None:
+        return None
+    return ImportResult(
+        path,
+        existing["id"],
+        existing["adapter"],
+        existing["picker"],
+        existing["n_picks"],
+        skipped=True,
+        from_name=from_name or {},
+    )
 
 
 def default_picker_label(adapter: Adapter) -> str:

@@ -31,7 +31,7 @@ def m001_initial(db: Database) -> None:
             "seed": int,
             "started_at": str,
             "ended_at": str,
-            "status": str,  # running | ok | failed
+            "status": str,  # running | ok | failed | stale (m007)
             "message": str,
         },
         pk="id",
@@ -313,6 +313,19 @@ def m006_decisions_as_data(db: Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
     )
     db["class_decisions"].create_index(["run_id"])
+
+
+@migrations(name="m007_run_liveness")
+def m007_run_liveness(db: Database) -> None:
+    """Who runs a run, so a run whose process died (kill -9, power loss) is not ``running``
+    forever: ``pid`` and ``host`` of the process, ``process_start`` (the kernel's start time
+    of that pid, so a reused pid is not taken for the run's) and ``heartbeat_at`` (updated
+    with every write of the run's process). Status gains ``stale``: marked by
+    :meth:`picks.core.store.Store.mark_stale`. Independent of m006."""
+    columns = {c.name for c in db["runs"].columns}
+    for name, kind in (("pid", int), ("host", str), ("process_start", str), ("heartbeat_at", str)):
+        if name not in columns:
+            db["runs"].add_column(name, kind)
 
 
 def migrate(db: Database) -> None:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import random
+import socket
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +25,20 @@ import pandas as pd
 from sqlite_utils import Database
 
 from picks.core import picks as canonical
-from picks.core.errors import NotFound
+from picks.core.errors import NotFound, StoreBusy
 from picks.core.migrations import migrate, source_identity
 from picks.core.tomograms import Tomogram, TomogramSet
 
 DEFAULT_DB = "picks.db"
+# How long a command waits for another one's write lock before "store busy" (seconds): SQLite's
+# own busy handler waits that long for every statement (sqlite3's default, 5 s, made small
+# imports die during a large one), and busy_retry retries with backoff until the same deadline
+# where SQLite returns BUSY at once (a read snapshot that went stale).
+DEFAULT_BUSY_TIMEOUT_S = 300.0
+# A run of another host is taken as dead when its process has not written for this long (a
+# run of this host is checked directly: its pid). Long enough for any one stage of a run.
+DEFAULT_STALE_AFTER_S = 24 * 3600.0
+FINISHED = "ok"  # the only status whose results count as a finished run's
 
 PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
 
@@ -37,20 +51,114 @@ def default_path() -> Path:
     return Path(os.environ.get("PICKS_DB", DEFAULT_DB))
 
 
+def busy_timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get("PICKS_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT_S)))
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT_S
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked" / "database is busy" (another connection writes)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def busy_retry(action, *, retry_on=is_busy):
+    """Run ``action()``; while it fails because another command holds the store, retry with
+    exponential backoff (and jitter, so waiting commands do not retry in lockstep) until
+    :func:`busy_timeout`, then raise :class:`StoreBusy`. ``action`` must be atomic (one
+    transaction), so a retry never repeats half of it."""
+    deadline = time.monotonic() + busy_timeout()
+    delay = 0.02
+    while True:
+        try:
+            return action()
+        except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:
+            if not retry_on(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise StoreBusy(
+                    f"store busy: another picks command holds it ({exc}; waited "
+                    f"{busy_timeout():g} s)"
+                ) from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+
+def _has_pending(db: Database) -> bool:
+    from picks.core.migrations import migrations
+
+    return bool(migrations.pending(db))
+
+
+def _migration_race(exc: BaseException) -> bool:
+    """Busy, or another command created the same table first (then the retry sees it)."""
+    return is_busy(exc) or "already exists" in str(exc) or isinstance(exc, sqlite3.IntegrityError)
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (Linux ``/proc``), or None when unknown: with
+    the pid it identifies a process, since pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields after its last ")"
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def process_alive(pid: int, started: str | None) -> bool:
+    """Whether process ``pid`` runs on this host and is the one that started at ``started``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:  # reaped meanwhile; or no /proc (not Linux): trust the pid
+        return not Path("/proc").is_dir()
+    if fields[0] in ("Z", "X"):  # a zombie: dead, not yet reaped by its parent
+        return False
+    return started is None or fields[19] == started
+
+
+def stale_after() -> float:
+    try:
+        return float(os.environ.get("PICKS_STALE_AFTER", DEFAULT_STALE_AFTER_S))
+    except ValueError:
+        return DEFAULT_STALE_AFTER_S
+
+
 class Store:
     """The provenance database. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: str | Path | None = None, *, memory: bool = False) -> None:
+        self._live_runs: set[int] = set()  # runs this Store started and has not finished
         if memory:
             self.db = Database(memory=True)
             self.path = None
         else:
             self.path = Path(path) if path else default_path()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = Database(self.path)
-            self.db.enable_wal()
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout())
+            self.db = Database(conn)
+            busy_retry(self.db.enable_wal)
         self.db.execute("PRAGMA foreign_keys = ON")
-        migrate(self.db)
+        busy_retry(self._migrate, retry_on=_migration_race)
+        if self.path is not None:
+            self.mark_stale()
+
+    def _migrate(self) -> None:
+        """Apply pending migrations under the write lock: two commands opening a new store
+        at once must not both create its tables."""
+        if not self.db.conn.in_transaction and _has_pending(self.db):
+            with self.transaction():
+                migrate(self.db)
+        else:
+            migrate(self.db)
 
     def __enter__(self) -> Store:
         return self
@@ -63,15 +171,23 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Database]:
-        """All writes inside commit together or not at all."""
+        """All writes inside commit together or not at all. The write lock is taken first
+        (BEGIN IMMEDIATE, retried while another command holds it: :func:`busy_retry`)."""
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        busy_retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield self.db
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         else:
+            if self._live_runs:
+                # every write of a run's process is a sign of life (see mark_stale)
+                conn.execute(
+                    f"UPDATE runs SET heartbeat_at = ? WHERE id IN "
+                    f"({','.join('?' * len(self._live_runs))})",
+                    [now(), *sorted(self._live_runs)],
+                )
             conn.execute("COMMIT")
 
     # -- tomograms ---------------------------------------------------------------------------
@@ -102,17 +218,64 @@ class Store:
                     "seed": seed,
                     "started_at": now(),
                     "status": "running",
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "process_start": process_start(os.getpid()),
+                    "heartbeat_at": now(),
                 }
             )
-        return int(table.last_pk)
+        run_id = int(table.last_pk)
+        self._live_runs.add(run_id)
+        return run_id
 
     def finish_run(
         self, run_id: int, status: str = "ok", message: str = "", **updates: Any
     ) -> None:
+        self._live_runs.discard(run_id)
         with self.transaction():
             self.db["runs"].update(
                 run_id, {"ended_at": now(), "status": status, "message": message, **updates}
             )
+
+    def mark_stale(self) -> list[int]:
+        """Mark ``running`` runs whose process is gone as ``stale`` (killed, crashed, power
+        lost: nothing could record the end); returns their ids. A run of this host is gone
+        when its pid is not alive (or is another process now); a run of another host, or
+        from before m007, when it has not written for ``$PICKS_STALE_AFTER`` seconds."""
+        host = socket.gethostname()
+        limit = stale_after()
+        stale: list[tuple[int, str]] = []
+        rows = self.db.execute(
+            "SELECT id, pid, host, process_start, heartbeat_at, started_at FROM runs "
+            "WHERE status = 'running'"
+        ).fetchall()
+        for run_id, pid, run_host, started, beat, started_at in rows:
+            if run_id in self._live_runs:
+                continue
+            if pid is not None and run_host == host:
+                if not process_alive(int(pid), started):
+                    stale.append((run_id, f"process {pid} on {host} ended without finishing"))
+                continue
+            last = beat or started_at
+            try:
+                age = (datetime.now(UTC) - datetime.fromisoformat(last)).total_seconds()
+            except (TypeError, ValueError):
+                age = math.inf
+            if age > limit:
+                where = f"process {pid} on {run_host}" if pid is not None else "its process"
+                stale.append((run_id, f"{where} has not written for {age / 3600:.1f} h"))
+        if stale:
+            with self.transaction():
+                for run_id, why in stale:
+                    self.db.conn.execute(
+                        "UPDATE runs SET status = 'stale', ended_at = ?, message = ? "
+                        "WHERE id = ? AND status = 'running'",
+                        [now(), f"stale: {why} (killed?); its results are incomplete", run_id],
+                    )
+        return [run_id for run_id, _ in stale]
+
+    def run_status(self, run_id: int) -> str:
+        return str(self.get_run(run_id).get("status") or "")
 
     @contextlib.contextmanager
     def run(
@@ -128,6 +291,7 @@ class Store:
         self.finish_run(run_id, "ok")
 
     def runs(self) -> list[dict]:
+        self.mark_stale()
         return list(self.db["runs"].rows_where(order_by="id"))
 
     def get_run(self, run_id: int) -> dict:
@@ -152,8 +316,21 @@ class Store:
             source_id = self._insert_source(meta, picks)
         return source_id
 
+    def find_or_add_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> dict | None:
+        """Add a source unless one with the same ``identity`` is stored, in one transaction,
+        so two commands importing the same file at once store it once (the second finds the
+        first's). Returns the existing source's row, or ``None`` when this one was added (its
+        id is then ``meta["id"]``, set here)."""
+        canonical.validate(picks)
+        with self.transaction():
+            existing = self.find_source(meta["sha256"], meta.get("identity"))
+            if existing is not None:
+                return existing
+            meta["id"] = self._insert_source(meta, picks)
+        return None
+
     def _insert_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> int:
-        row = dict(meta)
+        row = {k: v for k, v in meta.items() if k != "id"}
         for key in ("options", "warnings"):
             if not isinstance(row.get(key), str | type(None)):
                 row[key] = json.dumps(row[key], sort_keys=True, default=str)

@@ -339,6 +339,11 @@ class Adapter:
         """
         raise NotImplementedError
 
+    def companions(self, target: Path, options: dict) -> list[Path]:
+        """Files :meth:`write` adds next to ``target`` (RELION 5's ``<name>_tomograms.star``,
+        Dynamo's ``.doc``), so output planning can keep other outputs off their names."""
+        return []
+
     @property
     def can_write(self) -> bool:
         return type(self).write is not Adapter.write
@@ -353,4 +358,5 @@ def head(path: Path, size: int = 8192) -> str:
         return ""
     if b"\x00" in data:
         return ""
-    return data.decode("utf-8", errors="replace")
+    # without a UTF-8 byte order mark, as read_text gives the file to readers
+    return data.decode("utf-8", errors="replace").removeprefix("\ufeff")

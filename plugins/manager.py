@@ -226,7 +226,7 @@ class AdapterRegistry:
         candidates = [e for e in self if e.matches(path)]
         scored = []
         for entry in candidates:
-            certainty = float(entry.load().sniff(path))
+            certainty = safe_sniff(entry.load(), path)
             if certainty > 0:
                 scored.append((certainty, entry.name))
         if not scored:
@@ -245,6 +245,15 @@ class AdapterRegistry:
                 hint="Choose one with --adapter NAME.",
             )
         return self.get(scored[0][1])
+
+
+def safe_sniff(adapter: Adapter, path: Path) -> float:
+    """``adapter.sniff(path)``, 0 when the sniffer fails: a malformed file is then reported
+    by the reader chosen (with its line) or as recognised by none, never as a traceback."""
+    try:
+        return float(adapter.sniff(path))
+    except Exception:
+        return 0.0
 
 
 def get_registry(*, load_entrypoints: bool = True, local: bool = True) -> AdapterRegistry:
