@@ -85,6 +85,7 @@ def simulate_pickers_cmd(
         typer.Option(
             "--tomograms",
             "--tomogram",
+            metavar="[NAME=]PATH",
             help="[NAME=]PATH: an MRC tomogram or a folder of them (repeatable). The name "
             "defaults to the file stem; picker files name the tomogram by it.",
         ),
