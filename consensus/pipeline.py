@@ -256,6 +256,7 @@ def aggregate(
     cnn_options: Mapping[str, Any] | None = None,
     beta: float = 4.0,
     picker_scores: bool = False,
+    temperature: float | None = None,
     force: bool = False,
     progress: Progress | None = None,
     registry=None,
@@ -343,10 +344,11 @@ def aggregate(
     have_volumes = bool(volumes) or any(
         t.path and t.shape and Path(t.path).exists() for t in store.tomograms()
     )
-    resolved_method = _resolve_method(method, have_volumes, warnings)
-    if resolved_method == "vote" and cnn_options:
+    resolved_method = _resolve_method(method, have_volumes, warnings, cnn_asked=bool(cnn_options))
+    if resolved_method != "cnn" and cnn_options:
+        how = "voting" if resolved_method == "vote" else "the latent-class model"
         warnings.append(
-            f"CNN options ({', '.join(sorted(cnn_options))}) ignored: this run decides by voting"
+            f"CNN options ({', '.join(sorted(cnn_options))}) ignored: this run decides by {how}"
             + ("" if have_volumes else " (no --tomograms)")
         )
 
@@ -381,6 +383,7 @@ def aggregate(
     if resolved_method == "latent":
         params["beta"] = float(beta)
         params["picker_scores"] = bool(picker_scores)
+        params["temperature"] = temperature
     with store.run("aggregate", params, method=resolved_method, seed=seed) as run_id:
         # -- import -------------------------------------------------------------------
         imported = _import_inputs(
@@ -464,6 +467,7 @@ def aggregate(
                     class_agnostic=class_agnostic,
                     picker_scores=picker_scores,
                     seed=seed,
+                    **({} if temperature is None else {"temperature": temperature}),
                 )
                 advance(1)
             votes = latent.votes
@@ -498,26 +502,19 @@ def aggregate(
             from picks.consensus.rescore import rescore_run
 
             cnn_catalog = catalog.with_radii({k: v for k, v in radius_map.items() if k is not None})
-            try:
-                cnn_result = rescore_run(
-                    store,
-                    run_id,
-                    tomograms=store.tomograms(),
-                    catalog=cnn_catalog,
-                    seed=seed,
-                    models_dir=out / "models",
-                    progress=progress,
-                    **dict(cnn_options or {}),
-                )
-            except PicksError as exc:
-                if method != "auto" or cnn_options:
-                    raise  # a CNN asked for (--method cnn, --model, --device ...) must not fall back
-                # "auto" means the best method that works here: keep the vote, say why.
-                warnings.append(f"CNN rescoring failed ({exc}); the voting decisions stand")
-                resolved_method = "vote"
-                store.db["runs"].update(run_id, {"method": "vote"})
-            else:
-                warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
+            # A CNN run is always asked for (--method cnn, or auto with CNN options): it
+            # never falls back to another method silently; its errors stop the run.
+            cnn_result = rescore_run(
+                store,
+                run_id,
+                tomograms=store.tomograms(),
+                catalog=cnn_catalog,
+                seed=seed,
+                models_dir=out / "models",
+                progress=progress,
+                **dict(cnn_options or {}),
+            )
+            warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
 
         # -- outputs ----------------------------------------------------------------------
         final = store.consensus(run_id)
@@ -718,21 +715,25 @@ def _jsonable(value: Any) -> bool:
     return True
 
 
-def _resolve_method(method: str, have_tomograms: bool, warnings: list[str]) -> str:
-    if method == "latent":
-        return "latent"
-    if method == "vote" or (method == "auto" and not have_tomograms):
-        return "vote"
+def _resolve_method(
+    method: str, have_tomograms: bool, warnings: list[str], cnn_asked: bool = False
+) -> str:
+    """``auto`` is the latent-class decision, with or without tomograms (docs/accuracy.md:
+    it beat accepting every candidate on every measured world; the CNN did not). Options
+    that only the CNN reads (a model, epochs, a device, ...) ask for the CNN."""
+    if method == "auto":
+        if not (cnn_asked and have_tomograms):
+            return "latent"
+        method = "cnn"
+    if method in ("latent", "vote"):
+        return method
     try:
         from picks.consensus.rescore import rescore_run  # noqa: F401
     except ImportError as exc:
-        if method == "cnn":
-            raise PicksError(
-                f"the CNN method is not available ({exc})", hint="Use --method vote."
-            ) from None
-        warnings.append(f"CNN rescoring is not available ({exc}); voting instead")
-        return "vote"
-    if method == "cnn" and not have_tomograms:
+        raise PicksError(
+            f"the CNN method is not available ({exc})", hint="Use --method latent."
+        ) from None
+    if not have_tomograms:
         raise PicksError("--method cnn needs the tomograms", hint="Give --tomograms PATH.")
     return "cnn"
 

@@ -86,7 +86,18 @@ def read_outputs(out: Path) -> dict[str, pd.DataFrame]:
 
 def test_aggregate_cli_end_to_end(tmp_path: Path, inputs: dict[str, Path]):
     db, out = tmp_path / "picks.db", tmp_path / "out"
-    result = invoke("aggregate", *labelled(inputs), "--out", out, "--format", "csv", "--db", db)
+    result = invoke(
+        "aggregate",
+        *labelled(inputs),
+        "--method",
+        "vote",
+        "--out",
+        out,
+        "--format",
+        "csv",
+        "--db",
+        db,
+    )
     assert result.exit_code == 0, result.output
     assert "in:a" in result.output and "in:c" in result.output and "accepted" in result.output
     outputs = read_outputs(out)
@@ -147,6 +158,8 @@ def test_aggregate_cli_end_to_end(tmp_path: Path, inputs: dict[str, Path]):
         invoke(
             "aggregate",
             *labelled(inputs),
+            "--method",
+            "vote",
             "--out",
             out,
             "--format",
@@ -201,11 +214,17 @@ def test_same_inputs_in_any_order_give_identical_outputs(tmp_path: Path, inputs:
 
 def test_rerun_reuses_sources_and_refuses_to_overwrite(tmp_path: Path, inputs: dict[str, Path]):
     store = Store(tmp_path / "picks.db")
-    first = aggregate(store, labelled(inputs), out=tmp_path / "out", formats=["csv"])
+    first = aggregate(store, labelled(inputs), out=tmp_path / "out", formats=["csv"], method="vote")
     with pytest.raises(PicksError, match="exist"):
         aggregate(store, labelled(inputs), out=tmp_path / "out", formats=["csv"])
     second = aggregate(
-        store, labelled(inputs), out=tmp_path / "out", formats=["csv"], force=True, min_support=3
+        store,
+        labelled(inputs),
+        out=tmp_path / "out",
+        formats=["csv"],
+        force=True,
+        min_support=3,
+        method="vote",
     )
     assert store.count("sources") == 3  # same sha256: nothing imported again
     assert second.run_id > first.run_id and second.consensus_ids[0] > first.consensus_ids[1]
@@ -230,6 +249,8 @@ def test_trusted_references(tmp_path: Path, inputs: dict[str, Path]):
     result = invoke(
         "aggregate",
         *labelled(inputs),
+        "--method",
+        "vote",
         "--out",
         tmp_path / "out",
         "--format",
@@ -450,7 +471,7 @@ def test_directory_rows_take_the_longest_class_suffix():
     assert list(_directory_rows(frame, path)["particle"]) == ["ferritin"]
 
 
-def test_cnn_failure_falls_back_to_voting_only_when_nothing_cnn_was_asked(
+def test_a_cnn_failure_is_an_error_and_auto_without_cnn_options_never_runs_it(
     tmp_path: Path, inputs: dict[str, Path], monkeypatch
 ):
     from picks.consensus import rescore
@@ -465,11 +486,9 @@ def test_cnn_failure_falls_back_to_voting_only_when_nothing_cnn_was_asked(
     write_tomogram(tomos / "TS_2.mrc", (60, 300, 300))
     common = [*labelled(inputs), "--tomograms", tomos, "--format", "csv", "--json"]
     plain = invoke("aggregate", *common, "--db", tmp_path / "a.db", "--out", tmp_path / "o1")
-    assert plain.exit_code == 0, plain.output  # --method auto, no CNN option: the vote stands
+    assert plain.exit_code == 0, plain.output  # --method auto, no CNN option: latent, no CNN
     report = json.loads(plain.stdout)
-    assert report["method"] == "vote" and any(
-        "voting decisions stand" in w for w in report["warnings"]
-    )
+    assert report["method"] == "latent" and not any("CNN" in w for w in report["warnings"])
     asked = runner.invoke(
         get_app(),
         [str(a) for a in ("aggregate", *common, "--device", "gpu", "--db", tmp_path / "b.db")]

@@ -87,5 +87,6 @@ def test_method_plan(bench):
     assert [k for k in plan if k.startswith("vote-")] == ["vote-2", "vote-3", "vote-4", "vote-5"]
     assert plan["union"]["min_support"] == 1 and plan["union"]["method"] == "vote"
     assert "not known" in plan["latent-xyz"]["skip"]
-    assert plan["auto-nt"]["resolves_to"] == "vote" and "skip" not in plan["auto-nt"]
+    assert plan["auto-nt"]["resolves_to"] == "latent" and "skip" not in plan["auto-nt"]
+    assert plan["auto"]["resolves_to"] == "latent" and "skip" not in plan["auto"]
     assert plan["cnn"].get("skip") == "--skip-cnn"

@@ -806,6 +806,7 @@ def test_cnn_consensus_beats_best_picker_and_voting_on_simulated_data(tmp_path) 
             out=tmp_path / "out",
             tomograms=[sim.out / "tomograms"],
             formats=["czii-csv"],
+            method="cnn",
             seed=0,
         )
         assert result.method == "cnn"

@@ -271,13 +271,6 @@ def polnet_world(polnet_or_skip: Path, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the default decision without tomograms (vote: all pickers of a class but one) "
-    "keeps far fewer true particles than the union on independent data (F4 ≈ 0.26 vs 0.62); "
-    "flip when the new default (latent-class reliability + expected-F-beta thresholds) lands "
-    "under method='auto'",
-)
 def test_default_without_tomograms_is_not_worse_than_union_on_polnet(polnet_world):
     """The guard of the default: on the independent polnet world, ``method="auto"`` without
     tomograms must score at least the union of all pickers (every clustered candidate)."""
@@ -287,14 +280,9 @@ def test_default_without_tomograms_is_not_worse_than_union_on_polnet(polnet_worl
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="with tomograms the default is the CNN, which trains on the few all-but-one "
-    "positives (< 100 here), accepts nearly every candidate and drops a few true ones "
-    "(F4 ≈ 0.609 vs union 0.620); flip when the new default lands under method='auto'",
-)
 def test_default_with_tomograms_is_not_worse_than_union_on_polnet(polnet_world):
-    """The same guard with the tomograms given (``method="auto"``: the CNN today)."""
+    """The same guard with the tomograms given (``method="auto"``: the latent-class decision;
+    the tomograms only register names and voxel sizes)."""
     f4, union = polnet_world
     auto = f4("auto", tomograms=True, method="auto")
     assert auto >= union, {"auto": auto, "union": union}
