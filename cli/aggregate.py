@@ -59,8 +59,9 @@ def aggregate_cmd(
     method: Annotated[
         Method,
         typer.Option(
-            help="auto (CNN when tomograms are given, else vote), vote, latent (picker "
-            "reliability estimated from agreement, decided by expected F-beta) or cnn."
+            help="auto (= latent, or cnn when CNN options are given with tomograms), latent "
+            "(picker reliability estimated from agreement, decided by expected F-beta), vote "
+            "(a fixed support rule) or cnn (a 3D CNN trained on the consensus; tomograms)."
         ),
     ] = "auto",
     beta: Annotated[

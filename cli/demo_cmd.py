@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from picks.cli.choices import Method
 from picks.cli.common import JsonOption, echo_json, echo_table, progress, warn
 
 
@@ -30,7 +31,10 @@ def demo_cmd(
         80,
     ),
     method: Annotated[
-        str, typer.Option(help="Aggregation method: auto (the CNN), vote or cnn.")
+        Method,
+        typer.Option(
+            help="Aggregation method: auto (the latent-class decision), latent, vote or cnn."
+        ),
     ] = "auto",
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Write evaluation.png.")] = True,
     json_out: JsonOption = False,

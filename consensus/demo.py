@@ -135,7 +135,7 @@ def run_demo(
     plot: bool = True,
     progress=None,
 ) -> DemoResult:
-    """Simulate, aggregate (default method: the CNN, since tomograms are given), evaluate."""
+    """Simulate, aggregate (default method: the latent-class decision), evaluate."""
     from picks.consensus.pipeline import DEFAULT_FORMATS, aggregate
     from picks.core.store import Store
 
