@@ -82,6 +82,7 @@ def _records(frame) -> list[dict]:
 
     rows = frame.to_dict("records") if len(frame) else []
     return [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        # NaN (unknown) and inf (a class with nothing accepted has no threshold) are not JSON
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
         for r in rows
     ]

@@ -223,3 +223,13 @@ def test_beta_must_be_positive(tmp_path):
     _, inputs = _world(7, tmp_path / "in", n_per_class=5)
     with Store(tmp_path / "p.db") as store, pytest.raises(PicksError, match="beta"):
         aggregate(store, inputs, out=tmp_path / "o", method="latent", beta=0, formats=["csv"])
+
+
+def test_pickers_json_never_holds_infinity_or_nan():
+    from picks.cli.pickers_cmd import _records
+
+    frame = pd.DataFrame({"threshold": [float("inf"), 0.2], "recall": [float("nan"), 0.5]})
+    assert _records(frame) == [
+        {"threshold": None, "recall": None},
+        {"threshold": 0.2, "recall": 0.5},
+    ]
