@@ -41,6 +41,7 @@ from picks.consensus.vote import (
 from picks.core import picks as canonical
 from picks.core.errors import PicksError
 from picks.core.importing import sha256_file
+from picks.core.names import mismatch_warning, name_mismatches
 from picks.core.particles import Catalog, canonical_name
 from picks.core.store import Store, now
 
@@ -414,6 +415,10 @@ def aggregate(
             picks.loc[missing, "particle"] = fill_values[missing]
         picks["particle"] = picks["particle"].astype(object).where(picks["particle"].notna(), None)
         pickers = sorted(set(picks["picker"]))
+        names_by_picker = picks.groupby("picker")["tomogram"].agg(lambda t: set(t.astype(str)))
+        misnamed = mismatch_warning(name_mismatches(names_by_picker.to_dict()))
+        if misnamed:
+            warnings.append(misnamed)
         if formats is DEFAULT_FORMATS:
             writers = _default_writers(
                 writers, store, sorted(set(picks["tomogram"])), registry, warnings
