@@ -404,11 +404,24 @@ def aggregate(
         picks = store.picks(
             source_ids=picker_sources,
             roles=("picker",),
-            columns=["tomogram", "particle", "x", "y", "z", "score", "rot", "tilt", "psi"],
+            columns=[
+                "tomogram",
+                "particle",
+                "x",
+                "y",
+                "z",
+                "score",
+                "rot",
+                "tilt",
+                "psi",
+                "record",
+            ],
         )
         if picks.empty:
             raise PicksError("the inputs hold no picks")
         picks["picker"] = picks["source_id"].map(label_of)
+        # Picks imported before their tomograms were known were never checked against them.
+        _check_stored_extent(store, picks)
         fill_values = picks["source_id"].map(fill_of)
         missing = picks["particle"].isna() & fill_values.notna()
         if missing.any():
@@ -718,6 +731,19 @@ def _jsonable(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _check_stored_extent(store: Store, picks: pd.DataFrame) -> None:
+    """Raise :class:`OutOfExtent` (naming the source file) for stored picks that lie outside
+    their now registered tomogram, as an import with the tomograms would have."""
+    from picks.core.importing import check_extent
+
+    known = store.tomograms()
+    if not len(known):
+        return
+    sources = {s["id"]: s for s in store.sources()}
+    for source_id, group in picks.groupby("source_id", sort=True):
+        check_extent(group, known, sources[int(source_id)]["path"])
 
 
 def _resolve_method(

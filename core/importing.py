@@ -336,7 +336,43 @@ def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
             + "; check the spelling against its documentation (docs/conventions.md)"
         )
     check_extent(frame, ctx.tomograms, ctx.path)
+    implausible = implausible_coordinates(frame, ctx.tomograms)
+    if implausible:
+        ctx.warn(implausible)
     return frame
+
+
+# No tomogram is larger than this (10,000 voxels of 10 Å); a coordinate beyond it, or further
+# below zero than any box centre can be, is a unit or frame error, not a position.
+PLAUSIBLE_MAX_ANGSTROM = 1.0e5
+PLAUSIBLE_MIN_ANGSTROM = -1.0e3
+
+
+def implausible_coordinates(frame: pd.DataFrame, tomograms: TomogramSet) -> str | None:
+    """A warning for picks whose tomogram's size is not known (so :func:`check_extent`
+    cannot judge them) and whose coordinates no tomogram can hold; None if there are none.
+    The picks are kept: the extent is checked again when the tomograms become known."""
+    unknown = np.array(
+        [
+            (t := tomograms.get(str(name))) is None or t.shape is None or not t.voxel_size
+            for name in frame["tomogram"].astype(str)
+        ],
+        dtype=bool,
+    )
+    if not unknown.any():
+        return None
+    coords = frame[canonical.COORDS].to_numpy(dtype=float)[unknown]
+    bad = ((coords > PLAUSIBLE_MAX_ANGSTROM) | (coords < PLAUSIBLE_MIN_ANGSTROM)).any(axis=1)
+    if not bad.any():
+        return None
+    records = frame["record"].to_numpy()[unknown][bad]
+    low, high = coords[bad].min(), coords[bad].max()
+    return (
+        f"{int(bad.sum())} of {len(frame)} picks have coordinates no tomogram can hold "
+        f"(from {low:.4g} to {high:.4g} Å; first at record {int(records[0])}): a unit, "
+        "binning or origin error? They are kept for now and checked against the tomograms "
+        "when those are registered (give --tomograms to check them at import)"
+    )
 
 
 def check_extent(frame: pd.DataFrame, tomograms: TomogramSet, path: object) -> None:
