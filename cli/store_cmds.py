@@ -157,7 +157,12 @@ def tomograms_cmd(
     """Register tomograms (headers only) and list the registered ones."""
     with open_store(db) as store:
         if paths:
+            from picks.core.importing import stored_outside_extent
+
             register_tomograms(store, paths, voxel_size)
+            # picks imported before these tomograms were known are checked against them now
+            for message in stored_outside_extent(store):
+                warn(f"{message} (imported before the tomogram was registered)")
         rows = [
             {
                 "name": t.name,

@@ -342,6 +342,23 @@ def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
     return frame
 
 
+def stored_outside_extent(store: Store) -> list[str]:
+    """For each stored source with picks outside their (now registered) tomogram, the
+    :class:`OutOfExtent` message an import with the tomograms would have given."""
+    known = store.tomograms()
+    if not len(known):
+        return []
+    picks = store.picks(roles=None, columns=["tomogram", "x", "y", "z", "record"])
+    sources = {s["id"]: s for s in store.sources()}
+    found = []
+    for source_id, group in picks.groupby("source_id", sort=True):
+        try:
+            check_extent(group, known, sources[int(source_id)]["path"])
+        except OutOfExtent as exc:
+            found.append(str(exc))
+    return found
+
+
 # No tomogram is larger than this (10,000 voxels of 10 Å); a coordinate beyond it, or further
 # below zero than any box centre can be, is a unit or frame error, not a position.
 PLAUSIBLE_MAX_ANGSTROM = 1.0e5

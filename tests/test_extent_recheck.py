@@ -61,3 +61,21 @@ def test_aggregate_rechecks_stored_picks_once_the_tomograms_are_known(tmp_path):
             aggregate(
                 store, [f"a={a}", f"b={b}"], out=tmp_path / "o2", tomograms=[tomos], formats=["csv"]
             )
+
+
+def test_registering_tomograms_reports_stored_picks_outside_them(tmp_path):
+    from typer.testing import CliRunner
+
+    from picks.cli import get_app
+
+    b = _csv(tmp_path / "b.csv", [(100.0, 300.0, 200.0), (1.0e6, 300.0, 200.0)])
+    tomos = tmp_path / "tomos"
+    tomos.mkdir()
+    _tomogram(tomos / "TS_1.mrc")
+    db = str(tmp_path / "p.db")
+    runner = CliRunner()
+    assert runner.invoke(get_app(), ["import", str(b), "--db", db]).exit_code == 0
+    res = runner.invoke(get_app(), ["tomograms", str(tomos), "--db", db])
+    assert res.exit_code == 0, res.output
+    assert "b.csv: 1 of 2 picks lie outside tomogram 'TS_1'" in res.output
+    assert "imported before the tomogram was registered" in res.output
