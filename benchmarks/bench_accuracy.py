@@ -296,6 +296,39 @@ def decoy_counts(world: World, candidates: pd.DataFrame) -> dict | None:
     return out
 
 
+def picker_estimates(summary_path: Path) -> list[dict]:
+    """The latent-class model's per-picker, per-class estimates in a run's summary.json."""
+    try:
+        data = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return []
+    latent = data.get("latent") or {}
+    return [r for r in latent.get("pickers", []) if r.get("particle")]
+
+
+def estimate_errors(world: dict, label: str) -> list[dict]:
+    """Estimated (no truth) vs measured precision and recall of every picker and class."""
+    row = world["rows"].get(label, {})
+    out = []
+    for est in row.get("picker_estimates") or []:
+        measured = (
+            world["rows"].get(f"picker:{est['picker']}", {}).get("classes", {}).get(est["particle"])
+        )
+        if not measured:
+            continue
+        out.append(
+            {
+                "picker": est["picker"],
+                "particle": est["particle"],
+                "precision": est.get("precision"),
+                "measured_precision": measured["precision"],
+                "recall": est.get("recall"),
+                "measured_recall": measured["recall"],
+            }
+        )
+    return out
+
+
 def expected_scores(summary_path: Path) -> dict[str, dict]:
     """Truth-free per-class estimates from a run's summary.json, wherever they are.
 
@@ -419,6 +452,7 @@ def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
             **score_rows(world.truth, accepted),
             "decoys": decoy_counts(world, candidates),
             "expected": expected_scores(folder / "out" / "summary.json"),
+            "picker_estimates": picker_estimates(folder / "out" / "summary.json"),
         }
         rows[label] = row
         done[key] = label
@@ -537,10 +571,44 @@ def markdown(report: dict) -> str:
                         f"| {_f(est.get('expected_precision'))} | {_f(got.get('precision'))} "
                         f"| {_f(est.get('expected_recall'))} | {_f(got.get('recall'))} |"
                     )
+        lines += _estimate_lines(world)
     text = "\n".join(lines)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text + "\n"
+
+
+def _estimate_lines(world: dict) -> list[str]:
+    """Per picker and class: the model's truth-free estimates against the measured values."""
+    label = next(
+        (k for k, r in world["rows"].items() if r.get("picker_estimates") and k.startswith("auto")),
+        next((k for k, r in world["rows"].items() if r.get("picker_estimates")), None),
+    )
+    rows = estimate_errors(world, label) if label else []
+    if not rows:
+        return []
+    errors = [
+        abs(r[a] - r[f"measured_{a}"])
+        for r in rows
+        for a in ("precision", "recall")
+        if r[a] is not None
+    ]
+    within = sum(e <= 0.10 for e in errors)
+    lines = [
+        "",
+        f"Picker reliability estimated without truth ({label}) vs measured in {world['world']}: "
+        f"|error| median {np.median(errors):.3f}, max {max(errors):.3f}; {within} of "
+        f"{len(errors)} estimates within ±0.10.",
+        "",
+        "| picker | class | est. precision | measured | est. recall | measured |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['picker']} | {r['particle']} | {_f(r['precision'])} | "
+            f"{_f(r['measured_precision'])} | {_f(r['recall'])} | {_f(r['measured_recall'])} |"
+        )
+    return lines
 
 
 def _pair(counts: dict | None) -> str:
