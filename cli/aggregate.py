@@ -23,6 +23,7 @@ DB_DEFAULT = Path("picks.db")
 
 def register(app: typer.Typer) -> None:
     app.command("aggregate")(aggregate_cmd)
+    app.command("init")(init_cmd)
     app.command("noise")(noise_cmd)
 
 
@@ -36,6 +37,15 @@ def aggregate_cmd(
         typer.Argument(
             metavar="[LABEL=]PATH",
             help="Picker outputs (files or folders), optionally labelled: cryolo=picks/cryolo/. None: every picker source already imported.",
+        ),
+    ] = None,
+    inputs_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--inputs",
+            metavar="FILE",
+            help="An inputs file (TOML) naming every picker output with its options, the "
+            "tomograms and the output settings (docs/inputs.md); options given here win.",
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("consensus"),
@@ -236,10 +246,26 @@ def aggregate_cmd(
         "max_outside": max_outside,
     }
     cnn_options = {k: v for k, v in cnn_options.items() if v is not None}
+    all_inputs: list = list(inputs or [])
+    if inputs_file is not None:
+        from picks.workflows.inputs_file import read_inputs_file
+
+        job = read_inputs_file(inputs_file)
+        all_inputs = job.specs() + all_inputs
+        # The file's settings stand where the command line left the default.
+        tomograms = [*job.tomograms, *(tomograms or [])]
+        out = job.out if job.out is not None and out == Path("consensus") else out
+        fmt = fmt or job.formats
+        method = job.method if job.method is not None and method == "auto" else method
+        beta = job.beta if job.beta is not None and beta == 4.0 else beta
+        min_support = min_support if min_support is not None else job.min_support
+        voxel_size = voxel_size if voxel_size is not None else job.voxel_size
+        seed = job.seed if job.seed is not None and seed == 0 else seed
+        force = force or bool(job.force)
     with open_store(db) as store:
         result = aggregate(
             store,
-            inputs or [],
+            all_inputs,
             out=out,
             tomograms=tomograms or (),
             formats=_split(fmt) or DEFAULT_FORMATS,
@@ -427,3 +453,39 @@ def noise_cmd(
     echo_table(
         result.as_rows(), ["tomogram", "requested", "sampled"], title=f"Noise samples of run {run}"
     )
+
+
+def init_cmd(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder of picker outputs.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="FILE", help="Inputs file to write (DIR/inputs.toml)."),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Write a starting inputs file for a folder of picker outputs: what was detected, and
+    (as comments) what could not be decided, e.g. a class-number map."""
+    from picks.workflows.scaffold import scaffold
+
+    result = scaffold(folder, out)
+    if json_out:
+        echo_json(
+            {
+                "path": str(result.path),
+                "pickers": [{k: v for k, v in p.items() if k != "_note"} for p in result.pickers],
+                "tomograms": result.tomograms,
+                "undecided": result.undecided,
+                "skipped": result.skipped,
+            }
+        )
+        return
+    typer.echo(f"wrote {result.path}: {len(result.pickers)} input(s)")
+    for p in result.pickers:
+        typer.echo(f"  {p['label']}: {p['path']} ({p['adapter']})")
+    for t in result.tomograms:
+        typer.echo(f"  tomograms: {t}")
+    for item in result.skipped:
+        typer.echo(f"  skipped {item}")
+    for item in result.undecided:
+        warn(f"to decide: {item}")
+    typer.echo(f"Check it, then: picks aggregate --inputs {result.path}")

@@ -503,7 +503,40 @@ def aggregate_command(
     return " \\\n    ".join(parts)
 
 
+INPUTS_FILE = "inputs.toml"
+
+
+def write_inputs(result: SimulationResult, out: str = "consensus") -> Path:
+    """``inputs.toml`` beside the data: the aggregate job of :func:`aggregate_command` as one
+    file (paths relative to it, so the folder can move)."""
+    from picks.workflows.inputs_file import write_inputs_file
+
+    root = result.out.resolve()
+    pickers = []
+    for item in picker_inputs(result):
+        options = dict(item["options"])
+        entry: dict = {"label": item["label"], "path": item["given"]}
+        for key in ("adapter", "particle"):
+            if key in options:
+                entry[key] = options.pop(key)
+        if "binning" in options:
+            entry["binning"] = float(options.pop("binning"))
+        if "labels" in options:
+            options["labels"] = str(Path(options["labels"]).relative_to(root))
+        if options:
+            entry["options"] = options
+        pickers.append(entry)
+    return write_inputs_file(
+        result.out / INPUTS_FILE,
+        pickers,
+        tomograms=["tomograms"],
+        output={"out": out, "formats": ["czii-csv", "box"]},
+        notes=[f"written by picks simulate (seed {result.seed}); paths are relative to this file"],
+    )
+
+
 def _write_readme(result: SimulationResult) -> None:
+    write_inputs(result)
     lines = [
         f"Simulated cryo-ET data written by `picks simulate` (seed {result.seed}).",
         "",
@@ -513,11 +546,15 @@ def _write_readme(result: SimulationResult) -> None:
         "                          copick project in ground_truth/",
         "pickers/<label>/          each picker's output in its program's native format",
         "manifest.json             all of the above, with the import options per picker",
+        f"{INPUTS_FILE:<26}the aggregate job below as one file (picks aggregate --inputs)",
         "",
         "Run inside this folder:",
         "",
         "# 1. consensus of all pickers (imports them into picks.db; the default decision",
         "#    estimates each picker's reliability from agreement: picks pickers shows it)",
+        f"picks aggregate --inputs {INPUTS_FILE} --db picks.db",
+        "",
+        f"#    the same with flags only ({INPUTS_FILE} holds exactly these inputs and options):",
         aggregate_command(result),
         "",
         "# 2. accuracy of every picker and of the consensus (CZII F-beta, beta = 4)",
