@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -31,6 +32,8 @@ PICKER_COLOURS = (
     "#CC79A7",
     "#000000",
 )
+# Pixels outside the volume (NaN) are mid grey, not white.
+GREY = matplotlib.colormaps["gray"].with_extremes(bad="#808080")
 # Deterministic PNG bytes: no Software chunk (the only metadata Agg writes by default).
 _METADATA = {"Software": None}
 
@@ -93,7 +96,7 @@ def slab_image(
         lo, hi = contrast(image)
         ax.imshow(
             image,
-            cmap="gray",
+            cmap=GREY,
             vmin=lo,
             vmax=hi,
             origin="lower",
@@ -453,7 +456,7 @@ def members_view(
     x0, x1, y0, y1 = window
     if image is not None:
         lo, hi = contrast(image)
-        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, origin="lower", extent=(x0, x1, y0, y1))
+        ax.imshow(image, cmap=GREY, vmin=lo, vmax=hi, origin="lower", extent=(x0, x1, y0, y1))
     else:
         ax.set_facecolor("#808080")
         ax.text(0.5, 0.02, "volume not available", transform=ax.transAxes, ha="center", fontsize=7)
