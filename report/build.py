@@ -416,6 +416,15 @@ class _Builder:
                 )
             )
         nx, ny, nz = tomo.shape
+        if volume is not None and tuple(volume.shape) != (nz, ny, nx):
+            blocks.append(
+                self._warn(
+                    f"tomogram {name}: the volume's shape {volume.shape[::-1]} is not the "
+                    f"registered {tomo.shape} (file replaced?); circles drawn on a blank "
+                    "background"
+                )
+            )
+            volume = None
         vs = float(tomo.voxel_size)
         x = group["x"].to_numpy(dtype=float) / vs
         y = group["y"].to_numpy(dtype=float) / vs

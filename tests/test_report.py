@@ -116,7 +116,7 @@ def test_report_without_truth_has_no_truth_section(world, tmp_path):
         report = build_report(store, run_id, tmp_path / "out")
     root = _parse(report.path)
     assert "truth" not in _section_ids(root)
-    names = {Path(v).name for v in _links(root)}
+    names = {Path(v).name for v in _links(root) if not v.startswith("#")}
     assert "truth-curves.png" not in names and "reliability.png" not in names
 
 
@@ -149,7 +149,7 @@ def test_vote_run_report_works_without_estimates(world, tmp_path):
     assert "a vote decides by support" in text
     assert "false-report rate" not in text  # no picker estimates for a vote run
     # the vote run stores no posterior: no reliability diagram, the curves are still drawn
-    names = {Path(v).name for v in _links(_parse(report.path))}
+    names = {Path(v).name for v in _links(_parse(report.path)) if not v.startswith("#")}
     assert "truth-curves.png" in names and "reliability.png" not in names
     assert "threshold from the latent-class model" in latent.path.read_text(encoding="utf-8")
 
@@ -254,3 +254,25 @@ def test_contrast_ignores_outliers_and_nan():
     image[1, 1] = np.nan
     lo, hi = figures.contrast(image)
     assert lo == 0.0 and hi == 1.0
+
+
+def test_a_run_without_tomograms_gets_a_report_without_pictures(world, tmp_path):
+    from picks.consensus.demo import aggregate_inputs
+    from picks.consensus.pipeline import aggregate
+
+    folder, _db, _run, _vote, truth = world
+    with Store(tmp_path / "picks.db") as store:
+        result = aggregate(
+            store,
+            aggregate_inputs(folder / "data", voxel_size=10.0),
+            out=tmp_path / "out",
+            method="latent",
+        )
+        report = build_report(store, result.run_id, tmp_path / "out", truth=truth)
+    root = _parse(report.path)
+    assert any("not registered" in w for w in report.warnings)
+    names = {Path(v).name for v in _links(root) if not v.startswith("#")}
+    assert not any(n.startswith("slab-") for n in names)
+    assert any(n.startswith("agreement-") for n in names) and "reliability.png" in names
+    for value in names:
+        assert (report.path.parent / FILES_DIR / value).is_file()
