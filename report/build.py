@@ -522,7 +522,7 @@ class _Builder:
         score = own["score"].to_numpy(dtype=float)
         acc = own["accepted"].to_numpy(dtype=bool)
         tolerance = 1e-9 * max(1.0, abs(threshold))
-        bad = (acc & (score < threshold - tolerance)) | (~acc & (score >= threshold + tolerance))
+        bad = (acc & (score < threshold - tolerance)) | (~acc & (score >= threshold - tolerance))
         if bad.any():
             self.warnings.append(
                 f"class {name}: the stored threshold {threshold:.4g} ({where}) does not separate "

@@ -276,3 +276,56 @@ def test_a_run_without_tomograms_gets_a_report_without_pictures(world, tmp_path)
     assert any(n.startswith("agreement-") for n in names) and "reliability.png" in names
     for value in names:
         assert (report.path.parent / FILES_DIR / value).is_file()
+
+
+def _add_model(store, run_id: int, threshold: float) -> None:
+    history = [
+        {"epoch": e, "loss": 1 / e, "val_loss": 1 / e + 0.02 * e, "val_auc": 0.6 + 0.03 * e}
+        for e in range(1, 7)
+    ]
+    card = {
+        "decision": {"threshold": threshold},
+        "training": {
+            "history": history,
+            "best_epoch": 4,
+            "counts": {
+                "positives": {"ribosome": 12, "apo-ferritin": 9},
+                "positive_rule": "full support",
+                "noise": 40,
+                "negative_references": 3,
+                "train": 50,
+                "validation": 14,
+            },
+        },
+        "validation": {"loss": 0.31, "auc": 0.88},
+    }
+    with store.transaction():
+        store.db["models"].insert(
+            {
+                "run_id": run_id,
+                "path": "/models/m.keras",
+                "sha256": "ab" * 32,
+                "card": json.dumps(card),
+            }
+        )
+
+
+def test_cnn_section_training_curve_and_a_threshold_that_does_not_fit(world, tmp_path):
+    _folder, db, _run, vote_id, _truth = world
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    with Store(copy) as store:
+        _add_model(store, vote_id, threshold=0.5)
+        # a CNN run's threshold comes from its model cards; here the stored decisions are the
+        # vote's, which that threshold does not separate: it must not be drawn
+        store.db["runs"].update(vote_id, {"method": "cnn"})
+        models = store.run_models(vote_id)
+        report = build_report(store, vote_id, tmp_path / "out")
+    assert [m["card"]["training"]["best_epoch"] for m in models] == [4]
+    root = _parse(report.path)
+    assert "cnn" in _section_ids(root)
+    names = {Path(v).name for v in _links(root) if not v.startswith("#")}
+    assert f"training-{models[0]['id']}.png" in names
+    text = report.path.read_text(encoding="utf-8")
+    assert "negatives (noise + negative references)" in text and ">43<" in text
+    assert any("does not separate" in w for w in report.warnings)
