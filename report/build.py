@@ -209,8 +209,25 @@ def _radii(params: dict, classes: list[str]) -> dict[str, float]:
 
 
 def _slug(text: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(text))
+    keep = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "-" for c in str(text))
     return keep.strip("-") or "x"
+
+
+def slugs(names: list[str]) -> dict[str, str]:
+    """A file-name and anchor-safe name per name, unique: names that reduce to the same slug
+    (``TS 01`` and ``TS-01``) get ``-2``, ``-3``… in sorted order, so no image overwrites
+    another."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in sorted(set(names)):
+        base = _slug(name)
+        slug, n = base, 1
+        while slug.casefold() in used:  # case-insensitive file systems
+            n += 1
+            slug = f"{base}-{n}"
+        used.add(slug.casefold())
+        out[name] = slug
+    return out
 
 
 def _letters(pickers: list[str]) -> dict[str, str]:
@@ -230,6 +247,8 @@ class _Builder:
         self.images: list[Path] = []
         self.warnings: list[str] = []
         self.letters = _letters(data.pickers)
+        self.tomogram_slugs = slugs([str(t) for t in data.frame["tomogram"]])
+        self.class_slugs = slugs(list(data.frame["cls"]))
         self._volumes: dict[str, object] = {}
 
     def close(self) -> None:
@@ -398,7 +417,7 @@ class _Builder:
                 f"{int(counts.get('reference', 0))} decided by a reference."
             )
         ]
-        sid = f"tomogram-{_slug(name)}"
+        sid = f"tomogram-{self.tomogram_slugs[name]}"
         if tomo is None or not tomo.shape or not tomo.voxel_size:
             blocks.append(
                 self._warn(
@@ -460,7 +479,7 @@ class _Builder:
                     "inside": inside[sel],
                 }
             )
-            stem = f"slab-{_slug(name)}-{k + 1}"
+            stem = f"slab-{self.tomogram_slugs[name]}-{k + 1}"
             full = figures.slab_image(image, (nx, ny), circles, self.files / f"{stem}.png")
             thumb = figures.thumbnail(full, self.files / f"{stem}-thumb.png")
             n_acc = int((circles["decision"] == "accepted").sum())
@@ -533,7 +552,7 @@ class _Builder:
 
     def _class(self, name: str, group: pd.DataFrame, max_support: float) -> Section:
         d = self.data
-        slug = _slug(name)
+        slug = self.class_slugs[name]
         blocks: list = []
         present = {p for text in group["pickers"].astype(str).unique() for p in text.split(",")}
         order = [p for p in d.pickers if p in present]

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from picks.cli import get_app
 from picks.core.store import Store
 from picks.report import figures
-from picks.report.build import FILES_DIR, HTML_NAME, _slug, audit_png, build_report
+from picks.report.build import FILES_DIR, HTML_NAME, audit_png, build_report, slugs
 
 runner = CliRunner()
 XHTML = "{http://www.w3.org/1999/xhtml}"
@@ -91,10 +91,10 @@ def test_report_parses_links_exist_and_has_a_section_per_tomogram_and_class(
     referenced = {Path(v).name for v in files}
     assert referenced == {p.name for p in (report.path.parent / FILES_DIR).iterdir()}
     ids = _section_ids(root)
-    for tomogram in sorted(set(consensus["tomogram"])):
-        assert f"tomogram-{_slug(tomogram)}" in ids
-    for particle in sorted(set(consensus["particle"].astype(str))):
-        assert f"class-{_slug(particle)}" in ids
+    for tomogram, slug in slugs(list(consensus["tomogram"])).items():
+        assert f"tomogram-{slug}" in ids, tomogram
+    for particle, slug in slugs(list(consensus["particle"].astype(str))).items():
+        assert f"class-{slug}" in ids, particle
     # thumbnails link to the full-size slabs
     for a in root.iter(f"{XHTML}a"):
         img = a.find(f"{XHTML}img")
@@ -329,3 +329,10 @@ def test_cnn_section_training_curve_and_a_threshold_that_does_not_fit(world, tmp
     text = report.path.read_text(encoding="utf-8")
     assert "negatives (noise + negative references)" in text and ">43<" in text
     assert any("does not separate" in w for w in report.warnings)
+
+
+def test_names_that_reduce_to_the_same_slug_stay_apart():
+    out = slugs(["TS 01", "TS-01", "ts-01", "Ω", "a/b"])
+    assert len({v.casefold() for v in out.values()}) == 5
+    assert out["TS 01"] == "TS-01" and out["TS-01"] == "TS-01-2" and out["a/b"] == "a-b"
+    assert all(v.isascii() and "/" not in v for v in out.values())
