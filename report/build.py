@@ -774,15 +774,19 @@ class _Builder:
         )
         posterior = f["posterior"].to_numpy(dtype=float)
         if np.isfinite(posterior).any():
-            bins = _reliability_bins(f, truth, known)
+            # per class too: a class the model gets wrong hides in the pooled diagram
+            bins = {"all classes": _reliability_bins(f, truth, known)}
+            for name in sorted(set(truth["particle"].astype(str))):
+                bins[name] = _reliability_bins(f[f["cls"] == name], truth, known)
             path = figures.reliability_diagram(bins, self.files / "reliability.png")
             blocks.append(
                 Image(
                     self._rel(path),
                     "reliability diagram",
-                    "Candidates binned by P(particle) (10 bins): mean prediction against the "
-                    "fraction that hit a true particle; on the diagonal the posterior means "
-                    "what it says (numbers: candidates per bin)",
+                    "Candidates binned by P(particle) (10 bins), all classes and per class: "
+                    "mean prediction against the fraction that hit a true particle; on the "
+                    "diagonal the posterior means what it says, below it the model is "
+                    "over-confident (numbers: candidates per bin)",
                 )
             )
         return Section("truth", "Against the ground truth", blocks)

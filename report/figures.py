@@ -417,24 +417,36 @@ def truth_curves(
     return _save(figure, path)
 
 
-def reliability_diagram(bins: pd.DataFrame, path: Path) -> Path:
-    """Predicted P(particle) (bin mean) against the measured fraction of true particles in
-    the bin; the diagonal is perfect calibration; point size grows with the bin's count."""
-    figure = Figure(figsize=(4.2, 3.8))
-    ax = figure.add_axes((0.15, 0.13, 0.8, 0.78))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-    if len(bins):
-        sizes = 12 + 60 * np.sqrt(bins["n"].to_numpy(dtype=float) / max(1, bins["n"].max()))
-        ax.plot(bins["predicted"], bins["measured"], color="#0072B2", linewidth=1)
-        ax.scatter(bins["predicted"], bins["measured"], s=sizes, color="#0072B2", zorder=3)
-        for x, y, n in zip(bins["predicted"], bins["measured"], bins["n"], strict=True):
-            ax.annotate(str(int(n)), (x, y), textcoords="offset points", xytext=(4, -9), fontsize=6)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("predicted P(particle) (bin mean)", fontsize=8)
-    ax.set_ylabel("measured precision (true particles)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.set_title("reliability of the posterior", fontsize=8)
+def reliability_diagram(bins: Mapping[str, pd.DataFrame], path: Path) -> Path:
+    """Per class (and all classes together, first): predicted P(particle) (bin mean) against
+    the measured fraction of true particles in the bin; the diagonal is perfect calibration;
+    point size grows with the bin's count, which is written beside it."""
+    names = list(bins)
+    n_cols = min(4, max(len(names), 1))
+    n_rows = (len(names) + n_cols - 1) // n_cols or 1
+    figure = Figure(figsize=(3.0 * n_cols, 2.9 * n_rows))
+    axes = np.atleast_1d(figure.subplots(n_rows, n_cols, squeeze=False).ravel())
+    for ax, name in zip(axes, names, strict=False):
+        frame = bins[name]
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        if len(frame):
+            counts = frame["n"].to_numpy(dtype=float)
+            sizes = 10 + 50 * np.sqrt(counts / max(1.0, counts.max()))
+            ax.plot(frame["predicted"], frame["measured"], color="#0072B2", linewidth=1)
+            ax.scatter(frame["predicted"], frame["measured"], s=sizes, color="#0072B2", zorder=3)
+            for x, y, n in zip(frame["predicted"], frame["measured"], frame["n"], strict=True):
+                ax.annotate(
+                    str(int(n)), (x, y), textcoords="offset points", xytext=(4, -9), fontsize=6
+                )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("predicted P(particle)", fontsize=7)
+        ax.set_ylabel("measured precision", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.93, wspace=0.35, hspace=0.5)
     return _save(figure, path)
 
 
