@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "aggregate",
     "pickers_cmd",
     "cnn_cmds",
+    "report_cmd",
 ]
 
 

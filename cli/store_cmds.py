@@ -209,14 +209,29 @@ def audit_cmd(
     export: Annotated[
         Path | None, typer.Option(help="Write the full audit as JSON to this file.")
     ] = None,
+    png: Annotated[
+        Path | None,
+        typer.Option(
+            "--png", help="Also draw the consensus pick's members on a slab through it (PNG)."
+        ),
+    ] = None,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
 ) -> None:
     """Why is this pick here? Show its sources, lines, original values and decisions."""
     from picks.core import audit
 
+    if png and pick:
+        from picks.core.errors import PicksError
+
+        raise PicksError("--png draws a consensus pick's members: it does not apply to --pick")
     with open_store(db, must_exist=True) as store:
         report = audit.audit_pick(store, ident) if pick else audit.audit_consensus(store, ident)
+        if png:
+            from picks.report.build import audit_png
+
+            audit_png(store, ident, png)
+            typer.echo(f"members drawn in {png}", err=True)
     if export:
         import json
 

@@ -558,6 +558,33 @@ class Store:
             out.append(frame.drop(columns=["id", "run_id"]) if len(frame) else frame)
         return out[0], out[1]
 
+    def run_models(self, run_id: int) -> list[dict]:
+        """The CNN models trained for a run or whose scores its candidates carry, by id:
+        ``id, run_id, path, sha256, created_at`` and ``card`` (the model card, parsed)."""
+        rows = self.db.execute(
+            "SELECT id, run_id, path, sha256, created_at, card FROM models WHERE run_id = ? "
+            "OR id IN (SELECT DISTINCT s.model_id FROM scores s JOIN consensus c "
+            "ON c.id = s.consensus_id WHERE c.run_id = ?) ORDER BY id",
+            [int(run_id), int(run_id)],
+        ).fetchall()
+        out = []
+        for model_id, owner, path, sha256, created_at, card in rows:
+            try:
+                parsed = json.loads(card) if card else {}
+            except ValueError:
+                parsed = {}
+            out.append(
+                {
+                    "id": int(model_id),
+                    "run_id": owner,
+                    "path": path,
+                    "sha256": sha256,
+                    "created_at": created_at,
+                    "card": parsed,
+                }
+            )
+        return out
+
 
 _CONSENSUS_FLOATS = (
     "x",
