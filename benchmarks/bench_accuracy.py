@@ -81,7 +81,7 @@ def machine() -> dict:
 
 def make_world(name: str, work: Path, say) -> World:
     """Simulate a ``sim-<seed>x<n>`` world or run the pickers on the polnet fixture."""
-    from picks.consensus import evaluate as evaluate_mod
+    from picks.workflows import evaluate as evaluate_mod
 
     start = time.perf_counter()
     folder = work / name
@@ -169,7 +169,7 @@ def crop_polnet(
 
 def method_plan(n_pickers: int, extra: list[str], skip_cnn: bool) -> list[dict]:
     """The consensus runs: label, aggregate keyword arguments, whether the tomograms go in."""
-    from picks.consensus import pipeline
+    from picks.workflows import aggregate as pipeline
 
     plan = [
         {"label": "union", "method": "vote", "min_support": 1, "tomograms": False},
@@ -220,7 +220,7 @@ def _option_value(text: str) -> object:
 
 def _resolves_to(entry: dict) -> str:
     """What ``method`` becomes with or without tomograms (the pipeline's own rule)."""
-    from picks.consensus import pipeline
+    from picks.workflows import aggregate as pipeline
 
     if entry["method"] not in pipeline.METHODS:
         return entry["method"]
@@ -348,16 +348,16 @@ def expected_scores(summary_path: Path) -> dict[str, dict]:
 
 def inputs_for(world: World, *, with_tomograms: bool) -> list:
     """The world's picker inputs (per file, with voxel sizes and names, when no tomograms)."""
-    from picks.consensus.demo import aggregate_inputs
+    from picks.workflows.demo import aggregate_inputs
 
     return aggregate_inputs(world.folder, voxel_size=None if with_tomograms else world.voxel_size)
 
 
 def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
-    from picks.consensus import evaluate as evaluate_mod
-    from picks.consensus.demo import aggregate_inputs
-    from picks.consensus.pipeline import aggregate
     from picks.core.store import Store
+    from picks.workflows import evaluate as evaluate_mod
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.demo import aggregate_inputs
 
     inputs = aggregate_inputs(world.folder)
     pickers = sorted({spec.label for spec in inputs})

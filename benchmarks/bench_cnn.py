@@ -12,7 +12,7 @@ particle explains), in particular those that two or more pickers agreed on.
 DATA is a ``picks simulate`` output folder; it is simulated first when missing (the
 simulation is timed but not counted in the pipeline). Stage times come from wrapping the
 pipeline's own functions (benchmark-only monkeypatching; nothing in the package changes) and
-from the timings :func:`picks.consensus.rescore.rescore_run` reports.
+from the timings :func:`picks.workflows.rescore.rescore_run` reports.
 """
 
 from __future__ import annotations
@@ -149,10 +149,11 @@ def main(argv: list[str] | None = None) -> dict:
     tensorflow()  # counted as its own stage: ~4 s on this machine
 
     times: dict[str, float] = {"tensorflow import": time.perf_counter() - start}
-    from picks.consensus import metric, pipeline
-    from picks.consensus import noise as noise_mod
+    from picks.consensus import metric
     from picks.consensus.simulate import picker_inputs
     from picks.core.store import Store
+    from picks.workflows import aggregate as pipeline
+    from picks.workflows import noise as noise_mod
 
     timed(pipeline, "_import_inputs", times, "import")
     timed(pipeline, "cluster", times, "cluster")

@@ -65,8 +65,8 @@ def methods(picks: pd.DataFrame, progress: dict) -> tuple[dict[str, pd.DataFrame
 
 def main() -> None:
     from picks.consensus import metric
-    from picks.consensus.latent_check import read_world, true_picker_rates, truth_matched
     from picks.consensus.simulate import simulate
+    from picks.workflows.latent_check import read_world, true_picker_rates, truth_matched
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", type=Path, help="picks simulate output folders")

@@ -219,8 +219,8 @@ def aggregate_cmd(
 ) -> None:
     """Aggregate several pickers' outputs into one consensus set, with provenance."""
     from picks.consensus.cluster import DEFAULT_MATCH_FRACTION
-    from picks.consensus.pipeline import DEFAULT_FORMATS, aggregate
     from picks.core.particles import parse_radius_options
+    from picks.workflows.aggregate import DEFAULT_FORMATS, aggregate
 
     cnn_options = {
         "model": [str(m) for m in model] if model else None,
@@ -370,10 +370,10 @@ def noise_cmd(
     import json
 
     from picks.consensus.cluster import resolve_radii
-    from picks.consensus.noise import noise_for_run
     from picks.core.errors import NotFound, PicksError
     from picks.core.particles import Catalog, parse_radius_options
     from picks.core.tomograms import find_volumes, read_tomogram
+    from picks.workflows.noise import noise_for_run
 
     with open_store(db, must_exist=True) as store:
         if tomograms:
@@ -383,26 +383,18 @@ def noise_cmd(
         if run is None:
             # the latest *finished* run: a killed or failed run's picks are half-decided
             store.mark_stale()
-            row = store.db.execute(
-                "SELECT MAX(r.id) FROM runs r WHERE r.status = 'ok' AND "
-                "EXISTS (SELECT 1 FROM consensus c WHERE c.run_id = r.id)"
-            ).fetchone()
-            if row[0] is None:
+            latest = store.latest_finished_consensus_run()
+            if latest is None:
                 raise NotFound(
                     "no finished consensus run in the store",
                     hint="Run 'picks aggregate' first (or name an unfinished one with --run).",
                 )
-            run = int(row[0])
+            run = latest
         params = json.loads(store.get_run(run).get("params") or "{}")
         catalog = Catalog().with_radii(
             {**params.get("radii", {}), **parse_radius_options(radius or [])}
         )
-        classes = [
-            r[0]
-            for r in store.db.execute(
-                "SELECT DISTINCT particle FROM consensus WHERE run_id = ?", [run]
-            )
-        ]
+        classes = store.consensus_classes(run)
         if not classes:
             raise PicksError(f"run {run} has no consensus picks")
         radii = resolve_radii(classes, catalog, box_size=box_size or params.get("box_size"))

@@ -71,9 +71,9 @@ def train_cmd(
     """Train the rescoring CNN on a run (its full-support picks against its noise) and save it."""
     from picks.consensus import cnn
     from picks.consensus.extract import EdgePolicy
-    from picks.consensus.rescore import record_training, run_catalog
     from picks.consensus.train import POSITIVE_RULES, fit, unique_model_path
     from picks.core.errors import PicksError
+    from picks.workflows.rescore import load_run_data, record_training, run_catalog
 
     if positives not in POSITIVE_RULES:
         raise PicksError(f"--positives {positives!r}: expected one of {', '.join(POSITIVE_RULES)}")
@@ -98,7 +98,7 @@ def train_cmd(
         }
         with store.run("train", params, method="cnn", seed=seed) as train_run:
             trained = fit(
-                store,
+                load_run_data(store, run),
                 run,
                 tomograms=store.tomograms(),
                 catalog=run_catalog(store, run),
@@ -192,7 +192,7 @@ def score_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Rescore a run's consensus picks with saved model(s) and update its accepted set."""
-    from picks.consensus.rescore import rescore_run, run_catalog
+    from picks.workflows.rescore import rescore_run, run_catalog
 
     with open_store(db, must_exist=True) as store:
         store.get_run(run)

@@ -111,11 +111,12 @@ def evaluate_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Score pickers, consensus runs and picks files with the CZII F-beta metric."""
-    from picks.consensus import evaluate, metric
+    from picks.consensus import metric
     from picks.core.errors import PicksError
     from picks.core.store import Store
     from picks.core.tomograms import TomogramSet, find_volumes, read_tomogram
     from picks.plugins.manager import get_registry
+    from picks.workflows import evaluate
 
     registry = get_registry()
     radii = {**metric.default_radii(), **_parse_pairs(radius, "--radius")}

@@ -79,8 +79,8 @@ def import_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Import picker output files into the store (each file is one transaction)."""
-    from picks.core.importing import expand_inputs, import_file
     from picks.plugins.manager import get_registry
+    from picks.workflows.importing import expand_inputs, import_file
 
     registry = get_registry()
     options = parse_options(option or [])
@@ -208,14 +208,14 @@ def audit_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Why is this pick here? Show its sources, lines, original values and decisions."""
-    from picks.core import audit
+    from picks.core.store import audit
 
     with open_store(db, must_exist=True) as store:
         report = audit.audit_pick(store, ident) if pick else audit.audit_consensus(store, ident)
     if export:
         import json
 
-        from picks.core.export import atomic_path
+        from picks.core.files import atomic_path
 
         with atomic_path(export, force=True) as tmp:
             tmp.write_text(json.dumps(report, indent=2, default=str))

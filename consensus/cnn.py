@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from picks.core.errors import PicksError
-from picks.core.importing import sha256_file
+from picks.core.files import sha256_file
 
 # TensorFlow's C++ start-up notes (oneDNN, CUDA probes) are noise on a terminal. Every
 # ``import tensorflow``/``keras`` of the package goes through :func:`tensorflow` below, so setting

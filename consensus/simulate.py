@@ -444,7 +444,7 @@ def _write_manifest(
 def picker_inputs(result: SimulationResult | Path | str) -> list[dict]:
     """One input per import group: ``label``, ``path`` (absolute), ``given`` and ``options``.
 
-    ``options`` are the per-input options of :func:`picks.consensus.pipeline.aggregate`
+    ``options`` are the per-input options of :func:`picks.workflows.aggregate.aggregate`
     (``adapter``, ``particle``, ``binning`` and adapter options such as ``labels``, with
     paths made absolute). Accepts a result or a simulate output folder (reads its manifest).
     """

@@ -26,7 +26,6 @@ The split happens before augmentation. When blocks cannot give both classes on b
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -42,42 +41,24 @@ from picks.consensus import cnn, metric
 from picks.consensus.extract import EdgePolicy, Extracted, describe, extract, geometry_for
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog
-from picks.core.store import now
+from picks.core.progress import now, null_progress
 
 UNLABELLED = "unlabelled"  # class of positive references that name no class
 MIN_POSITIVES = 10
 MIN_NEGATIVES = 10
 
 
-def null_progress(description: str, total: int | None = None):
-    """A progress factory that shows nothing (same interface as cli.common.progress)."""
-    return contextlib.nullcontext(lambda n=1, info=None: None)
+@dataclass
+class RunData:
+    """What training reads of a run, loaded by the caller (the store side,
+    :func:`picks.workflows.rescore.load_run_data`): its consensus candidates, the trusted
+    reference picks (roles positive/negative) on its tomograms, its noise samples, and the
+    points background sampling must avoid (every clustered pick and trusted reference)."""
 
-
-# -- reading the run ---------------------------------------------------------------------------
-def load_candidates(store, run_id: int) -> pd.DataFrame:
-    """The consensus picks of a run, ordered by id."""
-    return store.consensus(run_id)
-
-
-def load_noise(store, run_id: int) -> pd.DataFrame:
-    cursor = store.db.conn.execute(
-        "SELECT id, tomogram, x, y, z FROM noise WHERE run_id = ? ORDER BY id", [int(run_id)]
-    )
-    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=["id", "tomogram", "x", "y", "z"])
-    for column in ("x", "y", "z"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    return frame
-
-
-def load_references(store, tomograms: set[str]) -> pd.DataFrame:
-    """Trusted reference picks (roles positive/negative) on the given tomograms."""
-    refs = store.picks(
-        roles=("positive", "negative"), columns=["tomogram", "particle", "x", "y", "z"]
-    )
-    if refs.empty:
-        return refs
-    return refs[refs["tomogram"].astype(str).isin(tomograms)].reset_index(drop=True)
+    candidates: pd.DataFrame
+    references: pd.DataFrame
+    noise: pd.DataFrame
+    avoid: pd.DataFrame
 
 
 def is_trusted(candidates: pd.DataFrame) -> np.ndarray:
@@ -168,7 +149,7 @@ class TrainingTable:
 
 
 def training_table(
-    store,
+    run: RunData,
     run_id: int,
     *,
     catalog: Catalog,
@@ -179,7 +160,7 @@ def training_table(
     positives: str = "auto",
 ) -> TrainingTable:
     """Positives and negatives of a run (see the module docstring), with class weights."""
-    candidates = load_candidates(store, run_id) if candidates is None else candidates
+    candidates = run.candidates if candidates is None else candidates
     tomos = set(candidates["tomogram"].astype(str))
     mask, positive_rule = positive_selection(candidates, positives)
     pos = candidates[mask]
@@ -197,7 +178,9 @@ def training_table(
             }
         )
     ]
-    refs = load_references(store, tomos)
+    refs = run.references
+    if not refs.empty:
+        refs = refs[refs["tomogram"].astype(str).isin(tomos)].reset_index(drop=True)
     n_pos_refs = n_neg_refs = n_pos_refs_merged = 0
     if not refs.empty:
         negative = (refs["role"] == "negative").to_numpy()
@@ -220,7 +203,7 @@ def training_table(
                 }
             )
         )
-    noise = load_noise(store, run_id)
+    noise = run.noise
     frames.append(
         pd.DataFrame(
             {
@@ -403,7 +386,7 @@ class Trained:
 
 
 def fit(
-    store,
+    run: RunData,
     run_id: int,
     *,
     tomograms,
@@ -436,7 +419,7 @@ def fit(
     edge = edge or EdgePolicy()
     plan = cnn.select_device(device)
     data = training_table(
-        store, run_id, catalog=catalog, candidates=candidates, seed=seed, positives=positives
+        run, run_id, catalog=catalog, candidates=candidates, seed=seed, positives=positives
     )
     radii = [catalog.radius(c) for c in data.classes if c in catalog]
     if not radii:
@@ -489,9 +472,7 @@ def fit(
         started = time.perf_counter()
         n_noise = int((rows["kind"] == "noise").sum())
         wanted = round(hard_negatives * max(n_noise, MIN_NEGATIVES))
-        pool = background_pool(
-            store, run_id, tomograms, catalog, geometry, wanted * pool_factor, seed
-        )
+        pool = background_pool(run, tomograms, catalog, geometry, wanted * pool_factor, seed)
         with progress("mine hard negatives", total=len(pool)) as advance:
             mined = extract(pool, tomograms, geometry, edge=edge, reader=reader, progress=advance)
         pool_score = 1.0 - cnn.predict(model, mined.boxes, box=geometry.box)[:, 0]
@@ -733,7 +714,7 @@ def _train_round(
 
 
 def background_pool(
-    store, run_id: int, tomograms, catalog: Catalog, geometry, count: int, seed: int
+    run: RunData, tomograms, catalog: Catalog, geometry, count: int, seed: int
 ) -> pd.DataFrame:
     """``count`` background positions drawn by the noise module's rule (far from every pick
     and reference of the run, a half box inside the tomogram), spread over the tomograms in
@@ -742,14 +723,14 @@ def background_pool(
     from picks.consensus.extract import tomogram_lookup
 
     lookup = tomogram_lookup(tomograms)
-    noise = load_noise(store, run_id)
+    noise = run.noise
     per = noise["tomogram"].value_counts()
     names = [t for t in sorted(per.index) if t in lookup]
     if not names or count <= 0:
         return pd.DataFrame(columns=["tomogram", "x", "y", "z"])
     total = float(per[names].sum())
     counts = {t: max(1, round(count * per[t] / total)) for t in names}
-    avoid = noise_mod.run_avoid_points(store, run_id)
+    avoid = run.avoid.copy()
     radii = {p.name: p.radius for p in catalog}
     avoid["evasion"] = noise_mod.evasion_radii(
         [None if pd.isna(p) else p for p in avoid["particle"]], radii

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from picks.cli import get_app
 from picks.consensus.metric import score
-from picks.consensus.pipeline import aggregate, compact_ranges, parse_input, parse_input_options
-from picks.core.audit import _in_ranges, audit_consensus
 from picks.core.errors import PicksError
 from picks.core.store import Store
+from picks.core.store.audit import _in_ranges, audit_consensus
+from picks.workflows.aggregate import aggregate, compact_ranges, parse_input, parse_input_options
 
 runner = CliRunner()
 HEADER = "id,experiment,particle_type,x,y,z,score\n"
@@ -333,7 +333,7 @@ def test_noise_is_sampled_with_tomograms(tmp_path: Path, inputs: dict[str, Path]
 
 def test_cnn_summary_warnings_reach_the_user(tmp_path: Path, inputs: dict[str, Path], monkeypatch):
     """``rescore_run``'s summary warnings are printed by ``picks aggregate`` (and in --json)."""
-    from picks.consensus import rescore
+    from picks.workflows import rescore
 
     def fake_rescore_run(store, run_id, **kwargs):
         return {"method": "cnn", "run_id": run_id, "warnings": ["only 12 positives"]}
@@ -439,7 +439,7 @@ def test_a_folder_warning_is_said_once(tmp_path: Path, inputs: dict[str, Path]):
 
 
 def test_directory_rows_take_the_longest_class_suffix():
-    from picks.consensus.pipeline import _directory_rows
+    from picks.workflows.aggregate import _directory_rows
 
     frame = pd.DataFrame(
         {"tomogram": ["TS_1"] * 3, "particle": ["ferritin", "apo-ferritin", "ribosome"]}
@@ -453,7 +453,7 @@ def test_directory_rows_take_the_longest_class_suffix():
 def test_cnn_failure_falls_back_to_voting_only_when_nothing_cnn_was_asked(
     tmp_path: Path, inputs: dict[str, Path], monkeypatch
 ):
-    from picks.consensus import rescore
+    from picks.workflows import rescore
 
     def failing_rescore_run(store, run_id, **kwargs):
         raise PicksError("--device gpu: TensorFlow sees no GPU on this machine")

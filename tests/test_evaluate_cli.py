@@ -15,8 +15,8 @@ from picks.consensus.simulate import picker_inputs, simulate
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from picks.consensus.pipeline import InputSpec, aggregate
     from picks.core.store import Store
+    from picks.workflows.aggregate import InputSpec, aggregate
 
     root = tmp_path_factory.mktemp("eval")
     result = simulate(root / "sim", seed=5, n_tomograms=2, size=(96, 96, 48))

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from picks.cli import get_app
 from picks.consensus.metric import score
-from picks.consensus.pipeline import aggregate
 from picks.core.store import Store
+from picks.workflows.aggregate import aggregate
 
 runner = CliRunner()
 CLASSES = {"ribosome": 150.0, "apo-ferritin": 60.0}

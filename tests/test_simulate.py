@@ -309,9 +309,9 @@ def test_decoys_are_listed_and_are_bright_where_listed(small):
 def test_gold_beads_file_reads_as_negative_references(small, registry, tmp_path):
     """gold_beads.csv is detected (points-csv, tomogram column, Å) and lands on the beads;
     as --negative references it rejects the consensus picks on them."""
-    from picks.consensus.demo import aggregate_inputs
-    from picks.consensus.pipeline import aggregate
     from picks.core.store import Store
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.demo import aggregate_inputs
 
     beads_csv = small.out / "gold_beads.csv"
     assert registry.detect(beads_csv).name == "points-csv"

@@ -7,13 +7,9 @@ and all targets are checked before the first one is written.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import re
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,67 +17,11 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from picks.core.errors import PicksError
+from picks.core.files import TEMP_PATTERN, atomic_path, safe_name, sha256_file
 from picks.plugins.adapter import Adapter, WriteContext
 
 if TYPE_CHECKING:
     from picks.core.store import Store
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise PicksError(f"{path} exists", hint="Use --force to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        # mkstemp makes the file owner-only; give it the mode a plain open() would (umask)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once, at import (os.umask can only be read by setting it)
-
-
-# Longest file-name part made from a class or tomogram name: with a format folder's suffixes
-# (``_tomograms.star``) it stays well under the 255 bytes file systems allow.
-MAX_NAME = 120
-TEMP_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path leaves when killed
-
-
-def safe_name(text: str) -> str:
-    """A class or tomogram name as a file-name part: characters outside ``[A-Za-z0-9._+-]``
-    become ``_``, a leading ``.`` becomes ``_`` (no hidden files, nothing that looks like
-    our temporary files), and a name longer than :data:`MAX_NAME` is cut and ends with 12 hex
-    digits of its SHA-1 (so two long names stay apart). ``.`` and ``..`` are refused: they
-    name folders. Different names can give the same part (``x y``, ``x/y``):
-    :func:`plan_outputs` refuses such collisions before anything is written."""
-    raw = str(text)
-    if raw in (".", ".."):
-        raise PicksError(
-            f"{raw!r} cannot name an output file (it names a folder)",
-            hint="Rename the class or tomogram (--particle, --tomogram).",
-        )
-    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", raw) or "unnamed"
-    if name.startswith("."):
-        name = "_" + name[1:]
-    if len(name) > MAX_NAME:
-        digest = hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-        name = f"{name[: MAX_NAME - 13]}-{digest}"
-    return name
 
 
 @dataclass(frozen=True)
@@ -196,15 +136,11 @@ def remove_unfinished_outputs(store: Store, out: Path) -> list[str]:
     recorded in ``exports``, while unchanged since (same sha256). Removed, so a plain re-run
     is not blocked by them and a ``--force`` run does not keep them. Nothing else is touched,
     and nothing while another run that writes to ``out`` is alive."""
-    from picks.core.importing import sha256_file
-
     if not out.is_dir():
         return []
     store.mark_stale()
     root = out.resolve()
-    for run in store.db.execute(
-        "SELECT id, params FROM runs WHERE status = 'running' AND command = 'aggregate'"
-    ).fetchall():
+    for run in store.running_runs("aggregate"):
         try:
             other = Path(json.loads(run[1] or "{}").get("out") or "")
         except ValueError:
@@ -217,10 +153,7 @@ def remove_unfinished_outputs(store: Store, out: Path) -> list[str]:
     removed = [str(p) for p in sorted(out.rglob(".*.tmp")) if TEMP_PATTERN.match(p.name)]
     prefix = str(root) + os.sep
     latest: dict[str, tuple[str, str]] = {}
-    for path, sha256, status in store.db.execute(
-        "SELECT e.path, e.sha256, r.status FROM exports e JOIN runs r ON r.id = e.run_id "
-        "ORDER BY e.id"
-    ).fetchall():
+    for path, sha256, status in store.export_history():
         if path.startswith(prefix):
             latest[path] = (sha256, status)  # the last run that wrote the file owns it
     for path, (sha256, status) in sorted(latest.items()):

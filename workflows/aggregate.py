@@ -40,9 +40,11 @@ from picks.consensus.vote import (
 )
 from picks.core import picks as canonical
 from picks.core.errors import PicksError
-from picks.core.importing import sha256_file
+from picks.core.files import sha256_file
 from picks.core.particles import Catalog, canonical_name
-from picks.core.store import Store, now
+from picks.core.progress import now
+from picks.core.store import Store
+from picks.workflows import noise as noise_workflow
 
 DEFAULT_FORMATS = ("relion5", "box")
 METHODS = ("auto", "vote", "latent", "cnn")
@@ -294,7 +296,7 @@ def aggregate(
         weights=weights_map,
     ).check()
     writers = resolve_formats(formats, registry)
-    from picks.core.export import remove_unfinished_outputs
+    from picks.workflows.outputs import remove_unfinished_outputs
 
     cleaned = remove_unfinished_outputs(store, out)
     if cleaned:
@@ -479,7 +481,7 @@ def aggregate(
         # -- noise ----------------------------------------------------------------------
         noise_rows: list[dict] = []
         if have_volumes and noise_ratio > 0:
-            sampled = noise_mod.noise_for_run(
+            sampled = noise_workflow.noise_for_run(
                 store,
                 run_id,
                 radius_map,
@@ -495,7 +497,7 @@ def aggregate(
         # -- CNN rescoring ----------------------------------------------------------------
         cnn_result = None
         if resolved_method == "cnn":
-            from picks.consensus.rescore import rescore_run
+            from picks.workflows.rescore import rescore_run
 
             cnn_catalog = catalog.with_radii({k: v for k, v in radius_map.items() if k is not None})
             try:
@@ -515,7 +517,7 @@ def aggregate(
                 # "auto" means the best method that works here: keep the vote, say why.
                 warnings.append(f"CNN rescoring failed ({exc}); the voting decisions stand")
                 resolved_method = "vote"
-                store.db["runs"].update(run_id, {"method": "vote"})
+                store.update_run(run_id, method="vote")
             else:
                 warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
 
@@ -583,9 +585,7 @@ def aggregate(
                 "method": resolved_method,
             },
         }
-        store.db["runs"].update(
-            run_id, {"params": json.dumps(resolved, sort_keys=True, default=str)}
-        )
+        store.update_run(run_id, params=json.dumps(resolved, sort_keys=True, default=str))
         _write_summary(out, result, force)
     return result
 
@@ -617,7 +617,7 @@ def _import_inputs(
     Without picker inputs (``from_store``) every picker source in the store is used, with
     its stored label.
     """
-    from picks.core.importing import expand_inputs, import_file
+    from picks.workflows.importing import expand_inputs, import_file
 
     done = _Imported()
     label_of, role_of, fill_of = done.label_of, done.role_of, done.fill_of
@@ -724,7 +724,7 @@ def _resolve_method(method: str, have_tomograms: bool, warnings: list[str]) -> s
     if method == "vote" or (method == "auto" and not have_tomograms):
         return "vote"
     try:
-        from picks.consensus.rescore import rescore_run  # noqa: F401
+        from picks.workflows.rescore import rescore_run  # noqa: F401
     except ImportError as exc:
         if method == "cnn":
             raise PicksError(
@@ -971,7 +971,8 @@ def _write_outputs(
 
     Voxel formats take each tomogram's registered voxel size; with no tomogram registered,
     ``voxel_size`` (the run's ``--voxel-size``)."""
-    from picks.core.export import (
+    from picks.plugins.adapter import WriteContext
+    from picks.workflows.outputs import (
         PlannedFile,
         check_plan,
         plan_files,
@@ -979,7 +980,6 @@ def _write_outputs(
         safe_name,
         write_picks,
     )
-    from picks.plugins.adapter import WriteContext
 
     accepted = final[final["accepted"].astype(bool)].sort_values("id", kind="stable")
     frame = output_frame(accepted)
@@ -1047,13 +1047,7 @@ def _export_row(run_id: int, path: Path, fmt: str, consensus_ids: pd.Series) -> 
 
 
 def _record_exports(store: Store, rows: list[tuple]) -> None:
-    if rows:
-        with store.transaction():
-            store.db.conn.executemany(
-                "INSERT INTO exports (run_id, path, format, sha256, n_rows, consensus_ids, created_at) "
-                "VALUES (?,?,?,?,?,?,?)",
-                rows,
-            )
+    store.add_exports(rows)
 
 
 def _remove_stale_outputs(
@@ -1065,9 +1059,7 @@ def _remove_stale_outputs(
     since (same sha256); anything else in the folders is left alone."""
     roots = [str((out / name).resolve()) + os.sep for name, _ in writers]
     written = {str(Path(row["path"]).resolve()) for row in outputs}
-    previous = store.db.execute(
-        "SELECT DISTINCT path, sha256 FROM exports WHERE run_id != ?", [run_id]
-    ).fetchall()
+    previous = store.exports_of_other_runs(run_id)
     removed = []
     for path, sha256 in previous:
         if path in written or not any(path.startswith(root) for root in roots):
@@ -1083,7 +1075,7 @@ def _directory_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Rows a file of a directory-layout writer (copick) holds, judged by the tomogram (a
     folder or the file name) and the class (the end of the file name) in its path; all rows
     when its path names neither."""
-    from picks.core.export import safe_name
+    from picks.core.files import safe_name
 
     parts = set(path.parts[:-1]) | {path.stem}
     stem = path.stem
@@ -1141,7 +1133,7 @@ def candidates_table(store: Store, run_id: int, final: pd.DataFrame | None = Non
     """Every consensus pick of a run with its decision: status, support, pickers, vote, CNN
     score, accepted, reason and, when the CNN scored it, the per-class probabilities
     (``p_<class>``, ``p_noise``) and typicality, averaged over the models of the decision."""
-    from picks.consensus.rescore import TYPICALITY, scores_table
+    from picks.workflows.rescore import TYPICALITY, scores_table
 
     final = store.consensus(run_id) if final is None else final
     columns = ["id", "tomogram", "particle", "x", "y", "z", "support", "n_members", "pickers"]
@@ -1170,7 +1162,7 @@ def candidates_table(store: Store, run_id: int, final: pd.DataFrame | None = Non
 
 def _write_candidates(store: Store, run_id: int, final: pd.DataFrame, out: Path) -> dict:
     """``candidates.csv``: the decision on every candidate, accepted or not (docs/consensus.md)."""
-    from picks.core.export import atomic_path
+    from picks.core.files import atomic_path
 
     table = candidates_table(store, run_id, final)
     path = out / CANDIDATES_FILE
@@ -1182,7 +1174,7 @@ def _write_candidates(store: Store, run_id: int, final: pd.DataFrame, out: Path)
 
 
 def _write_summary(out: Path, result: AggregateResult, force: bool) -> None:
-    from picks.core.export import atomic_path
+    from picks.core.files import atomic_path
 
     out.mkdir(parents=True, exist_ok=True)
     # _check_outputs refused an existing summary before the run unless --force.

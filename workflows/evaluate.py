@@ -70,9 +70,9 @@ def read_picks_files(
     Files inside a folder that no adapter recognises (a copick project's config, a label map)
     are skipped; a file named directly must be readable.
     """
-    from picks.core.importing import expand_inputs, read_file
     from picks.plugins.adapter import ReadContext
     from picks.plugins.manager import get_registry
+    from picks.workflows.importing import expand_inputs, read_file
 
     registry = registry or get_registry()
     frames = []
@@ -118,19 +118,10 @@ def consensus_runs(
     Runs named in ``run_ids`` are scored whatever their status (that is asking for them;
     an unfinished one is labelled with its status)."""
     store.mark_stale()
-    present = [
-        int(r[0])
-        for r in store.db.execute(
-            "SELECT DISTINCT c.run_id FROM consensus c JOIN runs r ON r.id = c.run_id "
-            + ("" if include_unfinished else "WHERE r.status = 'ok' ")
-            + "ORDER BY c.run_id"
-        ).fetchall()
-    ]
+    present = store.consensus_run_ids(finished_only=not include_unfinished)
     if not run_ids:
         return present
-    present = [
-        int(r[0]) for r in store.db.execute("SELECT DISTINCT run_id FROM consensus ORDER BY run_id")
-    ]
+    present = store.consensus_run_ids()
     for run_id in run_ids:
         store.get_run(run_id)
         if run_id not in present:
@@ -142,15 +133,7 @@ def consensus_runs(
 
 def consensus_picks(store, run_id: int) -> pd.DataFrame:
     """All consensus candidates of a run (tomogram, particle, x, y, z, score, accepted)."""
-    cursor = store.db.execute(
-        "SELECT id, tomogram, particle, x, y, z, score, accepted FROM consensus WHERE run_id = ? ORDER BY id",
-        [run_id],
-    )
-    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=[d[0] for d in cursor.description])
-    for column in ("x", "y", "z", "score"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    frame["accepted"] = frame["accepted"].fillna(0).astype(int).astype(bool)
-    return frame
+    return store.consensus_points(run_id)
 
 
 def evaluate(

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from picks.consensus import evaluate as evaluate_mod
 from picks.consensus.simulate import (
     DEFAULT_SEED,
     DEFAULT_SIZE,
@@ -30,6 +29,7 @@ from picks.consensus.simulate import (
     simulate,
 )
 from picks.core.errors import PicksError
+from picks.workflows import evaluate as evaluate_mod
 
 DEMO_ENTRIES = (
     "data",
@@ -47,7 +47,7 @@ class DemoResult:
     folder: Path
     simulation: SimulationResult
     db: Path
-    aggregate: Any  # picks.consensus.pipeline.AggregateResult
+    aggregate: Any  # picks.workflows.aggregate.AggregateResult
     results: list[evaluate_mod.Evaluated] = field(repr=False)
     evaluation: Path = Path()
     plot: Path | None = None
@@ -56,7 +56,7 @@ class DemoResult:
 def aggregate_inputs(
     simulation: SimulationResult | Path, *, voxel_size: float | None = None
 ) -> list:
-    """The simulated pickers as :class:`~picks.consensus.pipeline.InputSpec` inputs.
+    """The simulated pickers as :class:`~picks.workflows.aggregate.InputSpec` inputs.
 
     For a run **without** tomograms give ``voxel_size`` (Å, of the full-resolution
     tomograms): each file becomes its own input with the voxel size of the volume it was
@@ -65,8 +65,8 @@ def aggregate_inputs(
     tomogram's name. Without them the binned picker's picks would land at half scale in a
     tomogram called ``sim_01_bin2`` — the registered tomograms normally resolve both.
     """
-    from picks.consensus.pipeline import InputSpec
     from picks.core.tomograms import name_key
+    from picks.workflows.aggregate import InputSpec
 
     items = picker_inputs(simulation)
     if voxel_size is None:
@@ -136,8 +136,8 @@ def run_demo(
     progress=None,
 ) -> DemoResult:
     """Simulate, aggregate (default method: the CNN, since tomograms are given), evaluate."""
-    from picks.consensus.pipeline import DEFAULT_FORMATS, aggregate
     from picks.core.store import Store
+    from picks.workflows.aggregate import DEFAULT_FORMATS, aggregate
 
     folder = Path(folder)
     _prepare(folder)
