@@ -74,7 +74,7 @@ def bead_positions(data: Path) -> dict[str, np.ndarray]:
         table = table[kind.astype(str).str.contains("bead")]
         name = "tomogram" if "tomogram" in table else "experiment"
         return {t: g[["x", "y", "z"]].to_numpy(float) for t, g in table.groupby(name)}
-    from picks.consensus import simulate_volume as sv
+    from picks.simulate import volume as sv
 
     n = len(manifest["tomograms"])
     _, *seeds = np.random.SeedSequence(manifest["seed"]).spawn(n + 1)
@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> dict:
         db.unlink()
 
     start = time.perf_counter()
-    from picks.consensus.cnn import tensorflow
+    from picks.consensus.cnn.network import tensorflow
 
     tensorflow()  # counted as its own stage: ~4 s on this machine
 
     times: dict[str, float] = {"tensorflow import": time.perf_counter() - start}
-    from picks.consensus import metric
-    from picks.consensus.simulate import picker_inputs
     from picks.core.store import Store
+    from picks.evaluate import metric
+    from picks.simulate.world import picker_inputs
     from picks.workflows import aggregate as pipeline
     from picks.workflows import noise as noise_mod
 

@@ -46,7 +46,7 @@ run("simulate", f"{out}/sim", "--seed", seed, "--tomograms", "2")
 try:
     from picks.simulate.world import picker_inputs
 except ImportError:
-    from picks.consensus.simulate import picker_inputs
+    from picks.simulate.world import picker_inputs
 args = []
 for item in picker_inputs(f"{out}/sim"):
     key = f"{item['label']}={item['path']}"

@@ -220,7 +220,8 @@ def aggregate_cmd(
     """Aggregate several pickers' outputs into one consensus set, with provenance."""
     from picks.consensus.cluster import DEFAULT_MATCH_FRACTION
     from picks.core.particles import parse_radius_options
-    from picks.workflows.aggregate import DEFAULT_FORMATS, aggregate
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.outputs import DEFAULT_FORMATS
 
     cnn_options = {
         "model": [str(m) for m in model] if model else None,

@@ -69,9 +69,9 @@ def train_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Train the rescoring CNN on a run (its full-support picks against its noise) and save it."""
-    from picks.consensus import cnn
-    from picks.consensus.extract import EdgePolicy
-    from picks.consensus.train import POSITIVE_RULES, fit, unique_model_path
+    from picks.consensus.cnn import network as cnn
+    from picks.consensus.cnn.boxes import EdgePolicy
+    from picks.consensus.cnn.train import POSITIVE_RULES, fit, unique_model_path
     from picks.core.errors import PicksError
     from picks.workflows.rescore import load_run_data, record_training, run_catalog
 

@@ -111,10 +111,11 @@ def evaluate_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Score pickers, consensus runs and picks files with the CZII F-beta metric."""
-    from picks.consensus import metric
     from picks.core.errors import PicksError
     from picks.core.store import Store
     from picks.core.tomograms import TomogramSet, find_volumes, read_tomogram
+    from picks.evaluate import metric
+    from picks.evaluate.plots import plot_curves
     from picks.plugins.manager import get_registry
     from picks.workflows import evaluate
 
@@ -178,7 +179,7 @@ def evaluate_cmd(
     if not results:
         raise PicksError("nothing to evaluate: the store holds no pickers or consensus runs")
     if plot is not None:
-        evaluate.plot_curves(
+        plot_curves(
             results,
             truth_table,
             plot,

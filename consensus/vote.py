@@ -76,10 +76,10 @@ def parse_min_support(value: object) -> float | str | None:
             number = float(text)
         except ValueError:
             raise PicksError(
-                f"--min-support {value!r}: expected a number or one of {', '.join(RULES)}"
+                f"`min_support` {value!r}: expected a number or one of {', '.join(RULES)}"
             ) from None
     if number <= 0:
-        raise PicksError(f"--min-support {value!r} must be > 0")
+        raise PicksError(f"`min_support` {value!r} must be > 0")
     return number
 
 

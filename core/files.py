@@ -32,7 +32,7 @@ def atomic_path(path: Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""
     path = Path(path)
     if path.exists() and not force:
-        raise PicksError(f"{path} exists", hint="Use --force to replace it.")
+        raise PicksError(f"{path} exists", hint="Use `force=True` to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -80,7 +80,7 @@ def safe_name(text: str) -> str:
     if raw in (".", ".."):
         raise PicksError(
             f"{raw!r} cannot name an output file (it names a folder)",
-            hint="Rename the class or tomogram (--particle, --tomogram).",
+            hint="Rename the class or tomogram (`particle`, `tomogram`).",
         )
     name = re.sub(r"[^A-Za-z0-9._+-]+", "_", raw) or "unnamed"
     if name.startswith("."):

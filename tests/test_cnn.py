@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from picks.consensus import cnn
+from picks.consensus.cnn import network as cnn
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog, Particle
 
@@ -348,7 +348,7 @@ def test_typicality_flags_features_unlike_the_positives() -> None:
 
 # -- training data -----------------------------------------------------------------------------
 def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
-    from picks.consensus.train import spatial_split, training_table
+    from picks.consensus.cnn.train import spatial_split, training_table
     from picks.core import picks as canonical
     from picks.workflows.rescore import load_run_data
 
@@ -401,7 +401,7 @@ def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
 
 
 def test_guard_band_keeps_training_boxes_off_validation_boxes() -> None:
-    from picks.consensus.train import _guard_band
+    from picks.consensus.cnn.train import _guard_band
 
     rows = pd.DataFrame(
         {
@@ -453,7 +453,7 @@ def test_rescore_run_scores_every_candidate_and_records_everything(world) -> Non
         merged["cnn_score"], (1 - merged["noise"]) * merged["typicality"], atol=1e-6
     )
     # ... and in candidates.csv's table: every candidate, its decision and those scores
-    from picks.workflows.aggregate import candidates_table
+    from picks.workflows.outputs import candidates_table
 
     decisions = candidates_table(store, run)
     assert len(decisions) == len(cons)
@@ -534,7 +534,7 @@ def test_rescoring_separates_particles_from_empty_candidates(world) -> None:
 
 
 def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
-    from picks.consensus.train import fit
+    from picks.consensus.cnn.train import fit
     from picks.workflows.rescore import load_run_data, rescore_run
 
     store, run = world["store"], world["run"]
@@ -742,7 +742,7 @@ def test_hard_negatives_are_mined_and_unseen_classes_are_flagged(world) -> None:
 
 
 def test_auto_positives_fall_back_to_all_but_one_picker_when_full_support_is_rare() -> None:
-    from picks.consensus import train
+    from picks.consensus.cnn import train
 
     def row(support, vote, pickers, status):
         return {
@@ -774,7 +774,7 @@ def test_auto_positives_fall_back_to_all_but_one_picker_when_full_support_is_rar
 
 
 def test_threshold_is_tuned_for_recall_on_the_held_out_split() -> None:
-    from picks.consensus.train import choose_threshold
+    from picks.consensus.cnn.train import choose_threshold
 
     positive = np.array([True] * 10 + [False] * 10)
     scores = np.array([0.9] * 8 + [0.22, 0.22] + [0.1] * 10)
@@ -790,9 +790,9 @@ def test_threshold_is_tuned_for_recall_on_the_held_out_split() -> None:
 def test_cnn_consensus_beats_best_picker_and_voting_on_simulated_data(tmp_path) -> None:
     """``picks simulate`` data at demo size (2 tomograms of 200 × 200 × 80): with default
     options the CNN consensus beats every single picker and the vote (docs/cnn.md §6)."""
-    from picks.consensus.metric import score
-    from picks.consensus.simulate import simulate
     from picks.core.store import Store
+    from picks.evaluate.metric import score
+    from picks.simulate.world import simulate
     from picks.workflows import evaluate as ev
     from picks.workflows.aggregate import aggregate
     from picks.workflows.demo import aggregate_inputs

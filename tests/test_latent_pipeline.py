@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from picks.cli import get_app
-from picks.consensus.metric import score
 from picks.core.store import Store
+from picks.evaluate.metric import score
 from picks.workflows.aggregate import aggregate
 
 runner = CliRunner()

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 
-from picks.consensus.simulate import picker_inputs, simulate
 from picks.core.particles import CZII
 from picks.core.tomograms import TomogramSet, read_tomogram
 from picks.plugins.adapter import ReadContext
+from picks.simulate.world import picker_inputs, simulate
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from picks.consensus.simulate import (
+from picks.core.errors import PicksError
+from picks.evaluate.metric import Evaluated
+from picks.evaluate.plots import plot_curves
+from picks.simulate.world import (
     DEFAULT_SEED,
     DEFAULT_SIZE,
     DEFAULT_SNR,
@@ -28,7 +31,6 @@ from picks.consensus.simulate import (
     picker_inputs,
     simulate,
 )
-from picks.core.errors import PicksError
 from picks.workflows import evaluate as evaluate_mod
 
 DEMO_ENTRIES = (
@@ -48,7 +50,7 @@ class DemoResult:
     simulation: SimulationResult
     db: Path
     aggregate: Any  # picks.workflows.aggregate.AggregateResult
-    results: list[evaluate_mod.Evaluated] = field(repr=False)
+    results: list[Evaluated] = field(repr=False)
     evaluation: Path = Path()
     plot: Path | None = None
 
@@ -66,7 +68,7 @@ def aggregate_inputs(
     tomogram called ``sim_01_bin2`` — the registered tomograms normally resolve both.
     """
     from picks.core.tomograms import name_key
-    from picks.workflows.aggregate import InputSpec
+    from picks.workflows.inputs import InputSpec
 
     items = picker_inputs(simulation)
     if voxel_size is None:
@@ -137,7 +139,8 @@ def run_demo(
 ) -> DemoResult:
     """Simulate, aggregate (default method: the CNN, since tomograms are given), evaluate."""
     from picks.core.store import Store
-    from picks.workflows.aggregate import DEFAULT_FORMATS, aggregate
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.outputs import DEFAULT_FORMATS
 
     folder = Path(folder)
     _prepare(folder)
@@ -165,7 +168,5 @@ def run_demo(
         + "\n",
         encoding="utf-8",
     )
-    plot_path = (
-        evaluate_mod.plot_curves(results, truth, folder / "evaluation.png") if plot else None
-    )
+    plot_path = plot_curves(results, truth, folder / "evaluation.png") if plot else None
     return DemoResult(folder, simulation, db, result, results, evaluation, plot_path)

@@ -40,7 +40,7 @@ def noise_for_run(
     if existing and not replace:
         raise PicksError(
             f"run {run_id} already has {existing} noise samples",
-            hint="Use --force to replace them.",
+            hint="Use `force=True` to replace them.",
         )
     positives = store.positive_counts(run_id)
     if not positives:

@@ -7,7 +7,7 @@ call. For every consensus pick of the run it stores:
   model card and of ``noise`` (so per-class scores are visible and sum to 1 per model);
 * ``consensus.cnn_score`` = ``P(particle) = 1 − P(noise)``, the mean over the models of an
   ensemble; ``consensus.score`` = the score the decision used (the CNN score, or the
-  combined probability with ``combine=True``, see :mod:`picks.consensus.combine`);
+  combined probability with ``combine=True``, see :mod:`picks.consensus.cnn.combine`);
 * ``consensus.accepted`` = score ≥ ``threshold`` (default: the model card's decision rule,
   ``1/(1 + β²)`` = 0.0588 for the CZII β = 4; 0.5 with ``combine``); ``consensus.reason`` says so,
   names the class the network finds most likely, and keeps the voting reason after ``;``.
@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.consensus import cnn
-from picks.consensus import combine as combiner
-from picks.consensus.extract import EdgePolicy, Geometry, iter_boxes, tomogram_lookup
-from picks.consensus.train import RunData, fit, is_trusted, training_table, unique_model_path
+from picks.consensus.cnn import combine as combiner
+from picks.consensus.cnn import network as cnn
+from picks.consensus.cnn.boxes import EdgePolicy, Geometry, iter_boxes, tomogram_lookup
+from picks.consensus.cnn.train import RunData, fit, is_trusted, training_table, unique_model_path
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog
 from picks.core.progress import null_progress
@@ -85,7 +85,7 @@ def rescore_run(
     progress = progress or null_progress
     catalog = catalog or Catalog()
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise PicksError(f"--threshold {threshold}: expected a probability between 0 and 1")
+        raise PicksError(f"`threshold` {threshold}: expected a probability between 0 and 1")
     store.get_run(run_id)
     timings: dict[str, float] = {}
     candidates = store.consensus(run_id)
@@ -148,7 +148,7 @@ def rescore_run(
                 f"({card['training']['counts'].get('positive_rule', 'full support')}); below about "
                 f"{FEW_POSITIVES} it barely tells particles from picker noise and accepts "
                 "nearly every candidate (see docs/cnn.md §6): more tomograms or trusted "
-                "--positive references help"
+                "`positives` references help"
             )
         summary["train"] = {
             "counts": card["training"]["counts"],
@@ -303,7 +303,7 @@ def _decision_threshold(threshold, models, combine: bool) -> tuple[float, str]:
     """The threshold the decision uses: the given one, else the model cards' tuned one.
 
     A model card's ``decision.threshold`` is the Bayes decision for the CZII F-beta's cost
-    ratio, ``1/(1 + β²)`` with β = 4 (see :func:`picks.consensus.train.decision_rule`); an
+    ratio, ``1/(1 + β²)`` with β = 4 (see :func:`picks.consensus.cnn.train.decision_rule`); an
     ensemble uses the mean of its members'. Models without one, and ``combine`` (whose
     logistic regression outputs a calibrated probability), use :data:`DEFAULT_THRESHOLD`.
     """
@@ -411,7 +411,7 @@ def _combine(
     alpha=None,
 ):
     """Fit the logistic regression on labelled points with out-of-sample CNN scores."""
-    from picks.consensus.extract import extract
+    from picks.consensus.cnn.boxes import extract
 
     member_picks = combiner.members(store.member_picks(run_id))
     pickers = sorted(set(member_picks["picker"].astype(str))) if not member_picks.empty else []
@@ -447,7 +447,7 @@ def _combine(
     score = np.mean(scores, axis=0)
     labels = (rows["label"].to_numpy() > 0).astype(int)
     if labels.min() == labels.max():
-        raise PicksError("--combine: the labelled points hold only one class; cannot calibrate")
+        raise PicksError("`combine`: the labelled points hold only one class; cannot calibrate")
     x_fit, columns = combiner.design(
         score, combiner.point_features(rows, member_picks, pickers, catalog)
     )
@@ -622,7 +622,7 @@ def record_training(store: Store, run_id: int, trained, path: str | Path, digest
 
 
 def load_run_data(store: Store, run_id: int, candidates: pd.DataFrame | None = None) -> RunData:
-    """What training reads of a run (:class:`picks.consensus.train.RunData`), from the store."""
+    """What training reads of a run (:class:`picks.consensus.cnn.train.RunData`), from the store."""
     return RunData(
         candidates=store.consensus(run_id) if candidates is None else candidates,
         references=store.picks(

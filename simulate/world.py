@@ -21,8 +21,8 @@
 
 Coordinates in every Å file use the canonical frame ``x_Å = i × voxel_size`` (origin at the
 centre of voxel 0). The same seed gives byte-identical files. See
-:mod:`picks.consensus.simulate_volume` for the image model (and the SNR definition) and
-:mod:`picks.consensus.simulate_pickers` for the pickers.
+:mod:`picks.simulate.volume` for the image model (and the SNR definition) and
+:mod:`picks.simulate.pickers` for the pickers.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.consensus import simulate_pickers as sp
-from picks.consensus import simulate_volume as sv
-from picks.consensus import simulate_writers as sw
 from picks.core.particles import CZII
+from picks.simulate import pickers as sp
+from picks.simulate import volume as sv
+from picks.simulate import writers as sw
 
 DEFAULT_SIZE = (200, 200, 80)
 DEFAULT_SNR = 0.05

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from picks.consensus.train import match_radius
+from picks.consensus.cnn.train import match_radius
 from picks.core.particles import Catalog
 
 

@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from picks.consensus import cnn, metric
-from picks.consensus.extract import EdgePolicy, Extracted, describe, extract, geometry_for
+from picks.consensus.cnn import network as cnn
+from picks.consensus.cnn.boxes import EdgePolicy, Extracted, describe, extract, geometry_for
 from picks.core.errors import PicksError
+from picks.core.fbeta import fbeta
 from picks.core.particles import Catalog
 from picks.core.progress import now, null_progress
 
@@ -228,8 +229,8 @@ def training_table(
         raise PicksError(
             f"run {run_id}: too little training data for the CNN ({n_pos} positives, {n_neg} "
             f"negatives; at least {MIN_POSITIVES} of each are needed)",
-            hint="Sample noise for the run (picks noise), add trusted --positive references, "
-            "or use --method vote.",
+            hint="Sample noise for the run (picks noise), add trusted `positives` references, "
+            "or use `method` vote.",
         )
     rng = np.random.default_rng([int(seed), 7])
     keep = np.ones(len(table), dtype=bool)
@@ -413,7 +414,7 @@ def fit(
 ) -> Trained:
     """Extract the run's labelled boxes and train the CNN on them (nothing is written)."""
     from picks import __version__
-    from picks.consensus.extract import DEFAULT_MARGIN
+    from picks.consensus.cnn.boxes import DEFAULT_MARGIN
 
     progress = progress or null_progress
     edge = edge or EdgePolicy()
@@ -425,7 +426,7 @@ def fit(
     if not radii:
         raise PicksError(
             f"run {run_id}: none of the classes {data.classes} has a known radius",
-            hint="Give one with --radius CLASS=ÅNGSTROM.",
+            hint="Give one with `radii` CLASS=ÅNGSTROM.",
         )
     margin = DEFAULT_MARGIN if margin is None else margin
     geometry = geometry_for(
@@ -613,7 +614,7 @@ def fbeta_at(
     hit = np.nan_to_num(np.asarray(scores, dtype=float), nan=-1.0) >= threshold
     positive = np.asarray(positive, dtype=bool)
     tp, fp, fn = (hit & positive).sum(), (hit & ~positive).sum(), (~hit & positive).sum()
-    return metric.fbeta(float(tp), float(fp), float(fn), beta)[2]
+    return fbeta(float(tp), float(fp), float(fn), beta)[2]
 
 
 def cost_threshold(beta: float = DECISION_BETA) -> float:
@@ -720,7 +721,7 @@ def background_pool(
     and reference of the run, a half box inside the tomogram), spread over the tomograms in
     proportion to their noise samples."""
     from picks.consensus import noise as noise_mod
-    from picks.consensus.extract import tomogram_lookup
+    from picks.consensus.cnn.boxes import tomogram_lookup
 
     lookup = tomogram_lookup(tomograms)
     noise = run.noise
@@ -766,7 +767,7 @@ def table_hash(rows: pd.DataFrame) -> str:
 
 
 def _used_tomograms(tomograms, rows: pd.DataFrame) -> list:
-    from picks.consensus.extract import tomogram_lookup
+    from picks.consensus.cnn.boxes import tomogram_lookup
 
     names = set(rows["tomogram"].astype(str))
     return [t for name, t in sorted(tomogram_lookup(tomograms).items()) if name in names]
