@@ -81,9 +81,6 @@ class CopickAdapter(Adapter):
     name = "copick"
     picker = "copick"
     patterns = ("*.json",)
-    description = (
-        "copick picks JSON (Å, transformation_, score, instance_id) and copick project folders"
-    )
     extension = ".json"
     layout = "directory"
     class_field = "required"  # a picks file is per object: no class, no file name

@@ -101,7 +101,6 @@ class DynamoAdapter(Adapter):
     name = "dynamo-tbl"
     picker = "Dynamo"
     patterns = ("*.tbl",)
-    description = "Dynamo particle table (.tbl, px, ZXZ angles, tomo index + .doc map)"
     extension = ".tbl"
     layout = "file"
     class_field = "optional"  # the class column is a number, invented for picks without one

@@ -219,7 +219,6 @@ class Relion5Adapter(Adapter):
     name = "relion5"
     picker = "RELION 5"
     patterns = ("*.star",)
-    description = "RELION 5 particles STAR (centred Å; decentred with tomograms.star) + writer"
     extension = ".star"
     layout = "file"
 
@@ -373,7 +372,6 @@ class Relion4Adapter(Adapter):
     name = "relion4"
     picker = "RELION 3/4"
     patterns = ("*.star",)
-    description = "RELION 3.0-4.x / Warp 1 / TOMOMAN subtomogram STAR (pixels) + RELION 4 writer"
     extension = ".star"
     layout = "file"
 

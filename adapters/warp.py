@@ -63,7 +63,6 @@ class Warp2Adapter(Adapter):
     name = "warp2"
     picker = "Warp 2 / WarpTools"
     patterns = ("*.star",)
-    description = "WarpTools particle STAR (rlnTomoName *.tomostar, pixels of rlnImagePixelSize)"
 
     def sniff(self, path: Path) -> float:
         return 0.95 if flavour(path) == "warp2" else 0.0

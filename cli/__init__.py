@@ -71,10 +71,23 @@ def get_app() -> typer.Typer:
         quiet: bool = typer.Option(
             False, "--quiet", "-q", help="Only warnings and results: no progress or notes."
         ),
+        registry: str = typer.Option(
+            None,
+            "--registry",
+            metavar="FILE",
+            help="Local adapter registry file (else $PICKS_REGISTRY; never read from the "
+            "current folder).",
+        ),
     ) -> None:
         """Consensus of cryo-ET particle pickers, with provenance for every pick."""
         global _debug
         _debug = debug
+        if registry or "picks.plugins.manager" in sys.modules:
+            # set for this invocation, and cleared when not given (pluggy stays unimported
+            # by commands that list no adapters)
+            from picks.plugins.manager import use_local_registry
+
+            use_local_registry(registry)
         setup_logging(verbose=verbose, quiet=quiet)
 
     for name in COMMAND_MODULES:

@@ -241,6 +241,25 @@ class WriteContext:
         return out
 
 
+@dataclass(frozen=True)
+class AdapterCard:
+    """An adapter described without importing it, for ``register(card)``: the class named by
+    ``object`` (``"module:Class"``, or ``"Class"`` in the ``.py`` file ``path``) is imported
+    on first use, and the loaded adapter shows this card's picker, description and patterns.
+    ``write`` says whether it can write (so listing adapters imports none); ``None`` asks the
+    loaded adapter."""
+
+    name: str
+    object: str
+    picker: str = ""
+    description: str = ""
+    patterns: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ()
+    write: bool | None = None
+    version: str = ""
+    path: str | None = None
+
+
 class Adapter:
     """Base class for a picker-format adapter. Subclass it and register an instance.
 
