@@ -9,8 +9,9 @@ import typer
 
 from picks.cli.choices import Device, Edge, Positives
 from picks.cli.common import DbOption, JsonOption, echo_json, echo_table, open_store, progress
+from picks.core.defaults import DEFAULT_DB
 
-DB_DEFAULT = Path("picks.db")
+DB_DEFAULT = Path(DEFAULT_DB)
 
 DeviceOption = Annotated[Device, typer.Option(help="auto: the GPU when TensorFlow sees one.")]
 EdgeOption = Annotated[

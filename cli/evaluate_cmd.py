@@ -127,7 +127,9 @@ def evaluate_cmd(
     volumes = TomogramSet(read_tomogram(p) for p in find_volumes(tomograms or []))
     store = None
     if db is None and not files:
-        db = Path("picks.db")
+        from picks.core.defaults import DEFAULT_DB
+
+        db = Path(DEFAULT_DB)
     if db is not None:
         if not db.exists():
             raise PicksError(

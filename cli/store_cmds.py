@@ -19,8 +19,9 @@ from picks.cli.common import (
     progress,
     warn,
 )
+from picks.core.defaults import DEFAULT_DB
 
-DB_DEFAULT = Path("picks.db")
+DB_DEFAULT = Path(DEFAULT_DB)
 
 
 def register(app: typer.Typer) -> None:

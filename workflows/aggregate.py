@@ -37,6 +37,7 @@ from picks.consensus.vote import (
     support_rules,
 )
 from picks.core.errors import PicksError
+from picks.core.jsonable import is_jsonable
 from picks.core.particles import Catalog
 from picks.core.progress import Progress, null_progress
 from picks.core.store import Store
@@ -448,7 +449,7 @@ def aggregate(
                 **clusters.stats,
                 "support_rules": {str(k): r.as_dict() for k, r in rules.items()},
             },
-            cnn=cnn_result if _jsonable(cnn_result) else repr(cnn_result),
+            cnn=cnn_result if is_jsonable(cnn_result) else repr(cnn_result),
             latent=latent.summary() if latent is not None else None,
         )
         # Complete the run's parameters with what was resolved (sources, labels, rules).
@@ -469,14 +470,6 @@ def aggregate(
         store.update_run(run_id, params=json.dumps(resolved, sort_keys=True, default=str))
         _write_summary(out, result, force)
     return result
-
-
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _resolve_method(method: str, have_tomograms: bool, warnings: list[str]) -> str:

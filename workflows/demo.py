@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from picks.core.defaults import DEFAULT_DB
 from picks.core.errors import PicksError
 from picks.evaluate.metric import Evaluated
 from picks.evaluate.plots import plot_curves
@@ -145,7 +146,7 @@ def run_demo(
     folder = Path(folder)
     _prepare(folder)
     simulation = simulate(folder / "data", seed=seed, n_tomograms=n_tomograms, size=size, snr=snr)
-    db = folder / "picks.db"
+    db = folder / DEFAULT_DB
     truth = evaluate_mod.read_picks_files([simulation.truth_csv], adapter="czii-csv")
     with Store(db) as store:
         result = aggregate(

@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,16 +66,7 @@ class ImportResult:
         return describe_named(self.from_name)
 
     def as_dict(self) -> dict:
-        return {
-            "path": str(self.path),
-            "source_id": self.source_id,
-            "adapter": self.adapter,
-            "picker": self.picker,
-            "n_picks": self.n_picks,
-            "skipped": self.skipped,
-            "warnings": self.warnings,
-            "from_name": self.from_name,
-        }
+        return dict(asdict(self), path=str(self.path))
 
 
 # -- name patterns ---------------------------------------------------------------------------

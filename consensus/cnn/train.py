@@ -41,6 +41,7 @@ from picks.consensus.cnn import network as cnn
 from picks.consensus.cnn.boxes import EdgePolicy, Extracted, describe, extract, geometry_for
 from picks.core.errors import PicksError
 from picks.core.fbeta import fbeta
+from picks.core.jsonable import jsonable
 from picks.core.particles import Catalog
 from picks.core.progress import now, null_progress
 
@@ -574,7 +575,7 @@ def fit(
     }
     return Trained(
         model,
-        json.loads(json.dumps(card, default=_jsonable)),
+        json.loads(json.dumps(card, default=jsonable)),
         result,
         data,
         extracted,
@@ -740,12 +741,6 @@ def background_pool(
         [lookup[t] for t in names], avoid, counts, half_box=geometry.side / 2, seed=int(seed) + 1
     )
     return result.samples.reset_index(drop=True)
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
 
 
 def table_hash(rows: pd.DataFrame) -> str:

@@ -23,15 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
 
 from picks.core import picks as canonical
+from picks.core.defaults import DEFAULT_DB
 from picks.core.errors import NotFound, StoreBusy
 from picks.core.progress import now
 from picks.core.store.consensus import ConsensusTables
 from picks.core.store.migrations import migrate, source_identity
 from picks.core.tomograms import Tomogram, TomogramSet
 
-DEFAULT_DB = "picks.db"
 # How long a command waits for another one's write lock before "store busy" (seconds): SQLite's
 # own busy handler waits that long for every statement (sqlite3's default, 5 s, made small
 # imports die during a large one), and busy_retry retries with backoff until the same deadline
@@ -299,7 +300,7 @@ class Store(ConsensusTables):
     def get_run(self, run_id: int) -> dict:
         try:
             return self.db["runs"].get(run_id)
-        except Exception:
+        except NotFoundError:  # only a missing row; a lock or an I/O error stays itself
             raise NotFound(f"no run with id {run_id}") from None
 
     # -- sources and raw picks ---------------------------------------------------------------
@@ -371,7 +372,7 @@ class Store(ConsensusTables):
     def get_source(self, source_id: int) -> dict:
         try:
             return self.db["sources"].get(source_id)
-        except Exception:
+        except NotFoundError:  # only a missing row; a lock or an I/O error stays itself
             raise NotFound(f"no source with id {source_id}") from None
 
     def picks(
