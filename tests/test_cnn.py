@@ -348,7 +348,8 @@ def test_typicality_flags_features_unlike_the_positives() -> None:
 
 # -- training data -----------------------------------------------------------------------------
 def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
-    from picks.consensus.cnn.train import spatial_split, training_table
+    from picks.consensus.cnn.split import spatial_split
+    from picks.consensus.cnn.train import training_table
     from picks.core import picks as canonical
     from picks.workflows.rescore import load_run_data
 
@@ -401,7 +402,7 @@ def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
 
 
 def test_guard_band_keeps_training_boxes_off_validation_boxes() -> None:
-    from picks.consensus.cnn.train import _guard_band
+    from picks.consensus.cnn.split import _guard_band
 
     rows = pd.DataFrame(
         {
@@ -774,7 +775,7 @@ def test_auto_positives_fall_back_to_all_but_one_picker_when_full_support_is_rar
 
 
 def test_threshold_is_tuned_for_recall_on_the_held_out_split() -> None:
-    from picks.consensus.cnn.train import choose_threshold
+    from picks.consensus.cnn.threshold import choose_threshold
 
     positive = np.array([True] * 10 + [False] * 10)
     scores = np.array([0.9] * 8 + [0.22, 0.22] + [0.1] * 10)

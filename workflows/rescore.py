@@ -303,7 +303,7 @@ def _decision_threshold(threshold, models, combine: bool) -> tuple[float, str]:
     """The threshold the decision uses: the given one, else the model cards' tuned one.
 
     A model card's ``decision.threshold`` is the Bayes decision for the CZII F-beta's cost
-    ratio, ``1/(1 + β²)`` with β = 4 (see :func:`picks.consensus.cnn.train.decision_rule`); an
+    ratio, ``1/(1 + β²)`` with β = 4 (see :func:`picks.consensus.cnn.threshold.decision_rule`); an
     ensemble uses the mean of its members'. Models without one, and ``combine`` (whose
     logistic regression outputs a calibrated probability), use :data:`DEFAULT_THRESHOLD`.
     """
