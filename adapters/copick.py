@@ -59,7 +59,7 @@ from picks.adapters._options import ANGSTROM_UNITS, VOXEL_UNITS
 from picks.adapters._voxels import with_voxel_size
 from picks.core import picks as canonical
 from picks.core.errors import PicksError
-from picks.core.export import atomic_path, safe_name
+from picks.core.files import atomic_path, safe_name
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
 
 UNIT_FACTORS = {**dict.fromkeys(ANGSTROM_UNITS, 1.0), "nanometer": 10.0, "nm": 10.0}
@@ -81,9 +81,6 @@ class CopickAdapter(Adapter):
     name = "copick"
     picker = "copick"
     patterns = ("*.json",)
-    description = (
-        "copick picks JSON (Å, transformation_, score, instance_id) and copick project folders"
-    )
     extension = ".json"
     layout = "directory"
     class_field = "required"  # a picks file is per object: no class, no file name

@@ -164,7 +164,6 @@ class CryoloCboxAdapter(Adapter):
     name = "cryolo-cbox"
     picker = "crYOLO"
     patterns = ("*.cbox",)
-    description = "crYOLO CBOX (STAR-style ≥1.8 and old whitespace): corner X/Y, centre Z, voxels"
     extension = ".cbox"
     layout = "per_tomogram"
 
@@ -279,7 +278,6 @@ class CoordsAdapter(Adapter):
     name = "coords"
     picker = "crYOLO"
     patterns = ("*.coords",)
-    description = "x y z centres in voxels, no header (crYOLO COORDS, TomoTwin, IMOD point lists)"
     extension = ".coords"
     layout = "per_tomogram"
 
@@ -334,9 +332,6 @@ class CryoloStarAdapter(Adapter):
     name = "cryolo-star"
     picker = "crYOLO"
     patterns = ("*.star",)
-    description = (
-        "crYOLO STAR output: rlnCoordinateX/Y/Z centres in voxels, rlnAutopickFigureOfMerit"
-    )
     layout = "per_tomogram"
 
     def sniff(self, path: Path) -> float:

@@ -42,7 +42,6 @@ class CziiCsvAdapter(Adapter):
     name = "czii-csv"
     picker = "YOLO / CZII submission"
     patterns = ("*.csv",)
-    description = "CZII CryoET Object Identification submission CSV (Å, experiment, particle_type)"
     extension = ".csv"
     layout = "file"
     class_field = "required"  # particle_type is what the CZII metric scores by

@@ -79,9 +79,6 @@ class DeepEtPickerAdapter(Adapter):
     name = "deepetpicker"
     picker = "DeepETPicker"
     patterns = ("*.coords", "*.box")
-    description = (
-        "DeepETPicker Coords_All/Coords_withArea (class x y z [heatmap]) and x y z exports"
-    )
     extension = ".coords"
     layout = "per_tomogram"
     class_field = "optional"  # the class column is a number, invented for picks without one

@@ -148,7 +148,6 @@ class DeepFinderXmlAdapter(Adapter):
     name = "deepfinder-xml"
     picker = "DeepFinder"
     patterns = ("*.xml",)
-    description = "DeepFinder object list XML: class_label, x y z voxels, cluster_size, tomo_idx"
     extension = ".xml"
     layout = "file"
     class_field = "optional"  # class_label is a number, invented for picks without one
@@ -345,7 +344,6 @@ class ShrecTxtAdapter(Adapter):
     name = "shrec-txt"
     picker = "SHREC ground truth"
     patterns = ("*.txt",)
-    description = "SHREC'19 particle_locations text: pdb_id Z Y X + 3 raw angles, voxels"
     layout = "per_tomogram"
 
     def sniff(self, path: Path) -> float:

@@ -61,7 +61,7 @@ from picks.adapters._options import option_choice, option_file
 from picks.adapters._voxels import with_voxel_size
 from picks.core import picks as canonical
 from picks.core.errors import PicksError
-from picks.core.export import atomic_path
+from picks.core.files import atomic_path
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext
 
 MIN_COLUMNS = 26
@@ -101,7 +101,6 @@ class DynamoAdapter(Adapter):
     name = "dynamo-tbl"
     picker = "Dynamo"
     patterns = ("*.tbl",)
-    description = "Dynamo particle table (.tbl, px, ZXZ angles, tomo index + .doc map)"
     extension = ".tbl"
     layout = "file"
     class_field = "optional"  # the class column is a number, invented for picks without one

@@ -57,7 +57,6 @@ class EmanBoxAdapter(Adapter):
     name = "eman-box"
     picker = "EMAN/crYOLO"
     patterns = ("*.box",)
-    description = "EMAN1 .box: x y width height, lower-left corner, 2D (needs --option z=SLICE)"
     extension = ".box"
     layout = "per_tomogram"
 

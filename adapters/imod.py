@@ -52,7 +52,6 @@ class ImodAdapter(Adapter):
     name = "imod-mod"
     picker = "IMOD"
     patterns = ("*.mod",)
-    description = "IMOD binary model (.mod): points of all contours; X/Y from the pixel edge"
 
     def sniff(self, path: Path) -> float:
         try:

@@ -117,7 +117,6 @@ class PortalNdjsonAdapter(Adapter):
     name = "portal-ndjson"
     picker = "CryoET Data Portal"
     patterns = ("*.ndjson",)
-    description = "CryoET Data Portal point annotations (.ndjson, voxels at the annotation spacing)"
 
     def sniff(self, path: Path) -> float:
         for line in head(path).splitlines():
@@ -198,7 +197,6 @@ class PointsCsvAdapter(Adapter):
     name = "points-csv"
     picker = "CSV points (CryoET Data Portal input)"
     patterns = ("*.csv",)
-    description = "x,y,z points per line (voxels), with or without header, any delimiter"
 
     def sniff(self, path: Path) -> float:
         lines = [line for line in head(path).splitlines() if line.strip()][:5]
@@ -270,7 +268,6 @@ class TardisCsvAdapter(Adapter):
     name = "tardis-csv"
     picker = "TARDIS"
     patterns = ("*.csv",)
-    description = "TARDIS instance points IDs,X [A],Y [A],Z [A] (Å by default)"
 
     def sniff(self, path: Path) -> float:
         lines = head(path).splitlines()

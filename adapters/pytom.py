@@ -51,7 +51,6 @@ class PytomAdapter(Adapter):
     name = "pytom-star"
     picker = "pytom-match-pick"
     patterns = ("*.star",)
-    description = "pytom-match-pick <tomo>_particles.star (0-based voxels, rlnLCCmax score)"
 
     def sniff(self, path: Path) -> float:
         return 0.95 if flavour(path) == "pytom" else 0.0

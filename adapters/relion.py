@@ -11,7 +11,7 @@ RELION reconstructs voxel ``i`` of a tomogram binned by ``b`` at tilt-series pix
 particle, which cancels). So voxel 0 of every binning is centred on tilt-series pixel 0 and a
 position ``p`` in tilt-series pixels is, in the canonical frame (origin at the centre of voxel 0
 of the registered tomogram, whatever its binning), ``x_Å = p · rlnTomoTiltSeriesPixelSize``.
-This is the ``"point"`` sampling of :func:`picks.plugins.adapter.index_to_angstrom`; it differs
+This is the ``"point"`` sampling of :func:`picks.core.frame.index_to_angstrom`; it differs
 from the block-binning reading ``(p + 0.5)·Pts − 0.5·V`` by ``(V − Pts)/2`` (4.3 Å for the
 tutorial data) — tools disagree at this level (3dem/relion#1137, #1280, #1353; pytom#250), so
 consensus tolerances must absorb ±1 tilt-series pixel anyway.
@@ -94,7 +94,7 @@ from picks.adapters._relion_family import (
 from picks.adapters._star import CENTRED, COORDS, StarData, Table, flavour, read_star, write_star
 from picks.core import picks as canonical
 from picks.core.errors import MissingVoxelSize, PicksError
-from picks.core.export import atomic_path
+from picks.core.files import atomic_path
 from picks.core.tomograms import name_key
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext
 
@@ -219,7 +219,6 @@ class Relion5Adapter(Adapter):
     name = "relion5"
     picker = "RELION 5"
     patterns = ("*.star",)
-    description = "RELION 5 particles STAR (centred Å; decentred with tomograms.star) + writer"
     extension = ".star"
     layout = "file"
 
@@ -373,7 +372,6 @@ class Relion4Adapter(Adapter):
     name = "relion4"
     picker = "RELION 3/4"
     patterns = ("*.star",)
-    description = "RELION 3.0-4.x / Warp 1 / TOMOMAN subtomogram STAR (pixels) + RELION 4 writer"
     extension = ".star"
     layout = "file"
 

@@ -54,7 +54,6 @@ class StopgapAdapter(Adapter):
     name = "stopgap"
     picker = "STOPGAP"
     patterns = ("*.star",)
-    description = "STOPGAP motive list STAR (orig + shift voxels, 1-based; ZXZ angles; tomo_num)"
 
     def sniff(self, path: Path) -> float:
         return 0.95 if flavour(path) == "stopgap" else 0.0

@@ -151,9 +151,6 @@ class TomoTwinAdapter(Adapter):
     name = "tomotwin-tloc"
     picker = "TomoTwin"
     patterns = ("*.tloc",)
-    description = (
-        "TomoTwin locate output (.tloc pickled DataFrame, read with a restricted unpickler)"
-    )
 
     def sniff(self, path: Path) -> float:
         try:

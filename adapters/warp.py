@@ -21,7 +21,7 @@ Convention applied:
 * **Origin.** Position = coordinate − ``rlnOrigin*Angst`` / pixel size (``--option
   origins=ignore`` skips the shifts). Pixel centres are taken
   as 0-based voxel centres with picks' default block binning
-  (:func:`picks.plugins.adapter.index_to_angstrom`); WarpTools' own sub-voxel convention is not
+  (:func:`picks.core.frame.index_to_angstrom`); WarpTools' own sub-voxel convention is not
   documented, and both readings agree when the registered tomogram has the export pixel size.
 * **Tomogram names.** ``.tomostar`` is stripped (``TS_17.tomostar`` -> ``TS_17``) when matching
   registered tomograms.
@@ -63,7 +63,6 @@ class Warp2Adapter(Adapter):
     name = "warp2"
     picker = "Warp 2 / WarpTools"
     patterns = ("*.star",)
-    description = "WarpTools particle STAR (rlnTomoName *.tomostar, pixels of rlnImagePixelSize)"
 
     def sniff(self, path: Path) -> float:
         return 0.95 if flavour(path) == "warp2" else 0.0

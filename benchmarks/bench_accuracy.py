@@ -9,7 +9,7 @@ Worlds (``--worlds``, comma-separated):
   two 320 × 320 × 128 tomograms made from real PDB structures by polnet, bright particles,
   no CTF); the pickers come from ``picks simulate-pickers`` (``--contrast auto``, no CTF).
 
-For each world it scores, with the CZII metric (:mod:`picks.consensus.metric`) at β = 4 and
+For each world it scores, with the CZII metric (:mod:`picks.evaluate.metric`) at β = 4 and
 β = 1, per class and overall: every simulated picker alone; ``union`` (every clustered
 candidate: vote with min-support 1); ``vote`` (the default vote); ``vote-k`` for every
 min-support k = 2 … n pickers; ``cnn``; ``auto`` (the default method, with the tomograms,
@@ -81,12 +81,12 @@ def machine() -> dict:
 
 def make_world(name: str, work: Path, say) -> World:
     """Simulate a ``sim-<seed>x<n>`` world or run the pickers on the polnet fixture."""
-    from picks.consensus import evaluate as evaluate_mod
+    from picks.workflows import evaluate as evaluate_mod
 
     start = time.perf_counter()
     folder = work / name
     if name.startswith("sim-"):
-        from picks.consensus.simulate import simulate
+        from picks.simulate.world import simulate
 
         seed, _, count = name[4:].partition("x")
         result = simulate(folder, seed=int(seed), n_tomograms=int(count or 3), size=SIM_SIZE)
@@ -103,8 +103,8 @@ def make_world(name: str, work: Path, say) -> World:
             time.perf_counter() - start,
         )
     if name in ("polnet", "polnet-crop"):
-        from picks.consensus import simulate_volume as sv
-        from picks.consensus.simulate_external import run_pickers
+        from picks.simulate import volume as sv
+        from picks.simulate.external import run_pickers
 
         if not (POLNET / "ground_truth.csv").is_file():
             raise FileNotFoundError(f"the polnet fixture is not at {POLNET}")
@@ -169,7 +169,7 @@ def crop_polnet(
 
 def method_plan(n_pickers: int, extra: list[str], skip_cnn: bool) -> list[dict]:
     """The consensus runs: label, aggregate keyword arguments, whether the tomograms go in."""
-    from picks.consensus import pipeline
+    from picks.workflows import aggregate as pipeline
 
     plan = [
         {"label": "union", "method": "vote", "min_support": 1, "tomograms": False},
@@ -220,7 +220,7 @@ def _option_value(text: str) -> object:
 
 def _resolves_to(entry: dict) -> str:
     """What ``method`` becomes with or without tomograms (the pipeline's own rule)."""
-    from picks.consensus import pipeline
+    from picks.workflows import aggregate as pipeline
 
     if entry["method"] not in pipeline.METHODS:
         return entry["method"]
@@ -232,7 +232,7 @@ def _resolves_to(entry: dict) -> str:
 
 def score_rows(truth: pd.DataFrame, picks: pd.DataFrame) -> dict:
     """CZII metric at each β: overall, and per class F, precision, recall, TP/FP/FN."""
-    from picks.consensus import metric
+    from picks.evaluate import metric
 
     out: dict = {"n": len(picks)}
     for beta in BETAS:
@@ -266,7 +266,7 @@ def decoy_counts(world: World, candidates: pd.DataFrame) -> dict | None:
         return None
     from scipy.spatial import cKDTree
 
-    from picks.consensus.metric import default_radii
+    from picks.evaluate.metric import default_radii
 
     radii = default_radii()
     out = {}
@@ -381,16 +381,16 @@ def expected_scores(summary_path: Path) -> dict[str, dict]:
 
 def inputs_for(world: World, *, with_tomograms: bool) -> list:
     """The world's picker inputs (per file, with voxel sizes and names, when no tomograms)."""
-    from picks.consensus.demo import aggregate_inputs
+    from picks.workflows.demo import aggregate_inputs
 
     return aggregate_inputs(world.folder, voxel_size=None if with_tomograms else world.voxel_size)
 
 
 def run_world(world: World, plan: list[dict], work: Path, say) -> dict:
-    from picks.consensus import evaluate as evaluate_mod
-    from picks.consensus.demo import aggregate_inputs
-    from picks.consensus.pipeline import aggregate
     from picks.core.store import Store
+    from picks.workflows import evaluate as evaluate_mod
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.demo import aggregate_inputs
 
     inputs = aggregate_inputs(world.folder)
     pickers = sorted({spec.label for spec in inputs})

@@ -38,8 +38,8 @@ class StageTimer:
 
 
 def main() -> None:
-    from picks.consensus.pipeline import aggregate
     from picks.core.store import Store
+    from picks.workflows.aggregate import aggregate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--picks", type=int, default=100_000)

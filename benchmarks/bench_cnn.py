@@ -12,7 +12,7 @@ particle explains), in particular those that two or more pickers agreed on.
 DATA is a ``picks simulate`` output folder; it is simulated first when missing (the
 simulation is timed but not counted in the pipeline). Stage times come from wrapping the
 pipeline's own functions (benchmark-only monkeypatching; nothing in the package changes) and
-from the timings :func:`picks.consensus.rescore.rescore_run` reports.
+from the timings :func:`picks.workflows.rescore.rescore_run` reports.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def bead_positions(data: Path) -> dict[str, np.ndarray]:
         table = table[kind.astype(str).str.contains("bead")]
         name = "tomogram" if "tomogram" in table else "experiment"
         return {t: g[["x", "y", "z"]].to_numpy(float) for t, g in table.groupby(name)}
-    from picks.consensus import simulate_volume as sv
+    from picks.simulate import volume as sv
 
     n = len(manifest["tomograms"])
     _, *seeds = np.random.SeedSequence(manifest["seed"]).spawn(n + 1)
@@ -144,15 +144,16 @@ def main(argv: list[str] | None = None) -> dict:
         db.unlink()
 
     start = time.perf_counter()
-    from picks.consensus.cnn import tensorflow
+    from picks.consensus.cnn.network import tensorflow
 
     tensorflow()  # counted as its own stage: ~4 s on this machine
 
     times: dict[str, float] = {"tensorflow import": time.perf_counter() - start}
-    from picks.consensus import metric, pipeline
-    from picks.consensus import noise as noise_mod
-    from picks.consensus.simulate import picker_inputs
     from picks.core.store import Store
+    from picks.evaluate import metric
+    from picks.simulate.world import picker_inputs
+    from picks.workflows import aggregate as pipeline
+    from picks.workflows import noise as noise_mod
 
     timed(pipeline, "_import_inputs", times, "import")
     timed(pipeline, "cluster", times, "cluster")

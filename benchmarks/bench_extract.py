@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.consensus.extract import Geometry, iter_boxes
+from picks.consensus.cnn.boxes import Geometry, iter_boxes
 from picks.core.tomograms import read_tomogram
 
 

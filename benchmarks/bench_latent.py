@@ -29,9 +29,9 @@ def methods(picks: pd.DataFrame, progress: dict) -> tuple[dict[str, pd.DataFrame
     """Accepted picks per method, and the per-picker estimate table of the full model."""
     from picks.consensus.cluster import cluster
     from picks.consensus.decide import decide_per_class
-    from picks.consensus.metric import default_radii
     from picks.consensus.reliability import conflict_counts, picker_reliability
     from picks.consensus.vote import partition, support_rules
+    from picks.evaluate.metric import default_radii
 
     out: dict[str, pd.DataFrame] = {}
     for label, group in picks.groupby("picker", sort=True):
@@ -64,9 +64,9 @@ def methods(picks: pd.DataFrame, progress: dict) -> tuple[dict[str, pd.DataFrame
 
 
 def main() -> None:
-    from picks.consensus import metric
-    from picks.consensus.latent_check import read_world, true_picker_rates, truth_matched
-    from picks.consensus.simulate import simulate
+    from picks.evaluate import metric
+    from picks.simulate.world import simulate
+    from picks.workflows.latent_check import read_world, true_picker_rates, truth_matched
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", type=Path, help="picks simulate output folders")

@@ -32,6 +32,13 @@ COMMAND_MODULES = [
 ]
 
 
+_debug = False  # --debug: full tracebacks (set per invocation; the environment is not touched)
+
+
+def _debugging() -> bool:
+    return _debug or bool(os.environ.get("PICKS_DEBUG"))
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"picks {__version__}")
@@ -65,10 +72,23 @@ def get_app() -> typer.Typer:
         quiet: bool = typer.Option(
             False, "--quiet", "-q", help="Only warnings and results: no progress or notes."
         ),
+        registry: str = typer.Option(
+            None,
+            "--registry",
+            metavar="FILE",
+            help="Local adapter registry file (else $PICKS_REGISTRY; never read from the "
+            "current folder).",
+        ),
     ) -> None:
         """Consensus of cryo-ET particle pickers, with provenance for every pick."""
-        if debug:
-            os.environ["PICKS_DEBUG"] = "1"
+        global _debug
+        _debug = debug
+        if registry or "picks.plugins.manager" in sys.modules:
+            # set for this invocation, and cleared when not given (pluggy stays unimported
+            # by commands that list no adapters)
+            from picks.plugins.manager import use_local_registry
+
+            use_local_registry(registry)
         setup_logging(verbose=verbose, quiet=quiet)
 
     for name in COMMAND_MODULES:
@@ -88,6 +108,18 @@ class _Command(TyperCommand):
         for param in self.params:
             if isinstance(param, TyperArgument) and param.metavar:
                 param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+
+    def invoke(self, ctx):
+        """Errors name the flags the user typed, not the library's parameters."""
+        from picks.core.errors import PicksError
+
+        try:
+            return super().invoke(ctx)
+        except PicksError as exc:
+            from picks.cli.flags import to_flags
+
+            to_flags(exc)
+            raise
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -111,12 +143,12 @@ def main() -> None:
         # what busy_retry did not absorb (a lock held past $PICKS_BUSY_TIMEOUT mid-statement)
         from picks.core.store import is_busy
 
-        if os.environ.get("PICKS_DEBUG") or not is_busy(exc):
+        if _debugging() or not is_busy(exc):
             raise
         typer.echo(f"Error: store busy: another picks command holds it ({exc})", err=True)
         sys.exit(1)
     except PicksError as exc:
-        if os.environ.get("PICKS_DEBUG"):
+        if _debugging():
             raise
         typer.echo(f"Error: {exc}", err=True)
         if exc.hint:

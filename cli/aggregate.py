@@ -17,8 +17,9 @@ from picks.cli.common import (
     progress,
     warn,
 )
+from picks.core.defaults import DEFAULT_DB
 
-DB_DEFAULT = Path("picks.db")
+DB_DEFAULT = Path(DEFAULT_DB)
 
 
 def register(app: typer.Typer) -> None:
@@ -230,8 +231,9 @@ def aggregate_cmd(
 ) -> None:
     """Aggregate several pickers' outputs into one consensus set, with provenance."""
     from picks.consensus.cluster import DEFAULT_MATCH_FRACTION
-    from picks.consensus.pipeline import DEFAULT_FORMATS, aggregate
     from picks.core.particles import parse_radius_options
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.outputs import DEFAULT_FORMATS
 
     cnn_options = {
         "model": [str(m) for m in model] if model else None,
@@ -248,10 +250,14 @@ def aggregate_cmd(
     cnn_options = {k: v for k, v in cnn_options.items() if v is not None}
     all_inputs: list = list(inputs or [])
     if inputs_file is not None:
-        from picks.workflows.inputs_file import read_inputs_file
+        from picks.core.inputs_file import read_inputs_file
+        from picks.workflows.inputs import InputSpec
 
         job = read_inputs_file(inputs_file)
-        all_inputs = job.specs() + all_inputs
+        all_inputs = [
+            InputSpec(p.path, p.label, p.input_options(), given=f"{p.label}={p.path}")
+            for p in job.pickers
+        ] + all_inputs
         # The file's settings stand where the command line left the default.
         tomograms = [*job.tomograms, *(tomograms or [])]
         out = job.out if job.out is not None and out == Path("consensus") else out
@@ -397,10 +403,10 @@ def noise_cmd(
     import json
 
     from picks.consensus.cluster import resolve_radii
-    from picks.consensus.noise import noise_for_run
     from picks.core.errors import NotFound, PicksError
     from picks.core.particles import Catalog, parse_radius_options
     from picks.core.tomograms import find_volumes, read_tomogram
+    from picks.workflows.noise import noise_for_run
 
     with open_store(db, must_exist=True) as store:
         if tomograms:
@@ -410,26 +416,18 @@ def noise_cmd(
         if run is None:
             # the latest *finished* run: a killed or failed run's picks are half-decided
             store.mark_stale()
-            row = store.db.execute(
-                "SELECT MAX(r.id) FROM runs r WHERE r.status = 'ok' AND "
-                "EXISTS (SELECT 1 FROM consensus c WHERE c.run_id = r.id)"
-            ).fetchone()
-            if row[0] is None:
+            latest = store.latest_finished_consensus_run()
+            if latest is None:
                 raise NotFound(
                     "no finished consensus run in the store",
                     hint="Run 'picks aggregate' first (or name an unfinished one with --run).",
                 )
-            run = int(row[0])
+            run = latest
         params = json.loads(store.get_run(run).get("params") or "{}")
         catalog = Catalog().with_radii(
             {**params.get("radii", {}), **parse_radius_options(radius or [])}
         )
-        classes = [
-            r[0]
-            for r in store.db.execute(
-                "SELECT DISTINCT particle FROM consensus WHERE run_id = ?", [run]
-            )
-        ]
+        classes = store.consensus_classes(run)
         if not classes:
             raise PicksError(f"run {run} has no consensus picks")
         radii = resolve_radii(classes, catalog, box_size=box_size or params.get("box_size"))

@@ -9,8 +9,9 @@ import typer
 
 from picks.cli.choices import Device, Edge, Positives
 from picks.cli.common import DbOption, JsonOption, echo_json, echo_table, open_store, progress
+from picks.core.defaults import DEFAULT_DB
 
-DB_DEFAULT = Path("picks.db")
+DB_DEFAULT = Path(DEFAULT_DB)
 
 DeviceOption = Annotated[Device, typer.Option(help="auto: the GPU when TensorFlow sees one.")]
 EdgeOption = Annotated[
@@ -69,11 +70,11 @@ def train_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Train the rescoring CNN on a run (its full-support picks against its noise) and save it."""
-    from picks.consensus import cnn
-    from picks.consensus.extract import EdgePolicy
-    from picks.consensus.rescore import record_training, run_catalog
-    from picks.consensus.train import POSITIVE_RULES, fit, unique_model_path
+    from picks.consensus.cnn import network as cnn
+    from picks.consensus.cnn.boxes import EdgePolicy
+    from picks.consensus.cnn.train import POSITIVE_RULES, fit, unique_model_path
     from picks.core.errors import PicksError
+    from picks.workflows.rescore import load_run_data, record_training, run_catalog
 
     if positives not in POSITIVE_RULES:
         raise PicksError(f"--positives {positives!r}: expected one of {', '.join(POSITIVE_RULES)}")
@@ -98,7 +99,7 @@ def train_cmd(
         }
         with store.run("train", params, method="cnn", seed=seed) as train_run:
             trained = fit(
-                store,
+                load_run_data(store, run),
                 run,
                 tomograms=store.tomograms(),
                 catalog=run_catalog(store, run),
@@ -192,7 +193,7 @@ def score_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Rescore a run's consensus picks with saved model(s) and update its accepted set."""
-    from picks.consensus.rescore import rescore_run, run_catalog
+    from picks.workflows.rescore import rescore_run, run_catalog
 
     with open_store(db, must_exist=True) as store:
         store.get_run(run)

@@ -64,8 +64,8 @@ def convert_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Convert picks between formats (nothing is recorded unless --db is given)."""
-    from picks.core.convert import convert, load_tomograms
     from picks.plugins.manager import get_registry
+    from picks.workflows.convert import convert, load_tomograms
 
     registry = get_registry()
     tomos = load_tomograms(tomograms or [])
@@ -88,8 +88,8 @@ def convert_cmd(
         force=force,
     )
     if db is not None:
-        from picks.core.importing import import_file
         from picks.core.store import Store
+        from picks.workflows.importing import import_file
 
         with Store(db) as store:
             store.add_tomograms(tomos)

@@ -43,7 +43,7 @@ def demo_cmd(
     import time
 
     from picks.cli.evaluate_cmd import SHORT
-    from picks.consensus.demo import run_demo
+    from picks.workflows.demo import run_demo
 
     start = time.perf_counter()
     demo = run_demo(

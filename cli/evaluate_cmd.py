@@ -111,11 +111,13 @@ def evaluate_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Score pickers, consensus runs and picks files with the CZII F-beta metric."""
-    from picks.consensus import evaluate, metric
     from picks.core.errors import PicksError
     from picks.core.store import Store
     from picks.core.tomograms import TomogramSet, find_volumes, read_tomogram
+    from picks.evaluate import metric
+    from picks.evaluate.plots import plot_curves
     from picks.plugins.manager import get_registry
+    from picks.workflows import evaluate
 
     registry = get_registry()
     radii = {**metric.default_radii(), **_parse_pairs(radius, "--radius")}
@@ -125,7 +127,9 @@ def evaluate_cmd(
     volumes = TomogramSet(read_tomogram(p) for p in find_volumes(tomograms or []))
     store = None
     if db is None and not files:
-        db = Path("picks.db")
+        from picks.core.defaults import DEFAULT_DB
+
+        db = Path(DEFAULT_DB)
     if db is not None:
         if not db.exists():
             raise PicksError(
@@ -177,7 +181,7 @@ def evaluate_cmd(
     if not results:
         raise PicksError("nothing to evaluate: the store holds no pickers or consensus runs")
     if plot is not None:
-        evaluate.plot_curves(
+        plot_curves(
             results,
             truth_table,
             plot,

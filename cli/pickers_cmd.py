@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from picks.cli.common import DbOption, JsonOption, echo_json, echo_table, open_store
+from picks.core.defaults import DEFAULT_DB
 
-DB_DEFAULT = Path("picks.db")
+DB_DEFAULT = Path(DEFAULT_DB)
 
 
 def register(app: typer.Typer) -> None:

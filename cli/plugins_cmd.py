@@ -20,6 +20,7 @@ def plugins_cmd(json_out: JsonOption = False) -> None:
     broken = []
     for entry in get_registry():
         try:
+            entry.check()  # a missing module or file, found without importing any adapter
             write = "yes" if entry.can_write else "no"
             read = "yes"
         except PicksError as exc:  # listed, not fatal: the other adapters still work

@@ -39,9 +39,9 @@ def report_cmd(
     """Write an HTML report of a run: slabs of every tomogram with its candidates, picker
     agreement, score histograms, box galleries, picker reliability (and, with --truth,
     measured curves). Open report.html from disk."""
-    from picks.consensus.evaluate import consensus_runs
     from picks.core.errors import NotFound
     from picks.report.build import build_report
+    from picks.workflows.evaluate import consensus_runs, read_picks_files
 
     with open_store(db, must_exist=True) as store:
         if run is None:
@@ -52,7 +52,10 @@ def report_cmd(
                     hint="Run picks aggregate first; 'picks runs' lists the runs.",
                 )
             run = finished[-1]
-        report = build_report(store, run, out, truth=truth)
+        truth_table = (
+            read_picks_files([truth], tomograms=store.tomograms()) if truth is not None else None
+        )
+        report = build_report(store, run, out, truth=truth_table)
     if json_out:
         echo_json(report.as_dict())
         return

@@ -43,7 +43,7 @@ def simulate_cmd(
     """Simulate tomograms with ground truth and the outputs of five pickers in native formats."""
     import time
 
-    from picks.consensus.simulate import simulate
+    from picks.simulate.world import simulate
 
     start = time.perf_counter()
     result = simulate(
@@ -131,8 +131,8 @@ def simulate_pickers_cmd(
     """
     import time
 
-    from picks.consensus import simulate_volume as sv
-    from picks.consensus.simulate_external import run_pickers
+    from picks.simulate import volume as sv
+    from picks.simulate.external import run_pickers
 
     start = time.perf_counter()
     result = run_pickers(

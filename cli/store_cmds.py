@@ -19,8 +19,9 @@ from picks.cli.common import (
     progress,
     warn,
 )
+from picks.core.defaults import DEFAULT_DB
 
-DB_DEFAULT = Path("picks.db")
+DB_DEFAULT = Path(DEFAULT_DB)
 
 
 def register(app: typer.Typer) -> None:
@@ -79,8 +80,8 @@ def import_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Import picker output files into the store (each file is one transaction)."""
-    from picks.core.importing import expand_inputs, import_file
     from picks.plugins.manager import get_registry
+    from picks.workflows.importing import expand_inputs, import_file
 
     registry = get_registry()
     options = parse_options(option or [])
@@ -157,7 +158,7 @@ def tomograms_cmd(
     """Register tomograms (headers only) and list the registered ones."""
     with open_store(db) as store:
         if paths:
-            from picks.core.importing import stored_outside_extent
+            from picks.workflows.importing import stored_outside_extent
 
             register_tomograms(store, paths, voxel_size)
             # picks imported before these tomograms were known are checked against them now
@@ -219,7 +220,7 @@ def audit_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Why is this pick here? Show its sources, lines, original values and decisions."""
-    from picks.core import audit
+    from picks.core.store import audit
 
     if png and pick:
         from picks.core.errors import PicksError
@@ -235,7 +236,7 @@ def audit_cmd(
     if export:
         import json
 
-        from picks.core.export import atomic_path
+        from picks.core.files import atomic_path
 
         with atomic_path(export, force=True) as tmp:
             tmp.write_text(json.dumps(report, indent=2, default=str))

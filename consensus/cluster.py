@@ -136,8 +136,8 @@ def resolve_radii(
     if unknown:
         raise PicksError(
             f"no radius known for particle class(es) {', '.join(unknown)}",
-            hint="Give --radius CLASS=ÅNGSTROM (or --box-size), or assign unlabelled picks a class "
-            "with --particle NAME / --input-option LABEL:particle=NAME.",
+            hint="Give `radii` CLASS=ÅNGSTROM (or `box_size`), or assign unlabelled picks a class "
+            "with `particle` NAME / `input_options` LABEL:particle=NAME.",
         )
     return radii
 

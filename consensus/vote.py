@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -54,12 +54,7 @@ class SupportRule:
     rule: str  # the rule or number the threshold came from
 
     def as_dict(self) -> dict:
-        return {
-            "pickers": list(self.pickers),
-            "total": self.total,
-            "min_support": self.min_support,
-            "rule": self.rule,
-        }
+        return dict(asdict(self), pickers=list(self.pickers))
 
 
 def parse_min_support(value: object) -> float | str | None:
@@ -76,10 +71,10 @@ def parse_min_support(value: object) -> float | str | None:
             number = float(text)
         except ValueError:
             raise PicksError(
-                f"--min-support {value!r}: expected a number or one of {', '.join(RULES)}"
+                f"`min_support` {value!r}: expected a number or one of {', '.join(RULES)}"
             ) from None
     if number <= 0:
-        raise PicksError(f"--min-support {value!r} must be > 0")
+        raise PicksError(f"`min_support` {value!r} must be > 0")
     return number
 
 

@@ -1,1 +1,1 @@
-"""Core data model: canonical pick table, tomograms, particle catalog, provenance store."""
+"""Domain and persistence, importing nothing above it: the canonical pick table, the voxel↔Å frame, tomograms, the particle catalog, files, errors and the provenance store."""

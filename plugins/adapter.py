@@ -18,51 +18,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from picks.core.errors import InputFormatError, MissingVoxelSize, PicksError
+from picks.core.frame import angstrom_to_index, index_to_angstrom
 from picks.core.particles import canonical_name
 from picks.core.tomograms import TomogramSet
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-SAMPLINGS = ("block", "point")
-
-
-def index_to_angstrom(
-    index: Any, picked: Any, reference: Any, *, sampling: str = "block"
-) -> np.ndarray:
-    """Å in the canonical frame of 0-based voxel-centre indices of a volume with voxels ``picked``.
-
-    The one implementation of the index → Å arithmetic (arguments broadcast, so per-row voxel
-    sizes work). ``reference`` is the voxel size of the registered tomogram that defines the
-    frame. Two ways a coarser grid can sit on the reference grid:
-
-    * ``"block"`` (default; binning by averaging blocks, IMOD ``binvol`` style): coarse voxel
-      ``i`` covers reference voxels ``i·b .. i·b+b−1``, so its centre is at
-      ``(i + 0.5)·picked − 0.5·reference``;
-    * ``"point"`` (RELION's reconstructions: coarse voxel ``i`` samples position ``i·b`` of the
-      fine grid, so voxel 0 of every binning shares its centre): ``i·picked``.
-
-    Both give ``i·v`` when ``picked == reference``.
-    """
-    index = np.asarray(index, dtype=float)
-    if sampling == "point":
-        return index * picked
-    if sampling != "block":
-        raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLINGS}")
-    return (index + 0.5) * picked - 0.5 * np.asarray(reference, dtype=float)
-
-
-def angstrom_to_index(
-    angstrom: Any, target: Any, reference: Any, *, sampling: str = "block"
-) -> np.ndarray:
-    """Inverse of :func:`index_to_angstrom`."""
-    angstrom = np.asarray(angstrom, dtype=float)
-    if sampling == "point":
-        return angstrom / target
-    if sampling != "block":
-        raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLINGS}")
-    return (angstrom + 0.5 * np.asarray(reference, dtype=float)) / target - 0.5
 
 
 class TrackedOptions(dict):
@@ -278,6 +239,25 @@ class WriteContext:
                     values, target, reference, sampling=sampling
                 )
         return out
+
+
+@dataclass(frozen=True)
+class AdapterCard:
+    """An adapter described without importing it, for ``register(card)``: the class named by
+    ``object`` (``"module:Class"``, or ``"Class"`` in the ``.py`` file ``path``) is imported
+    on first use, and the loaded adapter shows this card's picker, description and patterns.
+    ``write`` says whether it can write (so listing adapters imports none); ``None`` asks the
+    loaded adapter."""
+
+    name: str
+    object: str
+    picker: str = ""
+    description: str = ""
+    patterns: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ()
+    write: bool | None = None
+    version: str = ""
+    path: str | None = None
 
 
 class Adapter:

@@ -1,12 +1,16 @@
 """Build the plugin manager and the adapter registry.
 
-Adapters come from three places, in this order:
+Every adapter arrives through the one ``register_adapters`` hook, in this order:
 
-1. **built-in** – declared in the package's ``registry.toml``; their modules are imported
-   only when an adapter is actually used (``picks plugins`` and ``--help`` import none);
+1. **built-in** – the package's own plugin (:mod:`picks.plugins.builtin`) registers the cards
+   of ``registry.toml``; a card is the adapter's only description (name, picker, patterns,
+   formats, whether it writes), so its module is imported only when the adapter is used
+   (``picks plugins`` and ``--help`` import none);
 2. **entry point** – installed packages that declare ``[project.entry-points.picks]``;
-3. **local** – entries in a local registry file: ``$PICKS_REGISTRY``, else ``picks-registry.toml``
-   in the working directory, else ``registry.toml`` in ``$PICKS_USER_DIR``.
+3. **local** – the cards of a local registry file, only when one is named: ``--registry FILE``
+   (:func:`use_local_registry`), else ``$PICKS_REGISTRY``, else ``registry.toml`` in
+   ``$PICKS_USER_DIR`` (the user's own folder). A ``picks-registry.toml`` in the working
+   directory is *not* read: opening a shared data folder must not run its code.
 
 ``PICKS_LOAD_PLUGINS=name1,name2`` restricts which entry-point plugins load (empty string: none).
 ``PICKS_TRACE_PLUGINS=1`` prints every hook call to stderr.
@@ -14,6 +18,7 @@ Adapters come from three places, in this order:
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import importlib.metadata
 import importlib.util
@@ -22,7 +27,6 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +34,19 @@ import pluggy
 
 from picks.core.errors import AdapterConflict, PicksError, UnknownAdapter
 from picks.plugins import hookspecs
-from picks.plugins.adapter import Adapter
+from picks.plugins.adapter import Adapter, AdapterCard
 
 ENTRY_POINT_GROUP = "picks"
+BUILTIN_PLUGIN = "picks"
+# The local registry named on the command line (--registry); None: $PICKS_REGISTRY or none.
+_LOCAL_REGISTRY: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "picks_local_registry", default=None
+)
+
+
+def use_local_registry(path: str | Path | None) -> None:
+    """Name the local registry file for this context (``picks --registry FILE``)."""
+    _LOCAL_REGISTRY.set(Path(path) if path else None)
 
 
 @dataclass
@@ -47,9 +61,51 @@ class AdapterEntry:
     version: str
     formats: tuple[str, ...] = ()
     plugin: str = ""
+    write: bool | None = None  # from the card; None: ask the loaded adapter
     _target: str | None = None  # "module:Class" for lazy entries
     _path: str | None = None  # .py file for local entries
     _adapter: Adapter | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_card(cls, card: AdapterCard, origin: str, version: str, plugin: str) -> AdapterEntry:
+        return cls(
+            name=card.name,
+            picker=card.picker,
+            description=card.description,
+            patterns=tuple(card.patterns),
+            origin=origin,
+            version=card.version or version,
+            formats=tuple(card.formats),
+            plugin=plugin,
+            write=card.write,
+            _target=card.object,
+            _path=card.path,
+        )
+
+    def check(self) -> None:
+        """Raise the error :meth:`load` would for a file or module that is not there, without
+        importing anything (``picks plugins`` lists broken entries this way)."""
+        if self._adapter is not None:
+            return
+        if self._path:
+            if not Path(self._path).is_file():
+                raise self._broken(FileNotFoundError(f"no such file: {self._path}"))
+            return
+        module = (self._target or "").partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError) as exc:
+            raise self._broken(exc) from None
+        if not found:
+            raise self._broken(ModuleNotFoundError(f"no module named {module!r}"))
+
+    def _broken(self, exc: BaseException) -> PicksError:
+        where = self._path or self._target
+        return PicksError(
+            f"adapter {self.name!r} ({self.origin}, from {self.plugin}): cannot load "
+            f"{where}: {type(exc).__name__}: {exc}",
+            hint="Fix or remove the entry; `picks plugins` lists the adapters that load.",
+        )
 
     def load(self) -> Adapter:
         if self._adapter is None:
@@ -58,20 +114,22 @@ class AdapterEntry:
             except PicksError:
                 raise
             except Exception as exc:  # a plugin's own import or file error: name the entry
-                where = self._path or self._target
-                raise PicksError(
-                    f"adapter {self.name!r} ({self.origin}, from {self.plugin}): cannot load "
-                    f"{where}: {type(exc).__name__}: {exc}",
-                    hint="Fix or remove the entry; `picks plugins` lists the adapters that load.",
-                ) from exc
+                raise self._broken(exc) from exc
             if self._adapter.name != self.name:
                 raise PicksError(
                     f"registry entry {self.name!r} loads an adapter named {self._adapter.name!r}"
                 )
+            if self._target is not None:
+                # The card is the adapter's description: the loaded object shows the same.
+                self._adapter.picker = self.picker
+                self._adapter.description = self.description
+                self._adapter.patterns = self.patterns
         return self._adapter
 
     @property
     def can_write(self) -> bool:
+        if self.write is not None and self._adapter is None:
+            return self.write
         return self.load().can_write
 
     def matches(self, path: Path) -> bool:
@@ -99,52 +157,44 @@ def _instantiate(target: str, path: str | None) -> Adapter:
     return cls() if isinstance(cls, type) else cls
 
 
-def _read_registry(path: Path | Any, origin: str) -> list[AdapterEntry]:
+def read_cards(path: Path | Any) -> list[AdapterCard]:
+    """The ``[[adapter]]`` cards of a registry file (``path`` of a ``.py`` file made absolute)."""
     with path.open("rb") as handle:
         try:
             data = tomllib.load(handle)
         except tomllib.TOMLDecodeError as exc:
             raise PicksError(f"registry file {path}: {exc}") from None
-    entries = []
+    cards = []
     base = Path(str(path)).parent
     for item in data.get("adapter", []):
         try:
             file = item.get("path")
-            entries.append(
-                AdapterEntry(
+            write = item.get("write")
+            cards.append(
+                AdapterCard(
                     name=item["name"],
+                    object=item["object"],
                     picker=item.get("picker", ""),
                     description=item.get("description", ""),
                     patterns=tuple(item.get("patterns", ())),
                     formats=tuple(item.get("formats", ())),
-                    origin=origin,
+                    write=None if write is None else bool(write),
                     version=item.get("version", ""),
-                    plugin=str(path) if origin == "local" else "picks",
-                    _target=item["object"],
-                    _path=str((base / file).resolve()) if file else None,
+                    path=str((base / file).resolve()) if file else None,
                 )
             )
         except KeyError as exc:
             raise PicksError(f"registry file {path}: an [[adapter]] entry lacks {exc}") from None
-    return entries
-
-
-def builtin_entries() -> list[AdapterEntry]:
-    from picks import __version__
-
-    entries = _read_registry(resources.files("picks").joinpath("registry.toml"), "built-in")
-    for entry in entries:
-        entry.version = entry.version or __version__
-    return entries
+    return cards
 
 
 def local_registry_path() -> Path | None:
     """The local registry file in effect, if any (see module docstring)."""
+    named = _LOCAL_REGISTRY.get()
+    if named is not None:
+        return named
     if os.environ.get("PICKS_REGISTRY"):
         return Path(os.environ["PICKS_REGISTRY"])
-    here = Path.cwd() / "picks-registry.toml"
-    if here.exists():
-        return here
     user_dir = os.environ.get("PICKS_USER_DIR")
     if user_dir and (Path(user_dir) / "registry.toml").exists():
         return Path(user_dir) / "registry.toml"
@@ -153,8 +203,11 @@ def local_registry_path() -> Path | None:
 
 def get_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager:
     """A fresh manager with the hookspecs and (optionally) entry-point plugins loaded."""
+    from picks.plugins import builtin
+
     pm = pluggy.PluginManager("picks")
     pm.add_hookspecs(hookspecs)
+    pm.register(builtin, name=BUILTIN_PLUGIN)  # first: built-in names cannot be shadowed
     if load_entrypoints:
         allow = os.environ.get("PICKS_LOAD_PLUGINS")
         if allow is None:
@@ -257,17 +310,27 @@ def safe_sniff(adapter: Adapter, path: Path) -> float:
 
 
 def get_registry(*, load_entrypoints: bool = True, local: bool = True) -> AdapterRegistry:
-    """Collect built-in, entry-point and local adapters into one registry."""
-    registry = AdapterRegistry(builtin_entries())
+    """Collect built-in, entry-point and local adapters into one registry, all through the
+    ``register_adapters`` hook."""
+    from picks import __version__
+
+    registry = AdapterRegistry([])
     pm = get_plugin_manager(load_entrypoints=load_entrypoints)
     versions = {id(plugin): dist.version for plugin, dist in pm.list_plugin_distributions()}
 
     for plugin_name, plugin in pm.list_name_plugin():
-        impl = getattr(plugin, "register_adapters", None)
-        if impl is None:
+        if getattr(plugin, "register_adapters", None) is None:
             continue
+        builtin = plugin_name == BUILTIN_PLUGIN
 
-        def register(adapter: Adapter, _plugin=plugin, _name=plugin_name) -> None:
+        def register(
+            adapter: Adapter | AdapterCard, _plugin=plugin, _name=plugin_name, _builtin=builtin
+        ) -> None:
+            origin = "built-in" if _builtin else "entry point"
+            version = __version__ if _builtin else versions.get(id(_plugin), "")
+            if isinstance(adapter, AdapterCard):
+                registry.add(AdapterEntry.from_card(adapter, origin, version, _name))
+                return
             _check_adapter(adapter, _name)
             registry.add(
                 AdapterEntry(
@@ -275,7 +338,7 @@ def get_registry(*, load_entrypoints: bool = True, local: bool = True) -> Adapte
                     picker=adapter.picker,
                     description=adapter.description,
                     patterns=tuple(adapter.patterns),
-                    origin="entry point",
+                    origin=origin,
                     version=versions.get(id(_plugin), adapter.version),
                     plugin=_name,
                     _adapter=adapter,
@@ -289,10 +352,11 @@ def get_registry(*, load_entrypoints: bool = True, local: bool = True) -> Adapte
 
     if local and (path := local_registry_path()) is not None:
         if not path.exists():
-            raise PicksError(f"local registry file {path} (from PICKS_REGISTRY) does not exist")
-        for entry in _read_registry(path, "local"):
-            entry.version = entry.version or "local"
-            registry.add(entry)
+            raise PicksError(
+                f"local registry file {path} (from --registry or PICKS_REGISTRY) does not exist"
+            )
+        for card in read_cards(path):
+            registry.add(AdapterEntry.from_card(card, "local", "local", str(path)))
     return registry
 
 

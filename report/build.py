@@ -66,8 +66,9 @@ class Report:
 def write_report(store, run_id: int, out_dir: str | Path, *, truth=None) -> Path:
     """Write the report of run ``run_id`` into ``out_dir``; returns the page's path.
 
-    ``truth``: ground truth (a canonical pick table, or a file any adapter reads) adds the
-    measured precision/recall/F-beta curves and the reliability diagram."""
+    ``truth``: ground truth (a canonical pick table; ``workflows.evaluate.read_picks_files``
+    reads one from any picks file) adds the measured precision/recall/F-beta curves and the
+    reliability diagram."""
     return build_report(store, run_id, out_dir, truth=truth).path
 
 
@@ -79,9 +80,7 @@ def build_report(store, run_id: int, out_dir: str | Path, *, truth=None) -> Repo
     files = _fresh_files_dir(out_dir / FILES_DIR)
     data = _RunData.load(store, int(run_id))
     if truth is not None and not isinstance(truth, pd.DataFrame):
-        from picks.consensus.evaluate import read_picks_files
-
-        truth = read_picks_files([truth], tomograms=store.tomograms())
+        raise PicksError("truth: expected a pick table (read files with read_picks_files)")
     timings["read"] = time.perf_counter() - started
     builder = _Builder(data, files)
     sections = [builder.overview()]
@@ -267,7 +266,7 @@ class _Builder:
     def volume(self, name: str):
         """The open volume of a tomogram, or None (not registered, file gone, unreadable)."""
         if name not in self._volumes:
-            from picks.consensus.extract import open_volume
+            from picks.consensus.cnn.boxes import open_volume
 
             tomo = self.data.tomograms.get(name)
             volume = None
@@ -685,7 +684,7 @@ class _Builder:
 
     # -- ground truth ------------------------------------------------------------------------
     def truth(self, truth: pd.DataFrame) -> Section:
-        from picks.consensus import metric
+        from picks.evaluate import metric
 
         d = self.data
         f = d.frame
@@ -797,7 +796,7 @@ def _reliability_bins(
 ) -> pd.DataFrame:
     """Per posterior bin: mean posterior, fraction of candidates within half a radius of a
     true particle of their class (the metric's hit), and the count."""
-    from picks.consensus.metric import DEFAULT_MULTIPLIER, hits
+    from picks.evaluate.metric import DEFAULT_MULTIPLIER, hits
 
     frame = frame[frame["particle"].notna() & np.isfinite(frame["posterior"])]
     hit = np.zeros(len(frame), dtype=bool)
@@ -867,8 +866,8 @@ def audit_png(store, consensus_id: int, path: str | Path) -> Path:
     """The member picks of one consensus pick on a slab through it (``picks audit ID
     --png``): a window 6 radii wide around the pick, the mean of the planes within half a
     radius of it; each member a marker coloured by picker, with its distance and z offset."""
-    from picks.consensus.extract import open_volume
-    from picks.core.audit import audit_consensus
+    from picks.consensus.cnn.boxes import open_volume
+    from picks.core.store.audit import audit_consensus
 
     report = audit_consensus(store, consensus_id)
     c = report["consensus"]

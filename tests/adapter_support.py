@@ -25,9 +25,9 @@ from scipy.spatial.transform import Rotation
 
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, PicksError
-from picks.core.importing import import_file, read_file
 from picks.core.tomograms import Tomogram, TomogramSet
 from picks.plugins.adapter import ReadContext, WriteContext
+from picks.workflows.importing import import_file, read_file
 
 XYZ = ["x", "y", "z"]
 

@@ -4,7 +4,7 @@ Used by ``tests/test_fuzz.py`` (a small sample) and ``benchmarks/bench_fuzz.py``
 mutated inputs per reader). Each case takes a real fixture file from
 ``shared/fixtures/formats/``, mutates its bytes with one of :data:`MUTATIONS` (seeded), and
 runs it through the library import path (a store shared by the cases of one reader) or
-:func:`picks.core.convert.convert`. The rule checked (:func:`run_case`): every outcome is
+:func:`picks.workflows.convert.convert`. The rule checked (:func:`run_case`): every outcome is
 either a :class:`~picks.core.errors.PicksError` (what the CLI prints as one ``Error:`` line
 with exit 1/2/3) that leaves the store unchanged, or a result whose coordinates are finite.
 Anything else – another exception, non-finite coordinates, a changed store after an error –
@@ -222,9 +222,9 @@ def _store_counts(store) -> tuple[int, int]:
 def run_case(kind: str, fixture: Path, relative: str, seed: int, work: Path, store, registry):
     """Mutate ``fixture`` with ``seed`` and run it through ``kind`` (import | convert).
     Returns (mutation, outcome, detail) with outcome imported | error | failure."""
-    from picks.core.convert import convert
     from picks.core.errors import PicksError
-    from picks.core.importing import import_file
+    from picks.workflows.convert import convert
+    from picks.workflows.importing import import_file
 
     adapter, options = READERS[relative]
     if options.get("options", {}).get("tomograms_star") == "TOMOGRAMS_STAR":

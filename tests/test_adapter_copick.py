@@ -18,10 +18,10 @@ from hypothesis import given
 from picks.adapters.copick import CopickAdapter
 from picks.core import picks as canonical
 from picks.core.errors import PicksError
-from picks.core.export import write_picks
-from picks.core.importing import expand_inputs, import_file, read_file
 from picks.core.tomograms import Tomogram, TomogramSet, find_volumes, read_tomogram
 from picks.plugins.adapter import ReadContext, WriteContext
+from picks.workflows.importing import expand_inputs, import_file, read_file
+from picks.workflows.outputs import write_picks
 
 ADAPTER = CopickAdapter()
 

@@ -36,10 +36,10 @@ from picks.adapters.cryolo import CoordsAdapter, CryoloCboxAdapter, CryoloStarAd
 from picks.adapters.eman import EmanBoxAdapter
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, PicksError, TomogramNameError
-from picks.core.export import write_picks
-from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
 from picks.plugins.adapter import WriteContext
+from picks.workflows.importing import import_file
+from picks.workflows.outputs import write_picks
 
 VOXEL = 10.0
 SHAPE = (400, 380, 120)

@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from picks.adapters.deepetpicker import DeepEtPickerAdapter
 from picks.core import picks as canonical
 from picks.core.errors import PicksError
-from picks.core.export import write_picks
-from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
 from picks.plugins.adapter import ReadContext, WriteContext
+from picks.workflows.importing import import_file
+from picks.workflows.outputs import write_picks
 
 VOXEL = 10.0
 COORDS_ALL = "1\t120\t45\t67\n2\t300\t210\t88\n1\t33\t310\t12\n"

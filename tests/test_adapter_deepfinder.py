@@ -33,9 +33,9 @@ from hypothesis import strategies as st
 from picks.adapters.deepfinder import ANGLE_CONVENTION, DeepFinderXmlAdapter, ShrecTxtAdapter
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, PicksError
-from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
 from picks.plugins.adapter import WriteContext
+from picks.workflows.importing import import_file
 
 VOXEL = 10.0
 # SHREC'19 class numbers, as in DeepFinder's examples/analyze/evaluate.py (num2pdb)

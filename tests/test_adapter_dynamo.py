@@ -17,10 +17,10 @@ from picks.adapters._euler import dynamo_from_relion, relion_from_dynamo
 from picks.adapters.dynamo import DynamoAdapter
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, MissingVoxelSize, PicksError
-from picks.core.export import write_picks
-from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
 from picks.plugins.adapter import WriteContext
+from picks.workflows.importing import import_file
+from picks.workflows.outputs import write_picks
 
 ADAPTER = DynamoAdapter()
 TWO_TOMOS = {"tomograms": "1=TS_01,2=TS_02"}

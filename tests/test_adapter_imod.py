@@ -14,8 +14,8 @@ import pytest
 from adapter_support import read_checked
 
 from picks.adapters.imod import ImodAdapter
-from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
+from picks.workflows.importing import import_file
 
 ADAPTER = ImodAdapter()
 

@@ -1,7 +1,7 @@
 """Generic checks run on every registered adapter, so that a new one cannot skip them.
 
 * every writer: write a fixed set of picks in two registered tomograms with
-  :func:`picks.core.export.write_picks`, read every written file back with the same adapter,
+  :func:`picks.workflows.outputs.write_picks`, read every written file back with the same adapter,
   and find the same positions (within 1e-3 Å) in the same tomograms;
 * every reader: an empty file and a file of random bytes, named with the adapter's own
   extension, give one :class:`InputFormatError` naming the file (never another exception), and
@@ -21,10 +21,10 @@ import pytest
 
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError
-from picks.core.export import write_picks
 from picks.core.tomograms import Tomogram, TomogramSet
 from picks.plugins.adapter import ReadContext, WriteContext
 from picks.plugins.manager import get_registry
+from picks.workflows.outputs import write_picks
 
 REGISTRY = get_registry(load_entrypoints=False, local=False)
 VOXEL = 10.0

@@ -12,8 +12,8 @@ from adapter_support import copick_matrix as relion_matrix
 from adapter_support import read_checked
 
 from picks.adapters.portal import PointsCsvAdapter, PortalNdjsonAdapter, TardisCsvAdapter
-from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
+from picks.workflows.importing import import_file
 
 NDJSON = PortalNdjsonAdapter()
 POINTS = PointsCsvAdapter()

@@ -24,8 +24,8 @@ from picks.adapters.pytom import PytomAdapter
 from picks.adapters.relion import Relion4Adapter, Relion5Adapter
 from picks.adapters.stopgap import StopgapAdapter
 from picks.core.errors import InputFormatError, MissingVoxelSize, PicksError
-from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
+from picks.workflows.importing import import_file
 
 STOPGAP = "stopgap/portal_stopgap_star.star"
 

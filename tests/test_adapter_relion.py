@@ -22,15 +22,14 @@ from hypothesis import strategies as st
 from picks.adapters.relion import Relion4Adapter, Relion5Adapter
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, MissingVoxelSize, PicksError
-from picks.core.export import write_picks
-from picks.core.importing import import_file
+from picks.core.frame import angstrom_to_index, index_to_angstrom
 from picks.core.tomograms import Tomogram, TomogramSet
 from picks.plugins.adapter import (
     ReadContext,
     WriteContext,
-    angstrom_to_index,
-    index_to_angstrom,
 )
+from picks.workflows.importing import import_file
+from picks.workflows.outputs import write_picks
 
 R5 = "relion5/R5_tutorial_run_data_excerpt.star"
 R5_TOMOS = "relion5/R5_tutorial_run_tomograms.star"

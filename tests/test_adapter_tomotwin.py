@@ -13,8 +13,8 @@ from adapter_support import read_checked
 
 from picks.adapters.tomotwin import TomoTwinAdapter
 from picks.core.errors import InputFormatError
-from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
+from picks.workflows.importing import import_file
 
 ADAPTER = TomoTwinAdapter()
 

@@ -17,8 +17,8 @@ from adapter_support import read_raw, row
 from picks.adapters.relion import Relion4Adapter, Relion5Adapter
 from picks.adapters.warp import Warp2Adapter
 from picks.core.errors import InputFormatError, MissingVoxelSize
-from picks.core.importing import import_file
 from picks.core.tomograms import Tomogram, TomogramSet
+from picks.workflows.importing import import_file
 
 PARTICLES = "warp2/warp2_particles_matching.star"
 NAMES = ("TS_17", "TS_32", "TS_1", "TS_11", "TS_23")

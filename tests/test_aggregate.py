@@ -11,11 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from picks.cli import get_app
-from picks.consensus.metric import score
-from picks.consensus.pipeline import aggregate, compact_ranges, parse_input, parse_input_options
-from picks.core.audit import _in_ranges, audit_consensus
 from picks.core.errors import PicksError
 from picks.core.store import Store
+from picks.core.store.audit import _in_ranges, audit_consensus
+from picks.evaluate.metric import score
+from picks.workflows.aggregate import aggregate
+from picks.workflows.inputs import parse_input, parse_input_options
+from picks.workflows.outputs import compact_ranges
 
 runner = CliRunner()
 HEADER = "id,experiment,particle_type,x,y,z,score\n"
@@ -354,7 +356,7 @@ def test_noise_is_sampled_with_tomograms(tmp_path: Path, inputs: dict[str, Path]
 
 def test_cnn_summary_warnings_reach_the_user(tmp_path: Path, inputs: dict[str, Path], monkeypatch):
     """``rescore_run``'s summary warnings are printed by ``picks aggregate`` (and in --json)."""
-    from picks.consensus import rescore
+    from picks.workflows import rescore
 
     def fake_rescore_run(store, run_id, **kwargs):
         return {"method": "cnn", "run_id": run_id, "warnings": ["only 12 positives"]}
@@ -460,7 +462,7 @@ def test_a_folder_warning_is_said_once(tmp_path: Path, inputs: dict[str, Path]):
 
 
 def test_directory_rows_take_the_longest_class_suffix():
-    from picks.consensus.pipeline import _directory_rows
+    from picks.workflows.outputs import _directory_rows
 
     frame = pd.DataFrame(
         {"tomogram": ["TS_1"] * 3, "particle": ["ferritin", "apo-ferritin", "ribosome"]}
@@ -474,7 +476,7 @@ def test_directory_rows_take_the_longest_class_suffix():
 def test_a_cnn_failure_is_an_error_and_auto_without_cnn_options_never_runs_it(
     tmp_path: Path, inputs: dict[str, Path], monkeypatch
 ):
-    from picks.consensus import rescore
+    from picks.workflows import rescore
 
     def failing_rescore_run(store, run_id, **kwargs):
         raise PicksError("--device gpu: TensorFlow sees no GPU on this machine")
@@ -612,7 +614,7 @@ def test_consensus_beats_every_single_picker_on_independent_pickers(tmp_path: Pa
 def test_consensus_on_simulated_pickers(tmp_path: Path):
     """``picks simulate`` data: voting beats the average single picker (beating the best one
     on this data takes the CNN; see docs/consensus.md)."""
-    simulate = pytest.importorskip("picks.consensus.simulate")
+    simulate = pytest.importorskip("picks.simulate.world")
     sim = simulate.simulate(tmp_path / "sim", seed=0, n_tomograms=1, bin2=True)
     args, singles = [], {}
     for picker in sim.pickers:

@@ -87,8 +87,11 @@ def test_cli_choices_match_the_library():
     """cli/choices.py spells the vocabularies out (importing the library would make --help slow);
     a method, representative, edge mode, device or positives rule added on one side must be
     added on the other."""
-    from picks.consensus import cnn, extract, pipeline, train
     from picks.consensus.cluster import REPRESENTATIVES
+    from picks.consensus.cnn import boxes as extract
+    from picks.consensus.cnn import network as cnn
+    from picks.consensus.cnn import train
+    from picks.workflows import aggregate as pipeline
 
     assert choices.METHODS == pipeline.METHODS
     assert choices.REPRESENTATIVES == REPRESENTATIVES

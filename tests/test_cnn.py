@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from picks.consensus import cnn
+from picks.consensus.cnn import network as cnn
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog, Particle
 
@@ -126,7 +126,7 @@ def _empty_points(rng, centres, tomo, n):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """The world after one CNN rescoring (trained on the run): shared by several tests."""
-    from picks.consensus.rescore import rescore_run
+    from picks.workflows.rescore import rescore_run
 
     root = tmp_path_factory.mktemp("world")
     store, run, _tomos, kinds = build_world(root)
@@ -148,9 +148,7 @@ def world(tmp_path_factory):
 
 
 def consensus(store, run) -> pd.DataFrame:
-    from picks.consensus.train import load_candidates
-
-    return load_candidates(store, run)
+    return store.consensus(run)
 
 
 # -- quiet start -------------------------------------------------------------------------------
@@ -350,8 +348,10 @@ def test_typicality_flags_features_unlike_the_positives() -> None:
 
 # -- training data -----------------------------------------------------------------------------
 def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
-    from picks.consensus.train import spatial_split, training_table
+    from picks.consensus.cnn.split import spatial_split
+    from picks.consensus.cnn.train import training_table
     from picks.core import picks as canonical
+    from picks.workflows.rescore import load_run_data
 
     store, run, _tomos, _ = build_world(tmp_path, n_particles=14)
     cons = consensus(store, run)
@@ -372,7 +372,7 @@ def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
     store.add_source(
         {"path": "neg.csv", "sha256": "n", "picker": "beads", "role": "negative"}, refs.iloc[1:]
     )
-    data = training_table(store, run, catalog=CATALOG, positives="full")
+    data = training_table(load_run_data(store, run), run, catalog=CATALOG, positives="full")
     table = data.table
     used = set(table.loc[table["kind"] == "consensus", "ref_id"])
     status = cons.set_index("id")["status"]
@@ -402,7 +402,7 @@ def test_training_table_uses_only_full_support_and_references(tmp_path) -> None:
 
 
 def test_guard_band_keeps_training_boxes_off_validation_boxes() -> None:
-    from picks.consensus.train import _guard_band
+    from picks.consensus.cnn.split import _guard_band
 
     rows = pd.DataFrame(
         {
@@ -443,7 +443,7 @@ def test_rescore_run_scores_every_candidate_and_records_everything(world) -> Non
     )
     assert scored["reason"].str.match(r"cnn \d\.\d{3} (≥|<) 0\.5: (accepted|rejected)").all()
     # per-class scores: one row per pick and output (noise, class) plus the typicality
-    from picks.consensus.rescore import scores_table
+    from picks.workflows.rescore import scores_table
 
     table = scores_table(store, run)
     assert len(table) == len(scored)
@@ -454,7 +454,7 @@ def test_rescore_run_scores_every_candidate_and_records_everything(world) -> Non
         merged["cnn_score"], (1 - merged["noise"]) * merged["typicality"], atol=1e-6
     )
     # ... and in candidates.csv's table: every candidate, its decision and those scores
-    from picks.consensus.pipeline import candidates_table
+    from picks.workflows.outputs import candidates_table
 
     decisions = candidates_table(store, run)
     assert len(decisions) == len(cons)
@@ -479,7 +479,7 @@ def test_rescore_run_scores_every_candidate_and_records_everything(world) -> Non
 
 
 def test_a_class_with_few_training_positives_is_judged_by_typicality_only(world) -> None:
-    from picks.consensus.rescore import MIN_CLASS_POSITIVES, _rare_class_mask
+    from picks.workflows.rescore import MIN_CLASS_POSITIVES, _rare_class_mask
 
     summary = world["summary"]
     # the world's one class had enough positives: the network's P(particle) decided
@@ -500,8 +500,8 @@ def test_a_class_with_few_training_positives_is_judged_by_typicality_only(world)
 
 
 def test_typicality_only_decision_end_to_end(world, monkeypatch) -> None:
-    from picks.consensus import rescore
-    from picks.consensus.rescore import scores_table
+    from picks.workflows import rescore
+    from picks.workflows.rescore import scores_table
 
     store, run = world["store"], world["run"]
     path = world["summary"]["models"][0]["path"]
@@ -535,8 +535,8 @@ def test_rescoring_separates_particles_from_empty_candidates(world) -> None:
 
 
 def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
-    from picks.consensus.rescore import rescore_run
-    from picks.consensus.train import fit
+    from picks.consensus.cnn.train import fit
+    from picks.workflows.rescore import load_run_data, rescore_run
 
     store, run = world["store"], world["run"]
     path = world["summary"]["models"][0]["path"]
@@ -566,7 +566,7 @@ def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
     )
     assert store.db["scores"].count == 3 * again["n_scored"]  # replaced, not duplicated
     other = fit(
-        store,
+        load_run_data(store, run),
         run,
         tomograms=store.tomograms(),
         catalog=CATALOG,
@@ -603,7 +603,7 @@ def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
 
 
 def test_combine_uses_a_calibrated_logistic_regression(world) -> None:
-    from picks.consensus.rescore import rescore_run
+    from picks.workflows.rescore import rescore_run
 
     store, run = world["store"], world["run"]
     path = world["summary"]["models"][0]["path"]
@@ -628,7 +628,7 @@ def test_combine_uses_a_calibrated_logistic_regression(world) -> None:
 
 
 def test_gpu_request_without_gpu_is_a_clear_error(world, monkeypatch) -> None:
-    from picks.consensus.rescore import rescore_run
+    from picks.workflows.rescore import rescore_run
 
     monkeypatch.setattr(cnn, "list_gpus", lambda: [])
     with pytest.raises(PicksError, match="sees no GPU"):
@@ -711,7 +711,7 @@ def test_cli_train_and_score(tmp_path) -> None:
 
 
 def test_hard_negatives_are_mined_and_unseen_classes_are_flagged(world) -> None:
-    from picks.consensus.rescore import rescore_run
+    from picks.workflows.rescore import rescore_run
 
     store, run = world["store"], world["run"]
     model_id = world["summary"]["models"][0]["id"]
@@ -743,7 +743,7 @@ def test_hard_negatives_are_mined_and_unseen_classes_are_flagged(world) -> None:
 
 
 def test_auto_positives_fall_back_to_all_but_one_picker_when_full_support_is_rare() -> None:
-    from picks.consensus import train
+    from picks.consensus.cnn import train
 
     def row(support, vote, pickers, status):
         return {
@@ -775,7 +775,7 @@ def test_auto_positives_fall_back_to_all_but_one_picker_when_full_support_is_rar
 
 
 def test_threshold_is_tuned_for_recall_on_the_held_out_split() -> None:
-    from picks.consensus.train import choose_threshold
+    from picks.consensus.cnn.threshold import choose_threshold
 
     positive = np.array([True] * 10 + [False] * 10)
     scores = np.array([0.9] * 8 + [0.22, 0.22] + [0.1] * 10)
@@ -791,12 +791,12 @@ def test_threshold_is_tuned_for_recall_on_the_held_out_split() -> None:
 def test_cnn_consensus_beats_best_picker_and_voting_on_simulated_data(tmp_path) -> None:
     """``picks simulate`` data at demo size (2 tomograms of 200 × 200 × 80): with default
     options the CNN consensus beats every single picker and the vote (docs/cnn.md §6)."""
-    from picks.consensus import evaluate as ev
-    from picks.consensus.demo import aggregate_inputs
-    from picks.consensus.metric import score
-    from picks.consensus.pipeline import aggregate
-    from picks.consensus.simulate import simulate
     from picks.core.store import Store
+    from picks.evaluate.metric import score
+    from picks.simulate.world import simulate
+    from picks.workflows import evaluate as ev
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.demo import aggregate_inputs
 
     sim = simulate(tmp_path / "sim", seed=0, n_tomograms=2)
     with Store(tmp_path / "picks.db") as store:

@@ -136,8 +136,8 @@ def test_kill_during_aggregate_then_plain_rerun(tmp_path, env):
     out = tmp_path / "out"
     assert sorted(p.name for p in (out / "slow-csv").iterdir()) == [f"{c}.csv" for c in CLASSES]
     assert not list(out.rglob("*.tmp"))
-    from picks.consensus.evaluate import consensus_runs
     from picks.core.store import Store
+    from picks.workflows.evaluate import consensus_runs
 
     with Store(db) as store:  # evaluate and noise read only the finished run by default
         assert consensus_runs(store) == [2]

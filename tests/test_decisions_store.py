@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
-from picks.core.migrations import migrate, migrations
 from picks.core.store import Store
+from picks.core.store.migrations import migrate, migrations
 
 
 def _old_store(path) -> Database:

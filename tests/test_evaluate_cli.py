@@ -9,14 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from picks.cli import get_app
-from picks.consensus import metric
-from picks.consensus.simulate import picker_inputs, simulate
+from picks.evaluate import metric
+from picks.simulate.world import picker_inputs, simulate
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from picks.consensus.pipeline import InputSpec, aggregate
     from picks.core.store import Store
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.inputs import InputSpec
 
     root = tmp_path_factory.mktemp("eval")
     result = simulate(root / "sim", seed=5, n_tomograms=2, size=(96, 96, 48))

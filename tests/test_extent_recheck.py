@@ -6,9 +6,9 @@ import mrcfile
 import numpy as np
 import pytest
 
-from picks.consensus.pipeline import aggregate
 from picks.core.errors import OutOfExtent
 from picks.core.store import Store
+from picks.workflows.aggregate import aggregate
 
 
 def _csv(path, rows):
@@ -26,8 +26,8 @@ def _tomogram(path, shape_zyx=(40, 100, 100), voxel=10.0):
 
 
 def test_import_without_tomograms_warns_on_coordinates_no_tomogram_can_hold(tmp_path):
-    from picks.core.importing import import_file
     from picks.plugins.manager import get_registry
+    from picks.workflows.importing import import_file
 
     path = _csv(tmp_path / "a.csv", [(500, 500, 200), (-1.0e6, 20, 30), (1.0e12, 5, 5)])
     with Store(tmp_path / "p.db") as store:
@@ -37,8 +37,8 @@ def test_import_without_tomograms_warns_on_coordinates_no_tomogram_can_hold(tmp_
 
 
 def test_plausible_coordinates_are_not_warned_about(tmp_path):
-    from picks.core.importing import import_file
     from picks.plugins.manager import get_registry
+    from picks.workflows.importing import import_file
 
     path = _csv(tmp_path / "a.csv", [(500, 500, 200), (900, 20, 30)])
     with Store(tmp_path / "p.db") as store:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from picks.consensus.extract import (
+from picks.consensus.cnn.boxes import (
     EdgePolicy,
     Geometry,
     extract,
@@ -231,7 +231,7 @@ def test_region_reads_never_load_the_whole_volume(tmp_path) -> None:
             return original(lo, hi)
 
         volume.region = spy
-        from picks.consensus import extract as ex
+        from picks.consensus.cnn import boxes as ex
 
         list(
             ex._tomogram_batches(

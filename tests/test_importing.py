@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from picks.core.errors import PicksError
-from picks.core.importing import expand_inputs
+from picks.workflows.importing import expand_inputs
 
 CSV = "id,experiment,particle_type,x,y,z\n0,TS_1,ribosome,1,2,3\n"
 

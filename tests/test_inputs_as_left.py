@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from picks.adapters.relion import Relion4Adapter
 from picks.cli import get_app
 from picks.core.errors import InputFormatError, NotFound, PicksError
-from picks.core.importing import NamePattern, expand_inputs, import_file
+from picks.workflows.importing import NamePattern, expand_inputs, import_file
 
 runner = CliRunner()
 CBOX = "cryolo/3d_particle.cbox"

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from picks.cli import get_app
-from picks.consensus.metric import score
-from picks.consensus.pipeline import aggregate
 from picks.core.store import Store
+from picks.evaluate.metric import score
+from picks.workflows.aggregate import aggregate
 
 runner = CliRunner()
 CLASSES = {"ribosome": 150.0, "apo-ferritin": 60.0}

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from picks.consensus import metric
 from picks.core.errors import PicksError
+from picks.evaluate import metric
 
 
 def table(rows, particle="apo-ferritin", tomogram="TS_1", score=None):

@@ -50,8 +50,8 @@ def test_one_picker_has_nothing_to_compare_with():
 
 
 def test_aggregate_warns_when_a_picker_decorates_tomogram_names(tmp_path):
-    from picks.consensus.pipeline import aggregate
     from picks.core.store import Store
+    from picks.workflows.aggregate import aggregate
 
     rows = [(100.0 * i, 200.0, 300.0) for i in range(1, 6)]
     plain = tmp_path / "a.csv"

@@ -128,7 +128,7 @@ def test_local_registry_file(tmp_path: Path, monkeypatch):
         '[[adapter]]\nname = "mine"\nobject = "Mine"\npath = "my_adapter.py"\npicker = "Mine"\n'
         'patterns = ["*.mine"]\ndescription = "local"\n'
     )
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PICKS_REGISTRY", str(tmp_path / "picks-registry.toml"))
     registry = get_registry(load_entrypoints=False)
     entry = registry.entry("mine")
     assert entry.origin == "local" and entry.version == "local"
@@ -145,7 +145,8 @@ def test_broken_local_entry_is_named_not_a_traceback(tmp_path: Path, monkeypatch
         'patterns = ["*.gone"]\n'
     )
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(get_app(), ["plugins"])
+    registry = str(tmp_path / "picks-registry.toml")
+    result = CliRunner().invoke(get_app(), ["--registry", registry, "plugins"])
     assert result.exit_code == 1 and not isinstance(result.exception, FileNotFoundError)
     assert "BROKEN" in result.stdout and "czii-csv" in result.stdout  # the others still listed
     assert "'gone'" in result.output and "missing.py" in result.output
@@ -181,3 +182,72 @@ def test_detect_tie_is_an_error(tmp_path: Path):
     path.write_text("x")
     with pytest.raises(UnknownAdapter, match="equally"):
         registry.detect(path)
+
+
+# -- one registration path (issue 9) -------------------------------------------------------------
+def test_builtins_register_through_the_hook_as_cards():
+    from picks.plugins import builtin
+    from picks.plugins.adapter import AdapterCard
+
+    pm = get_plugin_manager(load_entrypoints=False)
+    assert pm.get_plugin("picks") is builtin
+    cards = []
+    builtin.register_adapters(register=cards.append)
+    assert [c.name for c in cards] == [e["name"] for e in registry_toml()["adapter"]]
+    assert all(isinstance(c, AdapterCard) for c in cards)
+    entry = get_registry(load_entrypoints=False, local=False).entry("relion5")
+    assert entry.origin == "built-in" and entry.plugin == "picks"
+
+
+def test_registry_card_is_the_only_description():
+    """registry.toml says whether each adapter writes (so listing imports none), and that
+    matches the class; the classes carry no description of their own."""
+    registry = get_registry(load_entrypoints=False, local=False)
+    for card in registry_toml()["adapter"]:
+        adapter = registry.get(card["name"])
+        assert card["write"] == adapter.can_write, card["name"]
+        assert "description" not in type(adapter).__dict__, card["name"]
+        assert adapter.description == card["description"]
+
+
+def test_listing_adapters_imports_none(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from picks.cli import get_app\n"
+        "result = CliRunner().invoke(get_app(), ['plugins', '--json'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        'assert \'"write": "yes"\' in result.output\n'
+        "print(sorted(m for m in sys.modules if m.startswith('picks.adapters.')))\n"
+    )
+    env = {"PICKS_USER_DIR": str(tmp_path), "PATH": "", "PICKS_LOAD_PLUGINS": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_registry_in_the_current_folder_is_not_loaded(tmp_path: Path, monkeypatch):
+    """Opening a shared data folder must not run its code: a picks-registry.toml there is
+    read only when named (--registry or $PICKS_REGISTRY)."""
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    (tmp_path / "picks-registry.toml").write_text(
+        '[[adapter]]\nname = "evil"\nobject = "Evil"\npath = "evil.py"\npicker = "E"\n'
+        'patterns = ["*.csv"]\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    registry = get_registry(load_entrypoints=False)
+    assert "evil" not in registry.names()
+    assert not marker.exists()
+    from picks.plugins.manager import use_local_registry
+
+    use_local_registry(tmp_path / "picks-registry.toml")
+    try:
+        assert "evil" in get_registry(load_entrypoints=False).names()
+    finally:
+        use_local_registry(None)

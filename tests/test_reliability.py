@@ -364,9 +364,9 @@ def test_simulated_world_estimates_match_the_truth(tmp_path):
     three tomograms: 0.05–0.09). Single pairs can be far off where pickers share a failure
     mode (conditional independence fails; docs/latent.md), so no per-pair bound is asserted.
     """
-    from picks.consensus.latent_check import read_world, true_picker_rates, truth_matched
-    from picks.consensus.metric import default_radii, default_weights
-    from picks.consensus.simulate import simulate
+    from picks.evaluate.metric import default_radii, default_weights
+    from picks.simulate.world import simulate
+    from picks.workflows.latent_check import read_world, true_picker_rates, truth_matched
 
     out = simulate(tmp_path / "w", seed=11, n_tomograms=2).out
     picks, truth = read_world(out)

@@ -29,9 +29,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """(folder, db, latent run id, vote run id, truth CSV)."""
-    from picks.consensus.demo import aggregate_inputs, run_demo
-    from picks.consensus.pipeline import aggregate
+    """(folder, db, latent run id, vote run id, truth table)."""
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.demo import aggregate_inputs, run_demo
+    from picks.workflows.evaluate import read_picks_files
 
     folder = tmp_path_factory.mktemp("report") / "demo"
     demo = run_demo(folder, seed=3, n_tomograms=2, size=(96, 96, 48), method="latent", plot=False)
@@ -44,7 +45,8 @@ def world(tmp_path_factory):
             method="vote",
             seed=3,
         )
-    return folder, demo.db, demo.aggregate.run_id, vote.run_id, demo.simulation.truth_csv
+        truth = read_picks_files([demo.simulation.truth_csv], tomograms=store.tomograms())
+    return folder, demo.db, demo.aggregate.run_id, vote.run_id, truth
 
 
 def _parse(html_path: Path) -> ET.Element:
@@ -184,11 +186,22 @@ def test_foreign_files_in_the_images_folder_are_refused(world, tmp_path):
 
 
 def test_cli_report_json_and_default_run(world, tmp_path, record_property):
-    _folder, db, _run, vote_id, truth = world
+    folder, db, _run, vote_id, _truth = world
+    truth_csv = folder / "data" / "ground_truth.csv"
+    assert truth_csv.is_file()
     app = get_app()
     result = runner.invoke(
         app,
-        ["report", "--db", str(db), "--out", str(tmp_path / "r"), "--truth", str(truth), "--json"],
+        [
+            "report",
+            "--db",
+            str(db),
+            "--out",
+            str(tmp_path / "r"),
+            "--truth",
+            str(truth_csv),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -257,8 +270,8 @@ def test_contrast_ignores_outliers_and_nan():
 
 
 def test_a_run_without_tomograms_gets_a_report_without_pictures(world, tmp_path):
-    from picks.consensus.demo import aggregate_inputs
-    from picks.consensus.pipeline import aggregate
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.demo import aggregate_inputs
 
     folder, _db, _run, _vote, truth = world
     with Store(tmp_path / "picks.db") as store:

@@ -20,14 +20,14 @@ import pytest
 from adapter_support import assert_store_empty
 
 from picks.consensus.cluster import cluster
-from picks.consensus.evaluate import consensus_runs
-from picks.consensus.pipeline import aggregate
 from picks.core.errors import InputFormatError, PicksError, StoreBusy
-from picks.core.export import MAX_NAME, safe_name
-from picks.core.importing import import_file
+from picks.core.files import MAX_NAME, safe_name
 from picks.core.store import Store
 from picks.core.tomograms import Tomogram
 from picks.plugins.adapter import ReadContext, WriteContext
+from picks.workflows.aggregate import aggregate
+from picks.workflows.evaluate import consensus_runs
+from picks.workflows.importing import import_file
 
 HEADER = "id,experiment,particle_type,x,y,z,score\n"
 
@@ -379,7 +379,7 @@ def test_leftovers_of_an_unfinished_run_do_not_block_a_plain_rerun(tmp_path):
 
 
 def test_exports_are_recorded_as_they_are_written(store, tmp_path, monkeypatch):
-    import picks.core.export as export
+    import picks.workflows.outputs as export
 
     write = export.write_picks
     calls = []

@@ -8,14 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from picks.cli import get_app
-from picks.workflows.inputs_file import read_inputs_file
+from picks.core.inputs_file import read_inputs_file
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from picks.consensus.simulate import simulate
+    from picks.simulate.world import simulate
 
     return simulate(tmp_path_factory.mktemp("w") / "w", seed=4, n_tomograms=1, size=(96, 96, 48))
 

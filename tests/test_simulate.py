@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 
-from picks.consensus.simulate import picker_inputs, simulate
 from picks.core.particles import CZII
 from picks.core.tomograms import TomogramSet, read_tomogram
 from picks.plugins.adapter import ReadContext
+from picks.simulate.world import picker_inputs, simulate
 
 
 @pytest.fixture(scope="module")
@@ -309,9 +309,9 @@ def test_decoys_are_listed_and_are_bright_where_listed(small):
 def test_gold_beads_file_reads_as_negative_references(small, registry, tmp_path):
     """gold_beads.csv is detected (points-csv, tomogram column, Å) and lands on the beads;
     as --negative references it rejects the consensus picks on them."""
-    from picks.consensus.demo import aggregate_inputs
-    from picks.consensus.pipeline import aggregate
     from picks.core.store import Store
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.demo import aggregate_inputs
 
     beads_csv = small.out / "gold_beads.csv"
     assert registry.detect(beads_csv).name == "points-csv"

@@ -17,21 +17,21 @@ import pytest
 from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
-from picks.consensus import metric
-from picks.consensus import simulate_volume as sv
-from picks.consensus.demo import aggregate_inputs
-from picks.consensus.evaluate import consensus_picks, store_pickers
-from picks.consensus.pipeline import aggregate
-from picks.consensus.simulate import simulate
-from picks.consensus.simulate_external import (
+from picks.core.errors import MissingVoxelSize, PicksError
+from picks.core.store import Store
+from picks.evaluate import metric
+from picks.simulate import volume as sv
+from picks.simulate.external import (
     contrast_statistic,
     decide_contrast,
     normalise,
     read_volume,
     run_pickers,
 )
-from picks.core.errors import MissingVoxelSize, PicksError
-from picks.core.store import Store
+from picks.simulate.world import simulate
+from picks.workflows.aggregate import aggregate
+from picks.workflows.demo import aggregate_inputs
+from picks.workflows.evaluate import consensus_picks, store_pickers
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from sqlite_utils import Database
 
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, SchemaTooNew
-from picks.core.importing import import_file
-from picks.core.migrations import migrate, migrations, schema_version
 from picks.core.store import Store
+from picks.core.store.migrations import migrate, migrations, schema_version
+from picks.workflows.importing import import_file
 
 CSV = "id,experiment,particle_type,x,y,z\n0,TS_1,ribosome,1500.5,200,300\n1,TS_1,apo-ferritin,10,20,30.25\n"
 
@@ -72,7 +72,7 @@ def test_import_then_reimport_is_noop(store: Store, registry, tmp_path: Path):
 def test_m005_rekeys_older_sources_so_reimport_stays_a_no_op(tmp_path: Path, registry):
     """A store whose sources carry the m004 key (bytes + tomograms) before m005 ran, with the
     same file imported twice (an option that changed nothing made a second source then)."""
-    from picks.core.migrations import source_identity
+    from picks.core.store.migrations import source_identity
 
     db_path = tmp_path / "old.db"
     path = write(tmp_path / "sub.csv", CSV)

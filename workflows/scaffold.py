@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from picks.core.errors import PicksError
-from picks.workflows.inputs_file import write_inputs_file
+from picks.core.inputs_file import write_inputs_file
 
 VOLUME_SUFFIXES = (".mrc", ".rec", ".map", ".zarr")
 LABEL_FILES = ("labels.txt", "labels.csv", "classes.txt")
@@ -31,8 +31,8 @@ class Scaffold:
 def scaffold(folder: str | Path, out: str | Path | None = None, *, registry=None) -> Scaffold:
     """Detect the picker outputs under ``folder`` (one input per top-level file or folder and
     adapter) and write ``out`` (default ``folder/inputs.toml``, never overwritten)."""
-    from picks.core.importing import expand_inputs
     from picks.plugins.manager import get_registry
+    from picks.workflows.importing import expand_inputs
 
     registry = registry or get_registry()
     folder = Path(folder)

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from picks.consensus import evaluate as evaluate_mod
-from picks.consensus.simulate import (
+from picks.core.defaults import DEFAULT_DB
+from picks.core.errors import PicksError
+from picks.evaluate.metric import Evaluated
+from picks.evaluate.plots import plot_curves
+from picks.simulate.world import (
     DEFAULT_SEED,
     DEFAULT_SIZE,
     DEFAULT_SNR,
@@ -29,7 +32,7 @@ from picks.consensus.simulate import (
     picker_inputs,
     simulate,
 )
-from picks.core.errors import PicksError
+from picks.workflows import evaluate as evaluate_mod
 
 DEMO_ENTRIES = (
     "data",
@@ -47,8 +50,8 @@ class DemoResult:
     folder: Path
     simulation: SimulationResult
     db: Path
-    aggregate: Any  # picks.consensus.pipeline.AggregateResult
-    results: list[evaluate_mod.Evaluated] = field(repr=False)
+    aggregate: Any  # picks.workflows.aggregate.AggregateResult
+    results: list[Evaluated] = field(repr=False)
     evaluation: Path = Path()
     plot: Path | None = None
 
@@ -56,7 +59,7 @@ class DemoResult:
 def aggregate_inputs(
     simulation: SimulationResult | Path, *, voxel_size: float | None = None
 ) -> list:
-    """The simulated pickers as :class:`~picks.consensus.pipeline.InputSpec` inputs.
+    """The simulated pickers as :class:`~picks.workflows.aggregate.InputSpec` inputs.
 
     For a run **without** tomograms give ``voxel_size`` (Å, of the full-resolution
     tomograms): each file becomes its own input with the voxel size of the volume it was
@@ -65,8 +68,8 @@ def aggregate_inputs(
     tomogram's name. Without them the binned picker's picks would land at half scale in a
     tomogram called ``sim_01_bin2`` — the registered tomograms normally resolve both.
     """
-    from picks.consensus.pipeline import InputSpec
     from picks.core.tomograms import name_key
+    from picks.workflows.inputs import InputSpec
 
     items = picker_inputs(simulation)
     if voxel_size is None:
@@ -136,13 +139,14 @@ def run_demo(
     progress=None,
 ) -> DemoResult:
     """Simulate, aggregate (default method: the latent-class decision), evaluate."""
-    from picks.consensus.pipeline import DEFAULT_FORMATS, aggregate
     from picks.core.store import Store
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.outputs import DEFAULT_FORMATS
 
     folder = Path(folder)
     _prepare(folder)
     simulation = simulate(folder / "data", seed=seed, n_tomograms=n_tomograms, size=size, snr=snr)
-    db = folder / "picks.db"
+    db = folder / DEFAULT_DB
     truth = evaluate_mod.read_picks_files([simulation.truth_csv], adapter="czii-csv")
     with Store(db) as store:
         result = aggregate(
@@ -165,7 +169,5 @@ def run_demo(
         + "\n",
         encoding="utf-8",
     )
-    plot_path = (
-        evaluate_mod.plot_curves(results, truth, folder / "evaluation.png") if plot else None
-    )
+    plot_path = plot_curves(results, truth, folder / "evaluation.png") if plot else None
     return DemoResult(folder, simulation, db, result, results, evaluation, plot_path)

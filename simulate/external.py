@@ -1,7 +1,7 @@
 """``picks simulate-pickers``: the five simulated pickers of ``picks simulate`` on any tomograms.
 
 ``picks simulate`` makes its own world and runs its pickers on it; this module runs the same
-pickers (:mod:`picks.consensus.simulate_pickers`) on tomograms someone else made (another
+pickers (:mod:`picks.simulate.pickers`) on tomograms someone else made (another
 simulator such as polnet, or real data), so that the consensus can be measured on worlds
 picks did not make. Nothing here knows where the particles are: there is no ground truth.
 
@@ -14,7 +14,7 @@ truth::
     manifest.json             the inputs, the contrast decision, the import options per picker
     README.txt                the command to aggregate them
 
-so :func:`picks.consensus.simulate.picker_inputs` (and ``picks aggregate`` with the command in
+so :func:`picks.simulate.world.picker_inputs` (and ``picks aggregate`` with the command in
 README.txt) read them exactly like a simulation.
 
 Contrast: the pickers look for *bright* particles (positive density), as ``picks simulate``
@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.consensus import simulate_pickers as sp
-from picks.consensus import simulate_volume as sv
-from picks.consensus.simulate import SimulatedPicker, SimulatedTomogram, _prepare_out, _write_picker
 from picks.core.errors import PicksError
+from picks.simulate import pickers as sp
+from picks.simulate import volume as sv
+from picks.simulate.world import SimulatedPicker, SimulatedTomogram, _prepare_out, _write_picker
 
 CONTRASTS = ("auto", "bright", "dark")
 # |log(ratio)| below this: the two tails are too alike to call the polarity (ratio within
@@ -367,7 +367,7 @@ def _write_manifest(result: PickersResult, *, snr: float, voxel_size: float, opt
 
 
 def _write_readme(result: PickersResult) -> None:
-    from picks.consensus.simulate import picker_inputs
+    from picks.simulate.world import picker_inputs
 
     parts = ["picks aggregate", "--db picks.db", "--out consensus", "--tomograms tomograms"]
     for item in picker_inputs(result.out):

@@ -26,7 +26,6 @@ The split happens before augmentation. When blocks cannot give both classes on b
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -38,46 +37,31 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from picks.consensus import cnn, metric
-from picks.consensus.extract import EdgePolicy, Extracted, describe, extract, geometry_for
+from picks.consensus.cnn import network as cnn
+from picks.consensus.cnn.boxes import EdgePolicy, Extracted, describe, extract, geometry_for
+from picks.consensus.cnn.split import _guard_band, spatial_split
+from picks.consensus.cnn.threshold import decision_rule
 from picks.core.errors import PicksError
+from picks.core.jsonable import jsonable
 from picks.core.particles import Catalog
-from picks.core.store import now
+from picks.core.progress import now, null_progress
 
 UNLABELLED = "unlabelled"  # class of positive references that name no class
 MIN_POSITIVES = 10
 MIN_NEGATIVES = 10
 
 
-def null_progress(description: str, total: int | None = None):
-    """A progress factory that shows nothing (same interface as cli.common.progress)."""
-    return contextlib.nullcontext(lambda n=1, info=None: None)
+@dataclass
+class RunData:
+    """What training reads of a run, loaded by the caller (the store side,
+    :func:`picks.workflows.rescore.load_run_data`): its consensus candidates, the trusted
+    reference picks (roles positive/negative) on its tomograms, its noise samples, and the
+    points background sampling must avoid (every clustered pick and trusted reference)."""
 
-
-# -- reading the run ---------------------------------------------------------------------------
-def load_candidates(store, run_id: int) -> pd.DataFrame:
-    """The consensus picks of a run, ordered by id."""
-    return store.consensus(run_id)
-
-
-def load_noise(store, run_id: int) -> pd.DataFrame:
-    cursor = store.db.conn.execute(
-        "SELECT id, tomogram, x, y, z FROM noise WHERE run_id = ? ORDER BY id", [int(run_id)]
-    )
-    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=["id", "tomogram", "x", "y", "z"])
-    for column in ("x", "y", "z"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    return frame
-
-
-def load_references(store, tomograms: set[str]) -> pd.DataFrame:
-    """Trusted reference picks (roles positive/negative) on the given tomograms."""
-    refs = store.picks(
-        roles=("positive", "negative"), columns=["tomogram", "particle", "x", "y", "z"]
-    )
-    if refs.empty:
-        return refs
-    return refs[refs["tomogram"].astype(str).isin(tomograms)].reset_index(drop=True)
+    candidates: pd.DataFrame
+    references: pd.DataFrame
+    noise: pd.DataFrame
+    avoid: pd.DataFrame
 
 
 def is_trusted(candidates: pd.DataFrame) -> np.ndarray:
@@ -168,7 +152,7 @@ class TrainingTable:
 
 
 def training_table(
-    store,
+    run: RunData,
     run_id: int,
     *,
     catalog: Catalog,
@@ -179,7 +163,7 @@ def training_table(
     positives: str = "auto",
 ) -> TrainingTable:
     """Positives and negatives of a run (see the module docstring), with class weights."""
-    candidates = load_candidates(store, run_id) if candidates is None else candidates
+    candidates = run.candidates if candidates is None else candidates
     tomos = set(candidates["tomogram"].astype(str))
     mask, positive_rule = positive_selection(candidates, positives)
     pos = candidates[mask]
@@ -197,7 +181,9 @@ def training_table(
             }
         )
     ]
-    refs = load_references(store, tomos)
+    refs = run.references
+    if not refs.empty:
+        refs = refs[refs["tomogram"].astype(str).isin(tomos)].reset_index(drop=True)
     n_pos_refs = n_neg_refs = n_pos_refs_merged = 0
     if not refs.empty:
         negative = (refs["role"] == "negative").to_numpy()
@@ -220,7 +206,7 @@ def training_table(
                 }
             )
         )
-    noise = load_noise(store, run_id)
+    noise = run.noise
     frames.append(
         pd.DataFrame(
             {
@@ -245,8 +231,8 @@ def training_table(
         raise PicksError(
             f"run {run_id}: too little training data for the CNN ({n_pos} positives, {n_neg} "
             f"negatives; at least {MIN_POSITIVES} of each are needed)",
-            hint="Sample noise for the run (picks noise), add trusted --positive references, "
-            "or use --method vote.",
+            hint="Sample noise for the run (picks noise), add trusted `positives` references, "
+            "or use `method` vote.",
         )
     rng = np.random.default_rng([int(seed), 7])
     keep = np.ones(len(table), dtype=bool)
@@ -304,88 +290,6 @@ def _near(points: pd.DataFrame, others: pd.DataFrame, radius: np.ndarray) -> np.
 
 
 # -- held-out split ----------------------------------------------------------------------------
-def spatial_split(
-    table: pd.DataFrame,
-    *,
-    block: float,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    min_blocks: int = 10,
-) -> tuple[np.ndarray, str]:
-    """Boolean validation mask from whole spatial blocks, and a description of the split.
-
-    ``block`` (Å) is the starting block edge; it is halved (down to a quarter) until there are
-    at least ``min_blocks`` occupied blocks. Blocks are shuffled with ``seed`` and added to
-    validation until it holds ``val_fraction`` of the samples.
-    """
-    positive = table["label"].to_numpy() > 0
-    xyz = table[["x", "y", "z"]].to_numpy(float)
-    names = table["tomogram"].astype(str).to_numpy()
-    rng = np.random.default_rng([int(seed), 11])
-    size = float(block) * 2.0
-    for _ in range(3):
-        size /= 2.0  # the size of the blocks factorised below, also when the loop runs out
-        cells = np.floor(xyz / size).astype(np.int64)
-        keys = pd.Series(list(zip(names, cells[:, 0], cells[:, 1], cells[:, 2], strict=True)))
-        codes, uniques = pd.factorize(keys, sort=True)
-        if len(uniques) >= min_blocks:
-            break
-    order = rng.permutation(len(uniques))
-    counts = np.bincount(codes, minlength=len(uniques))
-    val_blocks = np.zeros(len(uniques), dtype=bool)
-    target = val_fraction * len(table)
-    total = 0
-    for b in order:
-        if total >= target:
-            break
-        val_blocks[b] = True
-        total += counts[b]
-    val = val_blocks[codes]
-    if len(uniques) >= 2 and _both_sides(val, positive):
-        return (
-            val,
-            f"spatial blocks of {size:.0f} Å ({int(val_blocks.sum())} of {len(uniques)} blocks held out)",
-        )
-    val = np.zeros(len(table), dtype=bool)
-    for cls in (True, False):
-        idx = np.flatnonzero(positive == cls)
-        k = max(1, round(val_fraction * len(idx)))
-        val[rng.choice(idx, min(k, len(idx) - 1), replace=False)] = True
-    return val, "stratified by sample (too few spatial blocks for a spatial split)"
-
-
-def _guard_band(rows, train_idx, val_idx, positive, side: float, split: str):
-    """Training points whose box overlaps a validation box (centres closer than one box side
-    on every axis, across a block face or corner) are left out of training, so validation
-    sees no voxel training saw.
-    Kept when leaving them out would empty a class on the training side."""
-    from scipy.spatial import cKDTree
-
-    xyz = rows[["x", "y", "z"]].to_numpy(float)
-    names = rows["tomogram"].astype(str).to_numpy()
-    near = np.zeros(len(train_idx), dtype=bool)
-    for name in np.unique(names[val_idx]):
-        t = names[train_idx] == name
-        if not t.any():
-            continue
-        tree = cKDTree(xyz[val_idx[names[val_idx] == name]])
-        # cubes overlap when every axis is closer than a side: the Chebyshev distance
-        distance, _ = tree.query(xyz[train_idx[t]], p=np.inf, distance_upper_bound=side)
-        near[np.flatnonzero(t)] = np.isfinite(distance) & (distance < side)
-    kept = train_idx[~near]
-    if not near.any() or not (positive[kept].any() and (~positive[kept]).any()):
-        return train_idx, split
-    return (
-        kept,
-        f"{split}; {int(near.sum())} training points within one box side of a validation point left out",
-    )
-
-
-def _both_sides(val: np.ndarray, positive: np.ndarray) -> bool:
-    return all(np.any(side & cls) for side in (val, ~val) for cls in (positive, ~positive))
-
-
-# -- training a model on a run -----------------------------------------------------------------
 @dataclass
 class Trained:
     """A model trained on a run, with everything needed to record and reuse it."""
@@ -403,7 +307,7 @@ class Trained:
 
 
 def fit(
-    store,
+    run: RunData,
     run_id: int,
     *,
     tomograms,
@@ -430,19 +334,19 @@ def fit(
 ) -> Trained:
     """Extract the run's labelled boxes and train the CNN on them (nothing is written)."""
     from picks import __version__
-    from picks.consensus.extract import DEFAULT_MARGIN
+    from picks.consensus.cnn.boxes import DEFAULT_MARGIN
 
     progress = progress or null_progress
     edge = edge or EdgePolicy()
     plan = cnn.select_device(device)
     data = training_table(
-        store, run_id, catalog=catalog, candidates=candidates, seed=seed, positives=positives
+        run, run_id, catalog=catalog, candidates=candidates, seed=seed, positives=positives
     )
     radii = [catalog.radius(c) for c in data.classes if c in catalog]
     if not radii:
         raise PicksError(
             f"run {run_id}: none of the classes {data.classes} has a known radius",
-            hint="Give one with --radius CLASS=ÅNGSTROM.",
+            hint="Give one with `radii` CLASS=ÅNGSTROM.",
         )
     margin = DEFAULT_MARGIN if margin is None else margin
     geometry = geometry_for(
@@ -489,9 +393,7 @@ def fit(
         started = time.perf_counter()
         n_noise = int((rows["kind"] == "noise").sum())
         wanted = round(hard_negatives * max(n_noise, MIN_NEGATIVES))
-        pool = background_pool(
-            store, run_id, tomograms, catalog, geometry, wanted * pool_factor, seed
-        )
+        pool = background_pool(run, tomograms, catalog, geometry, wanted * pool_factor, seed)
         with progress("mine hard negatives", total=len(pool)) as advance:
             mined = extract(pool, tomograms, geometry, edge=edge, reader=reader, progress=advance)
         pool_score = 1.0 - cnn.predict(model, mined.boxes, box=geometry.box)[:, 0]
@@ -592,7 +494,7 @@ def fit(
     }
     return Trained(
         model,
-        json.loads(json.dumps(card, default=_jsonable)),
+        json.loads(json.dumps(card, default=jsonable)),
         result,
         data,
         extracted,
@@ -602,78 +504,6 @@ def fit(
         train_seconds,
         mine_seconds,
     )
-
-
-DECISION_BETA = 4.0  # the CZII F-beta weighs recall 16× as much as precision
-THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(1, 11))  # 0.05 … 0.5
-
-
-def choose_threshold(
-    scores: np.ndarray, positive: np.ndarray, *, beta: float = DECISION_BETA
-) -> tuple[float, float]:
-    """The threshold of :data:`THRESHOLD_GRID` that maximises F-beta, and that F-beta.
-
-    Ties go to the lowest threshold (recall is what F-beta with β > 1 rewards). The grid stops
-    at 0.5, the Bayes decision of a network trained with balanced classes: a tuned threshold
-    may favour recall, never precision beyond it.
-    """
-    best, best_f = 0.5, -1.0
-    for t in THRESHOLD_GRID:
-        f = fbeta_at(scores, positive, t, beta=beta)
-        if f > best_f + 1e-12:
-            best, best_f = t, f
-    return float(best), float(best_f)
-
-
-def fbeta_at(
-    scores: np.ndarray, positive: np.ndarray, threshold: float, *, beta: float = DECISION_BETA
-) -> float:
-    """F-beta of accepting the boxes whose score is ``>= threshold`` (NaN: rejected)."""
-    hit = np.nan_to_num(np.asarray(scores, dtype=float), nan=-1.0) >= threshold
-    positive = np.asarray(positive, dtype=bool)
-    tp, fp, fn = (hit & positive).sum(), (hit & ~positive).sum(), (~hit & positive).sum()
-    return metric.fbeta(float(tp), float(fp), float(fn), beta)[2]
-
-
-def cost_threshold(beta: float = DECISION_BETA) -> float:
-    """``1 / (1 + β²)``: accept when P(particle) ≥ this (0.0588 for β = 4).
-
-    F-beta charges a missed particle β² times what it charges a false pick (its denominator
-    is ``(1 + β²)·TP + β²·FN + FP``); the Bayes decision for a probability ``p`` under that
-    cost ratio accepts when ``β²·p ≥ 1 − p``. The CZII metric uses β = 4.
-    """
-    return 1.0 / (1.0 + beta * beta)
-
-
-def decision_rule(model, boxes, labels, val_mask, box: int, typical: dict | None) -> dict:
-    """The acceptance rule stored in the model card (``decision``).
-
-    The threshold is :func:`cost_threshold` (β = 4, as the CZII metric): fixed by the metric,
-    not fitted, because a held-out split of a few dozen boxes (demo size) is too small to tune
-    one and its background boxes are not the candidates' mix. For information the card also
-    gives F-beta on the held-out split at that threshold and the grid threshold that
-    maximises it (:func:`choose_threshold`).
-    """
-    threshold = cost_threshold()
-    out = {
-        "threshold": round(threshold, 4),
-        "beta": DECISION_BETA,
-        "rule": f"Bayes decision for F{DECISION_BETA:g}'s cost ratio: accept when "
-        f"(1 − P(noise)) × typicality ≥ 1/(1 + β²)",
-    }
-    val = np.asarray(val_mask, dtype=bool)
-    positive = np.asarray(labels)[val] > 0
-    if positive.any() and not positive.all():
-        p, feats = cnn.predict(model, boxes[val], box=box, features=True)
-        score = (1.0 - p[:, 0]) * cnn.typicality(feats, typical)[2]
-        best, best_f = choose_threshold(score, positive)
-        out["validation"] = {
-            "n": int(val.sum()),
-            "fbeta_at_threshold": fbeta_at(score, positive, threshold),
-            "best_grid_threshold": best,
-            "best_grid_fbeta": best_f,
-        }
-    return out
 
 
 def _train_round(
@@ -733,23 +563,23 @@ def _train_round(
 
 
 def background_pool(
-    store, run_id: int, tomograms, catalog: Catalog, geometry, count: int, seed: int
+    run: RunData, tomograms, catalog: Catalog, geometry, count: int, seed: int
 ) -> pd.DataFrame:
     """``count`` background positions drawn by the noise module's rule (far from every pick
     and reference of the run, a half box inside the tomogram), spread over the tomograms in
     proportion to their noise samples."""
     from picks.consensus import noise as noise_mod
-    from picks.consensus.extract import tomogram_lookup
+    from picks.consensus.cnn.boxes import tomogram_lookup
 
     lookup = tomogram_lookup(tomograms)
-    noise = load_noise(store, run_id)
+    noise = run.noise
     per = noise["tomogram"].value_counts()
     names = [t for t in sorted(per.index) if t in lookup]
     if not names or count <= 0:
         return pd.DataFrame(columns=["tomogram", "x", "y", "z"])
     total = float(per[names].sum())
     counts = {t: max(1, round(count * per[t] / total)) for t in names}
-    avoid = noise_mod.run_avoid_points(store, run_id)
+    avoid = run.avoid.copy()
     radii = {p.name: p.radius for p in catalog}
     avoid["evasion"] = noise_mod.evasion_radii(
         [None if pd.isna(p) else p for p in avoid["particle"]], radii
@@ -758,12 +588,6 @@ def background_pool(
         [lookup[t] for t in names], avoid, counts, half_box=geometry.side / 2, seed=int(seed) + 1
     )
     return result.samples.reset_index(drop=True)
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
 
 
 def table_hash(rows: pd.DataFrame) -> str:
@@ -785,7 +609,7 @@ def table_hash(rows: pd.DataFrame) -> str:
 
 
 def _used_tomograms(tomograms, rows: pd.DataFrame) -> list:
-    from picks.consensus.extract import tomogram_lookup
+    from picks.consensus.cnn.boxes import tomogram_lookup
 
     names = set(rows["tomogram"].astype(str))
     return [t for name, t in sorted(tomogram_lookup(tomograms).items()) if name in names]

@@ -7,7 +7,7 @@ call. For every consensus pick of the run it stores:
   model card and of ``noise`` (so per-class scores are visible and sum to 1 per model);
 * ``consensus.cnn_score`` = ``P(particle) = 1 − P(noise)``, the mean over the models of an
   ensemble; ``consensus.score`` = the score the decision used (the CNN score, or the
-  combined probability with ``combine=True``, see :mod:`picks.consensus.combine`);
+  combined probability with ``combine=True``, see :mod:`picks.consensus.cnn.combine`);
 * ``consensus.accepted`` = score ≥ ``threshold`` (default: the model card's decision rule,
   ``1/(1 + β²)`` = 0.0588 for the CZII β = 4; 0.5 with ``combine``); ``consensus.reason`` says so,
   names the class the network finds most likely, and keeps the voting reason after ``;``.
@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.consensus import cnn
-from picks.consensus import combine as combiner
-from picks.consensus.extract import EdgePolicy, Geometry, iter_boxes, tomogram_lookup
-from picks.consensus.train import fit, is_trusted, load_candidates, null_progress, unique_model_path
+from picks.consensus.cnn import combine as combiner
+from picks.consensus.cnn import network as cnn
+from picks.consensus.cnn.boxes import EdgePolicy, Geometry, iter_boxes, tomogram_lookup
+from picks.consensus.cnn.train import RunData, fit, is_trusted, training_table, unique_model_path
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog
-from picks.core.store import now
+from picks.core.progress import null_progress
+from picks.core.store import Store
 
 DEFAULT_THRESHOLD = 0.5
 FEW_POSITIVES = 100  # below this many training positives the summary warns
@@ -50,7 +51,7 @@ TYPICALITY = "typicality"  # the scores row holding a model's typicality of the 
 
 
 def rescore_run(
-    store,
+    store: Store,
     run_id: int,
     *,
     tomograms=None,
@@ -84,10 +85,10 @@ def rescore_run(
     progress = progress or null_progress
     catalog = catalog or Catalog()
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise PicksError(f"--threshold {threshold}: expected a probability between 0 and 1")
+        raise PicksError(f"`threshold` {threshold}: expected a probability between 0 and 1")
     store.get_run(run_id)
     timings: dict[str, float] = {}
-    candidates = load_candidates(store, run_id)
+    candidates = store.consensus(run_id)
     summary: dict = {
         "method": "cnn",
         "run_id": int(run_id),
@@ -106,7 +107,7 @@ def rescore_run(
     started = time.perf_counter()
     if model is None:
         trained = fit(
-            store,
+            load_run_data(store, run_id, candidates),
             run_id,
             tomograms=lookup,
             catalog=catalog,
@@ -147,7 +148,7 @@ def rescore_run(
                 f"({card['training']['counts'].get('positive_rule', 'full support')}); below about "
                 f"{FEW_POSITIVES} it barely tells particles from picker noise and accepts "
                 "nearly every candidate (see docs/cnn.md §6): more tomograms or trusted "
-                "--positive references help"
+                "`positives` references help"
             )
         summary["train"] = {
             "counts": card["training"]["counts"],
@@ -302,7 +303,7 @@ def _decision_threshold(threshold, models, combine: bool) -> tuple[float, str]:
     """The threshold the decision uses: the given one, else the model cards' tuned one.
 
     A model card's ``decision.threshold`` is the Bayes decision for the CZII F-beta's cost
-    ratio, ``1/(1 + β²)`` with β = 4 (see :func:`picks.consensus.train.decision_rule`); an
+    ratio, ``1/(1 + β²)`` with β = 4 (see :func:`picks.consensus.cnn.threshold.decision_rule`); an
     ensemble uses the mean of its members'. Models without one, and ``combine`` (whose
     logistic regression outputs a calibrated probability), use :data:`DEFAULT_THRESHOLD`.
     """
@@ -318,17 +319,14 @@ def _decision_threshold(threshold, models, combine: bool) -> tuple[float, str]:
     return float(np.mean(tuned)), "model card: 1/(1 + β²), β = 4 (F-beta cost ratio)"
 
 
-def _load(store, path) -> tuple[object, dict]:
+def _load(store: Store, path) -> tuple[object, dict]:
     """A saved model and its card (sidecar file, else the store's copy by sha256)."""
     path = Path(path)
     if not path.exists():
         raise PicksError(f"model {path} does not exist")
     card = None
     if not cnn.card_path(path).exists():
-        digest = cnn.sha256_file(path)
-        row = next(iter(store.db["models"].rows_where("sha256 = ?", [digest], limit=1)), None)
-        if row is not None:
-            card = json.loads(row["card"])
+        card = store.model_card(cnn.sha256_file(path))
     model, card = cnn.load(path, card=card)
     return model, card
 
@@ -413,10 +411,9 @@ def _combine(
     alpha=None,
 ):
     """Fit the logistic regression on labelled points with out-of-sample CNN scores."""
-    from picks.consensus.extract import extract
-    from picks.consensus.train import training_table
+    from picks.consensus.cnn.boxes import extract
 
-    member_picks = combiner.members(store, run_id)
+    member_picks = combiner.members(store.member_picks(run_id))
     pickers = sorted(set(member_picks["picker"].astype(str))) if not member_picks.empty else []
     if trained is not None:
         rows = trained.data.table.iloc[trained.extracted.index].reset_index(drop=True)
@@ -425,7 +422,12 @@ def _combine(
         fit_on = "held-out validation split of the training points"
     else:
         data = training_table(
-            store, run_id, catalog=catalog, candidates=candidates, seed=seed, positives=positives
+            load_run_data(store, run_id, candidates),
+            run_id,
+            catalog=catalog,
+            candidates=candidates,
+            seed=seed,
+            positives=positives,
         )
         geometry = _geometry(models[0]["card"])
         extracted = extract(data.table, lookup, geometry, edge=policy, reader=reader)
@@ -445,7 +447,7 @@ def _combine(
     score = np.mean(scores, axis=0)
     labels = (rows["label"].to_numpy() > 0).astype(int)
     if labels.min() == labels.max():
-        raise PicksError("--combine: the labelled points hold only one class; cannot calibrate")
+        raise PicksError("`combine`: the labelled points hold only one class; cannot calibrate")
     x_fit, columns = combiner.design(
         score, combiner.point_features(rows, member_picks, pickers, catalog)
     )
@@ -546,7 +548,7 @@ def _reasons(
 
 
 def _write(
-    store,
+    store: Store,
     run_id,
     candidates,
     models,
@@ -562,82 +564,32 @@ def _write(
 ):
     """One transaction: models, scores, consensus updates and dropped rows."""
     ids = candidates["id"].to_numpy(dtype=np.int64)
-    conn = store.db.conn
-    with store.transaction():
-        model_ids = [_model_row(store, run_id, m["path"], m["sha256"], m["card"]) for m in models]
-        # The scores rows are those of the decision being stored: an earlier decision's models
-        # (another ensemble, say) must not linger beside it in `picks audit`.
-        conn.execute(
-            "DELETE FROM scores WHERE consensus_id IN (SELECT id FROM consensus WHERE run_id = ?)",
-            [int(run_id)],
+    model_scores = []
+    for m, p, t in zip(models, probs, typ, strict=True):
+        ok = ~np.isnan(p[:, 0])
+        model_scores.append(
+            (ids[ok], [*m["card"]["classes"], TYPICALITY], np.column_stack([p[ok], t[ok]]))
         )
-        rows = []
-        for model_id, m, p, t in zip(model_ids, models, probs, typ, strict=True):
-            ok = ~np.isnan(p[:, 0])
-            n_ok = int(ok.sum())
-            columns = [*m["card"]["classes"], TYPICALITY]
-            values = np.column_stack([p[ok], t[ok]])
-            for j, name in enumerate(columns):
-                rows.extend(
-                    zip(
-                        ids[ok].tolist(),
-                        [model_id] * n_ok,
-                        [name] * n_ok,
-                        values[:, j].astype(float).tolist(),
-                        strict=True,
-                    )
-                )
-        conn.executemany(
-            "INSERT INTO scores (consensus_id, model_id, particle, score) VALUES (?, ?, ?, ?)", rows
-        )
-        conn.executemany(
-            "UPDATE consensus SET cnn_score = ?, score = ?, accepted = ?, reason = ?, "
-            "decided_by = ? WHERE id = ?",
-            zip(
-                _nullable(particle),
-                _nullable(final),
-                accepted.astype(int).tolist(),
-                reasons,
-                decided_by,
-                ids.tolist(),
-                strict=True,
-            ),
-        )
-        # Training drops are replaced only by a new training: scoring with a saved model
-        # keeps the record of what the run's own training left out.
-        stages = ("cnn-score",) if train_drops is None else ("cnn-score", "cnn-train")
-        conn.execute(
-            f"DELETE FROM dropped WHERE run_id = ? AND stage IN ({','.join('?' * len(stages))})",
-            [int(run_id), *stages],
-        )
-        drops = [
-            (int(run_id), "consensus", int(ids[pos]), "cnn-score", reason)
-            for pos, reason in sorted(dropped.items())
-        ]
-        drops += [
-            (int(run_id), kind, ref, "cnn-train", reason) for kind, ref, reason in train_drops or []
-        ]
-        conn.executemany(
-            "INSERT INTO dropped (run_id, kind, ref_id, stage, reason) VALUES (?, ?, ?, ?, ?)",
-            drops,
-        )
-    return model_ids
+    updates = zip(
+        _nullable(particle),
+        _nullable(final),
+        accepted.astype(int).tolist(),
+        reasons,
+        decided_by,
+        ids.tolist(),
+        strict=True,
+    )
+    score_drops = [(int(ids[pos]), reason) for pos, reason in sorted(dropped.items())]
+    return store.set_cnn_decisions(run_id, models, model_scores, updates, score_drops, train_drops)
 
 
 def _nullable(values: np.ndarray) -> list:
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
 
 
-def scores_table(store, run_id: int) -> pd.DataFrame:
+def scores_table(store: Store, run_id: int) -> pd.DataFrame:
     """Per-class scores of a run's consensus picks: one row per pick and model, one column per output."""
-    cursor = store.db.conn.execute(
-        "SELECT s.consensus_id, s.model_id, s.particle, s.score FROM scores s "
-        "JOIN consensus c ON c.id = s.consensus_id WHERE c.run_id = ?",
-        [int(run_id)],
-    )
-    frame = pd.DataFrame.from_records(
-        cursor.fetchall(), columns=["consensus_id", "model_id", "particle", "score"]
-    )
+    frame = store.scores(run_id)
     if frame.empty:
         return frame
     return frame.pivot_table(
@@ -663,33 +615,19 @@ def run_catalog(store, run_id: int, catalog: Catalog | None = None) -> Catalog:
     return catalog.with_radii(usable) if usable else catalog
 
 
-def record_training(store, run_id: int, trained, path: str | Path, digest: str) -> int:
+def record_training(store: Store, run_id: int, trained, path: str | Path, digest: str) -> int:
     """Record a model trained by ``picks train``: its models row and its extraction drops."""
     card = dict(trained.card, sha256=digest, file=Path(path).name)
-    with store.transaction():
-        model_id = _model_row(store, run_id, path, digest, card)
-        store.db.conn.executemany(
-            "INSERT INTO dropped (run_id, kind, ref_id, stage, reason) VALUES (?, ?, ?, ?, ?)",
-            [
-                (int(run_id), kind, ref, "cnn-train", reason)
-                for kind, ref, reason in trained.dropped
-            ],
-        )
-    return model_id
+    return store.record_model(run_id, path, digest, card, trained.dropped)
 
 
-def _model_row(store, run_id: int, path, digest: str, card: dict) -> int:
-    """The id of the models row with this sha256, inserted when new (inside a transaction)."""
-    row = next(iter(store.db["models"].rows_where("sha256 = ?", [digest], limit=1)), None)
-    if row is not None:
-        return int(row["id"])
-    table = store.db["models"].insert(
-        {
-            "run_id": int(run_id),
-            "path": str(Path(path).resolve()),
-            "sha256": digest,
-            "card": json.dumps(card, sort_keys=True, default=str),
-            "created_at": now(),
-        }
+def load_run_data(store: Store, run_id: int, candidates: pd.DataFrame | None = None) -> RunData:
+    """What training reads of a run (:class:`picks.consensus.cnn.train.RunData`), from the store."""
+    return RunData(
+        candidates=store.consensus(run_id) if candidates is None else candidates,
+        references=store.picks(
+            roles=("positive", "negative"), columns=["tomogram", "particle", "x", "y", "z"]
+        ),
+        noise=store.noise(run_id),
+        avoid=store.avoid_points(run_id),
     )
-    return int(table.last_pk)

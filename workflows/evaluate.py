@@ -10,47 +10,20 @@ can be the truth. What is scored:
   score, so the threshold curve shows what a different acceptance threshold would give);
 * picks files given directly, each labelled ``LABEL=PATH`` or by its file name.
 
-The metric is :mod:`picks.consensus.metric` (see ``docs/metric.md``).
+The metric is :mod:`picks.evaluate.metric` (see ``docs/metric.md``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from picks.consensus import metric
 from picks.core.errors import PicksError, UnknownAdapter
 from picks.core.tomograms import TomogramSet
-
-
-@dataclass
-class Evaluated:
-    """One scored set of picks."""
-
-    label: str
-    kind: str  # picker | consensus | consensus-candidates | file
-    picks: pd.DataFrame = field(repr=False)
-    score: metric.Score
-    run_id: int | None = None
-
-    def row(self) -> dict:
-        out = {"source": self.label, "kind": self.kind, "n": len(self.picks)}
-        for c in self.score.classes:
-            out[c.particle] = c.fbeta
-        out["overall"] = self.score.overall
-        return out
-
-    def as_dict(self) -> dict:
-        return {
-            "source": self.label,
-            "kind": self.kind,
-            "run_id": self.run_id,
-            "n_picks": len(self.picks),
-            **self.score.as_dict(),
-        }
+from picks.evaluate import metric
+from picks.evaluate.metric import Evaluated
 
 
 def read_picks_files(
@@ -70,9 +43,9 @@ def read_picks_files(
     Files inside a folder that no adapter recognises (a copick project's config, a label map)
     are skipped; a file named directly must be readable.
     """
-    from picks.core.importing import expand_inputs, read_file
     from picks.plugins.adapter import ReadContext
     from picks.plugins.manager import get_registry
+    from picks.workflows.importing import expand_inputs, read_file
 
     registry = registry or get_registry()
     frames = []
@@ -118,19 +91,10 @@ def consensus_runs(
     Runs named in ``run_ids`` are scored whatever their status (that is asking for them;
     an unfinished one is labelled with its status)."""
     store.mark_stale()
-    present = [
-        int(r[0])
-        for r in store.db.execute(
-            "SELECT DISTINCT c.run_id FROM consensus c JOIN runs r ON r.id = c.run_id "
-            + ("" if include_unfinished else "WHERE r.status = 'ok' ")
-            + "ORDER BY c.run_id"
-        ).fetchall()
-    ]
+    present = store.consensus_run_ids(finished_only=not include_unfinished)
     if not run_ids:
         return present
-    present = [
-        int(r[0]) for r in store.db.execute("SELECT DISTINCT run_id FROM consensus ORDER BY run_id")
-    ]
+    present = store.consensus_run_ids()
     for run_id in run_ids:
         store.get_run(run_id)
         if run_id not in present:
@@ -142,15 +106,7 @@ def consensus_runs(
 
 def consensus_picks(store, run_id: int) -> pd.DataFrame:
     """All consensus candidates of a run (tomogram, particle, x, y, z, score, accepted)."""
-    cursor = store.db.execute(
-        "SELECT id, tomogram, particle, x, y, z, score, accepted FROM consensus WHERE run_id = ? ORDER BY id",
-        [run_id],
-    )
-    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=[d[0] for d in cursor.description])
-    for column in ("x", "y", "z", "score"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    frame["accepted"] = frame["accepted"].fillna(0).astype(int).astype(bool)
-    return frame
+    return store.consensus_points(run_id)
 
 
 def evaluate(
@@ -203,60 +159,3 @@ def evaluate(
     for label, picks in (files or {}).items():
         results.append(Evaluated(label, "file", picks, metric.score(truth, picks, **kwargs)))
     return results
-
-
-def plot_curves(
-    results: Sequence[Evaluated],
-    truth: pd.DataFrame,
-    path: str | Path,
-    *,
-    multiplier: float = metric.DEFAULT_MULTIPLIER,
-    beta: float = metric.DEFAULT_BETA,
-    radii: Mapping[str, float] | None = None,
-    weights: Mapping[str, float] | None = None,
-) -> Path:
-    """Precision, recall and overall F-beta against the score threshold, one panel per source.
-
-    Every picker has its own score scale, so each panel has its own x axis. Sources without
-    scores show one point (the whole set).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(len(results), 1)
-    columns = min(3, n)
-    rows = (n + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
-    for ax, result in zip(axes.ravel(), results, strict=False):
-        curve = metric.threshold_curve(
-            truth, result.picks, multiplier=multiplier, beta=beta, radii=radii, weights=weights
-        )
-        marker = "o" if len(curve) < 3 else None
-        ax.plot(curve["threshold"], curve["precision"], label="precision", marker=marker)
-        ax.plot(curve["threshold"], curve["recall"], label="recall", marker=marker)
-        ax.plot(
-            curve["threshold"],
-            curve["fbeta"],
-            label=f"F{beta:g} (weighted)",
-            marker=marker,
-            linestyle="--",
-        )
-        if not result.picks["score"].notna().any():
-            ax.text(
-                0.5, 0.5, "no scores: one point", transform=ax.transAxes, ha="center", fontsize=8
-            )
-        ax.set_title(result.label, fontsize=10)
-        ax.set_xlabel("score threshold")
-        ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(results) :]:
-        ax.axis("off")
-    axes.ravel()[0].legend(fontsize=8, loc="lower left")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path

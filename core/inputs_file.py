@@ -30,6 +30,8 @@ options = { name = "{tomogram}__{particle}" }   # adapter options
 
 :func:`read_inputs_file` returns an :class:`InputsFile` (typed; an error names the file, the
 table and the key); :func:`write_inputs_file` writes one (``picks demo`` and ``picks init``).
+Each :class:`PickerInput` becomes one ``aggregate`` input: its ``label``, ``path`` and
+:meth:`PickerInput.input_options`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from picks.core.errors import PicksError
 
@@ -111,15 +112,6 @@ class InputsFile:
     beta: float | None = None
     min_support: str | None = None
     seed: int | None = None
-
-    def specs(self) -> list[Any]:
-        """One :class:`InputSpec` per picker input, labelled, with its options."""
-        from picks.consensus.pipeline import InputSpec
-
-        return [
-            InputSpec(p.path, p.label, p.input_options(), given=f"{p.label}={p.path}")
-            for p in self.pickers
-        ]
 
 
 def read_inputs_file(path: str | Path) -> InputsFile:

@@ -23,13 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
 
 from picks.core import picks as canonical
+from picks.core.defaults import DEFAULT_DB
 from picks.core.errors import NotFound, StoreBusy
-from picks.core.migrations import migrate, source_identity
+from picks.core.progress import now
+from picks.core.store.consensus import ConsensusTables
+from picks.core.store.migrations import migrate, source_identity
 from picks.core.tomograms import Tomogram, TomogramSet
 
-DEFAULT_DB = "picks.db"
 # How long a command waits for another one's write lock before "store busy" (seconds): SQLite's
 # own busy handler waits that long for every statement (sqlite3's default, 5 s, made small
 # imports die during a large one), and busy_retry retries with backoff until the same deadline
@@ -41,10 +44,6 @@ DEFAULT_STALE_AFTER_S = 24 * 3600.0
 FINISHED = "ok"  # the only status whose results count as a finished run's
 
 PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def default_path() -> Path:
@@ -87,7 +86,7 @@ def busy_retry(action, *, retry_on=is_busy):
 
 
 def _has_pending(db: Database) -> bool:
-    from picks.core.migrations import migrations
+    from picks.core.store.migrations import migrations
 
     return bool(migrations.pending(db))
 
@@ -132,7 +131,7 @@ def stale_after() -> float:
         return DEFAULT_STALE_AFTER_S
 
 
-class Store:
+class Store(ConsensusTables):
     """The provenance database. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: str | Path | None = None, *, memory: bool = False) -> None:
@@ -237,6 +236,10 @@ class Store:
                 run_id, {"ended_at": now(), "status": status, "message": message, **updates}
             )
 
+    def update_run(self, run_id: int, **values: Any) -> None:
+        """Set columns of a runs row (``method``, ``params`` ...)."""
+        self.db["runs"].update(run_id, values)
+
     def mark_stale(self) -> list[int]:
         """Mark ``running`` runs whose process is gone as ``stale`` (killed, crashed, power
         lost: nothing could record the end); returns their ids. A run of this host is gone
@@ -297,7 +300,7 @@ class Store:
     def get_run(self, run_id: int) -> dict:
         try:
             return self.db["runs"].get(run_id)
-        except Exception:
+        except NotFoundError:  # only a missing row; a lock or an I/O error stays itself
             raise NotFound(f"no run with id {run_id}") from None
 
     # -- sources and raw picks ---------------------------------------------------------------
@@ -369,7 +372,7 @@ class Store:
     def get_source(self, source_id: int) -> dict:
         try:
             return self.db["sources"].get(source_id)
-        except Exception:
+        except NotFoundError:  # only a missing row; a lock or an I/O error stays itself
             raise NotFound(f"no source with id {source_id}") from None
 
     def picks(
@@ -418,146 +421,6 @@ class Store:
     def count(self, table: str) -> int:
         return self.db[table].count
 
-    # -- consensus picks and their decisions ---------------------------------------------------
-    def add_consensus(self, run_id: int, table: pd.DataFrame, members: pd.DataFrame) -> int:
-        """Bulk insert a run's consensus rows (explicit, consecutive ids, in ``table``'s order)
-        and their members; returns the first id. ``table`` carries the cluster columns and the
-        decision (``status, vote_score, accepted, reason, forced``); ``members`` has ``row``
-        (position in ``table``), ``pick_id, picker, distance, duplicate_of``."""
-        conn = self.db.conn
-        n = len(table)
-        with self.transaction():
-            first = (
-                int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM consensus").fetchone()[0]) + 1
-            )
-            ids = np.arange(first, first + n)
-            forced = table["forced"].fillna(False).astype(bool).to_numpy()
-            decided_by = (
-                table["decided_by"].astype(str).tolist()
-                if "decided_by" in table
-                else np.where(forced, "reference", "vote").tolist()
-            )
-            reason = table["reason"].astype(str).tolist()
-            vote_reason = (
-                table["vote_reason"].astype(str).tolist() if "vote_reason" in table else reason
-            )
-            score = table["score"] if "score" in table else table["vote_score"]
-            posterior = table["posterior"] if "posterior" in table else pd.Series([np.nan] * n)
-            rows = zip(
-                ids.tolist(),
-                [run_id] * n,
-                table["tomogram"].astype(str).tolist(),
-                _nullable(table["particle"].astype(object).to_numpy()),
-                table["x"].astype(float).tolist(),
-                table["y"].astype(float).tolist(),
-                table["z"].astype(float).tolist(),
-                table["support"].astype(float).tolist(),
-                table["n_members"].astype(int).tolist(),
-                table["pickers"].astype(str).tolist(),
-                _nullable(score.to_numpy(dtype=float)),
-                table["vote_score"].astype(float).tolist(),
-                table["status"].astype(str).tolist(),
-                table["accepted"].astype(bool).astype(int).tolist(),
-                reason,
-                forced.astype(int).tolist(),
-                decided_by,
-                vote_reason,
-                _nullable(posterior.to_numpy(dtype=float)),
-                _nullable(table["rot"].to_numpy(dtype=float)),
-                _nullable(table["tilt"].to_numpy(dtype=float)),
-                _nullable(table["psi"].to_numpy(dtype=float)),
-                strict=True,
-            )
-            conn.executemany(
-                "INSERT INTO consensus (id, run_id, tomogram, particle, x, y, z, support, "
-                "n_members, pickers, score, vote_score, status, accepted, reason, forced, "
-                "decided_by, vote_reason, posterior, rot, tilt, psi) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
-            dup = members["duplicate_of"]
-            member_rows = zip(
-                ids[members["row"].to_numpy(dtype=np.int64)].tolist(),
-                members["pick_id"].astype(np.int64).tolist(),
-                members["picker"].astype(str).tolist(),
-                members["distance"].astype(float).tolist(),
-                [None if pd.isna(v) else int(v) for v in dup.tolist()],
-                strict=True,
-            )
-            conn.executemany(
-                "INSERT INTO consensus_members (consensus_id, pick_id, picker, distance, "
-                "duplicate_of) VALUES (?,?,?,?,?)",
-                member_rows,
-            )
-        return first
-
-    def consensus(self, run_id: int) -> pd.DataFrame:
-        """A run's consensus picks with their current decisions, ordered by id."""
-        cursor = self.db.conn.execute(
-            "SELECT * FROM consensus WHERE run_id = ? ORDER BY id", [int(run_id)]
-        )
-        names = [d[0] for d in cursor.description]
-        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
-        for column in _CONSENSUS_FLOATS:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-        frame["particle"] = frame["particle"].astype(object).where(frame["particle"].notna(), None)
-        frame["forced"] = frame["forced"].fillna(0).astype(int).astype(bool)
-        return frame
-
-    def set_decisions(self, decisions: pd.DataFrame) -> None:
-        """Store new decisions (columns ``id, accepted, score, reason, decided_by`` and
-        optionally ``posterior``) in one transaction. Forced rows are the caller's to leave
-        out: a trusted reference's decision is never overwritten here."""
-        posterior = (
-            decisions["posterior"]
-            if "posterior" in decisions
-            else pd.Series([np.nan] * len(decisions))
-        )
-        rows = zip(
-            decisions["accepted"].astype(bool).astype(int).tolist(),
-            _nullable(decisions["score"].to_numpy(dtype=float)),
-            decisions["reason"].astype(str).tolist(),
-            decisions["decided_by"].astype(str).tolist(),
-            _nullable(posterior.to_numpy(dtype=float)),
-            decisions["id"].astype(np.int64).tolist(),
-            strict=True,
-        )
-        with self.transaction():
-            self.db.conn.executemany(
-                "UPDATE consensus SET accepted = ?, score = ?, reason = ?, decided_by = ?, "
-                "posterior = COALESCE(?, posterior) WHERE id = ? AND NOT COALESCE(forced, 0)",
-                rows,
-            )
-
-    def set_estimates(
-        self, run_id: int, pickers: pd.DataFrame, classes: pd.DataFrame | None = None
-    ) -> None:
-        """Replace a run's per-picker reliability estimates and per-class decision rules."""
-        with self.transaction():
-            for table, frame in (("picker_estimates", pickers), ("class_decisions", classes)):
-                self.db.execute(f"DELETE FROM {table} WHERE run_id = ?", [int(run_id)])
-                if frame is None or frame.empty:
-                    continue
-                columns = [c for c in self.db[table].columns_dict if c not in ("id", "run_id")]
-                rows = [
-                    {"run_id": int(run_id), **{c: _plain(r.get(c)) for c in columns}}
-                    for r in frame.to_dict("records")
-                ]
-                self.db[table].insert_all(rows)
-
-    def latest_run_with_estimates(self) -> int | None:
-        row = self.db.execute("SELECT MAX(run_id) FROM picker_estimates").fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
-    def estimates(self, run_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(per-picker estimates, per-class decision rules) stored for a run."""
-        out = []
-        for table in ("picker_estimates", "class_decisions"):
-            rows = list(self.db[table].rows_where("run_id = ?", [int(run_id)], order_by="id"))
-            frame = pd.DataFrame(rows)
-            out.append(frame.drop(columns=["id", "run_id"]) if len(frame) else frame)
-        return out[0], out[1]
-
     def run_models(self, run_id: int) -> list[dict]:
         """The CNN models trained for a run or whose scores its candidates carry, by id:
         ``id, run_id, path, sha256, created_at`` and ``card`` (the model card, parsed)."""
@@ -584,33 +447,3 @@ class Store:
                 }
             )
         return out
-
-
-_CONSENSUS_FLOATS = (
-    "x",
-    "y",
-    "z",
-    "support",
-    "score",
-    "vote_score",
-    "cnn_score",
-    "posterior",
-    "rot",
-    "tilt",
-    "psi",
-)
-
-
-def _nullable(values: np.ndarray) -> list:
-    """NaN/None -> NULL; everything else as a plain Python value."""
-    return [
-        None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values.tolist()
-    ]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value

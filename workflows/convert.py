@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from picks.core.errors import PicksError
-from picks.core.export import write_picks
-from picks.core.importing import check_named, names_from_pattern, read_file
 from picks.core.tomograms import TomogramSet, find_volumes, read_tomogram
 from picks.plugins.adapter import ReadContext, WriteContext
 from picks.plugins.manager import AdapterRegistry
+from picks.workflows.importing import check_named, names_from_pattern, read_file
+from picks.workflows.outputs import write_picks
 
 
 @dataclass

@@ -17,12 +17,11 @@ Two things pickers' outputs need before any adapter sees them, handled here for 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,10 @@ import pandas as pd
 
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, NotFound, OutOfExtent, PicksError
-from picks.core.migrations import source_identity
+from picks.core.files import sha256_file
 from picks.core.particles import canonical_name
 from picks.core.store import Store
+from picks.core.store.migrations import source_identity
 from picks.core.tomograms import TomogramSet
 from picks.plugins.adapter import Adapter, ReadContext
 from picks.plugins.manager import AdapterRegistry, safe_sniff
@@ -66,16 +66,7 @@ class ImportResult:
         return describe_named(self.from_name)
 
     def as_dict(self) -> dict:
-        return {
-            "path": str(self.path),
-            "source_id": self.source_id,
-            "adapter": self.adapter,
-            "picker": self.picker,
-            "n_picks": self.n_picks,
-            "skipped": self.skipped,
-            "warnings": self.warnings,
-            "from_name": self.from_name,
-        }
+        return dict(asdict(self), path=str(self.path))
 
 
 # -- name patterns ---------------------------------------------------------------------------
@@ -239,14 +230,6 @@ def copick_config_roots(path: Path) -> list[Path]:
     if not roots:
         raise PicksError(f"{path}: copick config names no overlay_root or static_root")
     return roots
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def expand_inputs(

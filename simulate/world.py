@@ -21,8 +21,8 @@
 
 Coordinates in every Å file use the canonical frame ``x_Å = i × voxel_size`` (origin at the
 centre of voxel 0). The same seed gives byte-identical files. See
-:mod:`picks.consensus.simulate_volume` for the image model (and the SNR definition) and
-:mod:`picks.consensus.simulate_pickers` for the pickers.
+:mod:`picks.simulate.volume` for the image model (and the SNR definition) and
+:mod:`picks.simulate.pickers` for the pickers.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from picks.consensus import simulate_pickers as sp
-from picks.consensus import simulate_volume as sv
-from picks.consensus import simulate_writers as sw
 from picks.core.particles import CZII
+from picks.simulate import pickers as sp
+from picks.simulate import volume as sv
+from picks.simulate import writers as sw
 
 DEFAULT_SIZE = (200, 200, 80)
 DEFAULT_SNR = 0.05
@@ -444,7 +444,7 @@ def _write_manifest(
 def picker_inputs(result: SimulationResult | Path | str) -> list[dict]:
     """One input per import group: ``label``, ``path`` (absolute), ``given`` and ``options``.
 
-    ``options`` are the per-input options of :func:`picks.consensus.pipeline.aggregate`
+    ``options`` are the per-input options of :func:`picks.workflows.aggregate.aggregate`
     (``adapter``, ``particle``, ``binning`` and adapter options such as ``labels``, with
     paths made absolute). Accepts a result or a simulate output folder (reads its manifest).
     """
@@ -509,7 +509,7 @@ INPUTS_FILE = "inputs.toml"
 def write_inputs(result: SimulationResult, out: str = "consensus") -> Path:
     """``inputs.toml`` beside the data: the aggregate job of :func:`aggregate_command` as one
     file (paths relative to it, so the folder can move)."""
-    from picks.workflows.inputs_file import write_inputs_file
+    from picks.core.inputs_file import write_inputs_file
 
     root = result.out.resolve()
     pickers = []

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from picks.core.errors import PicksError
-from picks.core.importing import sha256_file
+from picks.core.files import sha256_file
 
 # TensorFlow's C++ start-up notes (oneDNN, CUDA probes) are noise on a terminal. Every
 # ``import tensorflow``/``keras`` of the package goes through :func:`tensorflow` below, so setting
@@ -151,7 +151,7 @@ def select_device(device: str = "auto", gpus: Sequence[str] | None = None) -> De
     """Decide where to run. ``gpus`` defaults to :func:`list_gpus` (pass a list to test)."""
     device = (device or "auto").lower()
     if device not in DEVICES:
-        raise PicksError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
+        raise PicksError(f"`device` {device!r}: expected one of {', '.join(DEVICES)}")
     if device == "cpu":
         gpus = list(gpus) if gpus is not None else []
         # with GPUs present, pin the work to the CPU explicitly
@@ -160,8 +160,8 @@ def select_device(device: str = "auto", gpus: Sequence[str] | None = None) -> De
     if not found:
         if device == "gpu":
             raise PicksError(
-                "--device gpu: TensorFlow sees no GPU on this machine",
-                hint="Use --device cpu or auto, or install a CUDA-enabled TensorFlow "
+                "`device` gpu: TensorFlow sees no GPU on this machine",
+                hint="Use `device` cpu or auto, or install a CUDA-enabled TensorFlow "
                 "(pip install 'tensorflow[and-cuda]').",
             )
         return DevicePlan("cpu")
@@ -624,7 +624,7 @@ def save(model, path: str | Path, card: dict, *, force: bool = False) -> str:
     if path.suffix != ".keras":
         raise PicksError(f"model file {path}: the name must end in .keras")
     if path.exists() and not force:
-        raise PicksError(f"{path} exists", hint="Use --force to replace it, or another --out.")
+        raise PicksError(f"{path} exists", hint="Use `force=True` to replace it, or another `out`.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")  # Keras wants .keras
     try:

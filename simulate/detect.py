@@ -14,7 +14,7 @@ import scipy.fft
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from picks.consensus.simulate_volume import SHAPES, SOFT_EDGE
+from picks.simulate.volume import SHAPES, SOFT_EDGE
 
 
 @dataclass
@@ -264,7 +264,7 @@ def ncc_signatures(
     """
     from scipy.spatial.transform import Rotation
 
-    from picks.consensus.simulate_volume import SHAPES, _stamp
+    from picks.simulate.volume import SHAPES, _stamp
 
     n = int(max(32, 2 * np.ceil(1.6 * max(radii) / voxel_size)))
     grid = (n, n, n)

@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from picks.consensus.metric import DEFAULT_MULTIPLIER
+from picks.evaluate.metric import DEFAULT_MULTIPLIER
 
 
 def read_world(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The pickers' native outputs of a ``picks simulate`` folder, read through the adapters
     (columns id, picker, tomogram, particle, x, y, z, score), and its ground truth."""
-    from picks.consensus.evaluate import read_picks_files
-    from picks.consensus.simulate import picker_inputs
     from picks.core.tomograms import TomogramSet, read_tomogram
+    from picks.simulate.world import picker_inputs
+    from picks.workflows.evaluate import read_picks_files
 
     out = Path(out)
     tomograms = TomogramSet(read_tomogram(p) for p in sorted((out / "tomograms").glob("*.mrc")))

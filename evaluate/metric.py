@@ -34,6 +34,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from picks.core.errors import PicksError
+from picks.core.fbeta import fbeta
 from picks.core.particles import CZII
 
 DEFAULT_MULTIPLIER = 0.5
@@ -88,16 +89,6 @@ class Score:
             "dropped": self.dropped,
             "classes": [asdict(c) for c in self.classes],
         }
-
-
-def fbeta(tp: float, fp: float, fn: float, beta: float) -> tuple[float, float, float]:
-    """(precision, recall, F-beta) with the reference code's zero conventions."""
-    precision = tp / (tp + fp) if (tp + fp) > 0 else 0.0
-    recall = tp / (tp + fn) if (tp + fn) > 0 else 0.0
-    if precision + recall <= 0:
-        return precision, recall, 0.0
-    b2 = beta * beta
-    return precision, recall, (1 + b2) * precision * recall / (b2 * precision + recall)
 
 
 def _standard(frame: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -300,3 +291,30 @@ def threshold_curve(
             }
         )
     return pd.DataFrame(rows)
+
+
+@dataclass
+class Evaluated:
+    """One scored set of picks."""
+
+    label: str
+    kind: str  # picker | consensus | consensus-candidates | file
+    picks: pd.DataFrame = field(repr=False)
+    score: Score
+    run_id: int | None = None
+
+    def row(self) -> dict:
+        out = {"source": self.label, "kind": self.kind, "n": len(self.picks)}
+        for c in self.score.classes:
+            out[c.particle] = c.fbeta
+        out["overall"] = self.score.overall
+        return out
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.label,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "n_picks": len(self.picks),
+            **self.score.as_dict(),
+        }

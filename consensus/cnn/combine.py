@@ -30,23 +30,15 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from picks.consensus.train import match_radius
+from picks.consensus.cnn.train import match_radius
 from picks.core.particles import Catalog
 
 
-def members(store, run_id: int) -> pd.DataFrame:
-    """Member picks of a run's consensus picks: consensus_id, picker, score, tomogram, x, y, z."""
-    cursor = store.db.conn.execute(
-        "SELECT m.consensus_id, m.picker, p.score, p.tomogram, p.x, p.y, p.z "
-        "FROM consensus_members m JOIN consensus c ON c.id = m.consensus_id "
-        "JOIN picks p ON p.id = m.pick_id WHERE c.run_id = ?",
-        [int(run_id)],
-    )
-    frame = pd.DataFrame.from_records(
-        cursor.fetchall(), columns=["consensus_id", "picker", "score", "tomogram", "x", "y", "z"]
-    )
-    for column in ("score", "x", "y", "z"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+def members(frame: pd.DataFrame) -> pd.DataFrame:
+    """Member picks of a run's consensus picks (consensus_id, picker, score, tomogram, x, y, z;
+    :meth:`picks.core.store.Store.member_picks`) with each pick's score percentile within
+    its picker (1.0 for pickers without scores)."""
+    frame = frame.copy()
     if frame.empty:
         frame["percentile"] = pd.Series(dtype=float)
         return frame

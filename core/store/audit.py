@@ -193,7 +193,7 @@ def _file_state(path: str, sha256: str | None) -> str:
     (a later run with ``--force``, an edit) or ``missing``."""
     from pathlib import Path
 
-    from picks.core.importing import sha256_file
+    from picks.core.files import sha256_file
 
     if not Path(path).is_file():
         return "missing"

@@ -20,7 +20,7 @@ deepetpicker  binned                       matched-template NCC on the bin-2 tom
 ============  ===========================  ==================================================
 
 Each returns a :class:`Detections` table in the canonical frame (Å, full-resolution
-``x = i × voxel_size``); :mod:`picks.consensus.simulate_writers` writes it in the program's
+``x = i × voxel_size``); :mod:`picks.simulate.writers` writes it in the program's
 native format.
 """
 
@@ -34,7 +34,8 @@ import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from picks.consensus.simulate_detect import (
+from picks.core.particles import CZII
+from picks.simulate.detect import (
     Peaks,
     TemplateMatcher,
     classify_by_signature,
@@ -45,14 +46,13 @@ from picks.consensus.simulate_detect import (
     scale_signatures,
     suppress,
 )
-from picks.consensus.simulate_volume import (
+from picks.simulate.volume import (
     BEAD_RADIUS,
     CLASS_ORDER,
     Optics,
     Scene,
     transfer_functions,
 )
-from picks.core.particles import CZII
 
 RADII = np.array([CZII[c].radius for c in CLASS_ORDER])
 
@@ -169,7 +169,7 @@ def make_training(
     bin2: bool,
 ) -> Training:
     """Simulate the training tomogram (at most 200 × 200 voxels in x, y; same thickness)."""
-    from picks.consensus import simulate_volume as sv
+    from picks.simulate import volume as sv
 
     shape = (min(size[0], 200), min(size[1], 200), size[2])
     scene = sv.place_scene(rng, shape, voxel_size)

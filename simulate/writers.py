@@ -23,8 +23,8 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import pandas as pd
 
-from picks.consensus.simulate_volume import CLASS_ORDER
 from picks.core.particles import CZII
+from picks.simulate.volume import CLASS_ORDER
 
 CBOX_COLUMNS = [
     "_CoordinateX",

@@ -1,0 +1,472 @@
+"""The decision tables: consensus, its members, scores, models, noise, exports, dropped.
+
+:class:`ConsensusTables` is mixed into :class:`picks.core.store.Store`; it holds every SQL
+statement the aggregate, noise, CNN, evaluation and export stages need, so that those stages
+pass DataFrames in and out and never write SQL themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlite_utils import Database
+
+from picks.core.progress import now
+
+
+def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    for column in columns:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+class ConsensusTables:
+    """Consensus, scores, models, noise, exports and dropped rows of the store."""
+
+    db: Database  # and transaction(): both provided by Store
+
+    # -- consensus picks and their decisions ---------------------------------------------------
+    def add_consensus(self, run_id: int, table: pd.DataFrame, members: pd.DataFrame) -> int:
+        """Bulk insert a run's consensus rows (explicit, consecutive ids, in ``table``'s order)
+        and their members; returns the first id. ``table`` carries the cluster columns and the
+        decision (``status, vote_score, accepted, reason, forced``); ``members`` has ``row``
+        (position in ``table``), ``pick_id, picker, distance, duplicate_of``."""
+        conn = self.db.conn
+        n = len(table)
+        with self.transaction():
+            first = (
+                int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM consensus").fetchone()[0]) + 1
+            )
+            ids = np.arange(first, first + n)
+            forced = table["forced"].fillna(False).astype(bool).to_numpy()
+            decided_by = (
+                table["decided_by"].astype(str).tolist()
+                if "decided_by" in table
+                else np.where(forced, "reference", "vote").tolist()
+            )
+            reason = table["reason"].astype(str).tolist()
+            vote_reason = (
+                table["vote_reason"].astype(str).tolist() if "vote_reason" in table else reason
+            )
+            score = table["score"] if "score" in table else table["vote_score"]
+            posterior = table["posterior"] if "posterior" in table else pd.Series([np.nan] * n)
+            rows = zip(
+                ids.tolist(),
+                [run_id] * n,
+                table["tomogram"].astype(str).tolist(),
+                _nullable(table["particle"].astype(object).to_numpy()),
+                table["x"].astype(float).tolist(),
+                table["y"].astype(float).tolist(),
+                table["z"].astype(float).tolist(),
+                table["support"].astype(float).tolist(),
+                table["n_members"].astype(int).tolist(),
+                table["pickers"].astype(str).tolist(),
+                _nullable(score.to_numpy(dtype=float)),
+                table["vote_score"].astype(float).tolist(),
+                table["status"].astype(str).tolist(),
+                table["accepted"].astype(bool).astype(int).tolist(),
+                reason,
+                forced.astype(int).tolist(),
+                decided_by,
+                vote_reason,
+                _nullable(posterior.to_numpy(dtype=float)),
+                _nullable(table["rot"].to_numpy(dtype=float)),
+                _nullable(table["tilt"].to_numpy(dtype=float)),
+                _nullable(table["psi"].to_numpy(dtype=float)),
+                strict=True,
+            )
+            conn.executemany(
+                "INSERT INTO consensus (id, run_id, tomogram, particle, x, y, z, support, "
+                "n_members, pickers, score, vote_score, status, accepted, reason, forced, "
+                "decided_by, vote_reason, posterior, rot, tilt, psi) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            dup = members["duplicate_of"]
+            member_rows = zip(
+                ids[members["row"].to_numpy(dtype=np.int64)].tolist(),
+                members["pick_id"].astype(np.int64).tolist(),
+                members["picker"].astype(str).tolist(),
+                members["distance"].astype(float).tolist(),
+                [None if pd.isna(v) else int(v) for v in dup.tolist()],
+                strict=True,
+            )
+            conn.executemany(
+                "INSERT INTO consensus_members (consensus_id, pick_id, picker, distance, "
+                "duplicate_of) VALUES (?,?,?,?,?)",
+                member_rows,
+            )
+        return first
+
+    def consensus(self, run_id: int) -> pd.DataFrame:
+        """A run's consensus picks with their current decisions, ordered by id."""
+        cursor = self.db.conn.execute(
+            "SELECT * FROM consensus WHERE run_id = ? ORDER BY id", [int(run_id)]
+        )
+        names = [d[0] for d in cursor.description]
+        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
+        for column in _CONSENSUS_FLOATS:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        frame["particle"] = frame["particle"].astype(object).where(frame["particle"].notna(), None)
+        frame["forced"] = frame["forced"].fillna(0).astype(int).astype(bool)
+        return frame
+
+    def set_decisions(self, decisions: pd.DataFrame) -> None:
+        """Store new decisions (columns ``id, accepted, score, reason, decided_by`` and
+        optionally ``posterior``) in one transaction. Forced rows are the caller's to leave
+        out: a trusted reference's decision is never overwritten here."""
+        posterior = (
+            decisions["posterior"]
+            if "posterior" in decisions
+            else pd.Series([np.nan] * len(decisions))
+        )
+        rows = zip(
+            decisions["accepted"].astype(bool).astype(int).tolist(),
+            _nullable(decisions["score"].to_numpy(dtype=float)),
+            decisions["reason"].astype(str).tolist(),
+            decisions["decided_by"].astype(str).tolist(),
+            _nullable(posterior.to_numpy(dtype=float)),
+            decisions["id"].astype(np.int64).tolist(),
+            strict=True,
+        )
+        with self.transaction():
+            self.db.conn.executemany(
+                "UPDATE consensus SET accepted = ?, score = ?, reason = ?, decided_by = ?, "
+                "posterior = COALESCE(?, posterior) WHERE id = ? AND NOT COALESCE(forced, 0)",
+                rows,
+            )
+
+    def set_estimates(
+        self, run_id: int, pickers: pd.DataFrame, classes: pd.DataFrame | None = None
+    ) -> None:
+        """Replace a run's per-picker reliability estimates and per-class decision rules."""
+        with self.transaction():
+            for table, frame in (("picker_estimates", pickers), ("class_decisions", classes)):
+                self.db.execute(f"DELETE FROM {table} WHERE run_id = ?", [int(run_id)])
+                if frame is None or frame.empty:
+                    continue
+                columns = [c for c in self.db[table].columns_dict if c not in ("id", "run_id")]
+                rows = [
+                    {"run_id": int(run_id), **{c: _plain(r.get(c)) for c in columns}}
+                    for r in frame.to_dict("records")
+                ]
+                self.db[table].insert_all(rows)
+
+    def latest_run_with_estimates(self) -> int | None:
+        row = self.db.execute("SELECT MAX(run_id) FROM picker_estimates").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def estimates(self, run_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(per-picker estimates, per-class decision rules) stored for a run."""
+        out = []
+        for table in ("picker_estimates", "class_decisions"):
+            rows = list(self.db[table].rows_where("run_id = ?", [int(run_id)], order_by="id"))
+            frame = pd.DataFrame(rows)
+            out.append(frame.drop(columns=["id", "run_id"]) if len(frame) else frame)
+        return out[0], out[1]
+
+    # -- noise samples -----------------------------------------------------------------------
+    def save_noise(self, run_id: int, samples: pd.DataFrame, *, replace: bool = False) -> int:
+        """Store samples in the ``noise`` table under ``run_id`` (bulk); returns rows written."""
+        rows = zip(
+            [int(run_id)] * len(samples),
+            samples["tomogram"].astype(str).tolist(),
+            samples["x"].astype(float).tolist(),
+            samples["y"].astype(float).tolist(),
+            samples["z"].astype(float).tolist(),
+            strict=True,
+        )
+        with self.transaction():
+            if replace:
+                self.db.conn.execute("DELETE FROM noise WHERE run_id = ?", [int(run_id)])
+            self.db.conn.executemany(
+                "INSERT INTO noise (run_id, tomogram, x, y, z) VALUES (?, ?, ?, ?, ?)", rows
+            )
+        return len(samples)
+
+    def noise_count(self, run_id: int) -> int:
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM noise WHERE run_id = ?", [int(run_id)]
+            ).fetchone()[0]
+        )
+
+    def noise(self, run_id: int) -> pd.DataFrame:
+        """A run's noise samples (id, tomogram, x, y, z), ordered by id."""
+        cursor = self.db.conn.execute(
+            "SELECT id, tomogram, x, y, z FROM noise WHERE run_id = ? ORDER BY id", [int(run_id)]
+        )
+        frame = pd.DataFrame.from_records(
+            cursor.fetchall(), columns=["id", "tomogram", "x", "y", "z"]
+        )
+        return _floats(frame, ("x", "y", "z"))
+
+    def positive_counts(self, run_id: int) -> dict[str, int]:
+        """Positive consensus picks (incl. reference-only ones) per tomogram of a run."""
+        rows = self.db.execute(
+            "SELECT tomogram, COUNT(*) FROM consensus WHERE run_id = ? "
+            "AND status IN ('positive', 'reference') GROUP BY tomogram",
+            [int(run_id)],
+        ).fetchall()
+        tomos = self.db.execute(
+            "SELECT DISTINCT tomogram FROM consensus WHERE run_id = ?", [int(run_id)]
+        ).fetchall()
+        counts = {str(t): 0 for (t,) in tomos}
+        counts.update({str(t): int(c) for t, c in rows})
+        return counts
+
+    def avoid_points(self, run_id: int) -> pd.DataFrame:
+        """Every pick clustered in the run plus every trusted reference in its tomograms."""
+        sql = (
+            "SELECT p.tomogram, p.particle, p.x, p.y, p.z FROM picks p "
+            "JOIN consensus_members m ON m.pick_id = p.id JOIN consensus c ON c.id = m.consensus_id "
+            "WHERE c.run_id = ? "
+            "UNION ALL SELECT p.tomogram, p.particle, p.x, p.y, p.z FROM picks p "
+            "JOIN sources s ON s.id = p.source_id WHERE s.role IN ('positive', 'negative') "
+            "AND p.tomogram IN (SELECT DISTINCT tomogram FROM consensus WHERE run_id = ?)"
+        )
+        rows = self.db.execute(sql, [int(run_id), int(run_id)]).fetchall()
+        return pd.DataFrame.from_records(rows, columns=["tomogram", "particle", "x", "y", "z"])
+
+    # -- consensus reads for later stages ----------------------------------------------------
+    def member_picks(self, run_id: int) -> pd.DataFrame:
+        """Member picks of a run's consensus picks: consensus_id, picker, score, tomogram, x, y, z."""
+        cursor = self.db.conn.execute(
+            "SELECT m.consensus_id, m.picker, p.score, p.tomogram, p.x, p.y, p.z "
+            "FROM consensus_members m JOIN consensus c ON c.id = m.consensus_id "
+            "JOIN picks p ON p.id = m.pick_id WHERE c.run_id = ?",
+            [int(run_id)],
+        )
+        frame = pd.DataFrame.from_records(
+            cursor.fetchall(),
+            columns=["consensus_id", "picker", "score", "tomogram", "x", "y", "z"],
+        )
+        return _floats(frame, ("score", "x", "y", "z"))
+
+    def consensus_points(self, run_id: int) -> pd.DataFrame:
+        """All consensus candidates of a run (id, tomogram, particle, x, y, z, score, accepted)."""
+        cursor = self.db.execute(
+            "SELECT id, tomogram, particle, x, y, z, score, accepted FROM consensus "
+            "WHERE run_id = ? ORDER BY id",
+            [run_id],
+        )
+        frame = pd.DataFrame.from_records(
+            cursor.fetchall(), columns=[d[0] for d in cursor.description]
+        )
+        frame = _floats(frame, ("x", "y", "z", "score"))
+        frame["accepted"] = frame["accepted"].fillna(0).astype(int).astype(bool)
+        return frame
+
+    def consensus_run_ids(self, *, finished_only: bool = False) -> list[int]:
+        """Ids of the runs that have consensus picks (only status ``ok`` ones if asked)."""
+        return [
+            int(r[0])
+            for r in self.db.execute(
+                "SELECT DISTINCT c.run_id FROM consensus c JOIN runs r ON r.id = c.run_id "
+                + ("WHERE r.status = 'ok' " if finished_only else "")
+                + "ORDER BY c.run_id"
+            ).fetchall()
+        ]
+
+    def latest_finished_consensus_run(self) -> int | None:
+        """The newest run with status ``ok`` that has consensus picks."""
+        row = self.db.execute(
+            "SELECT MAX(r.id) FROM runs r WHERE r.status = 'ok' AND "
+            "EXISTS (SELECT 1 FROM consensus c WHERE c.run_id = r.id)"
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def consensus_classes(self, run_id: int) -> list:
+        """The distinct classes of a run's consensus picks."""
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT DISTINCT particle FROM consensus WHERE run_id = ?", [run_id]
+            )
+        ]
+
+    # -- CNN models and scores ---------------------------------------------------------------
+    def model_card(self, sha256: str) -> dict | None:
+        """The stored card of the model with this sha256, if any."""
+        row = next(iter(self.db["models"].rows_where("sha256 = ?", [sha256], limit=1)), None)
+        return None if row is None else json.loads(row["card"])
+
+    def _model_row(self, run_id: int, path: str | Path, digest: str, card: dict) -> int:
+        """The id of the models row with this sha256, inserted when new (inside a transaction)."""
+        row = next(iter(self.db["models"].rows_where("sha256 = ?", [digest], limit=1)), None)
+        if row is not None:
+            return int(row["id"])
+        table = self.db["models"].insert(
+            {
+                "run_id": int(run_id),
+                "path": str(Path(path).resolve()),
+                "sha256": digest,
+                "card": json.dumps(card, sort_keys=True, default=str),
+                "created_at": now(),
+            }
+        )
+        return int(table.last_pk)
+
+    def record_model(
+        self, run_id: int, path: str | Path, digest: str, card: dict, dropped: Sequence[tuple]
+    ) -> int:
+        """A trained model's row and its extraction drops ``(kind, ref_id, reason)``."""
+        with self.transaction():
+            model_id = self._model_row(run_id, path, digest, card)
+            self.db.conn.executemany(
+                "INSERT INTO dropped (run_id, kind, ref_id, stage, reason) VALUES (?, ?, ?, ?, ?)",
+                [(int(run_id), kind, ref, "cnn-train", reason) for kind, ref, reason in dropped],
+            )
+        return model_id
+
+    def set_cnn_decisions(
+        self,
+        run_id: int,
+        models: Sequence[dict],
+        model_scores: Sequence[tuple[np.ndarray, list[str], np.ndarray]],
+        updates: Iterator[tuple] | Sequence[tuple],
+        score_drops: Sequence[tuple[int, str]],
+        train_drops: Sequence[tuple] | None,
+    ) -> list[int]:
+        """One transaction for a CNN decision: the models rows (``path, sha256, card``); the
+        scores of each model (consensus ids, output names, one column of values per name),
+        replacing the run's earlier scores; the consensus updates ``(cnn_score, score,
+        accepted, reason, decided_by, id)``; and the ``cnn-score`` drops ``(consensus id,
+        reason)`` and, when given, the ``cnn-train`` ones ``(kind, ref_id, reason)``."""
+        conn = self.db.conn
+        with self.transaction():
+            model_ids = [self._model_row(run_id, m["path"], m["sha256"], m["card"]) for m in models]
+            # The scores rows are those of the decision being stored: an earlier decision's
+            # models (another ensemble, say) must not linger beside it in `picks audit`.
+            conn.execute(
+                "DELETE FROM scores WHERE consensus_id IN "
+                "(SELECT id FROM consensus WHERE run_id = ?)",
+                [int(run_id)],
+            )
+            rows = []
+            for model_id, (ids, columns, values) in zip(model_ids, model_scores, strict=True):
+                n = len(ids)
+                for j, name in enumerate(columns):
+                    rows.extend(
+                        zip(
+                            ids.tolist(),
+                            [model_id] * n,
+                            [name] * n,
+                            values[:, j].astype(float).tolist(),
+                            strict=True,
+                        )
+                    )
+            conn.executemany(
+                "INSERT INTO scores (consensus_id, model_id, particle, score) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+            conn.executemany(
+                "UPDATE consensus SET cnn_score = ?, score = ?, accepted = ?, reason = ?, "
+                "decided_by = ? WHERE id = ?",
+                updates,
+            )
+            # Training drops are replaced only by a new training: scoring with a saved model
+            # keeps the record of what the run's own training left out.
+            stages = ("cnn-score",) if train_drops is None else ("cnn-score", "cnn-train")
+            conn.execute(
+                f"DELETE FROM dropped WHERE run_id = ? AND stage IN ({','.join('?' * len(stages))})",
+                [int(run_id), *stages],
+            )
+            drops = [
+                (int(run_id), "consensus", int(ref), "cnn-score", reason)
+                for ref, reason in score_drops
+            ]
+            drops += [
+                (int(run_id), kind, ref, "cnn-train", reason)
+                for kind, ref, reason in train_drops or []
+            ]
+            conn.executemany(
+                "INSERT INTO dropped (run_id, kind, ref_id, stage, reason) VALUES (?, ?, ?, ?, ?)",
+                drops,
+            )
+        return model_ids
+
+    def scores(self, run_id: int) -> pd.DataFrame:
+        """Score rows of a run's consensus picks: consensus_id, model_id, particle, score."""
+        cursor = self.db.conn.execute(
+            "SELECT s.consensus_id, s.model_id, s.particle, s.score FROM scores s "
+            "JOIN consensus c ON c.id = s.consensus_id WHERE c.run_id = ?",
+            [int(run_id)],
+        )
+        return pd.DataFrame.from_records(
+            cursor.fetchall(), columns=["consensus_id", "model_id", "particle", "score"]
+        )
+
+    # -- exported files ----------------------------------------------------------------------
+    def add_exports(self, rows: Sequence[tuple]) -> None:
+        """``exports`` rows ``(run_id, path, format, sha256, n_rows, consensus_ids, created_at)``."""
+        if rows:
+            with self.transaction():
+                self.db.conn.executemany(
+                    "INSERT INTO exports (run_id, path, format, sha256, n_rows, consensus_ids, "
+                    "created_at) VALUES (?,?,?,?,?,?,?)",
+                    rows,
+                )
+
+    def exports_of_other_runs(self, run_id: int) -> list[tuple[str, str]]:
+        """``(path, sha256)`` of every file another run exported."""
+        return [
+            tuple(r)
+            for r in self.db.execute(
+                "SELECT DISTINCT path, sha256 FROM exports WHERE run_id != ?", [run_id]
+            ).fetchall()
+        ]
+
+    def export_history(self) -> list[tuple[str, str, str]]:
+        """``(path, sha256, run status)`` of every export, oldest first."""
+        return [
+            tuple(r)
+            for r in self.db.execute(
+                "SELECT e.path, e.sha256, r.status FROM exports e JOIN runs r ON r.id = e.run_id "
+                "ORDER BY e.id"
+            ).fetchall()
+        ]
+
+    def running_runs(self, command: str) -> list[tuple[int, str | None]]:
+        """``(id, params)`` of the runs of ``command`` still marked running."""
+        return [
+            (int(r[0]), r[1])
+            for r in self.db.execute(
+                "SELECT id, params FROM runs WHERE status = 'running' AND command = ?", [command]
+            ).fetchall()
+        ]
+
+
+_CONSENSUS_FLOATS = (
+    "x",
+    "y",
+    "z",
+    "support",
+    "score",
+    "vote_score",
+    "cnn_score",
+    "posterior",
+    "rot",
+    "tilt",
+    "psi",
+)
+
+
+def _nullable(values: np.ndarray) -> list:
+    """NaN/None -> NULL; everything else as a plain Python value."""
+    return [
+        None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values.tolist()
+    ]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value

@@ -1,0 +1,1 @@
+"""The built-in simulated world: tomograms with ground truth and the native outputs of simulated pickers (``picks simulate``, ``picks simulate-pickers``, ``picks demo``)."""

@@ -1,0 +1,655 @@
+"""``picks aggregate`` as a library function: import → cluster → vote → noise → (CNN) → write.
+
+:func:`aggregate` runs everything inside one recorded run (command, every parameter, the
+package version and the seed). Every input pick becomes a member of exactly one consensus
+pick; every decision (status, acceptance and its reason) and every written file (with the
+consensus ids it holds) is stored, so ``picks audit`` can answer for any output row.
+
+Determinism: picker labels come from the user, and consensus ids are assigned in the
+canonical order (tomogram, class, x, y, z) of the consensus picks, so the same inputs and
+seed give identical ids, positions and output files whatever the order of inputs or rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from picks.consensus import noise as noise_mod
+from picks.consensus.cluster import (
+    DEFAULT_MATCH_FRACTION,
+    ClusterOptions,
+    Clusters,
+    cluster,
+    resolve_radii,
+)
+from picks.consensus.vote import (
+    apply_references,
+    match_references,
+    parse_min_support,
+    partition,
+    support_rules,
+)
+from picks.core.errors import PicksError
+from picks.core.jsonable import is_jsonable
+from picks.core.names import mismatch_warning, name_mismatches
+from picks.core.particles import Catalog
+from picks.core.progress import Progress, null_progress
+from picks.core.store import Store
+from picks.workflows import noise as noise_workflow
+from picks.workflows.inputs import (
+    InputSpec,
+    _import_inputs,
+    _references,
+    _stored_reference_rows,
+    parse_input,
+    parse_input_options,
+    parse_weights,
+)
+from picks.workflows.outputs import (
+    DEFAULT_FORMATS,
+    _check_outputs,
+    _default_writers,
+    _remove_stale_outputs,
+    _write_candidates,
+    _write_outputs,
+    _write_summary,
+    resolve_formats,
+)
+
+METHODS = ("auto", "vote", "latent", "cnn")
+
+
+@dataclass
+class AggregateResult:
+    run_id: int
+    method: str
+    out: Path
+    pickers: list[str]
+    n_picks: int
+    n_consensus: int
+    n_accepted: int
+    status_counts: dict[str, int]
+    consensus_ids: tuple[int, int] | None
+    summary: list[dict]
+    inputs: list[dict]
+    references: list[dict]
+    outputs: list[dict]
+    noise: list[dict]
+    warnings: list[str]
+    params: dict
+    stats: dict
+    cnn: Any = None
+    latent: dict | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "method": self.method,
+            "out": str(self.out),
+            "pickers": self.pickers,
+            "n_picks": self.n_picks,
+            "n_consensus": self.n_consensus,
+            "n_accepted": self.n_accepted,
+            "status_counts": self.status_counts,
+            "consensus_ids": list(self.consensus_ids) if self.consensus_ids else None,
+            "summary": self.summary,
+            "inputs": self.inputs,
+            "references": self.references,
+            "outputs": self.outputs,
+            "noise": self.noise,
+            "warnings": self.warnings,
+            "params": self.params,
+            "stats": self.stats,
+            "cnn": self.cnn,
+            **({"latent": self.latent} if self.latent is not None else {}),
+        }
+
+
+def aggregate(
+    store: Store,
+    inputs: Sequence[str | Path | tuple[str, str | Path] | InputSpec],
+    *,
+    out: str | Path,
+    tomograms: Sequence[str | Path] = (),
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    method: str = "auto",
+    min_support: float | str | None = None,
+    doubtful_support: int = 2,
+    match_fraction: float = DEFAULT_MATCH_FRACTION,
+    match_distance: float | None = None,
+    representative: str = "centroid",
+    class_agnostic: bool = False,
+    particle: str | None = None,
+    radii: Mapping[str, float] | None = None,
+    box_size: float | None = None,
+    weights: Mapping[str, float] | Iterable[str] | None = None,
+    positives: Sequence[str | Path] = (),
+    negatives: Sequence[str | Path] = (),
+    input_options: Mapping[str, Mapping[str, str]] | Iterable[str] | None = None,
+    noise_ratio: float = noise_mod.DEFAULT_NOISE_RATIO,
+    noise_evasion: float | None = None,
+    noise_half_box: float | None = None,
+    voxel_size: float | None = None,
+    seed: int = 0,
+    cnn_options: Mapping[str, Any] | None = None,
+    beta: float = 4.0,
+    picker_scores: bool = False,
+    temperature: float | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    registry=None,
+) -> AggregateResult:
+    """Aggregate picker outputs into one consensus set (see the module docstring).
+
+    ``inputs`` are ``[LABEL=]PATH`` (file or folder); ``input_options`` maps a label (or the
+    input as given) to options ``adapter, binning, voxel_size, particle, tomogram, role`` and
+    adapter options. ``positives``/``negatives`` are trusted reference files. ``tomograms``
+    are volumes to register. With volumes (given now, or registered before with files that
+    exist), noise is sampled and ``method="auto"`` means the CNN.
+    """
+    from picks.core.tomograms import find_volumes, read_tomogram
+    from picks.plugins.manager import get_registry
+
+    progress = progress or null_progress
+    registry = registry or get_registry()
+    out = Path(out)
+    warnings: list[str] = []
+    if method not in METHODS:
+        raise PicksError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    if not (isinstance(beta, int | float) and np.isfinite(beta) and beta > 0):
+        raise PicksError(f"beta {beta!r}: expected a number > 0 (4 for the CZII metric)")
+    min_rule = parse_min_support(min_support)
+    weights_map = parse_weights(weights or {})
+    options_map = (
+        {k: dict(v) for k, v in input_options.items()}
+        if isinstance(input_options, Mapping)
+        else parse_input_options(input_options or [])
+    )
+    ClusterOptions(
+        match_fraction=match_fraction,
+        match_distance=match_distance,
+        representative=representative,
+        class_agnostic=class_agnostic,
+        weights=weights_map,
+    ).check()
+    writers = resolve_formats(formats, registry)
+    from picks.workflows.outputs import remove_unfinished_outputs
+
+    cleaned = remove_unfinished_outputs(store, out)
+    if cleaned:
+        warnings.append(
+            f"removed {len(cleaned)} file(s) under {out} left by an unfinished run "
+            f"(e.g. {cleaned[0]})"
+        )
+    _check_outputs(out, writers, force)
+
+    specs = [parse_input(v) for v in inputs]
+    for role, files in (("positive", positives), ("negative", negatives)):
+        for value in files:
+            spec = parse_input(value)
+            spec.options.setdefault("role", role)
+            # an unlabelled reference file is named after itself ("beads.csv" -> "beads")
+            spec.label = spec.label or spec.path.stem
+            specs.append(spec)
+    from_store = not any(s.role == "picker" for s in specs)
+    if from_store and not any(src["role"] == "picker" for src in store.sources()):
+        raise PicksError(
+            "no picker inputs given and none imported",
+            hint="picks aggregate LABEL=PATH ... --out DIR",
+        )
+    used_options: set[str] = set()
+    for spec in specs:
+        for key in (spec.label, spec.given, str(spec.path)):
+            if key and key in options_map:
+                spec.options = {**spec.options, **options_map[key]}
+                used_options.add(key)
+                break
+        if spec.role not in ("picker", "positive", "negative"):
+            raise PicksError(
+                f"input {spec.given}: role {spec.role!r}: expected picker, positive or negative"
+            )
+    unused = sorted(set(options_map) - used_options)
+    if unused:
+        raise PicksError(
+            f"`input_options` for {', '.join(map(repr, unused))}, which names no input",
+            hint="Use the input's LABEL (LABEL=PATH) or the path as given.",
+        )
+
+    # Tomograms first: adapters resolve names and voxel sizes against them.
+    volumes = find_volumes(tomograms) if tomograms else []
+    if volumes:
+        store.add_tomograms([read_tomogram(p, voxel_size=voxel_size) for p in volumes])
+    have_volumes = bool(volumes) or any(
+        t.path and t.shape and Path(t.path).exists() for t in store.tomograms()
+    )
+    resolved_method = _resolve_method(method, have_volumes, warnings, cnn_asked=bool(cnn_options))
+    if resolved_method != "cnn" and cnn_options:
+        how = "voting" if resolved_method == "vote" else "the latent-class model"
+        warnings.append(
+            f"CNN options ({', '.join(sorted(cnn_options))}) ignored: this run decides by {how}"
+            + ("" if have_volumes else " (no --tomograms)")
+        )
+
+    params = {
+        "inputs": [s.given or str(s.path) for s in specs if s.role == "picker"],
+        "inputs_from_store": from_store,
+        "positives": [s.given or str(s.path) for s in specs if s.role == "positive"],
+        "negatives": [s.given or str(s.path) for s in specs if s.role == "negative"],
+        "input_options": options_map,
+        "tomograms": [str(p) for p in volumes],
+        "out": str(out),
+        "formats": [name for name, _ in writers],
+        "method": method,
+        "min_support": min_support,
+        "doubtful_support": doubtful_support,
+        "match_fraction": match_fraction,
+        "match_distance": match_distance,
+        "representative": representative,
+        "class_agnostic": class_agnostic,
+        "particle": particle,
+        "radii": dict(radii or {}),
+        "box_size": box_size,
+        "weights": weights_map,
+        "noise_ratio": noise_ratio,
+        "noise_evasion": noise_evasion,
+        "noise_half_box": noise_half_box,
+        "voxel_size": voxel_size,
+        "seed": seed,
+        "cnn_options": dict(cnn_options or {}),
+        "force": force,
+    }
+    if resolved_method == "latent":
+        params["beta"] = float(beta)
+        params["picker_scores"] = bool(picker_scores)
+        params["temperature"] = temperature
+    with store.run("aggregate", params, method=resolved_method, seed=seed) as run_id:
+        # -- import -------------------------------------------------------------------
+        imported = _import_inputs(
+            store,
+            registry,
+            specs,
+            run_id=run_id,
+            particle=particle,
+            voxel_size=voxel_size,
+            from_store=from_store,
+            progress=progress,
+            warnings=warnings,
+        )
+        label_of, role_of, fill_of = imported.label_of, imported.role_of, imported.fill_of
+        input_rows = imported.rows
+        picker_sources = sorted(s for s, r in role_of.items() if r == "picker")
+        picks = store.picks(
+            source_ids=picker_sources,
+            roles=("picker",),
+            columns=[
+                "tomogram",
+                "particle",
+                "x",
+                "y",
+                "z",
+                "score",
+                "rot",
+                "tilt",
+                "psi",
+                "record",
+            ],
+        )
+        if picks.empty:
+            raise PicksError("the inputs hold no picks")
+        picks["picker"] = picks["source_id"].map(label_of)
+        # Picks imported before their tomograms were known were never checked against them.
+        _check_stored_extent(store, picks)
+        fill_values = picks["source_id"].map(fill_of)
+        missing = picks["particle"].isna() & fill_values.notna()
+        if missing.any():
+            picks.loc[missing, "particle"] = fill_values[missing]
+        picks["particle"] = picks["particle"].astype(object).where(picks["particle"].notna(), None)
+        pickers = sorted(set(picks["picker"]))
+        names_by_picker = picks.groupby("picker")["tomogram"].agg(lambda t: set(t.astype(str)))
+        misnamed = mismatch_warning(name_mismatches(names_by_picker.to_dict()))
+        if misnamed:
+            warnings.append(misnamed)
+        if formats is DEFAULT_FORMATS:
+            writers = _default_writers(
+                writers, store, sorted(set(picks["tomogram"])), registry, warnings
+            )
+            params["formats"] = [name for name, _ in writers]
+        unknown_weights = sorted(set(weights_map) - set(pickers))
+        if unknown_weights:
+            raise PicksError(
+                f"`weights` for {', '.join(unknown_weights)}: no such picker (pickers: {', '.join(pickers)})"
+            )
+
+        catalog = Catalog().with_radii(dict(radii or {}))
+        radius_map = resolve_radii(list(picks["particle"]), catalog, box_size=box_size)
+        options = ClusterOptions(
+            match_fraction=match_fraction,
+            match_distance=match_distance,
+            representative=representative,
+            class_agnostic=class_agnostic,
+            weights=weights_map,
+        )
+
+        # -- cluster and vote ---------------------------------------------------------
+        with progress("cluster", total=1) as advance:
+            clusters = cluster(picks, radius_map, options)
+            advance(1)
+        rules = support_rules(
+            picks, weights=weights_map, min_support=min_rule, class_agnostic=class_agnostic
+        )
+        votes = partition(
+            clusters.consensus,
+            rules,
+            doubtful_support=doubtful_support,
+            class_agnostic=class_agnostic,
+        )
+        tomo_names = sorted(set(picks["tomogram"]))
+        references = _references(store, tomo_names, label_of)
+        matches, unmatched = match_references(
+            clusters.consensus, references, class_agnostic=class_agnostic
+        )
+        votes = apply_references(votes, matches)
+        latent = None
+        if resolved_method == "latent":
+            from picks.consensus.latent import decide_latent
+
+            with progress("decide", total=1) as advance:
+                latent = decide_latent(
+                    clusters,
+                    picks,
+                    votes,
+                    beta=beta,
+                    class_agnostic=class_agnostic,
+                    picker_scores=picker_scores,
+                    seed=seed,
+                    **({} if temperature is None else {"temperature": temperature}),
+                )
+                advance(1)
+            votes = latent.votes
+            warnings.extend(f"latent-class model: {w}" for w in latent.warnings)
+        table, members = _final_tables(
+            clusters, votes, references, unmatched, radius_map, match_fraction, match_distance
+        )
+        first_id = store.add_consensus(run_id, table, members)
+        if latent is not None:
+            store.set_estimates(run_id, latent.pickers, latent.classes)
+        table["id"] = np.arange(first_id, first_id + len(table))
+
+        # -- noise ----------------------------------------------------------------------
+        noise_rows: list[dict] = []
+        if have_volumes and noise_ratio > 0:
+            sampled = noise_workflow.noise_for_run(
+                store,
+                run_id,
+                radius_map,
+                ratio=noise_ratio,
+                evasion=noise_evasion,
+                half_box=noise_half_box,
+                seed=seed,
+                replace=True,
+            )
+            noise_rows = sampled.as_rows()
+            warnings.extend(sampled.warnings)
+
+        # -- CNN rescoring ----------------------------------------------------------------
+        cnn_result = None
+        if resolved_method == "cnn":
+            from picks.workflows.rescore import rescore_run
+
+            cnn_catalog = catalog.with_radii({k: v for k, v in radius_map.items() if k is not None})
+            # A CNN run is always asked for (`method` cnn, or auto with CNN options): it
+            # never falls back to another method silently; its errors stop the run.
+            cnn_result = rescore_run(
+                store,
+                run_id,
+                tomograms=store.tomograms(),
+                catalog=cnn_catalog,
+                seed=seed,
+                models_dir=out / "models",
+                progress=progress,
+                **dict(cnn_options or {}),
+            )
+            warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
+
+        # -- outputs ----------------------------------------------------------------------
+        final = store.consensus(run_id)
+        outputs = _write_outputs(
+            store,
+            run_id,
+            final,
+            writers,
+            out,
+            force=force,
+            progress=progress,
+            voxel_size=voxel_size,
+        )
+        outputs.append(_write_candidates(store, run_id, final, out))
+        if force:
+            stale = _remove_stale_outputs(store, run_id, writers, out, outputs)
+            if stale:
+                warnings.append(
+                    f"--force: removed {len(stale)} file(s) an earlier run had written under "
+                    f"{out} that this run no longer writes (e.g. {stale[0]})"
+                )
+        summary = _summary(picks, final, pickers, class_agnostic)
+        accepted = final["accepted"].astype(bool)
+        result = AggregateResult(
+            run_id=run_id,
+            method=resolved_method,
+            out=out,
+            pickers=pickers,
+            n_picks=len(picks),
+            n_consensus=len(final),
+            n_accepted=int(accepted.sum()),
+            status_counts={
+                str(k): int(v) for k, v in final["status"].value_counts().sort_index().items()
+            },
+            consensus_ids=(int(final["id"].min()), int(final["id"].max())) if len(final) else None,
+            summary=summary,
+            inputs=[r for r in input_rows if r["role"] == "picker"],
+            references=[r for r in input_rows if r["role"] != "picker"]
+            + _stored_reference_rows(references, set(label_of)),
+            outputs=outputs,
+            noise=noise_rows,
+            warnings=warnings,
+            params=params,
+            stats={
+                **clusters.stats,
+                "support_rules": {str(k): r.as_dict() for k, r in rules.items()},
+            },
+            cnn=cnn_result if is_jsonable(cnn_result) else repr(cnn_result),
+            latent=latent.summary() if latent is not None else None,
+        )
+        # Complete the run's parameters with what was resolved (sources, labels, rules).
+        resolved = {
+            **params,
+            "resolved": {
+                "sources": {
+                    str(s): {"label": label_of[s], "role": role_of[s]} for s in sorted(label_of)
+                },
+                "reference_sources": sorted({int(s) for s in references["source_id"]})
+                if len(references)
+                else [],
+                "radii": {str(k): v for k, v in radius_map.items()},
+                "support_rules": result.stats["support_rules"],
+                "method": resolved_method,
+            },
+        }
+        store.update_run(run_id, params=json.dumps(resolved, sort_keys=True, default=str))
+        _write_summary(out, result, force)
+    return result
+
+
+def _check_stored_extent(store: Store, picks: pd.DataFrame) -> None:
+    """Raise :class:`OutOfExtent` (naming the source file) for stored picks that lie outside
+    their now registered tomogram, as an import with the tomograms would have."""
+    from picks.workflows.importing import check_extent
+
+    known = store.tomograms()
+    if not len(known):
+        return
+    sources = {s["id"]: s for s in store.sources()}
+    for source_id, group in picks.groupby("source_id", sort=True):
+        check_extent(group, known, sources[int(source_id)]["path"])
+
+
+def _resolve_method(
+    method: str, have_tomograms: bool, warnings: list[str], cnn_asked: bool = False
+) -> str:
+    """``auto`` is the latent-class decision, with or without tomograms (docs/accuracy.md:
+    it beat accepting every candidate on every measured world; the CNN did not). Options
+    that only the CNN reads (a model, epochs, a device, ...) ask for the CNN."""
+    if method == "auto":
+        if not (cnn_asked and have_tomograms):
+            return "latent"
+        method = "cnn"
+    if method in ("latent", "vote"):
+        return method
+    try:
+        from picks.workflows.rescore import rescore_run  # noqa: F401
+    except ImportError as exc:
+        raise PicksError(
+            f"the CNN method is not available ({exc})", hint="Use `method` latent."
+        ) from None
+    if not have_tomograms:
+        raise PicksError("`method` cnn needs the tomograms", hint="Give `tomograms` PATH.")
+    return "cnn"
+
+
+def _final_tables(
+    clusters: Clusters,
+    votes: pd.DataFrame,
+    references: pd.DataFrame,
+    unmatched: np.ndarray,
+    radius_map: Mapping[object, float],
+    match_fraction: float,
+    match_distance: float | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Consensus rows (with decisions) and member rows, reference-only picks included,
+    in the canonical order that ids follow."""
+    table = clusters.consensus.copy()
+    for column in ("status", "vote_score", "accepted", "reason", "forced"):
+        table[column] = votes[column].to_numpy() if len(votes) else pd.Series(dtype=object)
+    # What a later decision stage (the latent-class model) added to the vote.
+    for column in ("posterior", "score", "decided_by", "vote_reason"):
+        if column in votes:
+            table[column] = votes[column].to_numpy()
+    table["kind"] = 0
+    members = clusters.members.copy()
+    members["row"] = members["consensus"]
+    if len(unmatched):
+        refs = references.set_index("id").loc[unmatched].reset_index()
+        largest = max(radius_map.values()) if radius_map else 0.0
+        radius = [radius_map.get(p, largest) for p in refs["particle"]]
+        extra = pd.DataFrame(
+            {
+                "tomogram": refs["tomogram"].astype(str),
+                "particle": refs["particle"],
+                "x": refs["x"],
+                "y": refs["y"],
+                "z": refs["z"],
+                "support": 0.0,
+                "n_pickers": 0,
+                "n_members": 1,
+                "pickers": "",
+                "member_score": np.nan,
+                "match_distance": [
+                    match_distance if match_distance is not None else match_fraction * r
+                    for r in radius
+                ],
+                "rot": np.nan,
+                "tilt": np.nan,
+                "psi": np.nan,
+                "status": "reference",
+                "vote_score": 0.0,
+                "accepted": True,
+                "reason": [
+                    f"positive reference pick #{i} ({label}); no picker found it"
+                    for i, label in zip(refs["id"], refs["picker"], strict=True)
+                ],
+                "forced": True,
+                "kind": 1,
+            }
+        )
+        start = len(table)
+        table = pd.concat([table, extra], ignore_index=True)
+        members = pd.concat(
+            [
+                members,
+                pd.DataFrame(
+                    {
+                        "row": np.arange(start, start + len(extra)),
+                        "pick_id": refs["id"].to_numpy(),
+                        "picker": refs["picker"].to_numpy(),
+                        "distance": 0.0,
+                        "duplicate_of": pd.array([None] * len(extra), dtype="Int64"),
+                        "primary": True,
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
+    # Reference-only rows were decided by their reference, before any later stage.
+    if "decided_by" in table:
+        table["decided_by"] = table["decided_by"].fillna("reference")
+    if "vote_reason" in table:
+        table["vote_reason"] = table["vote_reason"].fillna(table["reason"])
+    if "score" in table:
+        table["score"] = table["score"].astype(float).fillna(table["vote_score"].astype(float))
+    pkey = table["particle"].map(
+        lambda p: "" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p)
+    )
+    order = np.lexsort(
+        (
+            table["kind"].to_numpy(),
+            table["z"].to_numpy(float),
+            table["y"].to_numpy(float),
+            table["x"].to_numpy(float),
+            pd.factorize(pkey, sort=True)[0],
+            pd.factorize(table["tomogram"].astype(str), sort=True)[0],
+        )
+    )
+    position = np.empty(len(table), dtype=np.int64)
+    position[order] = np.arange(len(table))
+    table = table.iloc[order].reset_index(drop=True)
+    members["row"] = position[members["row"].to_numpy(dtype=np.int64)]
+    members = members.sort_values(["row", "pick_id"], kind="stable").reset_index(drop=True)
+    return table, members
+
+
+def _summary(
+    picks: pd.DataFrame, final: pd.DataFrame, pickers: list[str], class_agnostic: bool
+) -> list[dict]:
+    """Per tomogram and class: picks in per picker, consensus picks by status, accepted."""
+    key = lambda frame: frame["particle"].map(lambda p: "" if p is None else str(p))  # noqa: E731
+    raw = (
+        picks.assign(_p=key(picks), _k="in:" + picks["picker"].astype(str))
+        .groupby(["tomogram", "_p", "_k"])
+        .size()
+        .unstack("_k", fill_value=0)
+    )
+    cons = final.assign(_p=key(final), _acc=final["accepted"].astype(int))
+    status = cons.groupby(["tomogram", "_p", "status"]).size().unstack("status", fill_value=0)
+    totals = cons.groupby(["tomogram", "_p"]).agg(
+        consensus=("id", "size"), accepted=("_acc", "sum")
+    )
+    table = raw.join(totals, how="outer").join(status, how="outer").fillna(0)
+    rows = []
+    for (tomo, cls), values in table.sort_index().iterrows():
+        row: dict[str, Any] = {"tomogram": tomo, "particle": cls or None}
+        for label in pickers:
+            row[f"in:{label}"] = int(values.get(f"in:{label}", 0))
+        row["consensus"] = int(values.get("consensus", 0))
+        for st in ("positive", "doubtful", "negative", "reference"):
+            if st in values.index:
+                row[st] = int(values[st])
+        row["accepted"] = int(values.get("accepted", 0))
+        rows.append(row)
+    return rows
