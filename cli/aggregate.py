@@ -225,6 +225,14 @@ def aggregate_cmd(
         float | None,
         typer.Option(help="CNN: drop boxes with more than this fraction outside (default 0.5)."),
     ] = None,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report/--no-report",
+            help="Write report.html (slabs with every candidate, picker agreement, score "
+            "histograms, box galleries, picker reliability) into --out.",
+        ),
+    ] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace existing output files.")] = False,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
@@ -297,6 +305,7 @@ def aggregate_cmd(
             cnn_options=cnn_options,
             beta=beta,
             picker_scores=picker_scores,
+            report=report,
             force=force,
             progress=progress,
         )

@@ -12,6 +12,7 @@ there is refused rather than deleted). Same store, run and truth → the same by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -207,9 +208,18 @@ def _radii(params: dict, classes: list[str]) -> dict[str, float]:
     return out
 
 
+# File names are "<kind>-<slug>[-n][-thumb].png": a long class name is cut and ends with a
+# digest of the whole name, so every name stays under the file system's limit and apart.
+MAX_SLUG = 80
+
+
 def _slug(text: str) -> str:
     keep = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "-" for c in str(text))
-    return keep.strip("-") or "x"
+    keep = keep.strip("-") or "x"
+    if len(keep) > MAX_SLUG:
+        digest = hashlib.sha1(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        keep = f"{keep[: MAX_SLUG - 13]}-{digest}"
+    return keep
 
 
 def slugs(names: list[str]) -> dict[str, str]:

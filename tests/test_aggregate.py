@@ -649,6 +649,7 @@ def test_other_writers_get_one_set_per_class_and_exports(
         method="vote",
         formats=["copick", "box", "star"],
         noise_ratio=0,
+        report=False,
     )
     formats = {r["format"] for r in result.outputs}
     assert formats == {"copick", "cryolo-cbox", "relion5", "candidates"}

@@ -349,3 +349,30 @@ def test_names_that_reduce_to_the_same_slug_stay_apart():
     assert len({v.casefold() for v in out.values()}) == 5
     assert out["TS 01"] == "TS-01" and out["TS-01"] == "TS-01-2" and out["a/b"] == "a-b"
     assert all(v.isascii() and "/" not in v for v in out.values())
+
+
+def test_aggregate_writes_the_report_by_default(tmp_path):
+    from picks.workflows.aggregate import aggregate
+
+    for name, dx in (("a", 0), ("b", 7)):  # two pickers a few Å apart (other bytes)
+        rows = "".join(f"{i},TS_1,ribosome,{100 * i + dx},300,200\n" for i in range(1, 6))
+        (tmp_path / f"{name}.csv").write_text("id,experiment,particle_type,x,y,z\n" + rows)
+    with Store(tmp_path / "p.db") as store:
+        result = aggregate(
+            store,
+            [f"a={tmp_path / 'a.csv'}", f"b={tmp_path / 'b.csv'}"],
+            out=tmp_path / "out",
+            formats=["csv"],
+        )
+        quiet = aggregate(
+            store,
+            [f"a={tmp_path / 'a.csv'}", f"b={tmp_path / 'b.csv'}"],
+            out=tmp_path / "out2",
+            formats=["csv"],
+            report=False,
+        )
+    reports = [r for r in result.outputs if r["format"] == "report"]
+    assert reports and Path(reports[0]["path"]) == tmp_path / "out" / HTML_NAME
+    _parse(tmp_path / "out" / HTML_NAME)
+    assert not (tmp_path / "out2" / HTML_NAME).exists()
+    assert not [r for r in quiet.outputs if r["format"] == "report"]

@@ -142,6 +142,7 @@ def aggregate(
     beta: float = 4.0,
     picker_scores: bool = False,
     temperature: float | None = None,
+    report: bool = True,
     force: bool = False,
     progress: Progress | None = None,
     registry=None,
@@ -484,6 +485,19 @@ def aggregate(
         }
         store.update_run(run_id, params=json.dumps(resolved, sort_keys=True, default=str))
         _write_summary(out, result, force)
+    if report:
+        # After the run is recorded as finished (the report reads it from the store). The
+        # sets are written: a problem with the pictures must not fail the run.
+        from picks.report import write_report
+
+        try:
+            path = write_report(store, result.run_id, out)
+        except PicksError as exc:
+            result.warnings.append(f"report not written: {exc}")
+        else:
+            result.outputs.append(
+                {"format": "report", "path": str(path), "n_rows": result.n_consensus}
+            )
     return result
 
 
