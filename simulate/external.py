@@ -43,7 +43,13 @@ import pandas as pd
 from picks.core.errors import PicksError
 from picks.simulate import pickers as sp
 from picks.simulate import volume as sv
-from picks.simulate.world import SimulatedPicker, SimulatedTomogram, _prepare_out, _write_picker
+from picks.simulate.world import (
+    SimulatedPicker,
+    SimulatedTomogram,
+    _prepare_out,
+    _write_picker,
+    manifest_pickers,
+)
 
 CONTRASTS = ("auto", "bright", "dark")
 # |log(ratio)| below this: the two tails are too alike to call the polarity (ratio within
@@ -350,18 +356,7 @@ def _write_manifest(result: PickersResult, *, snr: float, voxel_size: float, opt
             for t in result.tomograms
         ],
         "truth": None,
-        "pickers": [
-            {
-                "label": p.label,
-                "program": p.program,
-                "adapter": p.adapter,
-                "personality": p.personality,
-                "n_picks": p.n_picks,
-                "paths": [str(x.relative_to(out)) for x in p.paths],
-                "imports": p.imports,
-            }
-            for p in result.pickers
-        ],
+        "pickers": manifest_pickers(result.pickers, out),
     }
     result.manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 

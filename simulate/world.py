@@ -425,20 +425,26 @@ def _write_manifest(
             "copick_root": str(result.truth_copick.parent.relative_to(out)),
             "details": "ground_truth_details.csv",
         },
-        "pickers": [
-            {
-                "label": p.label,
-                "program": p.program,
-                "adapter": p.adapter,
-                "personality": p.personality,
-                "n_picks": p.n_picks,
-                "paths": [str(x.relative_to(out)) for x in p.paths],
-                "imports": p.imports,
-            }
-            for p in result.pickers
-        ],
+        "pickers": manifest_pickers(result.pickers, out),
     }
     result.manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def manifest_pickers(pickers, out: Path) -> list[dict]:
+    """The manifest's record of each simulated picker (paths relative to ``out``); shared by
+    ``picks simulate`` and ``picks simulate-pickers``."""
+    return [
+        {
+            "label": p.label,
+            "program": p.program,
+            "adapter": p.adapter,
+            "personality": p.personality,
+            "n_picks": p.n_picks,
+            "paths": [str(x.relative_to(out)) for x in p.paths],
+            "imports": p.imports,
+        }
+        for p in pickers
+    ]
 
 
 def picker_inputs(result: SimulationResult | Path | str) -> list[dict]:
