@@ -123,7 +123,10 @@ def test_aggregate_cli_end_to_end(tmp_path: Path, inputs: dict[str, Path]):
         accepted = consensus[consensus["accepted"] == 1]
         assert len(accepted) == 6
         everything = list(store.db["exports"].rows)
-        exports = [r for r in everything if r["format"] != "candidates"]
+        exports = [r for r in everything if r["format"] not in ("candidates", "czii-submission")]
+        assert [r["path"] for r in everything if r["format"] == "czii-submission"] == [
+            str(out / "submission.csv")
+        ]
         assert len(exports) == 2
         decisions = [r for r in everything if r["format"] == "candidates"]
         assert len(decisions) == 1 and decisions[0]["n_rows"] == len(consensus)
@@ -142,7 +145,8 @@ def test_aggregate_cli_end_to_end(tmp_path: Path, inputs: dict[str, Path]):
         first_ribo = int(ribo["consensus_id"].iloc[0])
         report = audit_consensus(store, first_ribo)
     assert {m["picker"] for m in report["members"]} == {"a", "b", "c"}
-    assert len(report["members"]) == 4 and len(report["exports"]) == 2  # its set + candidates.csv
+    # its set, candidates.csv and the CZII submission
+    assert len(report["members"]) == 4 and len(report["exports"]) == 3
 
     text = invoke("audit", first_ribo, "--db", db).output
     assert f"Consensus pick {first_ribo}" in text and "ACCEPTED" in text
@@ -413,7 +417,11 @@ def test_force_rerun_removes_its_own_stale_outputs_only(tmp_path: Path, inputs: 
             if r["particle"] == "apo-ferritin"
         )
         states = {Path(e["path"]).name: e["state"] for e in audit_consensus(store, apo)["exports"]}
-    assert states == {"apo-ferritin.csv": "missing", "candidates.csv": "changed or replaced since"}
+    assert states == {
+        "apo-ferritin.csv": "missing",
+        "candidates.csv": "changed or replaced since",
+        "submission.csv": "changed or replaced since",  # rewritten by the later run, too
+    }
     text = invoke("audit", apo, "--db", db).output
     assert "[missing]" in text and "listed in" in text
 

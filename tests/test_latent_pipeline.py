@@ -233,3 +233,18 @@ def test_pickers_json_never_holds_infinity_or_nan():
         {"threshold": None, "recall": None},
         {"threshold": 0.2, "recall": 0.5},
     ]
+
+
+def test_czii_submission_file_has_exactly_the_scorer_columns_and_unique_ids(tmp_path):
+    truth, inputs = _world(8, tmp_path / "in")
+    with Store(tmp_path / "p.db") as store:
+        result = aggregate(store, inputs, out=tmp_path / "o", formats=["csv"], report=False)
+        accepted = _accepted(store, result.run_id)
+    path = tmp_path / "o" / "submission.csv"
+    assert any(r["format"] == "czii-submission" for r in result.outputs)
+    table = pd.read_csv(path)
+    assert list(table.columns) == ["id", "experiment", "particle_type", "x", "y", "z"]
+    assert table["id"].tolist() == list(range(len(accepted)))
+    # the same picks as the accepted set, so the CZII score of the file is the run's
+    as_picks = table.rename(columns={"experiment": "tomogram", "particle_type": "particle"})
+    assert f_score(truth, as_picks) == pytest.approx(f_score(truth, accepted), abs=1e-9)

@@ -59,6 +59,7 @@ from picks.workflows.outputs import (
     _remove_stale_outputs,
     _write_candidates,
     _write_outputs,
+    _write_submission,
     _write_summary,
     resolve_formats,
 )
@@ -432,6 +433,11 @@ def aggregate(
             voxel_size=voxel_size,
         )
         outputs.append(_write_candidates(store, run_id, final, out))
+        if any(adapter.name == "czii-csv" for _, adapter in writers):
+            row, warning = _write_submission(store, run_id, final, out)
+            outputs.append(row)
+            if warning:
+                warnings.append(warning)
         if force:
             stale = _remove_stale_outputs(store, run_id, writers, out, outputs)
             if stale:

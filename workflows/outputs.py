@@ -190,6 +190,11 @@ SUMMARY_FILE = "summary.json"
 
 
 CANDIDATES_FILE = "candidates.csv"
+# With the czii-csv format: every accepted pick in one file, exactly the columns the CZII
+# scorer and the Kaggle submission format read (the per-class files keep the provenance
+# columns consensus_id and support).
+SUBMISSION_FILE = "submission.csv"
+SUBMISSION_COLUMNS = ["id", "experiment", "particle_type", "x", "y", "z"]
 
 
 def resolve_formats(formats: Iterable[str], registry) -> list[tuple[str, Any]]:
@@ -259,7 +264,9 @@ def _check_outputs(out: Path, writers: list[tuple[str, Any]], force: bool) -> No
     clashes = [
         out / name for name, _ in writers if (out / name).exists() and any((out / name).iterdir())
     ]
-    clashes += [out / f for f in (SUMMARY_FILE, CANDIDATES_FILE) if (out / f).exists()]
+    clashes += [
+        out / f for f in (SUMMARY_FILE, CANDIDATES_FILE, SUBMISSION_FILE) if (out / f).exists()
+    ]
     if clashes:
         raise PicksError(
             f"{', '.join(map(str, clashes))} exist(s)",
@@ -337,7 +344,10 @@ def _write_outputs(
             jobs.append((name, adapter, target, subset, cls))
     # Every file (companions included) is planned before the first is written: two classes
     # whose file-safe names agree are an error now, not a half-written or overwritten set.
-    plan = [PlannedFile(out / f, "aggregate", (f,)) for f in (SUMMARY_FILE, CANDIDATES_FILE)]
+    plan = [
+        PlannedFile(out / f, "aggregate", (f,))
+        for f in (SUMMARY_FILE, CANDIDATES_FILE, SUBMISSION_FILE)
+    ]
     for name, adapter, target, subset, cls in jobs:
         if not subset.empty:
             plan += plan_files(subset, adapter, target, name, (cls,), {})[1]
@@ -478,6 +488,44 @@ def _write_candidates(store: Store, run_id: int, final: pd.DataFrame, out: Path)
         table.to_csv(tmp, index=False, float_format="%.6g")
     _record_exports(store, [_export_row(run_id, path, "candidates", table["consensus_id"])])
     return {"format": "candidates", "particle": None, "path": str(path), "n_rows": len(table)}
+
+
+def _write_submission(
+    store: Store, run_id: int, final: pd.DataFrame, out: Path
+) -> tuple[dict, str | None]:
+    """``submission.csv``: the accepted picks of every class in the CZII submission format
+    (``id,experiment,particle_type,x,y,z`` in Å; ids unique across classes, in the order
+    tomogram, class, consensus id). Picks without a class cannot be scored: left out, said."""
+    from picks.core.files import atomic_path
+
+    accepted = final[final["accepted"].astype(bool)]
+    classless = accepted["particle"].isna()
+    rows = accepted[~classless].sort_values(["tomogram", "particle", "id"], kind="stable")
+    table = pd.DataFrame(
+        {
+            "id": np.arange(len(rows)),
+            "experiment": rows["tomogram"].astype(str).to_numpy(),
+            "particle_type": rows["particle"].astype(str).to_numpy(),
+            "x": rows["x"].to_numpy(dtype=float),
+            "y": rows["y"].to_numpy(dtype=float),
+            "z": rows["z"].to_numpy(dtype=float),
+        },
+        columns=SUBMISSION_COLUMNS,
+    )
+    path = out / SUBMISSION_FILE
+    with atomic_path(path, force=True) as tmp:  # _check_outputs refused an existing one
+        table.to_csv(tmp, index=False, float_format="%.3f")
+    _record_exports(store, [_export_row(run_id, path, "czii-submission", rows["id"])])
+    warning = (
+        f"{SUBMISSION_FILE}: {int(classless.sum())} accepted pick(s) without a class left out "
+        "(a CZII submission needs one; give `particle`)"
+        if classless.any()
+        else None
+    )
+    return (
+        {"format": "czii-submission", "particle": None, "path": str(path), "n_rows": len(table)},
+        warning,
+    )
 
 
 def _write_summary(out: Path, result: AggregateResult, force: bool) -> None:
