@@ -43,6 +43,7 @@ from picks.core.particles import Catalog
 from picks.core.progress import Progress, null_progress
 from picks.core.store import Store
 from picks.workflows import noise as noise_workflow
+from picks.workflows.importing import check_stored_extent
 from picks.workflows.inputs import (
     InputSpec,
     _import_inputs,
@@ -307,7 +308,7 @@ def aggregate(
             raise PicksError("the inputs hold no picks")
         picks["picker"] = picks["source_id"].map(label_of)
         # Picks imported before their tomograms were known were never checked against them.
-        _check_stored_extent(store, picks)
+        check_stored_extent(store, picks)
         fill_values = picks["source_id"].map(fill_of)
         missing = picks["particle"].isna() & fill_values.notna()
         if missing.any():
@@ -505,19 +506,6 @@ def aggregate(
                 {"format": "report", "path": str(path), "n_rows": result.n_consensus}
             )
     return result
-
-
-def _check_stored_extent(store: Store, picks: pd.DataFrame) -> None:
-    """Raise :class:`OutOfExtent` (naming the source file) for stored picks that lie outside
-    their now registered tomogram, as an import with the tomograms would have."""
-    from picks.workflows.importing import check_extent
-
-    known = store.tomograms()
-    if not len(known):
-        return
-    sources = {s["id"]: s for s in store.sources()}
-    for source_id, group in picks.groupby("source_id", sort=True):
-        check_extent(group, known, sources[int(source_id)]["path"])
 
 
 def _resolve_method(

@@ -325,18 +325,35 @@ def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
     return frame
 
 
+def _stored_by_source(store: Store, picks: pd.DataFrame | None = None):
+    """(source path, its picks) for every source in ``picks`` (default: every stored pick),
+    with the registered tomograms; nothing when none is registered."""
+    known = store.tomograms()
+    if not len(known):
+        return known, []
+    if picks is None:
+        picks = store.picks(roles=None, columns=["tomogram", "x", "y", "z", "record"])
+    paths = {s["id"]: s["path"] for s in store.sources()}
+    groups = picks.groupby("source_id", sort=True)
+    return known, [(paths[int(source_id)], group) for source_id, group in groups]
+
+
+def check_stored_extent(store: Store, picks: pd.DataFrame | None = None) -> None:
+    """Raise :class:`OutOfExtent` (naming the source file) for stored picks outside their
+    now registered tomogram, as an import with the tomograms would have."""
+    known, groups = _stored_by_source(store, picks)
+    for path, group in groups:
+        check_extent(group, known, path)
+
+
 def stored_outside_extent(store: Store) -> list[str]:
     """For each stored source with picks outside their (now registered) tomogram, the
     :class:`OutOfExtent` message an import with the tomograms would have given."""
-    known = store.tomograms()
-    if not len(known):
-        return []
-    picks = store.picks(roles=None, columns=["tomogram", "x", "y", "z", "record"])
-    sources = {s["id"]: s for s in store.sources()}
+    known, groups = _stored_by_source(store)
     found = []
-    for source_id, group in picks.groupby("source_id", sort=True):
+    for path, group in groups:
         try:
-            check_extent(group, known, sources[int(source_id)]["path"])
+            check_extent(group, known, path)
         except OutOfExtent as exc:
             found.append(str(exc))
     return found
@@ -352,13 +369,13 @@ def implausible_coordinates(frame: pd.DataFrame, tomograms: TomogramSet) -> str 
     """A warning for picks whose tomogram's size is not known (so :func:`check_extent`
     cannot judge them) and whose coordinates no tomogram can hold; None if there are none.
     The picks are kept: the extent is checked again when the tomograms become known."""
-    unknown = np.array(
-        [
-            (t := tomograms.get(str(name))) is None or t.shape is None or not t.voxel_size
-            for name in frame["tomogram"].astype(str)
-        ],
-        dtype=bool,
-    )
+    names = frame["tomogram"].astype(str)
+    # one look-up per tomogram name, not per pick (imports hold millions of picks)
+    sized = {
+        name: (t := tomograms.get(name)) is not None and t.shape is not None and bool(t.voxel_size)
+        for name in names.unique()
+    }
+    unknown = ~names.map(sized).to_numpy(dtype=bool)
     if not unknown.any():
         return None
     coords = frame[canonical.COORDS].to_numpy(dtype=float)[unknown]
