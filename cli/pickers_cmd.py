@@ -79,11 +79,6 @@ def pickers_cmd(
 
 
 def _records(frame) -> list[dict]:
-    import math
+    from picks.core.jsonable import json_records
 
-    rows = frame.to_dict("records") if len(frame) else []
-    return [
-        # NaN (unknown) and inf (a class with nothing accepted has no threshold) are not JSON
-        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-        for r in rows
-    ]
+    return json_records(frame)

@@ -24,6 +24,7 @@ from picks.consensus.cluster import Clusters
 from picks.consensus.decide import decide_per_class, implied_support_rule
 from picks.consensus.reliability import conflict_counts, picker_reliability
 from picks.core.errors import PicksError
+from picks.core.jsonable import json_records
 
 DEFAULT_BETA = 4.0
 # The latent-class model multiplies the pickers' evidence as if they erred independently.
@@ -51,8 +52,8 @@ class LatentDecision:
     def summary(self) -> dict:
         return {
             "beta": float(self.classes["beta"].iloc[0]) if len(self.classes) else None,
-            "classes": _records(self.classes),
-            "pickers": _records(self.pickers),
+            "classes": json_records(self.classes),
+            "pickers": json_records(self.pickers),
             "implied_rules": self.rules,
             "warnings": list(self.warnings),
         }
@@ -138,17 +139,3 @@ def temper(posterior: pd.Series, temperature: float) -> pd.Series:
     with np.errstate(divide="ignore", invalid="ignore"):
         tempered = expit(logit(p) / temperature)
     return pd.Series(tempered, index=posterior.index, name=posterior.name)
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    rows = []
-    for row in frame.to_dict("records"):
-        clean = {}
-        for key, value in row.items():
-            if isinstance(value, np.generic):
-                value = value.item()
-            if isinstance(value, float) and not np.isfinite(value):
-                value = None
-            clean[key] = value
-        rows.append(clean)
-    return rows

@@ -22,3 +22,19 @@ def is_jsonable(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def json_records(frame) -> list[dict]:
+    """A DataFrame's rows as plain JSON values: NumPy scalars as Python ones, NaN (unknown)
+    and ±inf (e.g. the threshold of a class with nothing accepted) as None."""
+    rows = []
+    for row in frame.to_dict("records") if len(frame) else []:
+        clean = {}
+        for key, value in row.items():
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, float) and not np.isfinite(value):
+                value = None
+            clean[key] = value
+        rows.append(clean)
+    return rows
