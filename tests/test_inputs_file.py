@@ -161,3 +161,12 @@ def test_command_line_options_win_over_the_file(tmp_path):
     assert report["method"] == "latent"  # the command line wins
     assert report["out"] == str(tmp_path.resolve() / "from-file")  # the file's, not the default
     assert report["pickers"] == ["a", "b"]
+
+
+def test_the_file_knows_the_same_methods_and_roles_as_the_pipeline():
+    from picks.cli.choices import ROLES as CLI_ROLES
+    from picks.core.inputs_file import METHODS, ROLES
+    from picks.workflows.aggregate import METHODS as PIPELINE_METHODS
+
+    assert set(METHODS) == set(PIPELINE_METHODS)
+    assert set(ROLES) == set(CLI_ROLES)
