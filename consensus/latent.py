@@ -69,6 +69,7 @@ def decide_latent(
     conflicts: bool = True,
     picker_scores: bool = False,
     temperature: float = DEFAULT_TEMPERATURE,
+    images: pd.DataFrame | None = None,
     seed: int = 0,
 ) -> LatentDecision:
     """Posterior P(particle) for every candidate and the expected-F-beta decision per class.
@@ -80,6 +81,13 @@ def decide_latent(
     its gold beads high, so scores added nothing (docs/latent.md). ``temperature`` tempers
     the model's log-odds before deciding (see :data:`DEFAULT_TEMPERATURE`); the stored
     posterior is the tempered one, the probability the decision used.
+
+    ``images`` (with tomograms): the box statistics of
+    :func:`picks.consensus.image_features.candidate_statistics`, indexed like the consensus.
+    Each class's typical particle is the median box of the candidates the model finds likely
+    particles (P ≥ 0.5); a candidate far denser than it (a gold bead, contamination) gets
+    P(particle) = 0 and is rejected with the reason (:func:`~picks.consensus.image_features.
+    density_veto`), whatever the pickers' agreement.
     """
     if not (np.isfinite(temperature) and temperature >= 1):
         raise PicksError(f"temperature {temperature!r}: expected a number ≥ 1 (1: no tempering)")
@@ -96,7 +104,13 @@ def decide_latent(
         use_scores=picker_scores,
         seed=seed,
     )
+    veto = pd.Series(False, index=consensus.index)
+    image_notes: list[str] = []
+    z = None
+    if images is not None and len(consensus) and not class_agnostic:
+        veto, z, image_notes = _image_veto(consensus, images, posterior)
     posterior = temper(posterior, temperature)
+    posterior = posterior.where(~veto.to_numpy(), 0.0)
     decided, classes = decide_per_class(consensus, posterior, fit, beta)
     classes.insert(1, "beta", float(beta))
 
@@ -108,7 +122,14 @@ def decide_latent(
     out["accepted"] = accepted
     out["score"] = out["posterior"]
     out["decided_by"] = np.where(forced, "reference", "latent")
-    own = decided["reason"].astype(str).to_numpy()
+    own = decided["reason"].astype(str).to_numpy().astype(object)
+    if veto.any():
+        worst = z[["core", "body", "peak"]].max(axis=1).to_numpy()
+        for i in np.flatnonzero(veto.to_numpy()):
+            own[i] = (
+                f"image: {worst[i]:.1f} robust spreads denser than the typical "
+                f"{consensus['particle'].iloc[i]} (a bead or contamination): rejected"
+            )
     out["reason"] = [
         (f"{head}, but a trusted reference decides: {'accepted' if ok else 'rejected'}; {base}")
         if f
@@ -118,9 +139,15 @@ def decide_latent(
         )
     ]
 
+    if images is not None:
+        vetoed = veto.groupby(consensus["particle"].astype(str).to_numpy()).sum()
+        classes["image_vetoed"] = (
+            classes["particle"].astype(str).map(vetoed).fillna(0).astype(int).to_numpy()
+        )
+    notes = list(fit.warnings) + [f"image veto: {w}" for w in image_notes]
     rules: dict[str, str] = {}
     if not len(fit.group_names) or not fit.eligible.any():
-        return LatentDecision(out, pickers, classes, rules, list(fit.warnings), fit)
+        return LatentDecision(out, pickers, classes, rules, notes, fit)
     for k, name in enumerate(fit.group_names):
         if not fit.fitted[k]:
             continue
@@ -128,7 +155,21 @@ def decide_latent(
             rules[str(name)] = implied_support_rule(fit, name, beta=beta).text
         except PicksError as exc:  # a report (too many pickers to list), never a failure
             rules[str(name)] = f"(not shown: {exc})"
-    return LatentDecision(out, pickers, classes, rules, list(fit.warnings), fit)
+    return LatentDecision(out, pickers, classes, rules, notes, fit)
+
+
+def _image_veto(
+    consensus: pd.DataFrame, images: pd.DataFrame, posterior: pd.Series
+) -> tuple[pd.Series, pd.DataFrame, list[str]]:
+    """The density veto against each class's likely particles (see :func:`decide_latent`)."""
+    from picks.consensus.image_features import density_veto, robust_scores
+
+    if not images.index.equals(consensus.index):
+        raise PicksError("image statistics must be indexed like the consensus candidates")
+    likely = posterior.fillna(0.0).to_numpy(dtype=float) >= 0.5
+    z = robust_scores(images, consensus["particle"], likely)
+    veto, notes = density_veto(z, consensus["particle"])
+    return veto, z, notes
 
 
 def temper(posterior: pd.Series, temperature: float) -> pd.Series:

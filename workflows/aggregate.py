@@ -363,6 +363,17 @@ def aggregate(
         if resolved_method == "latent":
             from picks.consensus.latent import decide_latent
 
+            images = None
+            if have_volumes and not class_agnostic:
+                from picks.consensus.image_features import candidate_statistics
+
+                # Truth-free image statistics of every candidate against its class's
+                # typical particle: what rejects the beads several pickers agree on.
+                with progress("images", total=1) as advance:
+                    images = candidate_statistics(
+                        clusters.consensus, store.tomograms(), radius_map
+                    )
+                    advance(1)
             with progress("decide", total=1) as advance:
                 latent = decide_latent(
                     clusters,
@@ -371,6 +382,7 @@ def aggregate(
                     beta=beta,
                     class_agnostic=class_agnostic,
                     picker_scores=picker_scores,
+                    images=images,
                     seed=seed,
                     **({} if temperature is None else {"temperature": temperature}),
                 )
