@@ -16,12 +16,10 @@ offset or the per-box normalisation:
 * ``profile``: 1 − the correlation of the candidate's radial profile with its class's median
   profile (shape inconsistency with the class average).
 
-Each is turned into a robust z-score against the candidates *of the same class* (median and
-1.4826 × MAD over the run): particles of one class look alike and are most of what several
-pickers agree on, junk is spread. :func:`typicality` sums the squared z-scores into one
-``image_outlier`` number per candidate (large = atypical); it enters the latent-class model as
-one more feature (:mod:`picks.consensus.latent`), and :func:`outlier_flags` marks the extreme
-ones (for the CNN's training labels and the summary).
+Each is turned into a robust z-score against the *likely particles of the same class* (median
+and 1.4826 × MAD; :func:`robust_scores`): particles of one class look alike, junk is spread.
+:func:`density_veto` marks the candidates whose centre and peak or body are far denser than
+that typical particle; the latent-class decision (:mod:`picks.consensus.latent`) rejects them.
 """
 
 from __future__ import annotations
@@ -40,8 +38,8 @@ DEFAULT_BOX = 20
 BOX_RADII = 2.0
 SHELL_START = 1.3
 PROFILE_BINS = 10
-# Robust z beyond this on any statistic is an extreme outlier (a normal variable exceeds 6 MAD
-# sigmas once in 5·10^8): used to flag, never alone to decide.
+# Robust z beyond this is an extreme outlier (a normal variable exceeds 6 sigmas once in
+# 5·10^8); the veto needs two statistics beyond it at once.
 EXTREME_Z = 6.0
 _MAD = 1.4826
 
@@ -153,7 +151,7 @@ def robust_scores(
     measured candidates in all, the class gets NaN (no typical box to compare with). The
     signs of ``core, body, peak`` are turned so that positive means *denser than the class's
     typical particle* (whatever the tomogram's contrast convention: the sign of the typical
-    core contrast says which way is dense).
+    body contrast says which way is dense).
 
     ``profile`` is 1 − Pearson correlation of a candidate's radial profile with its class's
     median profile, then z-scored one-sided the same way (only a *worse* match is atypical).
@@ -171,7 +169,9 @@ def robust_scores(
         if ref.sum() < min_reference:
             continue
         block = stats.iloc[rows]
-        sign = 1.0 if np.median(block["core"].to_numpy(float)[ref]) >= 0 else -1.0
+        # The body (0.5–1 r) says which way is dense: the core of a hollow class
+        # (apo-ferritin, a capsid) can be darker than its surroundings.
+        sign = 1.0 if np.median(block["body"].to_numpy(float)[ref]) >= 0 else -1.0
         for name in ("core", "body", "peak"):
             # dark particles: a bead's extreme is the box's 1st percentile ("trough")
             column = "trough" if (name == "peak" and sign < 0) else name
@@ -193,40 +193,23 @@ def robust_scores(
     return out
 
 
-def typicality(z: pd.DataFrame) -> pd.Series:
-    """One ``image_outlier`` number per candidate: the root mean square of its robust z-scores.
-
-    NaN where no statistic could be measured (no box: it stays out of the feature).
-    """
-    values = z[list(STATISTICS)].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore"):
-        rms = np.sqrt(np.nanmean(values**2, axis=1)) if values.size else np.zeros(0)
-    return pd.Series(rms, index=z.index, name="image_outlier")
-
-
-def outlier_flags(z: pd.DataFrame, *, limit: float = EXTREME_Z) -> pd.Series:
-    """True where any robust z-score of a candidate is beyond ``limit`` (default 6)."""
-    values = np.abs(z[list(STATISTICS)].to_numpy(dtype=float))
-    flagged = (np.nan_to_num(values, nan=0.0) > limit).any(axis=1)
-    return pd.Series(flagged, index=z.index, name="image_extreme")
-
-
 def density_veto(
     z: pd.DataFrame, particle: pd.Series, *, limit: float = EXTREME_Z, max_fraction: float = 0.3
 ) -> tuple[pd.Series, list[str]]:
     """Candidates far denser than their class's typical particle: beads, contamination.
 
-    True where the largest of the (dense-side) robust z of ``core, body, peak`` exceeds
-    ``limit``. A protein of one class does not have six robust spreads more density than the
-    class's typical particle; a gold bead or a lump of contamination does. Guard: when more
+    True where the centre (``core``) is more than ``limit`` robust spreads denser than the
+    class's typical particle *and* so is the peak or the whole body: a protein of one class is
+    not that much denser than its class's typical particle on two statistics at once; a gold
+    bead (dense centre, high peak) or a lump of contamination (dense core and body) is. One
+    statistic alone is not enough: on the simulated worlds a true particle next to a
+    neighbour reached 7 on one of them, never on two (docs/latent.md). Guard: when more
     than ``max_fraction`` of a class's candidates would be vetoed, the class's typical box is
     not trustworthy (e.g. most of what the pickers agree on is junk), so nothing is vetoed
     there and a warning says so — the veto never wipes out a class.
     """
-    dense = z[["core", "body", "peak"]].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore"):
-        worst = np.nan_to_num(np.nanmax(np.where(np.isnan(dense), -np.inf, dense), axis=1))
-    veto = worst > limit
+    values = {k: np.nan_to_num(z[k].to_numpy(dtype=float), nan=-np.inf) for k in STATISTICS}
+    veto = (values["core"] > limit) & ((values["peak"] > limit) | (values["body"] > limit))
     warnings: list[str] = []
     keys = pd.Series(particle.to_numpy(dtype=object)).astype(str).to_numpy()
     for key in sorted(set(keys[veto].tolist())):

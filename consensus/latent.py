@@ -124,10 +124,10 @@ def decide_latent(
     out["decided_by"] = np.where(forced, "reference", "latent")
     own = decided["reason"].astype(str).to_numpy().astype(object)
     if veto.any():
-        worst = z[["core", "body", "peak"]].max(axis=1).to_numpy()
+        core = z["core"].to_numpy()
         for i in np.flatnonzero(veto.to_numpy()):
             own[i] = (
-                f"image: {worst[i]:.1f} robust spreads denser than the typical "
+                f"image: centre {core[i]:.1f} robust spreads denser than the typical "
                 f"{consensus['particle'].iloc[i]} (a bead or contamination): rejected"
             )
     out["reason"] = [

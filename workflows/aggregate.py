@@ -370,9 +370,7 @@ def aggregate(
                 # Truth-free image statistics of every candidate against its class's
                 # typical particle: what rejects the beads several pickers agree on.
                 with progress("images", total=1) as advance:
-                    images = candidate_statistics(
-                        clusters.consensus, store.tomograms(), radius_map
-                    )
+                    images = candidate_statistics(clusters.consensus, store.tomograms(), radius_map)
                     advance(1)
             with progress("decide", total=1) as advance:
                 latent = decide_latent(
