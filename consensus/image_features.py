@@ -151,7 +151,7 @@ def robust_scores(
     measured candidates in all, the class gets NaN (no typical box to compare with). The
     signs of ``core, body, peak`` are turned so that positive means *denser than the class's
     typical particle* (whatever the tomogram's contrast convention: the sign of the typical
-    body contrast says which way is dense).
+    particle's stronger contrast, core or body, says which way is dense).
 
     ``profile`` is 1 − Pearson correlation of a candidate's radial profile with its class's
     median profile, then z-scored one-sided the same way (only a *worse* match is atypical).
@@ -169,9 +169,12 @@ def robust_scores(
         if ref.sum() < min_reference:
             continue
         block = stats.iloc[rows]
-        # The body (0.5–1 r) says which way is dense: the core of a hollow class
-        # (apo-ferritin, a capsid) can be darker than its surroundings.
-        sign = 1.0 if np.median(block["body"].to_numpy(float)[ref]) >= 0 else -1.0
+        # Which way is dense: the sign of the typical particle's stronger contrast, core or
+        # body (the core of a hollow class such as apo-ferritin can be darker than the
+        # background; a radius larger than the particle leaves the body at background).
+        typical = [np.median(block[c].to_numpy(float)[ref]) for c in ("core", "body")]
+        strong = max(typical, key=abs)
+        sign = 1.0 if strong >= 0 else -1.0
         for name in ("core", "body", "peak"):
             # dark particles: a bead's extreme is the box's 1st percentile ("trough")
             column = "trough" if (name == "peak" and sign < 0) else name

@@ -1,0 +1,136 @@
+"""Truth-free image statistics: beads several pickers agree on are rejected with tomograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from picks.consensus.image_features import (
+    box_statistics,
+    candidate_statistics,
+    density_veto,
+    robust_scores,
+)
+from picks.core.store import Store
+from picks.core.tomograms import read_tomogram
+from picks.workflows.aggregate import aggregate
+
+VOXEL = 10.0
+SHAPE = (48, 160, 160)  # z, y, x
+RADIUS = 60.0  # Å: the class's particles
+BEAD = 25.0  # Å: small and very dense
+
+
+def _ball(shape, centre_vox, radius_vox):
+    zz, yy, xx = np.indices(shape)
+    d2 = sum((a - c) ** 2 for a, c in zip((xx, yy, zz), centre_vox, strict=True))
+    return (d2 <= radius_vox**2).astype(np.float32)
+
+
+def _bead_world(folder: Path, seed: int = 0):
+    """One tomogram: 20 particles (density 1), 3 gold beads (density 25), noise; 3 pickers
+    that all report every bead as a particle (agreement cannot reject them)."""
+    import mrcfile
+
+    rng = np.random.default_rng(seed)
+    grid = [(x, y) for x in range(20, 150, 26) for y in range(20, 150, 26)]
+    spots = [grid[i] for i in rng.permutation(len(grid))]
+    particles = [(x * VOXEL, y * VOXEL, 24 * VOXEL) for x, y in spots[:20]]
+    beads = [(x * VOXEL, y * VOXEL, 24 * VOXEL) for x, y in spots[20:23]]
+    volume = np.zeros(SHAPE, dtype=np.float32)
+    for p in particles:
+        volume += _ball(SHAPE, [c / VOXEL for c in p], RADIUS / VOXEL)
+    for b in beads:
+        volume += 25.0 * _ball(SHAPE, [c / VOXEL for c in b], BEAD / VOXEL)
+    volume = ndimage.gaussian_filter(volume, 1.0) + rng.normal(0, 0.6, SHAPE).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "TS_1.mrc"
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(volume.astype(np.float32))
+        mrc.voxel_size = VOXEL
+    inputs = []
+    for label, recall in (("a", 0.95), ("b", 0.9), ("c", 0.85)):
+        rows = [p for p in particles if rng.random() < recall] + beads
+        rows = [tuple(np.asarray(r) + rng.normal(0, 5, 3)) for r in rows]
+        lines = ["id,experiment,particle_type,x,y,z"]
+        lines += [f"{i},TS_1,ribosome,{x:.1f},{y:.1f},{z:.1f}" for i, (x, y, z) in enumerate(rows)]
+        (folder / f"{label}.csv").write_text("\n".join(lines) + "\n")
+        inputs.append(f"{label}={folder / f'{label}.csv'}")
+    return path, particles, beads, inputs
+
+
+def _near(table: pd.DataFrame, points, reach: float) -> np.ndarray:
+    xyz = table[["x", "y", "z"]].to_numpy(dtype=float)
+    d = np.linalg.norm(xyz[:, None, :] - np.asarray(points)[None], axis=2)
+    return d.min(axis=1) < reach
+
+
+def test_box_statistics_do_not_depend_on_the_boxes_scale_or_offset():
+    rng = np.random.default_rng(1)
+    boxes = rng.normal(0, 1, (4, 20, 20, 20)).astype(np.float32)
+    a = box_statistics(boxes)
+    b = box_statistics(3.0 * boxes - 7.0)
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_image_statistics_flag_beads_and_spare_particles(tmp_path):
+    path, particles, beads, _ = _bead_world(tmp_path)
+    points = pd.DataFrame(particles + beads, columns=["x", "y", "z"])
+    points.insert(0, "tomogram", "TS_1")
+    points.insert(1, "particle", "ribosome")
+    tomo = read_tomogram(path)
+    stats = candidate_statistics(points, {"TS_1": tomo}, {"ribosome": RADIUS})
+    assert stats.notna().all().all()
+    z = robust_scores(stats, points["particle"])
+    veto, warnings = density_veto(z, points["particle"])
+    assert veto.tolist() == [False] * len(particles) + [True] * len(beads)
+    assert warnings == []
+    # deterministic, and independent of the order of the candidates
+    again = candidate_statistics(points.iloc[::-1], {"TS_1": tomo}, {"ribosome": RADIUS})
+    pd.testing.assert_frame_equal(again.sort_index(), stats)
+
+
+def test_the_veto_never_wipes_out_a_class_whose_typical_box_is_junk():
+    z = pd.DataFrame({"core": [9.0] * 4 + [0.0] * 6, "body": 9.0, "peak": 9.0, "profile": 0.0})
+    veto, warnings = density_veto(z, pd.Series(["rare"] * 10))
+    assert not veto.any()
+    assert len(warnings) == 1 and "rare: 40%" in warnings[0]
+
+
+def test_a_class_with_too_few_candidates_has_no_typical_box():
+    stats = pd.DataFrame({"core": [1.0, 50.0], "body": 1.0, "peak": 1.0, "trough": -1.0})
+    for k in range(10):
+        stats[f"p{k}"] = float(k)
+    z = robust_scores(stats, pd.Series(["x", "x"]))
+    assert z[["core", "body", "peak"]].isna().all().all()
+    assert not density_veto(z, pd.Series(["x", "x"]))[0].any()
+
+
+def test_beads_all_pickers_agree_on_are_rejected_with_tomograms_only(tmp_path):
+    path, particles, beads, inputs = _bead_world(tmp_path / "world")
+    results = {}
+    for name, tomograms in (("with", [path]), ("without", [])):
+        with Store(tmp_path / f"{name}.db") as store:
+            result = aggregate(
+                store,
+                inputs,
+                out=tmp_path / name,
+                tomograms=tomograms,
+                voxel_size=None if tomograms else VOXEL,
+                formats=["csv"],
+            )
+            results[name] = store.consensus(result.run_id)
+    for name, table in results.items():
+        on_bead = _near(table, beads, 30.0)
+        assert on_bead.sum() == len(beads), name
+        accepted = table["accepted"].astype(bool).to_numpy()
+        if name == "without":  # the pickers' agreement alone accepts them: the test can fail
+            assert accepted[on_bead].all()
+        else:
+            assert not accepted[on_bead].any()
+            assert table.loc[on_bead, "reason"].str.startswith("image: centre").all()
+            on_particle = _near(table, particles, 30.0)
+            assert accepted[on_particle].all()
