@@ -84,8 +84,8 @@ def decide_latent(
 
     ``images`` (with tomograms): the box statistics of
     :func:`picks.consensus.image_features.candidate_statistics`, indexed like the consensus.
-    Each class's typical particle is the median box of the candidates the model finds likely
-    particles (P ≥ 0.5); a candidate far denser than it (a gold bead, contamination) gets
+    A candidate far denser than its class's typical box (a gold bead, contamination; the
+    likely particles, P ≥ 0.5, say which way is dense) gets
     P(particle) = 0 and is rejected with the reason (:func:`~picks.consensus.image_features.
     density_veto`), whatever the pickers' agreement.
     """
@@ -124,11 +124,12 @@ def decide_latent(
     out["decided_by"] = np.where(forced, "reference", "latent")
     own = decided["reason"].astype(str).to_numpy().astype(object)
     if veto.any():
-        core = z["core"].to_numpy()
+        worst = z.idxmax(axis=1).to_numpy()
+        top = z.max(axis=1).to_numpy()
         for i in np.flatnonzero(veto.to_numpy()):
             own[i] = (
-                f"image: centre {core[i]:.1f} robust spreads denser than the typical "
-                f"{consensus['particle'].iloc[i]} (a bead or contamination): rejected"
+                f"image: {worst[i]} {top[i]:.1f} robust spreads denser than the typical "
+                f"{consensus['particle'].iloc[i]} box (a bead or contamination): rejected"
             )
     out["reason"] = [
         (f"{head}, but a trusted reference decides: {'accepted' if ok else 'rejected'}; {base}")
