@@ -124,8 +124,9 @@ def decide_latent(
     out["decided_by"] = np.where(forced, "reference", "latent")
     own = decided["reason"].astype(str).to_numpy().astype(object)
     if veto.any():
-        worst = z.idxmax(axis=1).to_numpy()
-        top = z.max(axis=1).to_numpy()
+        dense = np.nan_to_num(z.to_numpy(dtype=float), nan=-np.inf)
+        worst = np.asarray(z.columns)[dense.argmax(axis=1)]
+        top = dense.max(axis=1)
         for i in np.flatnonzero(veto.to_numpy()):
             own[i] = (
                 f"image: {worst[i]} {top[i]:.1f} robust spreads denser than the typical "
