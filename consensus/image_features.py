@@ -36,7 +36,10 @@ DEFAULT_BOX = 20
 BOX_RADII = 2.0
 SHELL_START = 1.3
 # Robust z beyond this is an extreme outlier (a normal variable exceeds 6 sigmas once in
-# 5·10^8); on the simulated worlds no true particle reached 4 (docs/latent.md).
+# 5·10^8) against a class's typical candidate; against its likely particles (a tighter
+# group, and what the beads may dominate) half as far. Measured on sim-11x3/12x3/13x5 and
+# polnet (docs/latent.md): no true particle vetoed, 62 of 64 beads.
+LIKELY_Z = 3.0
 EXTREME_Z = 6.0
 _MAD = 1.4826
 
@@ -129,6 +132,7 @@ def robust_scores(
     particle: pd.Series,
     likely: np.ndarray | None = None,
     *,
+    typical: np.ndarray | None = None,
     min_candidates: int = 8,
 ) -> pd.DataFrame:
     """Per-class robust z of ``core, body, peak``: how far from the class's typical box.
@@ -149,17 +153,18 @@ def robust_scores(
     keys = pd.Series(particle.to_numpy(dtype=object), index=stats.index).astype(str).to_numpy()
     likely = np.ones(len(stats), dtype=bool) if likely is None else np.asarray(likely, bool)
     measured = np.isfinite(stats[["core", "body", "peak"]].to_numpy(dtype=float)).all(axis=1)
+    typical = np.ones(len(stats), dtype=bool) if typical is None else np.asarray(typical, bool)
     for key in sorted(set(keys.tolist())):
         rows = np.flatnonzero(keys == key)
-        ref = measured[rows]
+        ref = measured[rows] & typical[rows]
         if ref.sum() < min_candidates:
             continue
         block = stats.iloc[rows]
-        polarity = ref & likely[rows]
+        polarity = measured[rows] & likely[rows]
         if polarity.sum() < min_candidates:
             polarity = ref
-        typical = [np.median(block[c].to_numpy(float)[polarity]) for c in ("core", "body")]
-        sign = 1.0 if max(typical, key=abs) >= 0 else -1.0
+        contrast = [np.median(block[c].to_numpy(float)[polarity]) for c in ("core", "body")]
+        sign = 1.0 if max(contrast, key=abs) >= 0 else -1.0
         for name in STATISTICS:
             # dark particles: a bead's extreme is the box's 1st percentile ("trough")
             column = "trough" if (name == "peak" and sign < 0) else name
@@ -169,19 +174,32 @@ def robust_scores(
 
 
 def density_veto(
-    z: pd.DataFrame, particle: pd.Series, *, limit: float = EXTREME_Z, max_fraction: float = 0.3
+    z: pd.DataFrame,
+    z_likely: pd.DataFrame,
+    particle: pd.Series,
+    *,
+    limit: float = EXTREME_Z,
+    likely_limit: float = LIKELY_Z,
+    max_fraction: float = 0.3,
 ) -> tuple[pd.Series, list[str]]:
-    """Candidates far denser than their class's typical particle: beads, contamination.
+    """Candidates far denser than their class's typical box: beads, contamination.
 
-    True where the centre (``core``), the whole body or the peak is more than ``limit``
-    robust spreads denser than the class's typical box: a protein of the class is not; a
-    gold bead (dense centre, high peak) or a lump of contamination (dense core and body) is.
+    True where a statistic (centre, body or peak) is more than ``limit`` robust spreads
+    denser than the class's typical candidate (``z``: :func:`robust_scores` against all its
+    candidates) *and* one is more than ``likely_limit`` denser than its likely particles
+    (``z_likely``: against the candidates the pickers' agreement makes likely particles).
+    The first alone would reject a class's true particles where most candidates are faint
+    junk (on polnet the true ribosomes are 7–12 spreads denser than the typical ribosome
+    candidate, but typical of the likely ribosomes); the second alone fails where the pickers
+    agree on more beads than particles (sim-13x5's beta-amylase: against those the beads
+    look typical). Where a class has no typical box (too few candidates), NaN: no veto.
     Guard: when more than ``max_fraction`` of a class's candidates would be vetoed, the
     class's typical box is not trustworthy, so nothing is vetoed there and a warning says so
     — the veto never wipes out a class.
     """
     dense = np.nan_to_num(z[list(STATISTICS)].to_numpy(dtype=float), nan=-np.inf)
-    veto = (dense > limit).any(axis=1)
+    dense_likely = np.nan_to_num(z_likely[list(STATISTICS)].to_numpy(dtype=float), nan=-np.inf)
+    veto = (dense > limit).any(axis=1) & (dense_likely > likely_limit).any(axis=1)
     warnings: list[str] = []
     keys = pd.Series(particle.to_numpy(dtype=object)).astype(str).to_numpy()
     for key in sorted(set(keys[veto].tolist())):

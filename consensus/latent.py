@@ -170,7 +170,8 @@ def _image_veto(
         raise PicksError("image statistics must be indexed like the consensus candidates")
     likely = posterior.fillna(0.0).to_numpy(dtype=float) >= 0.5
     z = robust_scores(images, consensus["particle"], likely)
-    veto, notes = density_veto(z, consensus["particle"])
+    z_likely = robust_scores(images, consensus["particle"], likely, typical=likely)
+    veto, notes = density_veto(z, z_likely, consensus["particle"])
     return veto, z, notes
 
 

@@ -85,7 +85,9 @@ def test_image_statistics_flag_beads_and_spare_particles(tmp_path):
     stats = candidate_statistics(points, {"TS_1": tomo}, {"ribosome": RADIUS})
     assert stats.notna().all().all()
     z = robust_scores(stats, points["particle"])
-    veto, warnings = density_veto(z, points["particle"])
+    likely = np.ones(len(points), dtype=bool)  # the pickers agree on all of them
+    z_likely = robust_scores(stats, points["particle"], likely, typical=likely)
+    veto, warnings = density_veto(z, z_likely, points["particle"])
     assert veto.tolist() == [False] * len(particles) + [True] * len(beads)
     assert warnings == []
     # deterministic, and independent of the order of the candidates
@@ -95,7 +97,7 @@ def test_image_statistics_flag_beads_and_spare_particles(tmp_path):
 
 def test_the_veto_never_wipes_out_a_class_whose_typical_box_is_junk():
     z = pd.DataFrame({"core": [9.0] * 4 + [0.0] * 6, "body": 0.0, "peak": 0.0})
-    veto, warnings = density_veto(z, pd.Series(["rare"] * 10))
+    veto, warnings = density_veto(z, z, pd.Series(["rare"] * 10))
     assert not veto.any()
     assert len(warnings) == 1 and "rare: 40%" in warnings[0]
 
@@ -104,7 +106,23 @@ def test_a_class_with_too_few_candidates_has_no_typical_box():
     stats = pd.DataFrame({"core": [1.0, 50.0], "body": 1.0, "peak": 1.0, "trough": -1.0})
     z = robust_scores(stats, pd.Series(["x", "x"]))
     assert z[["core", "body", "peak"]].isna().all().all()
-    assert not density_veto(z, pd.Series(["x", "x"]))[0].any()
+    assert not density_veto(z, z, pd.Series(["x", "x"]))[0].any()
+
+
+def test_particles_denser_than_the_junk_but_typical_of_the_likely_ones_are_kept():
+    # 30 faint junk candidates and 10 bright particles the pickers agree on: against the
+    # class's typical candidate the particles are extreme, against the likely ones they are
+    # not; a bead is extreme against both.
+    rng = np.random.default_rng(3)
+    core = np.concatenate([rng.normal(0, 1, 30), rng.normal(15, 1, 10), [60.0]])
+    stats = pd.DataFrame({"core": core, "body": core / 2, "peak": core, "trough": -1.0})
+    particle = pd.Series(["ribosome"] * len(core))
+    likely = np.r_[np.zeros(30, bool), np.ones(11, bool)]
+    z = robust_scores(stats, particle, likely)
+    z_likely = robust_scores(stats, particle, likely, typical=likely)
+    assert (z["core"].iloc[30:40] > 6).all()
+    veto, _ = density_veto(z, z_likely, particle)
+    assert veto.tolist() == [False] * 40 + [True]
 
 
 def test_beads_all_pickers_agree_on_are_rejected_with_tomograms_only(tmp_path):
