@@ -146,8 +146,10 @@ def robust_scores(
     is dense: the signs are turned so that positive means *denser than the typical
     particle* — the sign of the likely particles' stronger median contrast, core or body
     (the core of a hollow class such as apo-ferritin is darker than the background; a radius
-    larger than the particle leaves the body at background). A class with fewer than
-    ``min_candidates`` measured candidates gets NaN (no typical box to compare with).
+    larger than the particle leaves the body at background). ``typical`` (a boolean mask)
+    replaces "all candidates" as the reference where it holds at least ``min_candidates`` of
+    the class. A class with fewer than ``min_candidates`` measured candidates gets NaN (no
+    typical box to compare with).
     """
     out = pd.DataFrame(np.nan, index=stats.index, columns=list(STATISTICS))
     keys = pd.Series(particle.to_numpy(dtype=object), index=stats.index).astype(str).to_numpy()
@@ -157,6 +159,8 @@ def robust_scores(
     for key in sorted(set(keys.tolist())):
         rows = np.flatnonzero(keys == key)
         ref = measured[rows] & typical[rows]
+        if ref.sum() < min_candidates:  # too few to be typical: against all candidates
+            ref = measured[rows]
         if ref.sum() < min_candidates:
             continue
         block = stats.iloc[rows]
