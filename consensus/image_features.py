@@ -216,3 +216,17 @@ def density_veto(
                 f"particle (> {max_fraction:.0%}): its typical box is not trusted, no image veto"
             )
     return pd.Series(veto, index=z.index, name="image_veto"), warnings
+
+
+def veto_from_statistics(
+    stats: pd.DataFrame, particle: pd.Series, likely: np.ndarray
+) -> tuple[pd.Series, pd.DataFrame, list[str]]:
+    """:func:`density_veto` from :func:`candidate_statistics` and the likely particles mask.
+
+    Returns the veto, the z-scores against the class's typical candidate (for the reasons)
+    and the guard's warnings.
+    """
+    z = robust_scores(stats, particle, likely)
+    z_likely = robust_scores(stats, particle, likely, typical=likely)
+    veto, notes = density_veto(z, z_likely, particle)
+    return veto, z, notes

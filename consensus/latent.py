@@ -164,15 +164,12 @@ def _image_veto(
     consensus: pd.DataFrame, images: pd.DataFrame, posterior: pd.Series
 ) -> tuple[pd.Series, pd.DataFrame, list[str]]:
     """The density veto against each class's likely particles (see :func:`decide_latent`)."""
-    from picks.consensus.image_features import density_veto, robust_scores
+    from picks.consensus.image_features import veto_from_statistics
 
     if not images.index.equals(consensus.index):
         raise PicksError("image statistics must be indexed like the consensus candidates")
     likely = posterior.fillna(0.0).to_numpy(dtype=float) >= 0.5
-    z = robust_scores(images, consensus["particle"], likely)
-    z_likely = robust_scores(images, consensus["particle"], likely, typical=likely)
-    veto, notes = density_veto(z, z_likely, consensus["particle"])
-    return veto, z, notes
+    return veto_from_statistics(images, consensus["particle"], likely)
 
 
 def temper(posterior: pd.Series, temperature: float) -> pd.Series:

@@ -19,7 +19,7 @@ from picks.core.tomograms import read_tomogram
 from picks.workflows.aggregate import aggregate
 
 VOXEL = 10.0
-SHAPE = (48, 160, 160)  # z, y, x
+SHAPE = (48, 160, 256)  # z, y, x: x > 150 is empty background (noise samples)
 RADIUS = 60.0  # Å: the class's particles
 BEAD = 25.0  # Å: small and very dense
 
@@ -150,3 +150,46 @@ def test_beads_all_pickers_agree_on_are_rejected_with_tomograms_only(tmp_path):
             assert table.loc[on_bead, "reason"].str.startswith("image: ").all()
             on_particle = _near(table, particles, 30.0)
             assert accepted[on_particle].all()
+
+
+def test_a_bead_world_yields_bead_free_cnn_training_positives(tmp_path):
+    from picks.consensus.cnn.boxes import tomogram_lookup
+    from picks.consensus.cnn.train import training_table
+    from picks.core.particles import Catalog
+    from picks.workflows.rescore import load_run_data, with_image_veto
+
+    path, _, beads, inputs = _bead_world(tmp_path / "world")
+    catalog = Catalog().with_radii({"ribosome": RADIUS})
+    with Store(tmp_path / "p.db") as store:
+        result = aggregate(
+            store,
+            inputs,
+            out=tmp_path / "out",
+            tomograms=[path],
+            method="vote",
+            formats=["csv"],
+            noise_ratio=1.0,
+        )
+        plain = store.consensus(result.run_id)
+        vetoed, info = with_image_veto(plain, tomogram_lookup(store.tomograms()), catalog, "auto")
+        tables = {
+            name: training_table(
+                load_run_data(store, result.run_id, frame),
+                result.run_id,
+                catalog=catalog,
+                candidates=frame,
+            )
+            for name, frame in (("plain", plain), ("vetoed", vetoed))
+        }
+    assert info["vetoed"] == len(beads)
+    for name, training in tables.items():
+        table = training.table
+        positives = table[table["label"] > 0]
+        on_bead = _near(positives, beads, 30.0)
+        if name == "plain":  # every picker agrees on the beads: support alone makes them labels
+            assert on_bead.sum() == len(beads)
+        else:
+            assert not on_bead.any()
+            junk = table[table["kind"] == "image-veto"]
+            assert len(junk) == len(beads) and (junk["label"] == 0).all()
+            assert training.counts["image_vetoed"] == len(beads)

@@ -34,7 +34,14 @@ import pandas as pd
 from picks.consensus.cnn import combine as combiner
 from picks.consensus.cnn import network as cnn
 from picks.consensus.cnn.boxes import EdgePolicy, Geometry, iter_boxes, tomogram_lookup
-from picks.consensus.cnn.train import RunData, fit, is_trusted, training_table, unique_model_path
+from picks.consensus.cnn.train import (
+    RunData,
+    fit,
+    is_trusted,
+    positive_selection,
+    training_table,
+    unique_model_path,
+)
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog
 from picks.core.progress import null_progress
@@ -48,6 +55,26 @@ FEW_POSITIVES = 100  # below this many training positives the summary warns
 # positives, got a median P(particle) of 0.085 and a third of them were rejected.
 MIN_CLASS_POSITIVES = 20
 TYPICALITY = "typicality"  # the scores row holding a model's typicality of the pick
+
+
+def with_image_veto(
+    candidates: pd.DataFrame, lookup: dict, catalog: Catalog, positives: str
+) -> tuple[pd.DataFrame, dict]:
+    """``candidates`` with an ``image_veto`` column: the beads and contamination that the
+    pickers agree on, which must not become training positives (issue 10 §4). The likely
+    particles are the training positives the support rule would choose."""
+    from picks.consensus.image_features import candidate_statistics, veto_from_statistics
+
+    names = candidates["particle"]
+    known = names.map(lambda p: isinstance(p, str) and p in catalog).to_numpy(dtype=bool)
+    radii = {p: catalog.radius(p) for p in set(names[known])}
+    stats = candidate_statistics(candidates[known], lookup, radii)
+    likely, _ = positive_selection(candidates[known], positives)
+    veto, _, notes = veto_from_statistics(stats, names[known], likely)
+    out = candidates.copy()
+    out["image_veto"] = False
+    out.loc[veto.index[veto.to_numpy()], "image_veto"] = True
+    return out, {"vetoed": int(out["image_veto"].sum()), "warnings": notes}
 
 
 def rescore_run(
@@ -106,6 +133,7 @@ def rescore_run(
     train_drops: list[tuple[str, int, str]] | None = None  # None: no training in this call
     started = time.perf_counter()
     if model is None:
+        candidates, summary["image_veto"] = with_image_veto(candidates, lookup, catalog, positives)
         trained = fit(
             load_run_data(store, run_id, candidates),
             run_id,

@@ -108,6 +108,27 @@ def positive_selection(candidates: pd.DataFrame, rule: str = "auto") -> tuple[np
     """
     if rule not in POSITIVE_RULES:
         raise PicksError(f"positives rule {rule!r}: expected one of {', '.join(POSITIVE_RULES)}")
+    mask, text = _positive_rule(candidates, rule)
+    # Junk every picker agrees on (a gold bead) must not teach the network what a particle is:
+    # an ``image_veto`` column (picks.consensus.image_features.density_veto) takes those out;
+    # a trusted reference's decision still stands.
+    veto = _image_veto(candidates)
+    if veto.any():
+        status = candidates["status"].astype(str)
+        forced = (is_trusted(candidates) & (status == "positive")).to_numpy() | (
+            status == "reference"
+        ).to_numpy()
+        mask = mask & (~veto | forced)
+    return mask, text
+
+
+def _image_veto(candidates: pd.DataFrame) -> np.ndarray:
+    if "image_veto" not in candidates:
+        return np.zeros(len(candidates), dtype=bool)
+    return candidates["image_veto"].fillna(False).to_numpy(dtype=bool)
+
+
+def _positive_rule(candidates: pd.DataFrame, rule: str) -> tuple[np.ndarray, str]:
     status = candidates["status"].astype(str)
     forced = (is_trusted(candidates) & (status == "positive")).to_numpy() | (
         status == "reference"
@@ -167,6 +188,8 @@ def training_table(
     tomos = set(candidates["tomogram"].astype(str))
     mask, positive_rule = positive_selection(candidates, positives)
     pos = candidates[mask]
+    # Candidates the image veto rejected are confident junk: negatives, like noise samples.
+    junk = candidates[_image_veto(candidates) & ~mask]
     frames = [
         pd.DataFrame(
             {
@@ -203,6 +226,21 @@ def training_table(
                     "y": refs["y"].to_numpy(),
                     "z": refs["z"].to_numpy(),
                     "negative": negative,
+                }
+            )
+        )
+    if len(junk):
+        frames.append(
+            pd.DataFrame(
+                {
+                    "kind": "image-veto",
+                    "ref_id": junk["id"].to_numpy(dtype=np.int64),
+                    "tomogram": junk["tomogram"].astype(str).to_numpy(),
+                    "particle": None,
+                    "x": junk["x"].to_numpy(),
+                    "y": junk["y"].to_numpy(),
+                    "z": junk["z"].to_numpy(),
+                    "negative": True,
                 }
             )
         )
@@ -265,6 +303,7 @@ def training_table(
         "positive_references_already_in_consensus": n_pos_refs_merged,
         "negative_references": n_neg_refs,
         "noise": int((table["kind"] == "noise").sum()),
+        "image_vetoed": int((table["kind"] == "image-veto").sum()),
         "undersampled": undersampled,
     }
     return TrainingTable(table.drop(columns=["negative"]), classes, counts)
@@ -357,9 +396,10 @@ def fit(
     with progress("extract training boxes", total=len(table)) as advance:
         extracted = extract(table, tomograms, geometry, edge=edge, reader=reader, progress=advance)
     extract_seconds = time.perf_counter() - started
+    # the dropped table's kind names the table ref_id points to (image-veto: a consensus pick)
+    kinds = table["kind"].astype(str).replace({"image-veto": "consensus"})
     dropped = [
-        (str(table["kind"].iat[i]), int(table["ref_id"].iat[i]), reason)
-        for i, reason in extracted.dropped
+        (str(kinds.iat[i]), int(table["ref_id"].iat[i]), reason) for i, reason in extracted.dropped
     ]
     rows = table.iloc[extracted.index].reset_index(drop=True)
     extracted = Extracted(np.arange(len(rows)), extracted.boxes, extracted.dropped)
