@@ -35,12 +35,14 @@ DEFAULT_BOX = 20
 # holds the local background (a neighbour may sit there; the shell's median spread is robust).
 BOX_RADII = 2.0
 SHELL_START = 1.3
-# Robust z beyond this is an extreme outlier (a normal variable exceeds 6 sigmas once in
-# 5·10^8) against a class's typical candidate; against its likely particles (a tighter
-# group, and what the beads may dominate) half as far. Measured on sim-11x3/12x3/13x5 and
-# polnet (docs/latent.md): no true particle vetoed, 62 of 64 beads.
+# Robust z beyond these is a veto (density_veto): against a class's typical candidate, 4.5
+# robust spreads (a normal variable exceeds it once in 3·10^5; no true particle of five
+# simulated worlds passed 3.3, gold beads reach 5–40); against its likely particles (a
+# tighter group, which beads agreed on by every picker may dominate), 3. Measured on
+# sim-11x3/12x3/13x5/14x7 and polnet (docs/latent.md): no true particle vetoed, 114 of 117
+# beads.
+EXTREME_Z = 4.5
 LIKELY_Z = 3.0
-EXTREME_Z = 6.0
 _MAD = 1.4826
 
 
