@@ -288,14 +288,16 @@ class CopickAdapter(Adapter):
             with atomic_path(target, force=force) as tmp:
                 tmp.write_text(json.dumps(document, indent=2), encoding="utf-8")
             written.append(target)
-        created = not config_path.exists()
-        # an existing project config is updated in place (never with --force alone: it may
-        # be the user's own project, which we only add classes to)
+        existed = config_path.exists()
+        # an existing project config is updated in place, with or without --force: it may be
+        # the user's own project, which only gains the classes it lacks
         with atomic_path(config_path, force=True) as tmp:
             tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        if created:  # only a config we created is ours to record (and to remove later)
-            written.append(config_path)
-        ctx.options["written"] = written
+        ctx.options["written"] = written  # the picks files (each reads back as picks)
+        ctx.options["project_files"] = [config_path]
+        # a config that was there before is the user's unless picks wrote it (the caller
+        # knows): it must not be removed as an unfinished run's file
+        ctx.options["updated"] = [config_path] if existed else []
 
     def companions(self, target: Path, options: dict) -> list[Path]:
         return [Path(target) / CONFIG_FILE]

@@ -263,3 +263,34 @@ def test_m008_expands_compact_ranges_into_member_rows(tmp_path: Path):
         assert store.export_members(3) == [6, 7]
         assert "consensus_ids" not in store.db["exports"].columns_dict
         assert [e["path"] for e in audit_consensus(store, 2)["exports"]] == ["/a"]
+
+
+def test_copick_config_survives_force_reruns_and_a_users_config_is_never_recorded(
+    demo, tmp_path: Path
+):
+    _, db, run_id = demo
+    db = copy_store(db, tmp_path / "picks.db")
+    out = tmp_path / "cp"
+    config = out / "copick" / "copick_config.json"
+    for args in ((), ("--force",)):  # a second export with --force keeps (rewrites) it
+        result = invoke("export", run_id, "--db", db, "--out", out, "--format", "copick", *args)
+        assert result.exit_code == 0, result.output
+        assert config.is_file()
+    with Store(db) as store:
+        recorded = [p for p, _, _ in store.export_history() if p.endswith("copick_config.json")]
+    assert recorded == [str(config.resolve())] * 2
+    # a user's own project config in the folder: updated, never recorded as picks' file
+    user = tmp_path / "user"
+    (user / "copick").mkdir(parents=True)
+    (user / "copick" / "copick_config.json").write_text(
+        json.dumps(
+            {"config_type": "filesystem", "overlay_root": "local:///p", "pickable_objects": []}
+        )
+    )
+    result = invoke("export", run_id, "--db", db, "--out", user, "--format", "copick", "--force")
+    assert result.exit_code == 0, result.output
+    with Store(db) as store:
+        paths = [p for p, _, _ in store.export_history()]
+    assert str((user / "copick" / "copick_config.json").resolve()) not in paths
+    kept = json.loads((user / "copick" / "copick_config.json").read_text())
+    assert kept["overlay_root"] == "local:///p" and kept["pickable_objects"]

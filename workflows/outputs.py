@@ -363,9 +363,16 @@ def _write_outputs(
             groups = planned_files(subset, adapter, target) if adapter.layout != "directory" else {}
             companions = set(adapter.companions(target, options))
             written = write_picks(subset, adapter, target, ctx, force=force)
+            written += ctx.options.get("project_files") or []  # copick's config
+            updated = ctx.options.get("updated") or []
+            ours = {path for path, _, _ in store.export_history()} if updated else set()
             for path in written:
                 path = Path(path)
                 if not path.is_file():
+                    continue
+                if path in updated and str(path.resolve()) not in ours:
+                    # a project file of the user's that the writer added to (copick's
+                    # config): not recorded, so no cleanup ever takes it for picks' own
                     continue
                 if path in companions:  # a project file (copick's config): holds no pick
                     held = subset["consensus_id"].iloc[:0]
