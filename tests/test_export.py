@@ -294,3 +294,26 @@ def test_copick_config_survives_force_reruns_and_a_users_config_is_never_recorde
     assert str((user / "copick" / "copick_config.json").resolve()) not in paths
     kept = json.loads((user / "copick" / "copick_config.json").read_text())
     assert kept["overlay_root"] == "local:///p" and kept["pickable_objects"]
+
+
+def test_export_writes_the_current_decisions_after_a_rescoring(demo, tmp_path: Path):
+    """A later stage (``picks score``) stores new decisions: export writes those, not the
+    ones aggregate wrote."""
+    _, db, run_id = demo
+    db = copy_store(db, tmp_path / "picks.db")
+    with Store(db) as store:
+        final = store.consensus(run_id)
+        free = final[final["accepted"].astype(bool) & ~final["forced"].fillna(0).astype(bool)]
+        dropped = free.iloc[:3].assign(
+            accepted=False, score=0.0, reason="rescored", decided_by="cnn"
+        )
+        store.set_decisions(dropped[["id", "accepted", "score", "reason", "decided_by"]])
+    out = tmp_path / "rescored"
+    result = invoke("export", run_id, "--db", db, "--out", out, "--format", "csv", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_written"] == int(final["accepted"].astype(bool).sum()) - 3
+    written = pd.concat(pd.read_csv(p) for p in sorted((out / "czii-csv").glob("*.csv")))
+    assert not set(dropped["id"]) & set(written["consensus_id"])
+    candidates = pd.read_csv(out / "candidates.csv").set_index("consensus_id")
+    assert (candidates.loc[dropped["id"], "accepted"] == 0).all()
+    assert (candidates.loc[dropped["id"], "reason"] == "rescored").all()
