@@ -339,7 +339,7 @@ def _write_outputs(
     for name, adapter in writers:
         if adapter.layout != "directory" and len(frame):
             plan += [
-                PlannedFile(p, name, (p.stem,), True)
+                PlannedFile(p, name, ("all classes",), True)
                 for p in adapter.shared_companions(out / name, options)
             ]
     check_plan(plan)
