@@ -40,9 +40,10 @@ with ``user_id = --option user`` (default ``picks``) and ``session_id = --option
 (default ``consensus``), unit Å, ``transformation_`` from the angles (identity for a pick
 without angles; ``trust_orientation`` is true only when every pick of the file has angles),
 ``score`` (1.0, copick's default, when a pick has none) and ``instance_id = consensus_id`` when
-present (else 0). A copick project config is never
-modified: copick tools show the new picks only for objects its ``pickable_objects`` list, so
-add missing classes to the config yourself.
+present (else 0). It also writes ``copick_config.json`` in the folder (copick's filesystem
+config: ``overlay_root`` the folder, one pickable object per class with label, colour and
+radius in Å), so ``copick.from_file`` opens the output as it is; an existing config there is
+kept and only gains the classes it lacks.
 """
 
 from __future__ import annotations
@@ -61,6 +62,21 @@ from picks.core import picks as canonical
 from picks.core.errors import PicksError
 from picks.core.files import atomic_path, safe_name
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
+
+CONFIG_FILE = "copick_config.json"
+# Colours of new pickable objects, by label (matplotlib's tab10, RGBA): stable across runs.
+PALETTE = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+)
 
 UNIT_FACTORS = {**dict.fromkeys(ANGSTROM_UNITS, 1.0), "nanometer": 10.0, "nm": 10.0}
 
@@ -257,13 +273,34 @@ class CopickAdapter(Adapter):
         clashes = [str(p) for p in groups if p.exists()]
         if clashes and not force:
             raise PicksError(f"{', '.join(clashes[:5])} exist(s)", hint="Use --force to replace.")
+        config_path = self.companions(root, ctx.options)[0]
+        config = project_config(
+            config_path,
+            root,
+            sorted({particle for _, particle, _ in groups.values()}),
+            ctx.options.get("radii") or {},
+            user,
+            session,
+        )
         written = []
         for target, (tomogram, particle, group) in groups.items():
             document = self._document(group, tomogram, particle, user, session)
             with atomic_path(target, force=force) as tmp:
                 tmp.write_text(json.dumps(document, indent=2), encoding="utf-8")
             written.append(target)
-        ctx.options["written"] = written
+        existed = config_path.exists()
+        # an existing project config is updated in place, with or without --force: it may be
+        # the user's own project, which only gains the classes it lacks
+        with atomic_path(config_path, force=True) as tmp:
+            tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        ctx.options["written"] = written  # the picks files (each reads back as picks)
+        ctx.options["project_files"] = [config_path]
+        # a config that was there before is the user's unless picks wrote it (the caller
+        # knows): it must not be removed as an unfinished run's file
+        ctx.options["updated"] = [config_path] if existed else []
+
+    def companions(self, target: Path, options: dict) -> list[Path]:
+        return [Path(target) / CONFIG_FILE]
 
     @staticmethod
     def _document(
@@ -304,3 +341,62 @@ class CopickAdapter(Adapter):
             "points": points,
             "trust_orientation": bool(has_angles.all()) if len(group) else True,
         }
+
+
+def project_config(
+    path: Path,
+    root: Path,
+    classes: list[str],
+    radii: dict,
+    user: str,
+    session: str,
+) -> dict:
+    """The copick project config (copick's ``CopickConfigFSSpec``) that opens ``root`` with
+    ``copick.from_file``: ``config_type`` filesystem, ``overlay_root`` ``local://<root>``
+    (absolute: copick resolves it from the working folder, not from the config's) and a
+    pickable object per class. An existing config at ``path`` is kept and only gains the
+    classes it lacks: new labels continue after its largest (labels are 1.. in sorted class
+    order for a new config), radius from ``radii`` (Å) or picks' particle catalog."""
+    from picks.core.particles import Catalog
+
+    if path.exists():
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PicksError(
+                f"{path}: not a readable copick config ({exc})",
+                hint="Fix or remove it; picks adds its classes to a valid one.",
+            ) from None
+        if not isinstance(config, dict) or not isinstance(config.get("pickable_objects", []), list):
+            raise PicksError(f"{path}: not a copick config (no pickable_objects list)")
+    else:
+        config = {
+            "config_type": "filesystem",
+            "name": "picks consensus",
+            "description": "Consensus picks written by picks",
+            "version": "0.2.0",
+            "user_id": user,
+            "session_id": session,
+            "overlay_root": f"local://{Path(root).resolve()}",
+            "overlay_fs_args": {"auto_mkdir": True},
+            "pickable_objects": [],
+        }
+    objects = config.setdefault("pickable_objects", [])
+    known = {str(o.get("name")) for o in objects if isinstance(o, dict)}
+    labels = [o.get("label") for o in objects if isinstance(o, dict)]
+    label = max([int(v) for v in labels if isinstance(v, int)], default=0)
+    catalog = Catalog().with_radii({str(k): float(v) for k, v in radii.items() if v})
+    for name in classes:
+        if name in known:
+            continue
+        label += 1
+        objects.append(
+            {
+                "name": name,
+                "is_particle": True,
+                "label": label,
+                "color": [*PALETTE[(label - 1) % len(PALETTE)], 255],
+                "radius": catalog.radius(name) if name in catalog else None,
+            }
+        )
+    return config

@@ -56,7 +56,8 @@ RELION cannot read NaN), ``rlnAutopickFigureOfMerit`` = score, and ``rlnTomoPart
 ``<tomogram>/<consensus_id>`` (RELION keeps that column through its jobs, so results can be
 traced back; picks are numbered 1.. per tomogram when there is no consensus id), plus a matching
 ``<name>_tomograms.star`` (``--to-option tomograms_star=PATH`` names it, relative to the
-output's folder) with ``rlnTomoSizeX/Y/Z``, ``rlnTomoTiltSeriesPixelSize`` and
+output's folder; ``picks aggregate`` and ``picks export`` write one ``tomograms.star`` per
+folder instead, listing the tomograms of every particle file there) with ``rlnTomoSizeX/Y/Z``, ``rlnTomoTiltSeriesPixelSize`` and
 ``rlnTomoTomogramBinning``. Knowing no tilt series, picks treats the registered tomogram as one:
 ``Pts = V``, binning 1, sizes = its shape (``--to-option tilt_series_pixel_size=Å`` states the
 real pixel size; sizes become ``round(n·V/Pts)``; ``--to-option tomo_size=NX,NY,NZ`` with
@@ -97,6 +98,9 @@ from picks.core.errors import MissingVoxelSize, PicksError
 from picks.core.files import atomic_path
 from picks.core.tomograms import name_key
 from picks.plugins.adapter import Adapter, ReadContext, WriteContext
+
+# The tomogram table of a folder of particle files written together (aggregate, export).
+SHARED_TOMOGRAMS_STAR = "tomograms.star"
 
 TOMOGRAM_COLUMNS = (
     "rlnTomoName",
@@ -281,6 +285,8 @@ class Relion5Adapter(Adapter):
         return pts
 
     def companions(self, target: Path, options: dict) -> list[Path]:
+        if options.get("shared"):  # one tomograms.star for the folder: shared_companions
+            return []
         named = options.get("tomograms_star")
         return [
             target.parent / Path(named).expanduser()  # absolute paths stay absolute
@@ -288,9 +294,19 @@ class Relion5Adapter(Adapter):
             else target.with_name(f"{target.name.removesuffix('.star')}_tomograms.star")
         ]
 
+    def shared_companions(self, folder: Path, options: dict) -> list[Path]:
+        """One ``tomograms.star`` per output folder, for every particle file in it: RELION 5
+        imports one tomogram set per project, and picks' reader finds it next to them."""
+        return [folder / SHARED_TOMOGRAMS_STAR]
+
     def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
         target = Path(ctx.options.get("target") or path)
-        companion = self.companions(target, ctx.options)[0]
+        shared = bool(ctx.options.get("shared"))
+        companion = (
+            self.shared_companions(target.parent, ctx.options)[0]
+            if shared
+            else self.companions(target, ctx.options)[0]
+        )
         geometry = self._geometry(picks, ctx)
         tomograms = picks["tomogram"].astype(str).to_numpy()
         centre = np.array(
@@ -317,6 +333,20 @@ class Relion5Adapter(Adapter):
             },
             "RELION 5 particles written by picks; decentre with " + companion.name,
         )
+        if not shared:  # else the caller writes the folder's one with write_shared
+            self._write_tomograms_star(companion, ctx, geometry)
+
+    def write_shared(self, picks: pd.DataFrame, folder: Path, ctx: WriteContext) -> list[Path]:
+        """The folder's ``tomograms.star``: every tomogram of ``picks`` (all the particle
+        files of the folder together)."""
+        path = self.shared_companions(folder, ctx.options)[0]
+        self._write_tomograms_star(path, ctx, self._geometry(picks, ctx))
+        return [path]
+
+    @staticmethod
+    def _write_tomograms_star(
+        path: Path, ctx: WriteContext, geometry: dict[str, TomoGeometry]
+    ) -> None:
         names = sorted(geometry)
         table = pd.DataFrame(
             {
@@ -328,7 +358,7 @@ class Relion5Adapter(Adapter):
                 "rlnTomoTomogramBinning": [geometry[t].binning for t in names],
             }
         )
-        with atomic_path(companion, force=bool(ctx.options.get("force"))) as tmp:
+        with atomic_path(path, force=bool(ctx.options.get("force"))) as tmp:
             write_star(tmp, {"global": table}, "RELION 5 tomogram set written by picks")
 
     @staticmethod

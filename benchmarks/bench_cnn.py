@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     timed(pipeline, "cluster", times, "cluster")
     timed(Store, "add_consensus", times, "store consensus")
     timed(noise_mod, "noise_for_run", times, "noise")
-    timed(pipeline, "_write_outputs", times, "writing")
+    timed(pipeline, "write_run_outputs", times, "writing")
     items = picker_inputs(data)
     inputs = [f"{i['label']}={i['path']}" for i in items]
     options = {f"{i['label']}={i['path']}": i["options"] for i in items}

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "evaluate_cmd",
     "demo_cmd",
     "aggregate",
+    "export_cmd",
     "pickers_cmd",
     "cnn_cmds",
     "report_cmd",

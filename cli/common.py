@@ -20,17 +20,25 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def open_store(db: Path, *, must_exist: bool = False):
-    """The store at ``db``; commands that only read (or need a run in it) pass ``must_exist``,
-    so a mistyped ``--db`` is an error instead of a new, empty database."""
+def existing_store(db: Path) -> Path:
+    """``db``, which must exist: a mistyped ``--db`` is an error, not a new, empty database."""
     from picks.core.errors import NotFound
-    from picks.core.store import Store
 
-    if must_exist and not Path(db).is_file():
+    if not Path(db).is_file():
         raise NotFound(
             f"store {db} does not exist",
             hint="Give --db PATH (or set $PICKS_DB) to the database picks import/aggregate wrote.",
         )
+    return Path(db)
+
+
+def open_store(db: Path, *, must_exist: bool = False):
+    """The store at ``db``; commands that only read (or need a run in it) pass ``must_exist``,
+    so a mistyped ``--db`` is an error instead of a new, empty database."""
+    from picks.core.store import Store
+
+    if must_exist:
+        existing_store(db)
     return Store(db)
 
 

@@ -8,6 +8,7 @@ import re
 
 # parameter of the library functions -> the flag of the command that sets it
 FLAGS = {
+    "allow_incomplete": "--allow-incomplete",
     "box_size": "--box-size",
     "combine": "--combine",
     "device": "--device",

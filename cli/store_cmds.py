@@ -14,6 +14,7 @@ from picks.cli.common import (
     JsonOption,
     echo_json,
     echo_table,
+    existing_store,
     open_store,
     parse_options,
     progress,
@@ -178,8 +179,9 @@ def tomograms_cmd(
 
 def sources_cmd(db: DbOption = DB_DEFAULT, json_out: JsonOption = False) -> None:
     """List imported source files with their picker, adapter and pick count."""
-    with open_store(db, must_exist=True) as store:
-        rows = store.sources()
+    from picks.core.store.listing import list_sources
+
+    rows = list_sources(existing_store(db))  # plain sqlite3: fast to start
     if json_out:
         echo_json(rows)
         return
@@ -193,8 +195,9 @@ def sources_cmd(db: DbOption = DB_DEFAULT, json_out: JsonOption = False) -> None
 
 def runs_cmd(db: DbOption = DB_DEFAULT, json_out: JsonOption = False) -> None:
     """List runs (imports, aggregations, trainings) with their status."""
-    with open_store(db, must_exist=True) as store:
-        rows = store.runs()
+    from picks.core.store.listing import list_runs
+
+    rows = list_runs(existing_store(db))  # plain sqlite3: fast to start
     echo_json(rows) if json_out else echo_table(
         rows, ["id", "command", "method", "status", "seed", "started_at", "ended_at", "version"]
     )

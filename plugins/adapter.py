@@ -324,6 +324,17 @@ class Adapter:
         Dynamo's ``.doc``), so output planning can keep other outputs off their names."""
         return []
 
+    def shared_companions(self, folder: Path, options: dict) -> list[Path]:
+        """Files that all the outputs of this format in one ``folder`` share (RELION 5's
+        ``tomograms.star``), written once by :meth:`write_shared` after them. A writer given
+        ``options["shared"]`` leaves them to it (and :meth:`companions` does not list them)."""
+        return []
+
+    def write_shared(self, picks: pd.DataFrame, folder: Path, ctx: WriteContext) -> list[Path]:
+        """Write :meth:`shared_companions` for ``picks`` (every pick written to ``folder``);
+        returns the paths written."""
+        return []
+
     @property
     def can_write(self) -> bool:
         return type(self).write is not Adapter.write

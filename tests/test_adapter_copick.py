@@ -304,6 +304,10 @@ def test_writer_lays_out_a_copick_project(tmp_path: Path):
     ribosome = root / "ExperimentRuns" / "TS_01" / "Picks" / "picks_consensus_ribosome.json"
     ferritin = root / "ExperimentRuns" / "TS_02" / "Picks" / "picks_consensus_apo-ferritin.json"
     assert sorted(written) == sorted([ribosome, ferritin])
+    config = root / "copick_config.json"  # the project config, so copick opens the folder
+    assert ctx.options["project_files"] == [config]
+    objects = json.loads(config.read_text())["pickable_objects"]
+    assert [(o["name"], o["label"]) for o in objects] == [("apo-ferritin", 1), ("ribosome", 2)]
     doc = json.loads(ribosome.read_text())
     assert (doc["user_id"], doc["session_id"], doc["run_name"], doc["unit"]) == (
         "picks",

@@ -168,7 +168,7 @@ def old_store(path: Path, last: str) -> Database:
 
 
 def test_there_is_a_replay_for_every_historical_schema() -> None:
-    assert NAMES[:7] == [
+    assert NAMES[:8] == [
         "m001_initial",
         "m002_dropped",
         "m003_member_duplicates",
@@ -176,6 +176,7 @@ def test_there_is_a_replay_for_every_historical_schema() -> None:
         "m005_source_identity_content",
         "m006_decisions_as_data",
         "m007_run_liveness",
+        "m008_export_members",
     ]
 
 
@@ -207,6 +208,9 @@ def test_old_store_migrates_to_the_current_schema(tmp_path: Path, last: str) -> 
         assert report["consensus"]["id"] == 1
         assert [m["pick_id"] for m in report["members"]] == [1]
         assert audit_pick(store, 1)["pick"]["id"] == 1
+        # m008: the export's compact range "1" became one export_members row
+        assert store.export_members(1) == [1]
+        assert [e["id"] for e in report["exports"]] == [1]
 
 
 def test_schema_snapshot_is_exact(tmp_path: Path) -> None:

@@ -74,9 +74,17 @@ def test_classes_with_one_file_name_are_refused_before_writing(store, tmp_path, 
 
 def test_a_class_cannot_take_the_relion5_companion_name(store, tmp_path):
     store.add_tomograms([Tomogram("TS_1", None, 10.0, (400, 400, 100))])
-    with pytest.raises(PicksError, match="companion of 'a'"):
-        run(store, tmp_path, ["a", "a_tomograms"], formats=("relion5",), force=True)
+    # the folder's one tomograms.star (for all classes) is planned with the particle files
+    with pytest.raises(PicksError, match="companion of 'all classes'"):
+        run(store, tmp_path, ["a", "tomograms"], formats=("relion5",), force=True)
     assert particle_files(tmp_path / "out") == []
+    # "a_tomograms" no longer takes a per-class companion's name: there is none
+    run(store, tmp_path, ["a", "a_tomograms"], formats=("relion5",), force=True)
+    assert [p.name for p in sorted((tmp_path / "out" / "relion5").iterdir())] == [
+        "a.star",
+        "a_tomograms.star",
+        "tomograms.star",
+    ]
 
 
 @pytest.mark.parametrize("name", [".", ".."])

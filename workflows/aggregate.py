@@ -43,6 +43,7 @@ from picks.core.particles import Catalog
 from picks.core.progress import Progress, null_progress
 from picks.core.store import Store
 from picks.workflows import noise as noise_workflow
+from picks.workflows.export import write_run_outputs
 from picks.workflows.importing import check_stored_extent
 from picks.workflows.inputs import (
     InputSpec,
@@ -57,10 +58,6 @@ from picks.workflows.outputs import (
     DEFAULT_FORMATS,
     _check_outputs,
     _default_writers,
-    _remove_stale_outputs,
-    _write_candidates,
-    _write_outputs,
-    _write_submission,
     _write_summary,
     resolve_formats,
 )
@@ -433,7 +430,7 @@ def aggregate(
 
         # -- outputs ----------------------------------------------------------------------
         final = store.consensus(run_id)
-        outputs = _write_outputs(
+        outputs, written_warnings = write_run_outputs(
             store,
             run_id,
             final,
@@ -442,20 +439,9 @@ def aggregate(
             force=force,
             progress=progress,
             voxel_size=voxel_size,
+            radii=radius_map,
         )
-        outputs.append(_write_candidates(store, run_id, final, out))
-        if any(adapter.name == "czii-csv" for _, adapter in writers):
-            row, warning = _write_submission(store, run_id, final, out)
-            outputs.append(row)
-            if warning:
-                warnings.append(warning)
-        if force:
-            stale = _remove_stale_outputs(store, run_id, writers, out, outputs)
-            if stale:
-                warnings.append(
-                    f"--force: removed {len(stale)} file(s) an earlier run had written under "
-                    f"{out} that this run no longer writes (e.g. {stale[0]})"
-                )
+        warnings.extend(written_warnings)
         summary = _summary(picks, final, pickers, class_agnostic)
         accepted = final["accepted"].astype(bool)
         result = AggregateResult(

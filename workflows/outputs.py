@@ -143,7 +143,7 @@ def remove_unfinished_outputs(store: Store, out: Path) -> list[str]:
         return []
     store.mark_stale()
     root = out.resolve()
-    for run in store.running_runs("aggregate"):
+    for run in store.running_runs("aggregate") + store.running_runs("export"):
         try:
             other = Path(json.loads(run[1] or "{}").get("out") or "")
         except ValueError:
@@ -222,20 +222,6 @@ def resolve_formats(formats: Iterable[str], registry) -> list[tuple[str, Any]]:
     return chosen
 
 
-def compact_ranges(ids: Iterable[int]) -> str:
-    """``[1, 2, 3, 7, 9, 10]`` -> ``"1-3,7,9-10"`` (read back by ``core.audit._in_ranges``)."""
-    values = np.unique(np.asarray(list(ids), dtype=np.int64))
-    if len(values) == 0:
-        return ""
-    breaks = np.flatnonzero(np.diff(values) != 1)
-    starts = np.r_[values[0], values[breaks + 1]]
-    ends = np.r_[values[breaks], values[-1]]
-    return ",".join(
-        f"{a}" if a == b else f"{a}-{b}"
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
-    )
-
-
 def _default_writers(
     writers: list[tuple[str, Any]],
     store: Store,
@@ -311,25 +297,24 @@ def _write_outputs(
     force: bool,
     progress: Progress,
     voxel_size: float | None = None,
+    accepted_only: bool = True,
+    record_run: int | None = None,
+    radii: dict | None = None,
 ) -> list[dict]:
-    """Accepted picks, one set per class and format; every file recorded in ``exports``.
+    """Accepted picks (every candidate with ``accepted_only=False``), one set per class and
+    format, plus each format folder's shared files (RELION 5's ``tomograms.star``); every
+    file recorded in ``exports`` under ``record_run`` (default ``run_id``, the run whose
+    decisions they hold), with the consensus ids it holds.
 
     Voxel formats take each tomogram's registered voxel size; with no tomogram registered,
-    ``voxel_size`` (the run's ``--voxel-size``)."""
-    from picks.plugins.adapter import WriteContext
-    from picks.workflows.outputs import (
-        PlannedFile,
-        check_plan,
-        plan_files,
-        planned_files,
-        safe_name,
-        write_picks,
-    )
-
-    accepted = final[final["accepted"].astype(bool)].sort_values("id", kind="stable")
-    frame = output_frame(accepted)
+    ``voxel_size`` (the run's ``--voxel-size``). ``radii`` (Å per class) go to writers that
+    describe classes (copick's project config)."""
+    recorder = run_id if record_run is None else record_run
+    chosen = final[final["accepted"].astype(bool)] if accepted_only else final
+    frame = output_frame(chosen.sort_values("id", kind="stable"))
     keyed = frame["particle"].map(lambda p: "unclassified" if p is None else str(p))
     tomos = store.tomograms()
+    options = {"shared": True, "radii": dict(radii or {})}
     jobs: list[tuple[str, Any, Path, pd.DataFrame, str]] = []
     for name, adapter in writers:
         if adapter.layout == "directory":
@@ -350,46 +335,75 @@ def _write_outputs(
     ]
     for name, adapter, target, subset, cls in jobs:
         if not subset.empty:
-            plan += plan_files(subset, adapter, target, name, (cls,), {})[1]
+            plan += plan_files(subset, adapter, target, name, (cls,), options)[1]
+    for name, adapter in writers:
+        if adapter.layout != "directory" and len(frame):
+            plan += [
+                PlannedFile(p, name, ("all classes",), True)
+                for p in adapter.shared_companions(out / name, options)
+            ]
     check_plan(plan)
+
+    def record(path: Path, name: str, held: pd.Series, cls: str | None) -> dict:
+        # recorded as soon as written: a killed run's files are known (and removed later)
+        store.add_exports([_export_row(recorder, path, name, held)])
+        return {"format": name, "particle": cls, "path": str(path), "n_rows": len(held)}
+
     rows: list[dict] = []
     with progress("write", total=len(jobs)) as advance:
         for name, adapter, target, subset, cls in jobs:
             if subset.empty:
                 advance(1)
                 continue
-            ctx = WriteContext(tomograms=tomos, voxel_size=None if len(tomos) else voxel_size)
+            ctx = WriteContext(
+                tomograms=tomos,
+                voxel_size=None if len(tomos) else voxel_size,
+                options=dict(options),
+            )
             groups = planned_files(subset, adapter, target) if adapter.layout != "directory" else {}
+            companions = set(adapter.companions(target, options))
             written = write_picks(subset, adapter, target, ctx, force=force)
+            written += ctx.options.get("project_files") or []  # copick's config
+            updated = ctx.options.get("updated") or []
+            ours = {path for path, _, _ in store.export_history()} if updated else set()
             for path in written:
                 path = Path(path)
                 if not path.is_file():
                     continue
-                held = groups[path] if path in groups else _directory_rows(subset, path)
-                # recorded as soon as written: a killed run's files are known (and removed later)
-                _record_exports(store, [_export_row(run_id, path, name, held["consensus_id"])])
-                rows.append(
-                    {
-                        "format": name,
-                        "particle": None if cls == "*" else cls,
-                        "path": str(path),
-                        "n_rows": len(held),
-                    }
-                )
+                if path in updated and str(path.resolve()) not in ours:
+                    # a project file of the user's that the writer added to (copick's
+                    # config): not recorded, so no cleanup ever takes it for picks' own
+                    continue
+                if path in companions:  # a project file (copick's config): holds no pick
+                    held = subset["consensus_id"].iloc[:0]
+                elif path in groups:
+                    held = groups[path]["consensus_id"]
+                else:
+                    held = _directory_rows(subset, path)["consensus_id"]
+                rows.append(record(path, name, held, None if cls == "*" else cls))
             advance(1)
+    for name, adapter in writers:
+        if adapter.layout == "directory" or frame.empty:
+            continue
+        ctx = WriteContext(
+            tomograms=tomos, voxel_size=None if len(tomos) else voxel_size, options=dict(options)
+        )
+        ctx.options["force"] = force
+        for path in adapter.write_shared(frame, out / name, ctx):
+            # it describes the tomograms, it holds no pick: no members, so audit does not
+            # list it as a file a pick is in
+            rows.append(record(Path(path), name, frame["consensus_id"].iloc[:0], None))
     return rows
 
 
 def _export_row(run_id: int, path: Path, fmt: str, consensus_ids: pd.Series) -> tuple:
     """One ``exports`` row: the file, its hash, and the consensus picks it holds."""
-    ids = consensus_ids.to_numpy(dtype=np.int64)
     return (
         run_id,
         str(path.resolve()),
         fmt,
         sha256_file(path),
-        len(ids),
-        compact_ranges(ids),
+        consensus_ids.to_numpy(dtype=np.int64),
         now(),
     )
 
@@ -477,8 +491,11 @@ def candidates_table(store: Store, run_id: int, final: pd.DataFrame | None = Non
     return table
 
 
-def _write_candidates(store: Store, run_id: int, final: pd.DataFrame, out: Path) -> dict:
-    """``candidates.csv``: the decision on every candidate, accepted or not (docs/consensus.md)."""
+def _write_candidates(
+    store: Store, run_id: int, final: pd.DataFrame, out: Path, record_run: int | None = None
+) -> dict:
+    """``candidates.csv``: the decision on every candidate, accepted or not (docs/consensus.md);
+    recorded under ``record_run`` (default ``run_id``)."""
     from picks.core.files import atomic_path
 
     table = candidates_table(store, run_id, final)
@@ -486,19 +503,21 @@ def _write_candidates(store: Store, run_id: int, final: pd.DataFrame, out: Path)
     # _check_outputs refused an existing file before the run unless --force.
     with atomic_path(path, force=True) as tmp:  # (creates the folder)
         table.to_csv(tmp, index=False, float_format="%.6g")
-    _record_exports(store, [_export_row(run_id, path, "candidates", table["consensus_id"])])
+    recorder = run_id if record_run is None else record_run
+    _record_exports(store, [_export_row(recorder, path, "candidates", table["consensus_id"])])
     return {"format": "candidates", "particle": None, "path": str(path), "n_rows": len(table)}
 
 
 def _write_submission(
-    store: Store, run_id: int, final: pd.DataFrame, out: Path
+    store: Store, run_id: int, final: pd.DataFrame, out: Path, *, accepted_only: bool = True
 ) -> tuple[dict, str | None]:
     """``submission.csv``: the accepted picks of every class in the CZII submission format
     (``id,experiment,particle_type,x,y,z`` in Å; ids unique across classes, in the order
-    tomogram, class, consensus id). Picks without a class cannot be scored: left out, said."""
+    tomogram, class, consensus id). Picks without a class cannot be scored: left out, said.
+    ``accepted_only=False``: every candidate. Recorded under ``run_id`` (the writing run)."""
     from picks.core.files import atomic_path
 
-    accepted = final[final["accepted"].astype(bool)]
+    accepted = final[final["accepted"].astype(bool)] if accepted_only else final
     classless = accepted["particle"].isna()
     rows = accepted[~classless].sort_values(["tomogram", "particle", "id"], kind="stable")
     table = pd.DataFrame(

@@ -45,17 +45,6 @@ def audit_pick(store: Store, pick_id: int) -> dict:
     }
 
 
-def _in_ranges(ranges: str | None, value: int) -> bool:
-    """Whether ``value`` lies in a compact range list such as ``"1-40,45"``."""
-    for part in (ranges or "").split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        if int(lo) <= value <= int(hi or lo):
-            return True
-    return False
-
-
 def audit_consensus(store: Store, consensus_id: int) -> dict:
     """A consensus pick: members (picker, file, line, original values, distance), support,
     scores, status, the run's parameters and the exported files that contain it."""
@@ -88,11 +77,14 @@ def audit_consensus(store: Store, consensus_id: int) -> dict:
             [consensus_id],
         )
     )
+    # every file that holds the pick (m008), whichever run wrote it (aggregate or export)
     exports = [
-        {k: e[k] for k in ("id", "path", "format", "sha256", "created_at")}
-        | {"state": _file_state(e["path"], e["sha256"])}
-        for e in store.db["exports"].rows_where("run_id = ?", [consensus["run_id"]], order_by="id")
-        if _in_ranges(e.get("consensus_ids"), consensus_id)
+        e | {"state": _file_state(e["path"], e["sha256"])}
+        for e in store.db.query(
+            "SELECT e.id, e.run_id, e.path, e.format, e.sha256, e.created_at FROM exports e "
+            "JOIN export_members m ON m.export_id = e.id WHERE m.consensus_id = ? ORDER BY e.id",
+            [consensus_id],
+        )
     ]
     dropped = list(
         store.db.query(

@@ -7,6 +7,7 @@ pass DataFrames in and out and never write SQL themselves.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -403,15 +404,39 @@ class ConsensusTables:
         )
 
     # -- exported files ----------------------------------------------------------------------
-    def add_exports(self, rows: Sequence[tuple]) -> None:
-        """``exports`` rows ``(run_id, path, format, sha256, n_rows, consensus_ids, created_at)``."""
-        if rows:
-            with self.transaction():
-                self.db.conn.executemany(
-                    "INSERT INTO exports (run_id, path, format, sha256, n_rows, consensus_ids, "
-                    "created_at) VALUES (?,?,?,?,?,?,?)",
-                    rows,
+    def add_exports(self, rows: Sequence[tuple]) -> list[int]:
+        """``exports`` rows ``(run_id, path, format, sha256, consensus_ids, created_at)``, with
+        ``consensus_ids`` the ids of the consensus picks the file holds (``n_rows`` is their
+        number; each becomes an ``export_members`` row, m008). One transaction; returns the
+        new export ids."""
+        ids: list[int] = []
+        if not rows:
+            return ids
+        with self.transaction():
+            for run_id, path, fmt, sha256, members, created_at in rows:
+                members = np.unique(np.asarray(members, dtype=np.int64))
+                cursor = self.db.conn.execute(
+                    "INSERT INTO exports (run_id, path, format, sha256, n_rows, created_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (int(run_id), str(path), fmt, sha256, len(members), created_at),
                 )
+                export_id = int(cursor.lastrowid)
+                self.db.conn.executemany(
+                    "INSERT INTO export_members (export_id, consensus_id) VALUES (?,?)",
+                    zip(itertools.repeat(export_id), members.tolist()),
+                )
+                ids.append(export_id)
+        return ids
+
+    def export_members(self, export_id: int) -> list[int]:
+        """The consensus ids an exported file holds, ascending."""
+        return [
+            int(r[0])
+            for r in self.db.execute(
+                "SELECT consensus_id FROM export_members WHERE export_id = ? ORDER BY consensus_id",
+                [int(export_id)],
+            ).fetchall()
+        ]
 
     def exports_of_other_runs(self, run_id: int) -> list[tuple[str, str]]:
         """``(path, sha256)`` of every file another run exported."""

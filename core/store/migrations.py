@@ -328,6 +328,34 @@ def m007_run_liveness(db: Database) -> None:
             db["runs"].add_column(name, kind)
 
 
+@migrations(name="m008_export_members")
+def m008_export_members(db: Database) -> None:
+    """Which consensus picks each exported file holds, as rows: ``export_members`` has one
+    row per (export, consensus pick), indexed both ways, so "which files hold pick N" is one
+    indexed query instead of parsing every export's compact range text (``"1-40,45"``, the
+    ``exports.consensus_ids`` column before m008, expanded here and dropped)."""
+    db["export_members"].create(
+        {"export_id": int, "consensus_id": int},
+        pk=("export_id", "consensus_id"),
+        foreign_keys=[("export_id", "exports", "id"), ("consensus_id", "consensus", "id")],
+    )
+    db["export_members"].create_index(["consensus_id"])
+    spans = []
+    for export_id, ranges in db.execute("SELECT id, consensus_ids FROM exports").fetchall():
+        for part in (ranges or "").split(","):
+            lo, _, hi = part.strip().partition("-")
+            if lo:
+                spans.append((int(export_id), int(lo), int(hi or lo)))
+    # One set-based insert per range; ids that no consensus row has (none should) are skipped
+    # rather than failing the foreign key.
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO export_members (export_id, consensus_id) "
+        "SELECT ?, id FROM consensus WHERE id BETWEEN ? AND ?",
+        spans,
+    )
+    db.execute("ALTER TABLE exports DROP COLUMN consensus_ids")  # SQLite >= 3.35
+
+
 def migrate(db: Database) -> None:
     """Bring ``db`` to the current schema (idempotent); refuse databases from a newer picks."""
     known = {m.name for m in migrations._migrations}

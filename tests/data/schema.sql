@@ -13,6 +13,9 @@ CREATE INDEX "idx_consensus_run_id_tomogram_particle"
 -- index idx_dropped_run_id
 CREATE INDEX "idx_dropped_run_id"
     ON "dropped" ("run_id");
+-- index idx_export_members_consensus_id
+CREATE INDEX "idx_export_members_consensus_id"
+    ON "export_members" ("consensus_id");
 -- index idx_exports_run_id
 CREATE INDEX "idx_exports_run_id"
     ON "exports" ("run_id");
@@ -85,6 +88,12 @@ CREATE TABLE "dropped" (
    "stage" TEXT,
    "reason" TEXT
 );
+-- table export_members
+CREATE TABLE "export_members" (
+   "export_id" INTEGER REFERENCES "exports"("id"),
+   "consensus_id" INTEGER REFERENCES "consensus"("id"),
+   PRIMARY KEY ("export_id", "consensus_id")
+);
 -- table exports
 CREATE TABLE "exports" (
    "id" INTEGER PRIMARY KEY,
@@ -93,7 +102,6 @@ CREATE TABLE "exports" (
    "format" TEXT,
    "sha256" TEXT,
    "n_rows" INTEGER,
-   "consensus_ids" TEXT,
    "created_at" TEXT
 );
 -- table models

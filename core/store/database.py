@@ -1,0 +1,349 @@
+"""The provenance store (:class:`Store`): one SQLite file (sqlite-utils) holding every source, pick and decision.
+
+Open it with :class:`Store` (``picks.db`` in the working directory by default, ``--db`` or
+``$PICKS_DB`` to choose). Every entry point migrates first, so an old file is upgraded in place.
+Writes that belong together run in one transaction (:meth:`Store.transaction`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+from picks.core import picks as canonical
+from picks.core.errors import NotFound
+from picks.core.progress import now
+from picks.core.store.consensus import ConsensusTables
+from picks.core.store.liveness import (  # noqa: F401  (the store's public names)
+    DEFAULT_BUSY_TIMEOUT_S,
+    DEFAULT_STALE_AFTER_S,
+    FINISHED,
+    busy_retry,
+    busy_timeout,
+    default_path,
+    find_stale,
+    is_busy,
+    process_alive,
+    process_start,
+    stale_after,
+    stale_updates,
+)
+from picks.core.store.migrations import migrate, source_identity
+from picks.core.tomograms import Tomogram, TomogramSet
+
+PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
+
+
+def _has_pending(db: Database) -> bool:
+    from picks.core.store.migrations import migrations
+
+    return bool(migrations.pending(db))
+
+
+def _migration_race(exc: BaseException) -> bool:
+    """Busy, or another command created the same table first (then the retry sees it)."""
+    return is_busy(exc) or "already exists" in str(exc) or isinstance(exc, sqlite3.IntegrityError)
+
+
+class Store(ConsensusTables):
+    """The provenance database. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path | None = None, *, memory: bool = False) -> None:
+        self._live_runs: set[int] = set()  # runs this Store started and has not finished
+        if memory:
+            self.db = Database(memory=True)
+            self.path = None
+        else:
+            self.path = Path(path) if path else default_path()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout())
+            self.db = Database(conn)
+            busy_retry(self.db.enable_wal)
+        self.db.execute("PRAGMA foreign_keys = ON")
+        busy_retry(self._migrate, retry_on=_migration_race)
+        if self.path is not None:
+            self.mark_stale()
+
+    def _migrate(self) -> None:
+        """Apply pending migrations under the write lock: two commands opening a new store
+        at once must not both create its tables."""
+        if not self.db.conn.in_transaction and _has_pending(self.db):
+            with self.transaction():
+                migrate(self.db)
+        else:
+            migrate(self.db)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """All writes inside commit together or not at all. The write lock is taken first
+        (BEGIN IMMEDIATE, retried while another command holds it: :func:`busy_retry`)."""
+        conn = self.db.conn
+        busy_retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        try:
+            yield self.db
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            if self._live_runs:
+                # every write of a run's process is a sign of life (see mark_stale)
+                conn.execute(
+                    f"UPDATE runs SET heartbeat_at = ? WHERE id IN "
+                    f"({','.join('?' * len(self._live_runs))})",
+                    [now(), *sorted(self._live_runs)],
+                )
+            conn.execute("COMMIT")
+
+    # -- tomograms ---------------------------------------------------------------------------
+    def add_tomograms(self, tomograms: Iterable[Tomogram]) -> None:
+        rows = [dict(t.to_row(), registered_at=now()) for t in tomograms]
+        if rows:
+            with self.transaction():
+                self.db["tomograms"].upsert_all(rows, pk="name")
+
+    def tomograms(self) -> TomogramSet:
+        return TomogramSet(
+            Tomogram.from_row(r) for r in self.db["tomograms"].rows_where(order_by="name")
+        )
+
+    # -- runs --------------------------------------------------------------------------------
+    def start_run(
+        self, command: str, params: dict[str, Any], *, method: str = "", seed: int | None = None
+    ) -> int:
+        from picks import __version__
+
+        with self.transaction():
+            table = self.db["runs"].insert(
+                {
+                    "command": command,
+                    "method": method,
+                    "params": json.dumps(params, sort_keys=True, default=str),
+                    "version": __version__,
+                    "seed": seed,
+                    "started_at": now(),
+                    "status": "running",
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "process_start": process_start(os.getpid()),
+                    "heartbeat_at": now(),
+                }
+            )
+        run_id = int(table.last_pk)
+        self._live_runs.add(run_id)
+        return run_id
+
+    def finish_run(
+        self, run_id: int, status: str = "ok", message: str = "", **updates: Any
+    ) -> None:
+        self._live_runs.discard(run_id)
+        with self.transaction():
+            self.db["runs"].update(
+                run_id, {"ended_at": now(), "status": status, "message": message, **updates}
+            )
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        """Set columns of a runs row (``method``, ``params`` ...)."""
+        self.db["runs"].update(run_id, values)
+
+    def mark_stale(self) -> list[int]:
+        """Mark ``running`` runs whose process is gone as ``stale`` (killed, crashed, power
+        lost: nothing could record the end); returns their ids. A run of this host is gone
+        when its pid is not alive (or is another process now); a run of another host, or
+        from before m007, when it has not written for ``$PICKS_STALE_AFTER`` seconds."""
+        stale = find_stale(self.db.conn, self._live_runs)
+        if stale:
+            sql, rows = stale_updates(stale)
+            with self.transaction():
+                self.db.conn.executemany(sql, rows)
+        return [run_id for run_id, _ in stale]
+
+    def run_status(self, run_id: int) -> str:
+        return str(self.get_run(run_id).get("status") or "")
+
+    @contextlib.contextmanager
+    def run(
+        self, command: str, params: dict[str, Any], *, method: str = "", seed: int | None = None
+    ) -> Iterator[int]:
+        """Record a run around a block: status ``ok`` on success, ``failed`` with the error."""
+        run_id = self.start_run(command, params, method=method, seed=seed)
+        try:
+            yield run_id
+        except BaseException as exc:
+            self.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        self.finish_run(run_id, "ok")
+
+    def runs(self) -> list[dict]:
+        self.mark_stale()
+        return list(self.db["runs"].rows_where(order_by="id"))
+
+    def get_run(self, run_id: int) -> dict:
+        try:
+            return self.db["runs"].get(run_id)
+        except NotFoundError:  # only a missing row; a lock or an I/O error stays itself
+            raise NotFound(f"no run with id {run_id}") from None
+
+    # -- sources and raw picks ---------------------------------------------------------------
+    def find_source(self, sha256: str, identity: str | None = None) -> dict | None:
+        """A source with these bytes (and, if given, the same identity, see m004)."""
+        if identity is None:
+            rows = list(self.db["sources"].rows_where("sha256 = ?", [sha256], order_by="id"))
+        else:
+            rows = list(self.db["sources"].rows_where("identity = ?", [identity]))
+        return rows[0] if rows else None
+
+    def add_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> int:
+        """Insert one source and all its picks in a single transaction; returns the source id."""
+        canonical.validate(picks)
+        with self.transaction():
+            source_id = self._insert_source(meta, picks)
+        return source_id
+
+    def find_or_add_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> dict | None:
+        """Add a source unless one with the same ``identity`` is stored, in one transaction,
+        so two commands importing the same file at once store it once (the second finds the
+        first's). Returns the existing source's row, or ``None`` when this one was added (its
+        id is then ``meta["id"]``, set here)."""
+        canonical.validate(picks)
+        with self.transaction():
+            existing = self.find_source(meta["sha256"], meta.get("identity"))
+            if existing is not None:
+                return existing
+            meta["id"] = self._insert_source(meta, picks)
+        return None
+
+    def _insert_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> int:
+        row = {k: v for k, v in meta.items() if k != "id"}
+        for key in ("options", "warnings"):
+            if not isinstance(row.get(key), str | type(None)):
+                row[key] = json.dumps(row[key], sort_keys=True, default=str)
+        row.setdefault("role", "picker")
+        row.setdefault("identity", source_identity(row["sha256"], picks["tomogram"].unique()))
+        row["n_picks"] = len(picks)
+        row["imported_at"] = now()
+        source_id = int(self.db["sources"].insert(row).last_pk)
+        self.insert_picks(source_id, picks)
+        return source_id
+
+    def insert_picks(self, source_id: int, picks: pd.DataFrame) -> None:
+        """Bulk insert (executemany over columns, no per-row Python dicts)."""
+        if picks.empty:
+            return
+        columns = list(canonical.COLUMNS)
+        values = [np.full(len(picks), source_id, dtype=object)]
+        for column in columns:
+            series = picks[column]
+            if canonical.COLUMNS[column] == "float64":
+                array = series.to_numpy(dtype=float).astype(object)
+                array[np.isnan(series.to_numpy(dtype=float))] = None
+                values.append(array)
+            elif column == "record":
+                values.append(series.to_numpy(dtype=np.int64).astype(object))
+            else:
+                values.append(series.to_numpy(dtype=object))
+        placeholders = ",".join("?" * (len(columns) + 1))
+        sql = f"INSERT INTO picks (source_id, {', '.join(columns)}) VALUES ({placeholders})"
+        rows = zip(*[v.tolist() for v in values], strict=True)
+        self.db.conn.executemany(sql, rows)
+
+    def sources(self) -> list[dict]:
+        return list(self.db["sources"].rows_where(order_by="id"))
+
+    def get_source(self, source_id: int) -> dict:
+        try:
+            return self.db["sources"].get(source_id)
+        except NotFoundError:  # only a missing row; a lock or an I/O error stays itself
+            raise NotFound(f"no source with id {source_id}") from None
+
+    def picks(
+        self,
+        *,
+        source_ids: Sequence[int] | None = None,
+        roles: Sequence[str] | None = ("picker",),
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Raw picks joined with their source's picker label and role, as a DataFrame.
+
+        Always includes ``id``, ``source_id``, ``picker`` and ``role``.
+        """
+        wanted = list(columns) if columns else list(canonical.COLUMNS)
+        select = ", ".join(
+            ["p.id", "p.source_id", "s.picker", "s.role"]
+            + [f"p.{c}" for c in wanted if c not in ("id", "source_id")]
+        )
+        where, params = [], []
+        if source_ids is not None:
+            where.append(f"p.source_id IN ({','.join('?' * len(source_ids))})")
+            params.extend(int(i) for i in source_ids)
+        if roles is not None:
+            where.append(f"s.role IN ({','.join('?' * len(roles))})")
+            params.extend(roles)
+        sql = f"SELECT {select} FROM picks p JOIN sources s ON s.id = p.source_id"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY p.id"
+        cursor = self.db.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
+        for column in ("x", "y", "z", "score", "rot", "tilt", "psi"):
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        return frame
+
+    def get_pick(self, pick_id: int) -> dict:
+        rows = list(self.db.query("SELECT * FROM picks WHERE id = ?", [pick_id]))
+        if not rows:
+            raise NotFound(
+                f"no raw pick with id {pick_id}", hint="'picks sources' lists what is imported."
+            )
+        return rows[0]
+
+    def count(self, table: str) -> int:
+        return self.db[table].count
+
+    def run_models(self, run_id: int) -> list[dict]:
+        """The CNN models trained for a run or whose scores its candidates carry, by id:
+        ``id, run_id, path, sha256, created_at`` and ``card`` (the model card, parsed)."""
+        rows = self.db.execute(
+            "SELECT id, run_id, path, sha256, created_at, card FROM models WHERE run_id = ? "
+            "OR id IN (SELECT DISTINCT s.model_id FROM scores s JOIN consensus c "
+            "ON c.id = s.consensus_id WHERE c.run_id = ?) ORDER BY id",
+            [int(run_id), int(run_id)],
+        ).fetchall()
+        out = []
+        for model_id, owner, path, sha256, created_at, card in rows:
+            try:
+                parsed = json.loads(card) if card else {}
+            except ValueError:
+                parsed = {}
+            out.append(
+                {
+                    "id": int(model_id),
+                    "run_id": owner,
+                    "path": path,
+                    "sha256": sha256,
+                    "created_at": created_at,
+                    "card": parsed,
+                }
+            )
+        return out
