@@ -227,3 +227,88 @@ def test_demo_world_identical_on_two_workers(client, tmp_path: Path):
 def test_twenty_tomograms_identical_on_two_workers(client, tmp_path: Path):
     simulation = _world(tmp_path, 20)
     _compare(tmp_path, simulation, client, "vote")
+
+
+class _FailingNoise(DaskExecutor):
+    """Noise sampling of one tomogram raises (as a bad volume or a dying worker would)."""
+
+    def __init__(self, *args, tomogram: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tomogram = tomogram
+
+    def map(self, fn, items, *, label, shared=None):
+        if label != "noise":
+            return super().map(fn, items, label=label, shared=shared)
+        bad = next(payload for name, payload in items if name == self.tomogram)
+
+        def failing(payload, **kwargs):
+            if payload is bad or payload[0] == bad[0]:
+                raise OSError("Input/output error reading the volume")
+            return fn(payload, **kwargs)
+
+        # The same name as the real stage function: the results of the other tomograms are
+        # cached under the keys the real run looks up.
+        failing.__module__, failing.__qualname__ = fn.__module__, fn.__qualname__
+        return super().map(failing, items, label=label, shared=shared)
+
+
+def test_failed_tomogram_is_named_and_the_rerun_completes(client, tmp_path: Path):
+    simulation = _world(tmp_path, 3)
+    out = tmp_path / "out"
+    # The reference: the second of two serial runs in one store (consensus ids continue after
+    # the first run's, as they will after the failed run below).
+    _run(out, tmp_path / "serial.db", simulation, None, method="vote")
+    shutil.rmtree(out)
+    _run(out, tmp_path / "serial.db", simulation, None, method="vote")
+    shutil.move(str(out), str(tmp_path / "serial"))
+
+    db = tmp_path / "dask.db"
+    flaky = _FailingNoise(client, cache_dir=partial_dir(out), tomogram="sim_02")
+    with pytest.raises(TomogramError) as info:
+        _run(out, db, simulation, flaky, method="vote")
+    assert "noise failed for 1 of 3 tomogram(s): tomogram 'sim_02': OSError" in str(info.value)
+    with Store(db) as store:
+        assert [r["status"] for r in store.runs()] == ["failed"]
+        assert "sim_02" in store.runs()[0]["message"]
+    # headers and clustering: 3 tomograms each; noise: the 2 that finished
+    assert len(list(partial_dir(out).glob("*.pkl"))) == 8
+
+    again = DaskExecutor(client, cache_dir=partial_dir(out))
+    _run(out, db, simulation, again, method="vote")
+    assert again.reused == 8  # only sim_02's noise ran again
+    with Store(db) as store:
+        assert [r["status"] for r in store.runs()] == ["failed", "ok"]
+    a, b = _files(tmp_path / "serial"), _files(out)
+    assert [name for name in a if a[name] != b.get(name)] == []
+
+
+def test_cli_workers_runs_on_a_local_cluster(tmp_path: Path):
+    pytest.importorskip("distributed")
+    from picks.workflows.demo import aggregate_inputs
+
+    simulation = _world(tmp_path, 2)
+    args = [f"{s.label}={s.path}" for s in aggregate_inputs(simulation)]
+    for spec in aggregate_inputs(simulation):
+        args += [
+            arg
+            for key, value in spec.options.items()
+            for arg in ("--input-option", f"{spec.label}:{key}={value}")
+        ]
+    common = [*args, "--tomograms", str(simulation.out / "tomograms"), "--method", "vote"]
+    for tag, extra in (("serial", []), ("dask", ["--workers", "2"])):
+        result = runner.invoke(
+            get_app(),
+            [
+                "aggregate",
+                *common,
+                *extra,
+                "--out",
+                str(tmp_path / tag),
+                "--db",
+                str(tmp_path / f"{tag}.db"),
+            ],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+    for name in ("candidates.csv", "submission.csv"):
+        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()

@@ -156,15 +156,16 @@ def open_executor(
         ) from None
     with contextlib.ExitStack() as stack:
         if address == "local":
-            # Dask's own start-up chatter would drown the run's messages; errors still show.
-            logging.getLogger("distributed").setLevel(logging.ERROR)
+            # Dask's own chatter (start-up, a task's traceback) would drown the run's messages:
+            # a failed task is reported once, by map(), naming its tomogram.
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
             cluster = stack.enter_context(
                 distributed.LocalCluster(
                     n_workers=n,
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=None,
-                    silence_logs=logging.ERROR,
+                    silence_logs=logging.CRITICAL,
                     local_directory=tempfile.gettempdir(),
                 )
             )
