@@ -232,8 +232,12 @@ class DaskExecutor:
                 )
                 advance(len(items) - len(todo))
             if todo:
-                data = self.client.scatter([items[i][1] for i in todo])
-                extra = {k: self.client.scatter(v, broadcast=True) for k, v in shared.items()}
+                # hash=False: equal payloads of two calls must not share a key (a released one
+                # would cancel the other call's task, "lost dependencies").
+                data = self.client.scatter([items[i][1] for i in todo], hash=False)
+                extra = {
+                    k: self.client.scatter(v, broadcast=True, hash=False) for k, v in shared.items()
+                }
                 futures = self.client.map(
                     fn, data, **extra, key=[f"{label}-{items[i][0]}-{_token()}" for i in todo]
                 )
@@ -242,6 +246,8 @@ class DaskExecutor:
                     i = slot[future.key]
                     if future.status == "error":
                         failures.append((items[i][0], _describe(future.exception())))
+                    elif future.status != "finished":  # cancelled: its worker or data is gone
+                        failures.append((items[i][0], f"task {future.status}"))
                     else:
                         results[i] = future.result()
                         if keys[i] is not None:
