@@ -107,6 +107,49 @@ def test_serial_executor_names_the_failed_tomogram():
         SerialExecutor().map(half, [("a", 2), ("b", 0)], label="stage")
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"representative": "weighted", "weights": {"p1": 2.0}},
+        {"representative": "best", "class_agnostic": True},
+    ],
+)
+def test_clustering_per_tomogram_equals_the_whole_run(options):
+    import numpy as np
+    import pandas as pd
+
+    from picks.consensus.cluster import ClusterOptions, cluster
+    from picks.workflows.per_tomogram import cluster_per_tomogram
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    centres = rng.uniform(0, 2000, (n // 3, 3))
+    picks = pd.DataFrame(
+        {
+            "id": rng.permutation(n) + 1,
+            "picker": rng.choice(["p0", "p1", "p2"], n),
+            "tomogram": rng.choice(["TS_b", "TS_a", "TS_c", "TS_10"], n),
+            "particle": rng.choice(["ribosome", "apo-ferritin"], n),
+            "x": centres[rng.integers(0, len(centres), n), 0] + rng.normal(0, 20, n),
+            "y": centres[rng.integers(0, len(centres), n), 1],
+            "z": rng.uniform(0, 500, n),
+            # scores: a picker's rank spans tomograms; some missing, some tied
+            "score": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 50, n) / 50),
+            "rot": np.where(rng.random(n) < 0.5, np.nan, rng.uniform(0, 360, n)),
+            "tilt": 10.0,
+            "psi": 20.0,
+        }
+    )
+    radii = {"ribosome": 150.0, "apo-ferritin": 60.0}
+    opts = ClusterOptions(**options)
+    whole = cluster(picks, radii, opts)
+    split = cluster_per_tomogram(SerialExecutor(), picks, radii, opts)
+    pd.testing.assert_frame_equal(whole.consensus, split.consensus, check_exact=True)
+    pd.testing.assert_frame_equal(whole.members, split.members, check_exact=True)
+    assert whole.stats == split.stats
+
+
 # -- on a LocalCluster ------------------------------------------------------------------------
 
 

@@ -33,6 +33,19 @@ from picks.core.errors import PicksError
 from picks.core.tomograms import Tomogram, read_tomogram
 from picks.workflows.parallel import Executor
 
+_CLUSTER_COLUMNS = (
+    "id",
+    "picker",
+    "tomogram",
+    "particle",
+    "x",
+    "y",
+    "z",
+    "score",
+    "rot",
+    "tilt",
+    "psi",
+)
 MAX_PICKERS = 52  # picker labels in one run (cluster.py keeps them in one 64-bit mask)
 
 
@@ -66,7 +79,11 @@ def cluster_per_tomogram(
     score = (
         picks["score"].to_numpy(dtype=float) if "score" in picks else np.full(len(picks), np.nan)
     )
-    frame = picks.assign(_nscore=normalised_scores(picks["picker"].astype(str).to_numpy(), score))
+    # Only what cluster() reads travels (not e.g. each pick's source record).
+    columns = [c for c in _CLUSTER_COLUMNS if c in picks.columns]
+    frame = picks[columns].assign(
+        _nscore=normalised_scores(picks["picker"].astype(str).to_numpy(), score)
+    )
     tomo = frame["tomogram"].astype(str)
     items = [(str(name), group) for name, group in frame.groupby(tomo, sort=True)]
     parts = executor.map(
