@@ -73,6 +73,20 @@ def test_without_dask_the_error_says_what_to_install(monkeypatch):
         assert executor is None
 
 
+def test_the_single_process_path_does_not_import_dask():
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from picks.workflows.parallel import open_executor\n"
+        "import picks.workflows.aggregate, picks.cli.aggregate\n"
+        "with open_executor(None, 1) as ex: assert ex is None\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
 def test_cli_rejects_a_bad_scheduler(tmp_path: Path):
     result = runner.invoke(
         get_app(),

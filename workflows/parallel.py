@@ -235,8 +235,10 @@ class DaskExecutor:
                 # hash=False: equal payloads of two calls must not share a key (a released one
                 # would cancel the other call's task, "lost dependencies").
                 data = self.client.scatter([items[i][1] for i in todo], hash=False)
+                # [v]: scatter takes a dict's items (and a list's elements) one by one.
                 extra = {
-                    k: self.client.scatter(v, broadcast=True, hash=False) for k, v in shared.items()
+                    k: self.client.scatter([v], broadcast=True, hash=False)[0]
+                    for k, v in shared.items()
                 }
                 futures = self.client.map(
                     fn, data, **extra, key=[f"{label}-{items[i][0]}-{_token()}" for i in todo]
