@@ -430,6 +430,7 @@ def aggregate(
                 seed=seed,
                 models_dir=out / "models",
                 progress=progress,
+                executor=executor,
                 **dict(cnn_options or {}),
             )
             warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))

@@ -170,3 +170,123 @@ def _noise(
         seed=seed,
         max_batches=max_batches,
     )
+
+
+def score_points(
+    points: pd.DataFrame,
+    lookup: Mapping,
+    models: Sequence[dict],
+    *,
+    policy,
+    reader: str,
+    batch_size: int,
+    typicality: bool,
+    alpha: float | None,
+    advance=None,
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, str], dict[str, float]]:
+    """Extract the boxes of ``points`` and score them with each model (``model``, ``card``).
+
+    Returns per model the (n, outputs) probabilities and (n,) typicality (NaN where not
+    scored), the dropped rows ``{row: reason}`` and the seconds spent extracting and
+    predicting. Boxes come in batches per tomogram (:func:`iter_boxes`), so scoring one
+    tomogram's points alone gives the same batches, hence the same numbers.
+    """
+    import time
+
+    from picks.consensus.cnn import network as cnn
+    from picks.consensus.cnn.boxes import Geometry, iter_boxes
+
+    n = len(points)
+    spent = {"extract_score": 0.0, "predict": 0.0}
+    probs = [np.full((n, len(m["card"]["classes"])), np.nan, dtype=np.float32) for m in models]
+    typ = [np.full(n, np.nan) for _ in models]
+    dropped: dict[int, str] = {}
+    groups: dict[tuple, list[int]] = {}
+    for k, m in enumerate(models):
+        groups.setdefault((m["card"]["box"], m["card"]["voxel_size"]), []).append(k)
+    for key, members in groups.items():
+        card = models[members[0]]["card"]
+        geometry = Geometry(int(card["box"]), float(card["voxel_size"]), 0)
+        batches = iter_boxes(
+            points, lookup, geometry, edge=policy, reader=reader, batch_size=batch_size
+        )
+        while True:
+            started = time.perf_counter()
+            batch = next(batches, None)
+            spent["extract_score"] += time.perf_counter() - started
+            if batch is None:
+                break
+            started = time.perf_counter()
+            for pos, reason in batch.dropped:
+                dropped.setdefault(pos, reason)
+            if len(batch.index):
+                for k in members:
+                    p, feats = cnn.predict(
+                        models[k]["model"], batch.boxes, box=key[0], features=True
+                    )
+                    params = models[k]["card"].get("typicality") if typicality else None
+                    probs[k][batch.index] = p
+                    typ[k][batch.index] = cnn.typicality(feats, params, alpha)[2]
+            spent["predict"] += time.perf_counter() - started
+            if advance is not None:
+                advance(len(batch.index) + len(batch.dropped))
+    return probs, typ, dropped, spent
+
+
+def score_per_tomogram(
+    executor: Executor,
+    candidates: pd.DataFrame,
+    lookup: Mapping,
+    models: Sequence[dict],
+    **options,
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, str], dict[str, float]]:
+    """:func:`score_points` of ``candidates``, one task per tomogram; equal to the single call.
+
+    The models travel as their saved files' paths (with sha256 and card): each worker loads
+    a model once and keeps it for the run's other tomograms (:func:`_worker_model`).
+    """
+    names = candidates["tomogram"].astype(str).to_numpy()
+    points = candidates[["tomogram", "x", "y", "z"]]
+    order = sorted(set(names.tolist()))
+    rows = {name: np.flatnonzero(names == name) for name in order}
+    items = [
+        (name, (points.iloc[rows[name]].reset_index(drop=True), lookup.get(name))) for name in order
+    ]
+    shipped = [{"path": str(m["path"]), "sha256": m["sha256"], "card": m["card"]} for m in models]
+    parts = executor.map(
+        _score_tomogram, items, label="score", shared={"models": shipped, "options": options}
+    )
+    n = len(candidates)
+    probs = [np.full((n, len(m["card"]["classes"])), np.nan, dtype=np.float32) for m in models]
+    typ = [np.full(n, np.nan) for _ in models]
+    dropped: dict[int, str] = {}
+    spent = {"extract_score": 0.0, "predict": 0.0}
+    for name, (p_part, t_part, d_part, s_part) in zip(order, parts, strict=True):
+        index = rows[name]
+        for k in range(len(models)):
+            probs[k][index] = p_part[k]
+            typ[k][index] = t_part[k]
+        for pos, reason in d_part.items():
+            dropped.setdefault(int(index[pos]), reason)
+        for key, value in s_part.items():
+            spent[key] += value
+    return probs, typ, dropped, spent
+
+
+def _score_tomogram(payload, *, models: list[dict], options: dict):
+    points, tomogram = payload
+    lookup = {} if tomogram is None else {str(points["tomogram"].iloc[0]): tomogram}
+    loaded = [{"model": _worker_model(m), "card": m["card"]} for m in models]
+    return score_points(points, lookup, loaded, **options)
+
+
+_MODELS: dict[str, object] = {}  # sha256 -> model, per worker process: loaded once per run
+
+
+def _worker_model(meta: dict):
+    from picks.consensus.cnn import network as cnn
+
+    model = _MODELS.get(meta["sha256"])
+    if model is None:
+        model = _MODELS[meta["sha256"]] = cnn.load(meta["path"], card=meta["card"])[0]
+    return model
