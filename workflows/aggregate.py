@@ -160,7 +160,7 @@ def aggregate(
     are volumes to register. With volumes (given now, or registered before with files that
     exist), noise is sampled and ``method="auto"`` means the CNN. ``executor``
     (:func:`picks.workflows.parallel.open_executor`) runs the per-tomogram stages (headers,
-    clustering, noise) on Dask workers, with the same results; None: this process.
+    clustering, noise, CNN scoring) on Dask workers, with the same results; None: this process.
     """
     from picks.core.tomograms import find_volumes, read_tomogram
     from picks.plugins.manager import get_registry

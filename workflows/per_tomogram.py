@@ -13,14 +13,18 @@ table, byte for byte:
   order within a tomogram, so concatenating in name order (member rows renumbered) is the
   canonical order of the whole run;
 * :func:`sample_noise_per_tomogram`: :func:`picks.consensus.noise.sample_noise` per tomogram;
-  its random generator is already seeded per tomogram (``seed``, name), never by worker.
+  its random generator is already seeded per tomogram (``seed``, name), never by worker;
+* :func:`score_per_tomogram`: the CNN's box extraction and scoring (:func:`score_points`, which
+  the single-process path calls on all candidates) per tomogram; boxes are batched per
+  tomogram anyway, so the network sees the same batches.
 
-The functions that run on workers (``_read``, ``_cluster``, ``_noise``) take plain data and
-return DataFrames; none opens the store.
+The functions that run on workers (``_read``, ``_cluster``, ``_noise``, ``_score_tomogram``)
+take plain data and return DataFrames and arrays; none opens the store.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -53,7 +57,9 @@ def read_headers(
     executor: Executor, paths: Sequence[Path], *, voxel_size: float | None = None
 ) -> list[Tomogram]:
     """:func:`read_tomogram` for each path, on the executor, in the order of ``paths``."""
-    items = [(Path(p).name, str(p)) for p in paths]
+    # Absolute here: a worker's working folder is not the driver's (read_tomogram stores the
+    # absolute path either way, so the store is the same).
+    items = [(Path(p).name, os.path.abspath(p)) for p in paths]
     return executor.map(_read, items, label="tomograms", shared={"voxel_size": voxel_size})
 
 
@@ -252,7 +258,10 @@ def score_per_tomogram(
     items = [
         (name, (points.iloc[rows[name]].reset_index(drop=True), lookup.get(name))) for name in order
     ]
-    shipped = [{"path": str(m["path"]), "sha256": m["sha256"], "card": m["card"]} for m in models]
+    shipped = [
+        {"path": os.path.abspath(m["path"]), "sha256": m["sha256"], "card": m["card"]}
+        for m in models
+    ]
     parts = executor.map(
         _score_tomogram, items, label="score", shared={"models": shipped, "options": options}
     )
