@@ -154,12 +154,21 @@ def _predict(serial: dict, dask: dict, n_tomograms: int, workers: int) -> dict:
     # the scheduler, joining the results. Measured on `workers`, assumed constant.
     overhead = sum(max(dask["stages"][k] - serial["stages"][k] / workers, 0.0) for k in fan)
     per_tomogram_ms = 1000 * s_fan / n_tomograms
+    task_overhead = len(fan) * n_tomograms * dask.get("per_task_overhead_ms", 0.0) / 1000
     return {
         "per_tomogram_fanout_ms": round(per_tomogram_ms, 2),
         "driver_only_s": round(driver, 2),
         "fanout_overhead_s": round(overhead, 2),
         **{
             f"predicted_{w}_workers_s": round(driver + s_fan / w + overhead + dask["startup_s"], 1)
+            for w in (16, 64)
+        },
+        # The same with only the scheduler's measured cost per task as the overhead (what a
+        # cluster whose workers do not share cores with the driver comes close to).
+        **{
+            f"predicted_{w}_workers_task_overhead_only_s": round(
+                driver + s_fan / w + task_overhead + dask["startup_s"], 1
+            )
             for w in (16, 64)
         },
     }
