@@ -234,6 +234,18 @@ def aggregate_cmd(
         ),
     ] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace existing output files.")] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            metavar="local[:N]|tcp://HOST:PORT",
+            help="Run the per-tomogram stages on Dask (picks[dask]): a local cluster of N "
+            "worker processes, or an existing scheduler. Default: this process.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes; > 1 without --scheduler means local:N."),
+    ] = None,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
 ) -> None:
@@ -276,7 +288,16 @@ def aggregate_cmd(
         voxel_size = voxel_size if voxel_size is not None else job.voxel_size
         seed = job.seed if job.seed is not None and seed == 0 else seed
         force = force or bool(job.force)
-    with open_store(db) as store:
+        scheduler = scheduler if scheduler is not None else job.scheduler
+        workers = workers if workers is not None else job.workers
+    from picks.workflows.parallel import open_executor, partial_dir
+
+    with (
+        open_executor(
+            scheduler, workers, progress=progress, cache_dir=partial_dir(out)
+        ) as executor,
+        open_store(db) as store,
+    ):
         result = aggregate(
             store,
             all_inputs,
@@ -308,6 +329,7 @@ def aggregate_cmd(
             report=report,
             force=force,
             progress=progress,
+            executor=executor,
         )
     if json_out:
         echo_json(result.as_dict())

@@ -22,10 +22,12 @@ FLAGS = {
     "particle": "--particle",
     "positives": "--positive",
     "radii": "--radius",
+    "scheduler": "--scheduler",
     "threshold": "--threshold",
     "tomograms": "--tomograms",
     "voxel_size": "--voxel-size",
     "weights": "--weights",
+    "workers": "--workers",
 }
 _PARAMETER = re.compile(r"`(\w+)(=True)?`")
 

@@ -154,9 +154,19 @@ def _object_array(series: pd.Series) -> np.ndarray:
 
 
 def cluster(
-    picks: pd.DataFrame, radii: Mapping[str | None, float], options: ClusterOptions | None = None
+    picks: pd.DataFrame,
+    radii: Mapping[str | None, float],
+    options: ClusterOptions | None = None,
+    *,
+    scores: np.ndarray | None = None,
 ) -> Clusters:
-    """Cluster ``picks`` into consensus picks (see the module docstring for the guarantees)."""
+    """Cluster ``picks`` into consensus picks (see the module docstring for the guarantees).
+
+    ``scores``: the normalised scores (:func:`normalised_scores`) of ``picks``' rows when they
+    were computed over a larger table, i.e. when ``picks`` is one tomogram of a run clustered
+    on its own (workflows/per_tomogram.py): a percentile rank depends on every pick of the
+    picker, so the tomograms' results then equal those of the whole run clustered at once.
+    """
     options = options or ClusterOptions()
     options.check()
     n = len(picks)
@@ -187,9 +197,8 @@ def cluster(
     if n_pickers_total > 52:
         raise PicksError(f"{n_pickers_total} picker labels: at most 52 are supported in one run")
 
-    # Per-picker percentile rank of the score; no score -> 1.0.
     nscore = (
-        pd.Series(score).groupby(pk).rank(method="max", pct=True).fillna(1.0).to_numpy(dtype=float)
+        normalised_scores(pk, score) if scores is None else np.asarray(scores, dtype=float)[order]
     )
     weight_of = np.array([float(options.weights.get(str(k), 1.0)) for k in k_names])
     w = weight_of[pk]
@@ -345,6 +354,18 @@ def cluster(
         "n_complex_components": n_complex,
     }
     return Clusters(consensus, members, stats)
+
+
+def normalised_scores(picker: object, score: object) -> np.ndarray:
+    """Per-picker percentile rank of the score in (0, 1]; no score -> 1.0. A rank depends on
+    values only (ties take the highest rank), not on the order of the rows."""
+    return (
+        pd.Series(np.asarray(score, dtype=float))
+        .groupby(np.asarray(picker))
+        .rank(method="max", pct=True)
+        .fillna(1.0)
+        .to_numpy(dtype=float)
+    )
 
 
 def _suppress_duplicates(

@@ -16,6 +16,10 @@ min_support = "all-but-one"        # vote only
 paths = ["tomograms/"]
 voxel_size = 10.0                  # only when the headers lack it
 
+[compute]                          # optional: per-tomogram stages on Dask (picks[dask])
+scheduler = "local:8"              # local, local:N or tcp://HOST:PORT (docs/dask.md)
+workers = 8                        # > 1 without scheduler: local:N
+
 [[picker]]
 label = "cryolo"
 path = "pickers/cryolo/*/CBOX_3D"  # a file, a folder or a glob (one input per match)
@@ -39,6 +43,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +67,7 @@ _TABLES = {
     "output": {"out", "formats", "force"},
     "decision": {"method", "beta", "min_support", "seed"},
     "tomograms": {"paths", "voxel_size"},
+    "compute": {"scheduler", "workers"},
 }
 
 
@@ -112,6 +118,8 @@ class InputsFile:
     beta: float | None = None
     min_support: str | None = None
     seed: int | None = None
+    scheduler: str | None = None
+    workers: int | None = None
 
 
 def read_inputs_file(path: str | Path) -> InputsFile:
@@ -166,6 +174,10 @@ def read_inputs_file(path: str | Path) -> InputsFile:
         beta=_number(f"{path}: [decision]", "beta", dec.get("beta"), positive=True),
         min_support=None if dec.get("min_support") is None else str(dec["min_support"]),
         seed=_integer(f"{path}: [decision]", "seed", dec.get("seed")),
+        scheduler=_scheduler(f"{path}: [compute]", tables["compute"].get("scheduler")),
+        workers=_positive_integer(
+            f"{path}: [compute]", "workers", tables["compute"].get("workers")
+        ),
     )
 
 
@@ -252,6 +264,24 @@ def _integer(where: str, key: str, value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputsFileError(f"{where}: key {key!r}: expected a whole number, got {value!r}")
     return value
+
+
+def _scheduler(where: str, value: object) -> str | None:
+    text = _opt_string(where, "scheduler", value)
+    if text is not None and not re.fullmatch(
+        r"local(:[1-9][0-9]*)?|(tcp|tls)://[^\s:/]+:[0-9]+", text
+    ):
+        raise InputsFileError(
+            f"{where}: scheduler = {text!r}: expected local, local:N or tcp://HOST:PORT"
+        )
+    return text
+
+
+def _positive_integer(where: str, key: str, value: object) -> int | None:
+    number = _integer(where, key, value)
+    if number is not None and number < 1:
+        raise InputsFileError(f"{where}: {key} = {number}: expected a whole number ≥ 1")
+    return number
 
 
 def _bool(where: str, key: str, value: object) -> bool | None:

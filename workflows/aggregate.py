@@ -61,6 +61,8 @@ from picks.workflows.outputs import (
     _write_summary,
     resolve_formats,
 )
+from picks.workflows.parallel import Executor, clear_cache
+from picks.workflows.per_tomogram import cluster_per_tomogram, read_headers
 
 METHODS = ("auto", "vote", "latent", "cnn")
 
@@ -145,6 +147,7 @@ def aggregate(
     force: bool = False,
     progress: Progress | None = None,
     registry=None,
+    executor: Executor | None = None,
 ) -> AggregateResult:
     """Aggregate picker outputs into one consensus set (see the module docstring).
 
@@ -152,7 +155,9 @@ def aggregate(
     input as given) to options ``adapter, binning, voxel_size, particle, tomogram, role`` and
     adapter options. ``positives``/``negatives`` are trusted reference files. ``tomograms``
     are volumes to register. With volumes (given now, or registered before with files that
-    exist), noise is sampled and ``method="auto"`` means the CNN.
+    exist), noise is sampled and ``method="auto"`` means the CNN. ``executor``
+    (:func:`picks.workflows.parallel.open_executor`) runs the per-tomogram stages (headers,
+    clustering, noise, CNN scoring) on Dask workers, with the same results; None: this process.
     """
     from picks.core.tomograms import find_volumes, read_tomogram
     from picks.plugins.manager import get_registry
@@ -225,7 +230,11 @@ def aggregate(
     # Tomograms first: adapters resolve names and voxel sizes against them.
     volumes = find_volumes(tomograms) if tomograms else []
     if volumes:
-        store.add_tomograms([read_tomogram(p, voxel_size=voxel_size) for p in volumes])
+        store.add_tomograms(
+            read_headers(executor, volumes, voxel_size=voxel_size)
+            if executor is not None
+            else [read_tomogram(p, voxel_size=voxel_size) for p in volumes]
+        )
     have_volumes = bool(volumes) or any(
         t.path and t.shape and Path(t.path).exists() for t in store.tomograms()
     )
@@ -338,9 +347,12 @@ def aggregate(
         )
 
         # -- cluster and vote ---------------------------------------------------------
-        with progress("cluster", total=1) as advance:
-            clusters = cluster(picks, radius_map, options)
-            advance(1)
+        if executor is not None:
+            clusters = cluster_per_tomogram(executor, picks, radius_map, options)
+        else:
+            with progress("cluster", total=1) as advance:
+                clusters = cluster(picks, radius_map, options)
+                advance(1)
         rules = support_rules(
             picks, weights=weights_map, min_support=min_rule, class_agnostic=class_agnostic
         )
@@ -404,6 +416,7 @@ def aggregate(
                 half_box=noise_half_box,
                 seed=seed,
                 replace=True,
+                executor=executor,
             )
             noise_rows = sampled.as_rows()
             warnings.extend(sampled.warnings)
@@ -424,6 +437,7 @@ def aggregate(
                 seed=seed,
                 models_dir=out / "models",
                 progress=progress,
+                executor=executor,
                 **dict(cnn_options or {}),
             )
             warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
@@ -488,6 +502,8 @@ def aggregate(
         }
         store.update_run(run_id, params=json.dumps(resolved, sort_keys=True, default=str))
         _write_summary(out, result, force)
+    if getattr(executor, "cache_dir", None) is not None:
+        clear_cache(executor.cache_dir)  # the run is recorded: its partial results are done with
     if report:
         # After the run is recorded as finished (the report reads it from the store). The
         # sets are written: a problem with the pictures must not fail the run.

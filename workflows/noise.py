@@ -18,6 +18,7 @@ from picks.consensus.noise import (
 )
 from picks.core.errors import PicksError
 from picks.core.store import Store
+from picks.workflows.parallel import Executor
 
 
 def noise_for_run(
@@ -33,6 +34,7 @@ def noise_for_run(
     seed: int = 0,
     max_batches: int = DEFAULT_MAX_BATCHES,
     replace: bool = False,
+    executor: Executor | None = None,
 ) -> NoiseResult:
     """Sample and store noise for a consensus run: ``count`` per tomogram, or ``ratio`` ×
     its positives. Existing noise of the run is an error unless ``replace``."""
@@ -57,8 +59,21 @@ def noise_for_run(
     )
     if half_box is None:
         half_box = DEFAULT_HALF_BOX_FACTOR * (max(radii.values()) if radii else 0.0)
-    result = sample_noise(
-        store.tomograms(), avoid, counts, half_box=half_box, seed=seed, max_batches=max_batches
-    )
+    if executor is not None:  # one task per tomogram (workflows/per_tomogram.py): same samples
+        from picks.workflows.per_tomogram import sample_noise_per_tomogram
+
+        result = sample_noise_per_tomogram(
+            executor,
+            store.tomograms(),
+            avoid,
+            counts,
+            half_box=half_box,
+            seed=seed,
+            max_batches=max_batches,
+        )
+    else:
+        result = sample_noise(
+            store.tomograms(), avoid, counts, half_box=half_box, seed=seed, max_batches=max_batches
+        )
     store.save_noise(run_id, result.samples, replace=replace)
     return result

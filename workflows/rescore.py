@@ -33,7 +33,7 @@ import pandas as pd
 
 from picks.consensus.cnn import combine as combiner
 from picks.consensus.cnn import network as cnn
-from picks.consensus.cnn.boxes import EdgePolicy, Geometry, iter_boxes, tomogram_lookup
+from picks.consensus.cnn.boxes import EdgePolicy, Geometry, tomogram_lookup
 from picks.consensus.cnn.train import (
     RunData,
     fit,
@@ -101,6 +101,7 @@ def rescore_run(
     typicality: bool = True,
     typicality_alpha: float | None = None,
     positives: str = "auto",
+    executor=None,
 ) -> dict:
     """Score every consensus pick of ``run_id`` with the CNN and decide (see module doc).
 
@@ -108,6 +109,7 @@ def rescore_run(
     of paths for an ensemble (mean score), reuses saved models. ``progress`` is a factory
     ``progress(description, total)`` → context manager yielding ``advance(n, info=None)``.
     Returns a summary (counts, model ids and paths, geometry, training metrics, timings).
+    ``executor`` (workflows/parallel.py): extraction and scoring per tomogram on its workers.
     """
     progress = progress or null_progress
     catalog = catalog or Catalog()
@@ -220,6 +222,7 @@ def rescore_run(
         typicality=typicality,
         timings=timings,
         alpha=typicality_alpha,
+        executor=executor,
     )
     timings["score"] = time.perf_counter() - started
     n_scored = int((~np.isnan(probs[0][:, 0])).sum()) if probs else 0
@@ -375,44 +378,32 @@ def _score(
     typicality: bool,
     timings: dict | None = None,
     alpha: float | None = None,
+    executor=None,
 ):
     """Per model: (n, outputs) probabilities and (n,) typicality, NaN where dropped.
 
-    ``timings`` (if given) receives the seconds spent extracting and predicting.
+    ``timings`` (if given) receives the seconds spent extracting and predicting. With an
+    ``executor`` each tomogram is scored by a worker (workflows/per_tomogram.py).
     """
-    n = len(candidates)
-    spent = {"extract_score": 0.0, "predict": 0.0}
-    probs = [np.full((n, len(m["card"]["classes"])), np.nan, dtype=np.float32) for m in models]
-    typ = [np.full(n, np.nan) for _ in models]
-    dropped: dict[int, str] = {}
-    groups: dict[tuple, list[int]] = {}
-    for k, m in enumerate(models):
-        groups.setdefault((m["card"]["box"], m["card"]["voxel_size"]), []).append(k)
-    with progress("score", total=n * len(groups)) as advance:
-        for key, members in groups.items():
-            geometry = _geometry(models[members[0]]["card"])
-            batches = iter_boxes(
-                candidates, lookup, geometry, edge=policy, reader=reader, batch_size=batch_size
+    from picks.workflows import per_tomogram
+
+    options = {
+        "policy": policy,
+        "reader": reader,
+        "batch_size": batch_size,
+        "typicality": typicality,
+        "alpha": alpha,
+    }
+    if executor is not None:
+        probs, typ, dropped, spent = per_tomogram.score_per_tomogram(
+            executor, candidates, lookup, models, **options
+        )
+    else:
+        n_groups = len({(m["card"]["box"], m["card"]["voxel_size"]) for m in models})
+        with progress("score", total=len(candidates) * n_groups) as advance:
+            probs, typ, dropped, spent = per_tomogram.score_points(
+                candidates, lookup, models, advance=advance, **options
             )
-            while True:
-                started = time.perf_counter()
-                batch = next(batches, None)
-                spent["extract_score"] += time.perf_counter() - started
-                if batch is None:
-                    break
-                started = time.perf_counter()
-                for pos, reason in batch.dropped:
-                    dropped.setdefault(pos, reason)
-                if len(batch.index):
-                    for k in members:
-                        p, feats = cnn.predict(
-                            models[k]["model"], batch.boxes, box=key[0], features=True
-                        )
-                        params = models[k]["card"].get("typicality") if typicality else None
-                        probs[k][batch.index] = p
-                        typ[k][batch.index] = cnn.typicality(feats, params, alpha)[2]
-                spent["predict"] += time.perf_counter() - started
-                advance(len(batch.index) + len(batch.dropped))
     for pos in dropped:
         for p, t in zip(probs, typ, strict=True):
             p[pos] = np.nan

@@ -1,0 +1,301 @@
+"""The stages of ``picks aggregate`` that fan out per tomogram on an :class:`Executor`.
+
+Each stage splits its input by tomogram (sorted by name), maps a pure function over the
+pieces (:mod:`picks.workflows.parallel`: here, or on Dask workers) and joins the pieces in
+name order, so the result equals the one the single-process path computes on the whole
+table, byte for byte:
+
+* :func:`read_headers`: tomogram headers, read on the workers by path (a shared filesystem),
+  never the data;
+* :func:`cluster_per_tomogram`: :func:`picks.consensus.cluster.cluster` per tomogram. What
+  crosses tomograms is computed here first: the per-picker percentile rank of the scores
+  (over the whole run) and the picker-count limit. Consensus rows come back in the canonical
+  order within a tomogram, so concatenating in name order (member rows renumbered) is the
+  canonical order of the whole run;
+* :func:`sample_noise_per_tomogram`: :func:`picks.consensus.noise.sample_noise` per tomogram;
+  its random generator is already seeded per tomogram (``seed``, name), never by worker;
+* :func:`score_per_tomogram`: the CNN's box extraction and scoring (:func:`score_points`, which
+  the single-process path calls on all candidates) per tomogram; boxes are batched per
+  tomogram anyway, so the network sees the same batches.
+
+The functions that run on workers (``_read``, ``_cluster``, ``_noise``, ``_score_tomogram``)
+take plain data and return DataFrames and arrays; none opens the store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from picks.consensus.cluster import ClusterOptions, Clusters, cluster, normalised_scores
+from picks.consensus.noise import NoiseResult, sample_noise
+from picks.core.errors import PicksError
+from picks.core.tomograms import Tomogram, read_tomogram
+from picks.workflows.parallel import Executor
+
+_CLUSTER_COLUMNS = (
+    "id",
+    "picker",
+    "tomogram",
+    "particle",
+    "x",
+    "y",
+    "z",
+    "score",
+    "rot",
+    "tilt",
+    "psi",
+)
+MAX_PICKERS = 52  # picker labels in one run (cluster.py keeps them in one 64-bit mask)
+
+
+def read_headers(
+    executor: Executor, paths: Sequence[Path], *, voxel_size: float | None = None
+) -> list[Tomogram]:
+    """:func:`read_tomogram` for each path, on the executor, in the order of ``paths``."""
+    # Absolute here: a worker's working folder is not the driver's (read_tomogram stores the
+    # absolute path either way, so the store is the same).
+    items = [(Path(p).name, os.path.abspath(p)) for p in paths]
+    return executor.map(_read, items, label="tomograms", shared={"voxel_size": voxel_size})
+
+
+def _read(path: str, *, voxel_size: float | None) -> Tomogram:
+    return read_tomogram(path, voxel_size=voxel_size)
+
+
+def cluster_per_tomogram(
+    executor: Executor,
+    picks: pd.DataFrame,
+    radii: Mapping[str | None, float],
+    options: ClusterOptions,
+) -> Clusters:
+    """:func:`cluster` of ``picks``, one task per tomogram; equal to ``cluster(picks, ...)``."""
+    options.check()
+    if picks.empty:
+        return cluster(picks, radii, options)
+    n_pickers = picks["picker"].astype(str).nunique()
+    if n_pickers > MAX_PICKERS:
+        raise PicksError(
+            f"{n_pickers} picker labels: at most {MAX_PICKERS} are supported in one run"
+        )
+    score = (
+        picks["score"].to_numpy(dtype=float) if "score" in picks else np.full(len(picks), np.nan)
+    )
+    # Only what cluster() reads travels (not e.g. each pick's source record).
+    columns = [c for c in _CLUSTER_COLUMNS if c in picks.columns]
+    frame = picks[columns].assign(
+        _nscore=normalised_scores(picks["picker"].astype(str).to_numpy(), score)
+    )
+    tomo = frame["tomogram"].astype(str)
+    items = [(str(name), group) for name, group in frame.groupby(tomo, sort=True)]
+    parts = executor.map(
+        _cluster,
+        items,
+        label="cluster",
+        shared={"radii": dict(radii), "options": options},
+    )
+    return _join_clusters(parts)
+
+
+def _cluster(part: pd.DataFrame, *, radii: Mapping, options: ClusterOptions) -> Clusters:
+    scores = part["_nscore"].to_numpy(dtype=float)
+    return cluster(part.drop(columns="_nscore"), radii, options, scores=scores)
+
+
+def _join_clusters(parts: Sequence[Clusters]) -> Clusters:
+    offsets = np.cumsum([0] + [len(p.consensus) for p in parts[:-1]])
+    members = [
+        p.members.assign(consensus=p.members["consensus"].to_numpy(dtype=np.int64) + offset)
+        for p, offset in zip(parts, offsets.tolist(), strict=True)
+    ]
+    stats: dict = {}
+    for p in parts:
+        for key, value in p.stats.items():
+            stats[key] = stats.get(key, 0) + value
+    return Clusters(
+        pd.concat([p.consensus for p in parts], ignore_index=True),
+        pd.concat(members, ignore_index=True),
+        stats,
+    )
+
+
+def sample_noise_per_tomogram(
+    executor: Executor,
+    tomograms: Sequence[Tomogram],
+    avoid: pd.DataFrame,
+    counts: Mapping[str, int],
+    *,
+    half_box: float,
+    seed: int = 0,
+    max_batches: int,
+) -> NoiseResult:
+    """:func:`sample_noise`, one task per tomogram; equal to the single call."""
+    by_name = {t.name: t for t in tomograms}
+    groups = {str(k): g for k, g in avoid.groupby("tomogram", sort=True)} if len(avoid) else {}
+    empty = avoid.iloc[:0]
+    items = [
+        (name, (by_name.get(name), groups.get(name, empty), {name: int(counts[name])}))
+        for name in sorted(counts)
+    ]
+    parts = executor.map(
+        _noise,
+        items,
+        label="noise",
+        shared={"half_box": float(half_box), "seed": int(seed), "max_batches": max_batches},
+    )
+    result = NoiseResult(pd.DataFrame(columns=["tomogram", "x", "y", "z"]))
+    frames = []
+    for part in parts:
+        result.requested.update(part.requested)
+        result.obtained.update(part.obtained)
+        result.warnings.extend(part.warnings)
+        if len(part.samples):
+            frames.append(part.samples)
+    if frames:
+        result.samples = pd.concat(frames, ignore_index=True)
+    return result
+
+
+def _noise(
+    payload: tuple[Tomogram | None, pd.DataFrame, dict[str, int]],
+    *,
+    half_box: float,
+    seed: int,
+    max_batches: int,
+) -> NoiseResult:
+    tomo, avoid, counts = payload
+    return sample_noise(
+        [tomo] if tomo is not None else [],
+        avoid,
+        counts,
+        half_box=half_box,
+        seed=seed,
+        max_batches=max_batches,
+    )
+
+
+def score_points(
+    points: pd.DataFrame,
+    lookup: Mapping,
+    models: Sequence[dict],
+    *,
+    policy,
+    reader: str,
+    batch_size: int,
+    typicality: bool,
+    alpha: float | None,
+    advance=None,
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, str], dict[str, float]]:
+    """Extract the boxes of ``points`` and score them with each model (``model``, ``card``).
+
+    Returns per model the (n, outputs) probabilities and (n,) typicality (NaN where not
+    scored), the dropped rows ``{row: reason}`` and the seconds spent extracting and
+    predicting. Boxes come in batches per tomogram (:func:`iter_boxes`), so scoring one
+    tomogram's points alone gives the same batches, hence the same numbers.
+    """
+    import time
+
+    from picks.consensus.cnn import network as cnn
+    from picks.consensus.cnn.boxes import Geometry, iter_boxes
+
+    n = len(points)
+    spent = {"extract_score": 0.0, "predict": 0.0}
+    probs = [np.full((n, len(m["card"]["classes"])), np.nan, dtype=np.float32) for m in models]
+    typ = [np.full(n, np.nan) for _ in models]
+    dropped: dict[int, str] = {}
+    groups: dict[tuple, list[int]] = {}
+    for k, m in enumerate(models):
+        groups.setdefault((m["card"]["box"], m["card"]["voxel_size"]), []).append(k)
+    for key, members in groups.items():
+        card = models[members[0]]["card"]
+        geometry = Geometry(int(card["box"]), float(card["voxel_size"]), 0)
+        batches = iter_boxes(
+            points, lookup, geometry, edge=policy, reader=reader, batch_size=batch_size
+        )
+        while True:
+            started = time.perf_counter()
+            batch = next(batches, None)
+            spent["extract_score"] += time.perf_counter() - started
+            if batch is None:
+                break
+            started = time.perf_counter()
+            for pos, reason in batch.dropped:
+                dropped.setdefault(pos, reason)
+            if len(batch.index):
+                for k in members:
+                    p, feats = cnn.predict(
+                        models[k]["model"], batch.boxes, box=key[0], features=True
+                    )
+                    params = models[k]["card"].get("typicality") if typicality else None
+                    probs[k][batch.index] = p
+                    typ[k][batch.index] = cnn.typicality(feats, params, alpha)[2]
+            spent["predict"] += time.perf_counter() - started
+            if advance is not None:
+                advance(len(batch.index) + len(batch.dropped))
+    return probs, typ, dropped, spent
+
+
+def score_per_tomogram(
+    executor: Executor,
+    candidates: pd.DataFrame,
+    lookup: Mapping,
+    models: Sequence[dict],
+    **options,
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, str], dict[str, float]]:
+    """:func:`score_points` of ``candidates``, one task per tomogram; equal to the single call.
+
+    The models travel as their saved files' paths (with sha256 and card): each worker loads
+    a model once and keeps it for the run's other tomograms (:func:`_worker_model`).
+    """
+    names = candidates["tomogram"].astype(str).to_numpy()
+    points = candidates[["tomogram", "x", "y", "z"]]
+    order = sorted(set(names.tolist()))
+    rows = {name: np.flatnonzero(names == name) for name in order}
+    items = [
+        (name, (points.iloc[rows[name]].reset_index(drop=True), lookup.get(name))) for name in order
+    ]
+    shipped = [
+        {"path": os.path.abspath(m["path"]), "sha256": m["sha256"], "card": m["card"]}
+        for m in models
+    ]
+    parts = executor.map(
+        _score_tomogram, items, label="score", shared={"models": shipped, "options": options}
+    )
+    n = len(candidates)
+    probs = [np.full((n, len(m["card"]["classes"])), np.nan, dtype=np.float32) for m in models]
+    typ = [np.full(n, np.nan) for _ in models]
+    dropped: dict[int, str] = {}
+    spent = {"extract_score": 0.0, "predict": 0.0}
+    for name, (p_part, t_part, d_part, s_part) in zip(order, parts, strict=True):
+        index = rows[name]
+        for k in range(len(models)):
+            probs[k][index] = p_part[k]
+            typ[k][index] = t_part[k]
+        for pos, reason in d_part.items():
+            dropped.setdefault(int(index[pos]), reason)
+        for key, value in s_part.items():
+            spent[key] += value
+    return probs, typ, dropped, spent
+
+
+def _score_tomogram(payload, *, models: list[dict], options: dict):
+    points, tomogram = payload
+    lookup = {} if tomogram is None else {str(points["tomogram"].iloc[0]): tomogram}
+    loaded = [{"model": _worker_model(m), "card": m["card"]} for m in models]
+    return score_points(points, lookup, loaded, **options)
+
+
+_MODELS: dict[str, object] = {}  # sha256 -> model, per worker process: loaded once per run
+
+
+def _worker_model(meta: dict):
+    from picks.consensus.cnn import network as cnn
+
+    model = _MODELS.get(meta["sha256"])
+    if model is None:
+        model = _MODELS[meta["sha256"]] = cnn.load(meta["path"], card=meta["card"])[0]
+    return model
