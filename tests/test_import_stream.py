@@ -156,3 +156,23 @@ def test_content_digest_over_chunks() -> None:
         kept.update(chunk)
     assert kept.hexdigest() == whole
     assert ContentDigest().hexdigest() == content_digest(canonical.empty())
+
+
+def test_points_csv_streams_too(tmp_path: Path, registry) -> None:
+    rows = [f"{i}.5,{i * 2}.25,{i % 7}.0" for i in range(33)]
+    text = "x,y,z\n" + "\n".join(r if i % 6 else f"\n{r}" for i, r in enumerate(rows)) + "\n"
+    path = tmp_path / "TS_01.csv"
+    path.write_text(text)
+    opts = {"adapter": "points-csv", "voxel_size": 10.0, "particle": "ribosome"}
+    with Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
+        streamed = import_file(a, path, registry, chunk_size=5, **opts)
+        whole = import_file(b, path, registry, chunk_size=sys.maxsize, **opts)
+        assert streamed.n_picks == whole.n_picks == 33
+        pd.testing.assert_frame_equal(_stored(a), _stored(b))
+        assert a.sources()[0]["identity"] == b.sources()[0]["identity"]
+        bad = text.replace("20.5,40.25,6.0", "20.5,40.25")
+        path.write_text(bad)
+        line = bad.splitlines().index("20.5,40.25") + 1
+        with pytest.raises(InputFormatError, match=rf"TS_01\.csv, line {line}: expected 3"):
+            import_file(a, path, registry, chunk_size=5, **opts)
+        assert a.count("picks") == 33
