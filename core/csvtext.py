@@ -12,7 +12,6 @@ the two over many tables.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -48,14 +47,15 @@ def _column(series: pd.Series, float_format: str | None, na_rep: str) -> list[st
             return None
     elif not isinstance(dtype, pd.StringDtype):
         return None
-    out = []
-    for v in series.tolist():
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-            out.append(na_rep)
-        elif isinstance(v, str):
-            out.append(_quote(v) if _needs_quotes(v) else v)
-        else:
-            return None  # numbers or objects in an object column: pandas' rules
+    values = series.to_numpy(dtype=object, copy=True)  # one conversion (arrow text too)
+    missing = pd.isna(values)
+    if set(map(type, values[~missing].tolist())) - {str}:
+        return None  # numbers or objects in an object column: pandas' rules
+    values[missing] = na_rep
+    out = values.tolist()
+    # one scan of all the text for a character that needs quotes (rarely there)
+    if any(c in na_rep for c in _SPECIAL) or any(c in "\x00".join(out) for c in _SPECIAL):
+        out = [_quote(v) for v in out]
     return out
 
 
