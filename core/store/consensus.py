@@ -462,6 +462,11 @@ _CONSENSUS_FLOATS = (
 
 def _nullable(values: np.ndarray) -> list:
     """NaN/None -> NULL; everything else as a plain Python value."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":  # the common case, without a Python test per value
+        out = values.astype(object)
+        out[np.isnan(values)] = None
+        return out.tolist()
     return [
         None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values.tolist()
     ]
