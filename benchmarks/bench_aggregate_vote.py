@@ -29,12 +29,22 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        # the process's peak resident memory when each stage ended (MB; it never goes down)
+        self.peak_mb: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, description: str = "", total: int | None = None):
         start = time.perf_counter()
         yield lambda n=1, **kw: None
         self.seconds[description] = self.seconds.get(description, 0.0) + time.perf_counter() - start
+        self.peak_mb[description] = peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux: ru_maxrss is in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def main() -> None:
@@ -88,6 +98,7 @@ def main() -> None:
             "vote+store+summary": round(total - sum(timer.seconds.values()), 3),
         },
         "picks_per_second": round(result.n_picks / total),
+        "peak_rss_mb_after": {**timer.peak_mb, "end": peak_rss_mb()},
         "machine": machine(),
     }
     print(json.dumps(report, indent=2))
