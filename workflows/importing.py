@@ -1,7 +1,12 @@
 """Import picker files into the store: detect the adapter, read, check, store atomically.
 
 Each file is one transaction: a failure leaves the store unchanged and names the file (and
-line); a file whose sha256 is already in the store is a no-op that says so.
+line); a file whose sha256 is already in the store is a no-op that says so. Files are streamed:
+the adapter reads them a chunk at a time (:meth:`~picks.plugins.adapter.Adapter.read_chunks`;
+CZII and points CSV line by line) and each chunk is stored as it comes, inside that one
+transaction, so a 5-million-line file is never whole in memory; the checks that judge the whole
+file (extent, implausible coordinates, unused options) gather over the chunks
+(:mod:`picks.workflows.checks`) and speak once, after the last.
 
 Two things pickers' outputs need before any adapter sees them, handled here for every adapter:
 
