@@ -68,8 +68,11 @@ def timed_import(path: Path, db: Path) -> dict:
     if done.returncode:
         sys.exit(f"picks import failed:\n{done.stderr[-2000:]}")
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    # CPU seconds (user + system) say more than wall seconds on a shared machine
+    cpu = [float(m) for m in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", done.stderr)]
     return {
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(sum(cpu), 2) if cpu else None,
         "peak_rss_mb": round(int(peak.group(1)) / 1024, 1) if peak else None,
     }
 
