@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +62,28 @@ def data_lines(text: str, *, comment: str = "#") -> list[Line]:
             continue
         lines.append(Line(number, raw.rstrip("\r\n"), stripped.split()))
     return lines
+
+
+def stream_data_lines(path: Path, ctx: ReadContext, *, comment: str = "#") -> Iterator[Line]:
+    """:func:`data_lines` of :func:`read_text`, read line by line (the file is never whole in
+    memory): the same lines, numbers and fields, since each physical line is split further by
+    ``str.splitlines`` as the whole text would be; bytes that are not UTF-8 raise
+    :func:`read_text`'s error (naming their line) when they are reached."""
+    number = 0
+    try:
+        # newline=None: CRLF and CR end lines, as splitlines ends them; utf-8-sig: a byte
+        # order mark is not content
+        with open(path, encoding="utf-8-sig", newline=None) as handle:
+            for physical in handle:
+                for raw in physical.splitlines():
+                    number += 1
+                    stripped = raw.strip()
+                    if not stripped or (comment and stripped.startswith(comment)):
+                        continue
+                    yield Line(number, raw.rstrip("\r\n"), stripped.split())
+    except UnicodeDecodeError:
+        read_text(path, ctx)  # raises the error naming the line of the bad bytes
+        raise
 
 
 def head_rows(path: Path, limit: int = 20) -> list[list[str]] | None:

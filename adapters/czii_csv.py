@@ -22,16 +22,18 @@ picks carry them (the metric ignores extra columns).
 from __future__ import annotations
 
 import csv
-import io
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from picks.adapters._fields import number, read_text
+from picks.adapters._fields import NA_TOKENS, number, read_text
 from picks.adapters._options import units_are_voxels
 from picks.core import picks as canonical
-from picks.plugins.adapter import Adapter, ReadContext, WriteContext, head
+from picks.core.csvtext import write_csv
+from picks.plugins.adapter import CHUNK_ROWS, Adapter, ReadContext, WriteContext, head
 
 REQUIRED = ("experiment", "particle_type", "x", "y", "z")
 # Smallest plausible tomogram edge in Å when nothing is registered to compare with.
@@ -54,85 +56,74 @@ class CziiCsvAdapter(Adapter):
         return 0.9 if set(REQUIRED) <= columns else 0.0
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        text = read_text(path, ctx)
-        if not text.strip():
+        # one code path for both: the whole file is one (large) chunk
+        chunks = list(self.read_chunks(path, ctx, chunk_size=sys.maxsize))
+        return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+
+    def read_chunks(
+        self, path: Path, ctx: ReadContext, chunk_size: int = CHUNK_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """The file line by line (never whole in memory), ``chunk_size`` picks at a time."""
+        try:
+            # newline=None: CR-only and CRLF endings read as lines (as points-csv reads them);
+            # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not content
+            with open(path, encoding="utf-8-sig", newline=None) as handle:
+                reader = csv.reader(handle)
+                try:
+                    yield from self._read_rows(reader, ctx, chunk_size)
+                except csv.Error as exc:
+                    # a field over csv's limit (131,072 characters), a quote left open...
+                    raise ctx.error(
+                        f"not a valid CSV line ({exc})", line=max(reader.line_num, 1)
+                    ) from None
+        except UnicodeDecodeError:
+            read_text(path, ctx)  # raises the error naming the line of the bad bytes
+            raise
+
+    def _read_rows(self, reader, ctx: ReadContext, chunk_size: int) -> Iterator[pd.DataFrame]:
+        first = next(reader, None)
+        blank = first is None or all(not f.strip() for f in first)
+        # a blank first line: the file is empty if every line is (else the header is missing)
+        if blank and (first is None or all(all(not f.strip() for f in r) for r in reader)):
             raise ctx.error(
                 "empty file; expected a header 'id,experiment,particle_type,x,y,z'", line=1
             )
-        # newline=None: CR-only and CRLF endings read as lines (as points-csv reads them)
-        reader = csv.reader(io.StringIO(text, newline=None))
-        try:
-            return self._read_rows(reader, ctx)
-        except csv.Error as exc:
-            # a field over csv's limit (131,072 characters), a quote left open...
-            raise ctx.error(f"not a valid CSV line ({exc})", line=max(reader.line_num, 1)) from None
-
-    def _read_rows(self, reader, ctx: ReadContext) -> pd.DataFrame:
-        header = [c.strip() for c in next(reader)]
+        header = [c.strip() for c in first]
         lower = [c.lower() for c in header]
         missing = [c for c in REQUIRED if c not in lower]
         if missing:
             raise ctx.error(f"header lacks column(s) {missing}; found {header}", line=1)
         index = {c: lower.index(c) for c in lower}
-        rows: dict[str, list] = {
-            k: [] for k in ("tomogram", "particle", "x", "y", "z", "score", "record", "original")
-        }
+        columns = [index[c] for c in ("experiment", "particle_type", "x", "y", "z")]
+        score_at = index.get("score")
+        rows = _Rows()
+        voxels = units_are_voxels(ctx.options, "angstrom")
+        extent = _Extent()
         for fields in reader:
             lineno = reader.line_num  # the physical line (a quoted field may span lines)
             if not fields or all(not f.strip() for f in fields):
                 continue
             if len(fields) != len(header):
+                rows.frame(ctx, score_at is not None)  # an earlier line's error comes first
                 raise ctx.error(f"expected {len(header)} fields, found {len(fields)}", line=lineno)
-            for axis in ("x", "y", "z"):
-                rows[axis].append(number(fields[index[axis]].strip(), ctx, lineno, axis))
-            score = fields[index["score"]].strip() if "score" in index else ""
-            rows["score"].append(
-                number(score, ctx, lineno, "score", allow_na=True) if score else np.nan
-            )
-            rows["tomogram"].append(fields[index["experiment"]].strip())
-            rows["particle"].append(ctx.particle_name(fields[index["particle_type"]]))
-            rows["record"].append(lineno)
-            rows["original"].append(",".join(fields))
-        rows["tomogram"] = ctx.resolve_tomograms(rows["tomogram"])
-        frame = canonical.make(
-            rows,
-            particle_field="particle_type",
-            score_field="score" if "score" in index else None,
-        )
-        if units_are_voxels(ctx.options, "angstrom"):
-            return ctx.voxels_to_angstrom(frame)
-        self._warn_if_voxels(frame, ctx)
-        return frame
+            rows.add(fields, columns, score_at, lineno)
+            if len(rows.record) >= chunk_size:
+                yield self._convert(rows.frame(ctx, score_at is not None), ctx, voxels, extent)
+                rows = _Rows()
+        if rows.record or not extent.seen:
+            yield self._convert(rows.frame(ctx, score_at is not None), ctx, voxels, extent)
+        if not voxels:
+            extent.warn_if_voxels(ctx)
 
     @staticmethod
-    def _warn_if_voxels(frame: pd.DataFrame, ctx: ReadContext) -> None:
-        if frame.empty:
-            return
-        largest = frame[["x", "y", "z"]].abs().max().to_numpy()
-        for name, group in frame.groupby("tomogram"):
-            tomo = ctx.tomograms.get(str(name))
-            if (
-                tomo is not None
-                and tomo.shape is not None
-                and tomo.voxel_size
-                and tomo.voxel_size > 1.5
-            ):
-                fits_in_voxels = (
-                    group[["x", "y", "z"]].max().to_numpy() <= np.asarray(tomo.shape) + 1
-                ).all()
-                if fits_in_voxels:
-                    ctx.warn(
-                        f"every coordinate of tomogram {name!r} fits inside its size in voxels "
-                        f"{tomo.shape}: the values look like voxels, not Å. If so, re-import with "
-                        "--option units=voxel"
-                    )
-                    return
-        if tomo is None and largest.max() < MIN_PLAUSIBLE_EXTENT:
-            ctx.warn(
-                f"the largest coordinate is {largest.max():g}, less than {MIN_PLAUSIBLE_EXTENT:g} Å: "
-                "the values look like voxels, not Å. If so, re-import with --option units=voxel "
-                "and --voxel-size or --tomograms"
-            )
+    def _convert(
+        frame: pd.DataFrame, ctx: ReadContext, voxels: bool, extent: _Extent
+    ) -> pd.DataFrame:
+        extent.seen = True
+        if voxels:
+            return ctx.voxels_to_angstrom(frame)
+        extent.add(frame)
+        return frame
 
     def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
         out = pd.DataFrame(
@@ -150,4 +141,110 @@ class CziiCsvAdapter(Adapter):
         for extra in ("consensus_id", "support"):
             if extra in picks:
                 out[extra] = picks[extra].to_numpy()
-        out.to_csv(path, index=False, float_format="%.4f")
+        write_csv(out, path, float_format="%.4f")  # to_csv's bytes, faster
+
+
+class _Rows:
+    """The raw fields of one chunk's lines, as lists of strings (parsed a column at a time)."""
+
+    def __init__(self) -> None:
+        self.tomogram: list[str] = []
+        self.particle: list[str] = []
+        self.x: list[str] = []
+        self.y: list[str] = []
+        self.z: list[str] = []
+        self.score: list[str] = []
+        self.record: list[int] = []
+        self.original: list[str] = []
+
+    def add(self, fields: list[str], columns: list[int], score_at: int | None, line: int) -> None:
+        experiment, particle, x, y, z = columns
+        self.tomogram.append(fields[experiment].strip())
+        self.particle.append(fields[particle])
+        self.x.append(fields[x].strip())
+        self.y.append(fields[y].strip())
+        self.z.append(fields[z].strip())
+        self.score.append(fields[score_at].strip() if score_at is not None else "")
+        self.record.append(line)
+        self.original.append(",".join(fields))
+
+    def frame(self, ctx: ReadContext, has_score: bool) -> pd.DataFrame:
+        """The canonical table of these lines. Numbers are parsed a column at a time; a bad one
+        is an error naming its line: the first bad line, and on it the first bad field, as a
+        line-by-line reader finds it."""
+        parsed = {}
+        bad = np.zeros(len(self.record), dtype=bool)
+        for axis in ("x", "y", "z", "score"):
+            tokens = pd.Series(getattr(self, axis), dtype=object)
+            values = np.array(pd.to_numeric(tokens, errors="coerce"), dtype=float)
+            unread = ~np.isfinite(values)
+            if axis == "score":  # an empty score or a missing-value token is no score
+                unread &= ~(tokens.eq("") | tokens.isin(NA_TOKENS)).to_numpy()
+            parsed[axis] = (values, unread)
+            bad |= unread
+        for row in np.flatnonzero(bad):
+            for axis, (values, unread) in parsed.items():
+                if unread[row]:
+                    token = getattr(self, axis)[row]
+                    line = self.record[row]
+                    values[row] = number(token, ctx, line, axis, allow_na=axis == "score")
+        # one look-up per distinct label, not per line
+        names = {raw: ctx.particle_name(raw) for raw in set(self.particle)}
+        return canonical.make(
+            {
+                "tomogram": ctx.resolve_tomograms(self.tomogram),
+                "particle": [names[raw] for raw in self.particle],
+                **{axis: parsed[axis][0] for axis in ("x", "y", "z", "score")},
+                "record": self.record,
+                "original": self.original,
+            },
+            particle_field="particle_type",
+            score_field="score" if has_score else None,
+        )
+
+
+class _Extent:
+    """The largest coordinates seen, per tomogram and overall, for the voxel warning, which
+    judges the whole file (not each chunk)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.largest = np.zeros(3)
+        self.maxima: dict[str, np.ndarray] = {}
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        coords = frame[["x", "y", "z"]]
+        self.largest = np.maximum(self.largest, coords.abs().max().to_numpy())
+        for name, top in coords.groupby(frame["tomogram"]).max().iterrows():
+            known = self.maxima.get(name)
+            top = top.to_numpy()
+            self.maxima[name] = top if known is None else np.maximum(known, top)
+
+    def warn_if_voxels(self, ctx: ReadContext) -> None:
+        if not self.maxima:
+            return
+        tomo = None
+        for name in sorted(self.maxima):
+            tomo = ctx.tomograms.get(str(name))
+            if (
+                tomo is not None
+                and tomo.shape is not None
+                and tomo.voxel_size
+                and tomo.voxel_size > 1.5
+                and (self.maxima[name] <= np.asarray(tomo.shape) + 1).all()
+            ):
+                ctx.warn(
+                    f"every coordinate of tomogram {name!r} fits inside its size in voxels "
+                    f"{tomo.shape}: the values look like voxels, not Å. If so, re-import "
+                    "with --option units=voxel"
+                )
+                return
+        # as a one-shot read judged it: by the last tomogram (in name order)
+        if tomo is None and self.largest.max() < MIN_PLAUSIBLE_EXTENT:
+            ctx.warn(
+                f"the largest coordinate is {self.largest.max():g}, less than "
+                f"{MIN_PLAUSIBLE_EXTENT:g} Å: the values look like voxels, not Å. If so, "
+                "re-import with --option units=voxel and --voxel-size or --tomograms"
+            )

@@ -45,9 +45,12 @@ Neither CSV adapter claims CZII submission files (``id,experiment,particle_type,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,16 +58,18 @@ import pandas as pd
 
 from picks.adapters._euler import is_rotation, relion_angles
 from picks.adapters._fields import (
+    Line,
     data_lines,
     is_number,
     json_number,
     number,
     parse_json,
     read_text,
+    stream_data_lines,
 )
 from picks.adapters._options import option_choice, option_number, units_are_voxels
 from picks.core import picks as canonical
-from picks.plugins.adapter import Adapter, ReadContext, head
+from picks.plugins.adapter import CHUNK_ROWS, Adapter, ReadContext, head
 
 POINT_TYPES = ("point", "orientedPoint", "instancePoint")
 MATRIX_KEYS = ("xyz_rotation_matrix", "rotation_matrix")
@@ -214,33 +219,74 @@ class PointsCsvAdapter(Adapter):
         return 0.0
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        numbered = data_lines(read_text(path, ctx), comment="")
-        if not numbered:
+        # one code path for both: the whole file is one (large) chunk
+        chunks = list(self.read_chunks(path, ctx, chunk_size=sys.maxsize))
+        return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+
+    def read_chunks(
+        self, path: Path, ctx: ReadContext, chunk_size: int = CHUNK_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """The file line by line (never whole in memory), ``chunk_size`` points at a time."""
+        numbered = stream_data_lines(path, ctx, comment="")
+        head = next(numbered, None)
+        if head is None:
             raise ctx.error("empty file; expected x,y,z per line", line=1)
-        delimiter = _delimiter(numbered[0].text)
-        first = _split(numbered[0].text, delimiter)
+        delimiter = _delimiter(head.text)
+        first = _split(head.text, delimiter)
         if all(is_number(f) for f in first):
             columns = option_choice(
                 ctx.options, "order", {"xyz": (0, 1, 2), "zyx": (2, 1, 0)}, "xyz"
             )
             tomo_column = None
-            body = numbered
+            body = itertools.chain([head], numbered)
         else:
             names = [f.lower() for f in first]
             missing = [a for a in ("x", "y", "z") if a not in names]
             if missing:
                 raise ctx.error(
-                    f"header lacks column(s) {missing}; found {first}", line=numbered[0].number
+                    f"header lacks column(s) {missing}; found {first}", line=head.number
                 )
             columns = tuple(names.index(a) for a in ("x", "y", "z"))
             tomo_column = names.index("tomogram") if "tomogram" in names else None
-            body = numbered[1:]
+            body = numbered
         width = len(first)
         if width < 3:
-            raise ctx.error(f"expected 3 columns x,y,z, found {width}", line=numbered[0].number)
+            raise ctx.error(f"expected 3 columns x,y,z, found {width}", line=head.number)
+        voxels = units_are_voxels(ctx.options, "voxel")
+        args = (ctx, delimiter, width, columns, tomo_column, voxels)
+        lines: list[Line] = []
+        yielded = False
+        for line in body:
+            lines.append(line)
+            if len(lines) >= chunk_size:
+                yield self._chunk(lines, *args)
+                lines, yielded = [], True
+        if lines or not yielded:
+            yield self._chunk(lines, *args)
+
+    def _chunk(self, lines: list[Line], ctx: ReadContext, *args) -> pd.DataFrame:
+        delimiter, width, columns, tomo_column, voxels = args
+        rows = self._frame(lines, ctx, delimiter, width, columns, tomo_column)
+        if tomo_column is not None:
+            frame = canonical.make(rows, particle=ctx.particle_name(None))
+        else:
+            frame = canonical.make(
+                rows, tomogram=ctx.tomogram_from_path(), particle=ctx.particle_name(None)
+            )
+        return explicit_spacing(ctx, None).voxels_to_angstrom(frame) if voxels else frame
+
+    @staticmethod
+    def _frame(
+        lines: list[Line],
+        ctx: ReadContext,
+        delimiter: str | None,
+        width: int,
+        columns: tuple[int, ...],
+        tomo_column: int | None,
+    ) -> dict[str, list]:
         rows: dict[str, list] = {"x": [], "y": [], "z": [], "record": [], "original": []}
         tomograms: list[str] = []
-        for line in body:
+        for line in lines:
             fields = _split(line.text, delimiter)
             if len(fields) != width:
                 raise ctx.error(f"expected {width} fields, found {len(fields)}", line=line.number)
@@ -254,14 +300,7 @@ class PointsCsvAdapter(Adapter):
             rows["original"].append(line.text)
         if tomo_column is not None:
             rows["tomogram"] = ctx.resolve_tomograms(tomograms)
-            frame = canonical.make(rows, particle=ctx.particle_name(None))
-        else:
-            frame = canonical.make(
-                rows, tomogram=ctx.tomogram_from_path(), particle=ctx.particle_name(None)
-            )
-        if not units_are_voxels(ctx.options, "voxel"):
-            return frame
-        return explicit_spacing(ctx, None).voxels_to_angstrom(frame)
+        return rows
 
 
 class TardisCsvAdapter(Adapter):

@@ -29,12 +29,25 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        # CPU seconds of this process per stage: what a shared machine's load does not change
+        self.cpu: dict[str, float] = {}
+        # the process's peak resident memory when each stage ended (MB; it never goes down)
+        self.peak_mb: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, description: str = "", total: int | None = None):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         yield lambda n=1, **kw: None
+        self.cpu[description] = self.cpu.get(description, 0.0) + time.process_time() - cpu
         self.seconds[description] = self.seconds.get(description, 0.0) + time.perf_counter() - start
+        self.peak_mb[description] = peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux: ru_maxrss is in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def main() -> None:
@@ -63,7 +76,7 @@ def main() -> None:
             )
             inputs.append(f"{label}={path}")
         timer = StageTimer()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with Store(root / "picks.db") as store:
             result = aggregate(
                 store,
@@ -74,6 +87,7 @@ def main() -> None:
                 progress=timer,
             )
         total = time.perf_counter() - start
+        cpu_total = time.process_time() - cpu
     report = {
         "benchmark": "aggregate --method vote",
         "picks": result.n_picks,
@@ -87,7 +101,13 @@ def main() -> None:
             **{k: round(v, 3) for k, v in timer.seconds.items()},
             "vote+store+summary": round(total - sum(timer.seconds.values()), 3),
         },
+        "cpu_seconds_total": round(cpu_total, 3),
+        "cpu_seconds_by_stage": {
+            **{k: round(v, 3) for k, v in timer.cpu.items()},
+            "vote+store+summary": round(cpu_total - sum(timer.cpu.values()), 3),
+        },
         "picks_per_second": round(result.n_picks / total),
+        "peak_rss_mb_after": {**timer.peak_mb, "end": peak_rss_mb()},
         "machine": machine(),
     }
     print(json.dumps(report, indent=2))

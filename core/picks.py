@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from picks.core.csvtext import csv_text
+
 COORDS = ["x", "y", "z"]
 ANGLES = ["rot", "tilt", "psi"]
 
@@ -95,6 +97,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """Return ``frame`` restricted to :data:`COLUMNS`, in order, with canonical dtypes."""
     out = frame.loc[:, list(COLUMNS)].copy()
     for column, dtype in COLUMNS.items():
+        if column in ("tomogram", "original") and _all_text(out[column]):
+            continue  # normalised already (a checked chunk): spare a pass over every value
         if dtype == "object":
             values = out[column].astype(object)
             out[column] = values.where(pd.notna(values), None)
@@ -103,6 +107,12 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
         else:
             out[column] = pd.to_numeric(out[column], errors="raise").astype(dtype)
     return out.reset_index(drop=True)
+
+
+def _all_text(series: pd.Series) -> bool:
+    """Whether a column is pandas text without a missing value (what normalise makes of
+    ``tomogram`` and ``original``)."""
+    return isinstance(series.dtype, pd.StringDtype) and not series.isna().any()
 
 
 def validate(frame: pd.DataFrame) -> None:
@@ -121,22 +131,83 @@ def validate(frame: pd.DataFrame) -> None:
 DIGEST_COLUMNS = ("record", "tomogram", "particle", "x", "y", "z", "score", "rot", "tilt", "psi")
 
 
-def content_digest(frame: pd.DataFrame) -> str:
-    """A short hash of what an import produced: per record, the tomogram, class, position
-    (to 1e-4 Å), score and angles. Two reads of the same bytes that give the same picks (an
-    option the file did not need) hash alike; another binning, voxel size or class does not."""
-    import hashlib
-
+def _digest_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns :func:`content_digest` hashes, rounded and sorted."""
+    particle = frame["particle"].to_numpy(dtype=object).copy()
+    particle[pd.isna(particle)] = ""
+    if set(map(type, particle.tolist())) - {str}:
+        particle = np.array([str(p) for p in particle.tolist()], dtype=object)
     table = pd.DataFrame(
         {
-            "record": pd.to_numeric(frame["record"]).astype("int64"),
-            "tomogram": frame["tomogram"].astype(str),
-            "particle": frame["particle"].map(lambda p: "" if p is None or p != p else str(p)),
+            "record": pd.to_numeric(frame["record"]).to_numpy(dtype="int64"),
+            # object columns (not pandas' arrow text): sorted the same, hashed much faster
+            "tomogram": pd.Series(
+                frame["tomogram"].astype(str).to_numpy(dtype=object), dtype=object
+            ),
+            "particle": pd.Series(particle, dtype=object),
         }
     )
     for column in ("x", "y", "z", "score", "rot", "tilt", "psi"):
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
         table[column] = np.round(values, 4 if column in COORDS else 6) + 0.0  # no "-0"
-    table = table.sort_values(list(DIGEST_COLUMNS), kind="stable")
-    text = table.to_csv(index=False, float_format="%.6f", na_rep="nan")
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return table.sort_values(list(DIGEST_COLUMNS), kind="stable")
+
+
+class ContentDigest:
+    """:func:`content_digest` computed over the chunks of a streamed read, in order.
+
+    The digest hashes the picks sorted by record (then the other columns). Chunks whose
+    records all come after the previous chunks' (a text reader's line numbers) are hashed as
+    they come, so memory stays one chunk. A chunk that breaks that order sets :attr:`broken`:
+    the caller reads the file again with ``keep=True``, which keeps the (small) digest columns
+    of every chunk and sorts them at the end. Either way the result equals ``content_digest``
+    of all the chunks concatenated: a streamed import of a file is the same source as a
+    one-shot one (re-importing it is a no-op).
+    """
+
+    def __init__(self, *, keep: bool = False) -> None:
+        import hashlib
+
+        self._hash = hashlib.sha256()
+        self._header = True
+        self._last: int | None = None
+        self._kept: list[pd.DataFrame] | None = [] if keep else None
+        self.broken = False
+
+    def update(self, frame: pd.DataFrame) -> None:
+        if not len(frame) or self.broken:
+            return
+        table = _digest_table(frame)
+        if self._kept is not None:
+            self._kept.append(table)
+            return
+        records = table["record"].to_numpy()
+        if self._last is not None and int(records.min()) <= self._last:
+            self.broken = True
+            return
+        self._last = int(records.max())
+        self._emit(table)
+
+    def _emit(self, table: pd.DataFrame) -> None:
+        text = csv_text(table, header=self._header, float_format="%.6f", na_rep="nan")
+        self._header = False
+        self._hash.update(text.encode())
+
+    def hexdigest(self) -> str:
+        if self.broken:
+            raise ValueError("chunks out of record order: digest them again with keep=True")
+        if self._kept:
+            tables, self._kept = self._kept, None
+            self._emit(pd.concat(tables).sort_values(list(DIGEST_COLUMNS), kind="stable"))
+        if self._header:  # no picks: the digest of the header alone, as content_digest's
+            self._emit(_digest_table(empty()))
+        return self._hash.hexdigest()[:16]
+
+
+def content_digest(frame: pd.DataFrame) -> str:
+    """A short hash of what an import produced: per record, the tomogram, class, position
+    (to 1e-4 Å), score and angles. Two reads of the same bytes that give the same picks (an
+    option the file did not need) hash alike; another binning, voxel size or class does not."""
+    digest = ContentDigest()
+    digest.update(frame)
+    return digest.hexdigest()

@@ -10,7 +10,7 @@ does the unit conversion so that every adapter applies it the same way.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,6 +24,10 @@ from picks.core.tomograms import TomogramSet
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# Picks per chunk of a streamed read (:meth:`Adapter.read_chunks`): large enough that per-chunk
+# overhead vanishes, small enough that a chunk's Python objects stay well under 100 MB.
+CHUNK_ROWS = 200_000
 
 
 class TrackedOptions(dict):
@@ -311,6 +315,22 @@ class Adapter:
         results. Use ``ctx.voxels_to_angstrom`` for voxel coordinates.
         """
         raise NotImplementedError
+
+    def read_chunks(
+        self, path: Path, ctx: ReadContext, chunk_size: int = CHUNK_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """Read ``path`` as consecutive canonical tables of about ``chunk_size`` picks each
+        (optional; the default yields :meth:`read` once).
+
+        Import streams a file through this, storing chunk by chunk in one transaction, so a
+        text format with millions of lines need not be held in memory whole. An adapter that
+        overrides it must give exactly the picks :meth:`read` gives, in the same order (``read``
+        may simply concatenate the chunks), with ``record`` increasing from chunk to chunk;
+        errors raised while iterating name the file and the true line (count lines across
+        chunks); warnings about the whole file (``ctx.warn``) are given once, when the last
+        chunk has been yielded. A failure in any chunk rolls the whole import back.
+        """
+        yield self.read(path, ctx)
 
     def write(self, picks: pd.DataFrame, path: Path, ctx: WriteContext) -> None:
         """Write canonical picks to ``path`` (optional). ``picks`` may carry the extra columns

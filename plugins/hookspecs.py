@@ -35,7 +35,10 @@ def register_adapters(register: Callable[[Adapter | AdapterCard], None]) -> None
     An adapter reads (and optionally writes) one picker's file format and converts it to the
     canonical pick table (:mod:`picks.core.picks`). Subclass :class:`picks.plugins.adapter.Adapter`
     and set ``name``, ``picker``, ``patterns`` and ``description``; implement ``sniff`` and
-    ``read``, and ``write`` if the format can be written.
+    ``read``, and ``write`` if the format can be written. A format whose files can be very
+    large may also implement ``read_chunks(path, ctx, chunk_size)`` (an iterator of canonical
+    tables; the default yields ``read`` once): ``picks import`` stores a file chunk by chunk in
+    one transaction, so it is never whole in memory (docs/writing-an-adapter.md §2).
 
     :param register: Callback taking one :class:`~picks.plugins.adapter.Adapter` instance or
         :class:`~picks.plugins.adapter.AdapterCard`.

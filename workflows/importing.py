@@ -1,7 +1,12 @@
 """Import picker files into the store: detect the adapter, read, check, store atomically.
 
 Each file is one transaction: a failure leaves the store unchanged and names the file (and
-line); a file whose sha256 is already in the store is a no-op that says so.
+line); a file whose sha256 is already in the store is a no-op that says so. Files are streamed:
+the adapter reads them a chunk at a time (:meth:`~picks.plugins.adapter.Adapter.read_chunks`;
+CZII and points CSV line by line) and each chunk is stored as it comes, inside that one
+transaction, so a 5-million-line file is never whole in memory; the checks that judge the whole
+file (extent, implausible coordinates, unused options) gather over the chunks
+(:mod:`picks.workflows.checks`) and speak once, after the last.
 
 Two things pickers' outputs need before any adapter sees them, handled here for every adapter:
 
@@ -17,28 +22,31 @@ Two things pickers' outputs need before any adapter sees them, handled here for 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from picks.core import picks as canonical
 from picks.core.errors import InputFormatError, NotFound, OutOfExtent, PicksError
 from picks.core.files import sha256_file
 from picks.core.particles import canonical_name
+from picks.core.picks import ContentDigest
 from picks.core.store import Store
 from picks.core.store.migrations import source_identity
-from picks.core.tomograms import TomogramSet
-from picks.plugins.adapter import Adapter, ReadContext
+from picks.plugins.adapter import CHUNK_ROWS, Adapter, ReadContext
 from picks.plugins.manager import AdapterRegistry, safe_sniff
+from picks.workflows.checks import FileChecks, check_extent, implausible_coordinates
 
-# Picks up to this many reference voxels outside the volume are tolerated (picker rounding).
-EXTENT_TOLERANCE_VOXELS = 1.0
+__all__ = ["check_extent", "implausible_coordinates"]  # re-exported: their old home
+
 # The adapter option that holds a file-name pattern (consumed here, never passed to adapters).
 NAME_OPTION = "name"
 
@@ -288,10 +296,54 @@ def expand_inputs(
 
 def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
     """Run an adapter and return a checked canonical table; wrap unexpected errors with the file."""
+    frames = list(read_chunks(adapter, ctx, chunk_size=sys.maxsize))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def read_chunks(
+    adapter: Adapter, ctx: ReadContext, chunk_size: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """:func:`read_file` a chunk at a time (:meth:`Adapter.read_chunks`): each chunk checked
+    canonical table as it comes; the checks that judge the whole file (the extent, unused
+    options, implausible coordinates) once the last chunk is in, with the messages a one-piece
+    read gives. Always yields at least one (maybe empty) table."""
+    checks = FileChecks(ctx.tomograms)
+    chunks = adapter.read_chunks(ctx.path, ctx, chunk_size)
+    yielded = False
+    while True:
+        with _reading(adapter, ctx):
+            frame = next(chunks, None)
+            if frame is None:
+                break
+            frame = canonical.normalise(frame)
+            canonical.validate(frame)
+        checks.add(frame)
+        yielded = True
+        yield frame
+    if not yielded:
+        yield canonical.empty()
+    unused = ctx.options.unused()  # ReadContext always tracks its options
+    if unused:
+        # A warning, not an error: some options only apply in some cases (a folder's
+        # VoxelSpacing beats voxel_spacing=), but a typo must not pass unnoticed.
+        looked = sorted(k for k in ctx.options.used if not str(k).startswith("_"))
+        ctx.warn(
+            f"adapter {adapter.name} did not use option(s) "
+            + ", ".join(f"{k!r}" for k in unused)
+            + (f" (it looked for: {', '.join(looked)})" if looked else " (it takes none here)")
+            + "; check the spelling against its documentation (docs/conventions.md)"
+        )
+    checks.raise_outside(ctx.path)
+    implausible = checks.implausible()
+    if implausible:
+        ctx.warn(implausible)
+
+
+@contextlib.contextmanager
+def _reading(adapter: Adapter, ctx: ReadContext) -> Iterator[None]:
+    """Errors of a reader as one :class:`InputFormatError` naming the file."""
     try:
-        frame = adapter.read(ctx.path, ctx)
-        frame = canonical.normalise(frame)
-        canonical.validate(frame)
+        yield
     except PicksError:
         raise
     except MemoryError:
@@ -307,22 +359,6 @@ def read_file(adapter: Adapter, ctx: ReadContext) -> pd.DataFrame:
         raise InputFormatError(
             ctx.path, f"cannot read as {adapter.name} ({type(exc).__name__}: {text})"
         ) from exc
-    unused = ctx.options.unused()  # ReadContext always tracks its options
-    if unused:
-        # A warning, not an error: some options only apply in some cases (a folder's
-        # VoxelSpacing beats voxel_spacing=), but a typo must not pass unnoticed.
-        looked = sorted(k for k in ctx.options.used if not str(k).startswith("_"))
-        ctx.warn(
-            f"adapter {adapter.name} did not use option(s) "
-            + ", ".join(f"{k!r}" for k in unused)
-            + (f" (it looked for: {', '.join(looked)})" if looked else " (it takes none here)")
-            + "; check the spelling against its documentation (docs/conventions.md)"
-        )
-    check_extent(frame, ctx.tomograms, ctx.path)
-    implausible = implausible_coordinates(frame, ctx.tomograms)
-    if implausible:
-        ctx.warn(implausible)
-    return frame
 
 
 def _stored_by_source(store: Store, picks: pd.DataFrame | None = None):
@@ -359,74 +395,6 @@ def stored_outside_extent(store: Store) -> list[str]:
     return found
 
 
-# No tomogram is larger than this (10,000 voxels of 10 Å); a coordinate beyond it, or further
-# below zero than any box centre can be, is a unit or frame error, not a position.
-PLAUSIBLE_MAX_ANGSTROM = 1.0e5
-PLAUSIBLE_MIN_ANGSTROM = -1.0e3
-
-
-def implausible_coordinates(frame: pd.DataFrame, tomograms: TomogramSet) -> str | None:
-    """A warning for picks whose tomogram's size is not known (so :func:`check_extent`
-    cannot judge them) and whose coordinates no tomogram can hold; None if there are none.
-    The picks are kept: the extent is checked again when the tomograms become known."""
-    names = frame["tomogram"].astype(str)
-    # one look-up per tomogram name, not per pick (imports hold millions of picks)
-    sized = {
-        name: (t := tomograms.get(name)) is not None and t.shape is not None and bool(t.voxel_size)
-        for name in names.unique()
-    }
-    unknown = ~names.map(sized).to_numpy(dtype=bool)
-    if not unknown.any():
-        return None
-    coords = frame[canonical.COORDS].to_numpy(dtype=float)[unknown]
-    bad = ((coords > PLAUSIBLE_MAX_ANGSTROM) | (coords < PLAUSIBLE_MIN_ANGSTROM)).any(axis=1)
-    if not bad.any():
-        return None
-    records = frame["record"].to_numpy()[unknown][bad]
-    low, high = coords[bad].min(), coords[bad].max()
-    return (
-        f"{int(bad.sum())} of {len(frame)} picks have coordinates no tomogram can hold "
-        f"(from {low:.4g} to {high:.4g} Å; first at record {int(records[0])}): a unit, "
-        "binning or origin error? They are kept for now and checked against the tomograms "
-        "when those are registered (give --tomograms to check them at import)"
-    )
-
-
-def check_extent(frame: pd.DataFrame, tomograms: TomogramSet, path: object) -> None:
-    """Raise :class:`OutOfExtent` if picks fall outside their tomogram, suggesting why."""
-    for name, group in frame.groupby("tomogram", sort=True):
-        tomo = tomograms.get(str(name))
-        if tomo is None or tomo.shape is None or not tomo.voxel_size:
-            continue
-        v = tomo.voxel_size
-        coords = group[canonical.COORDS].to_numpy(dtype=float)
-        lo = -(0.5 + EXTENT_TOLERANCE_VOXELS) * v
-        hi = (np.asarray(tomo.shape, dtype=float) - 0.5 + EXTENT_TOLERANCE_VOXELS) * v
-        outside = ((coords < lo) | (coords > hi)).any(axis=1)
-        if not outside.any():
-            continue
-        extent = np.asarray(tomo.shape) * v
-        ratio = float(np.max(coords.max(axis=0) / extent))
-        if ratio > 0.8 * v:
-            cause = "coordinates look like Å read as voxels (or multiplied by the voxel size twice)"
-        elif ratio > 1.2:
-            cause = (
-                f"coordinates are about {ratio:.1f}× too large: wrong --binning or --voxel-size "
-                f"(the tomogram is {v:g} Å/voxel)"
-            )
-        elif (coords < lo).any():
-            cause = "negative coordinates: the file may use centred coordinates (RELION 5) or a different origin"
-        else:
-            cause = "wrong tomogram, binning or voxel size"
-        first = int(group["record"].to_numpy()[np.flatnonzero(outside)[0]])
-        raise OutOfExtent(
-            f"{path}: {int(outside.sum())} of {len(group)} picks lie outside tomogram {name!r} "
-            f"(extent {extent[0]:g} × {extent[1]:g} × {extent[2]:g} Å; first at record {first}); "
-            f"likely cause: {cause}",
-            hint="Check --voxel-size/--binning, or the tomogram the file belongs to.",
-        )
-
-
 def import_file(
     store: Store,
     path: str | Path,
@@ -441,8 +409,11 @@ def import_file(
     tomogram: str | None = None,
     options: dict[str, str] | None = None,
     run_id: int | None = None,
+    chunk_size: int = CHUNK_ROWS,
 ) -> ImportResult:
-    """Import one picker file as one transaction (see module docstring)."""
+    """Import one picker file as one transaction (see module docstring), streamed: the adapter
+    reads it ``chunk_size`` picks at a time (:meth:`Adapter.read_chunks`) and each chunk is
+    stored as it comes, so a file of millions of lines is never whole in memory."""
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"{path} does not exist or is not a file")
@@ -460,19 +431,6 @@ def import_file(
         tomogram=name_tomogram,
         options=adapter_options,
     )
-    frame = read_file(chosen, ctx)
-    if from_name:
-        check_named(frame, from_name, ctx)
-        names_log.info("%s -> %s", path, describe_named(from_name))
-    # Same bytes are the same source unless they land in other tomograms (a copick file whose
-    # run comes from its folder), give other picks (another binning, voxel size, class or
-    # adapter) or come in another role; so the match is made after reading (see m005).
-    identity = source_identity(
-        digest, frame["tomogram"].unique(), role=role, content=canonical.content_digest(frame)
-    )
-    skipped = _skipped(path, store.find_source(digest, identity), from_name)
-    if skipped is not None:
-        return skipped
     label = picker or default_picker_label(chosen)
     meta = {
         "path": str(path.resolve()),
@@ -491,24 +449,89 @@ def import_file(
         },
         "warnings": ctx.warnings,
         "run_id": run_id,
-        "identity": identity,
     }
+    # Same bytes are the same source unless they land in other tomograms (a copick file whose
+    # run comes from its folder), give other picks (another binning, voxel size, class or
+    # adapter) or come in another role; so the match is made after reading (see m005). Bytes
+    # never stored cannot match: the file streams straight into the store. Bytes stored before
+    # are read once for their identity first, and only stored (read again) when it is new.
+    if store.find_source(digest) is not None:
+        reading = _Reading(chosen, ctx, from_name, role, digest, chunk_size)
+        for _ in reading.chunks():
+            pass
+        skipped = _skipped(path, store.find_source(digest, reading.identity()), from_name)
+        if skipped is not None:
+            _log_named(path, from_name)
+            return skipped
+        ctx = dataclasses.replace(ctx, warnings=[], options=dict(adapter_options))
+        meta["warnings"] = ctx.warnings
+    reading = _Reading(chosen, ctx, from_name, role, digest, chunk_size)
+
+    def complete(row: dict) -> None:
+        row["identity"] = reading.identity()
+        row["n_picks"] = reading.n
+
     # Checked again inside the write transaction: another command may have imported the
-    # same file since the check above (which only spares the work of a second insert).
-    skipped = _skipped(path, store.find_or_add_source(meta, frame), from_name)
+    # same file meanwhile.
+    skipped = _skipped(path, store.stream_source(meta, reading.chunks(), complete), from_name)
+    _log_named(path, from_name)
     if skipped is not None:
         return skipped
     source_id = int(meta["id"])
-    log.debug("%s: %d picks as source %d (%s, %s)", path, len(frame), source_id, chosen.name, label)
+    log.debug("%s: %d picks as source %d (%s, %s)", path, reading.n, source_id, chosen.name, label)
     return ImportResult(
         path,
         source_id,
         chosen.name,
         label,
-        len(frame),
+        reading.n,
         warnings=list(ctx.warnings),
         from_name=from_name,
     )
+
+
+def _log_named(path: Path, from_name: dict[str, str]) -> None:
+    if from_name:
+        names_log.info("%s -> %s", path, describe_named(from_name))
+
+
+class _Reading:
+    """One streamed read of a file: its checked chunks, and what the source's identity needs
+    (the tomograms, the digest of the picks), gathered on the way."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        ctx: ReadContext,
+        from_name: dict,
+        role: str,
+        sha256: str,
+        chunk_size: int,
+    ) -> None:
+        self.adapter, self.ctx, self.from_name = adapter, ctx, from_name
+        self.role, self.sha256, self.chunk_size = role, sha256, chunk_size
+        self.n = 0
+        self.tomograms: set[str] = set()
+        self.digest = ContentDigest()
+        self.own: set[str] = set()
+
+    def chunks(self) -> Iterator[pd.DataFrame]:
+        for frame in read_chunks(self.adapter, self.ctx, self.chunk_size):
+            self.n += len(frame)
+            self.tomograms.update(frame["tomogram"].unique())
+            self.digest.update(frame)
+            self.own.update(_own_classes(frame, self.from_name))
+            yield frame
+        _warn_named(self.own, self.from_name, self.ctx)
+
+    def identity(self) -> str:
+        if self.digest.broken:  # chunks out of record order: digest them all at once
+            self.digest = ContentDigest(keep=True)
+            ctx = dataclasses.replace(self.ctx, warnings=[], options=dict(self.ctx.options))
+            for frame in read_chunks(self.adapter, ctx, self.chunk_size):
+                self.digest.update(frame)
+        content = self.digest.hexdigest()
+        return source_identity(self.sha256, self.tomograms, role=self.role, content=content)
 
 
 def check_named(frame: pd.DataFrame, from_name: dict[str, str], ctx: ReadContext) -> None:
@@ -517,14 +540,25 @@ def check_named(frame: pd.DataFrame, from_name: dict[str, str], ctx: ReadContext
     The name's class only fills picks the file leaves without one (as ``--particle``); a file
     that names its classes keeps them, and the user must know the pattern did not apply.
     """
-    if "particle" in from_name:
-        wanted = canonical_name(from_name["particle"])
-        own = sorted({str(p) for p in frame["particle"].dropna()} - {wanted})
-        if own:
-            ctx.warn(
-                f"the file names its own class(es) {', '.join(own)}, kept over class {wanted} "
-                f"from its name ({NAME_OPTION}= only fills picks without a class)"
-            )
+    _warn_named(_own_classes(frame, from_name), from_name, ctx)
+
+
+def _own_classes(frame: pd.DataFrame, from_name: dict[str, str]) -> set[str]:
+    """The classes the file names itself, other than the one its name gave."""
+    if "particle" not in from_name:
+        return set()
+    return {str(p) for p in frame["particle"].dropna().unique()} - {
+        canonical_name(from_name["particle"])
+    }
+
+
+def _warn_named(own: set[str], from_name: dict[str, str], ctx: ReadContext) -> None:
+    if own:
+        ctx.warn(
+            f"the file names its own class(es) {', '.join(sorted(own))}, kept over class "
+            f"{canonical_name(from_name['particle'])} from its name ({NAME_OPTION}= only fills "
+            "picks without a class)"
+        )
 
 
 def _skipped(

@@ -29,7 +29,7 @@ def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 class ConsensusTables:
     """Consensus, scores, models, noise, exports and dropped rows of the store."""
 
-    db: Database  # and transaction(): both provided by Store
+    db: Database  # and transaction(), bulk_writes(): provided by Store
 
     # -- consensus picks and their decisions ---------------------------------------------------
     def add_consensus(self, run_id: int, table: pd.DataFrame, members: pd.DataFrame) -> int:
@@ -39,7 +39,7 @@ class ConsensusTables:
         (position in ``table``), ``pick_id, picker, distance, duplicate_of``."""
         conn = self.db.conn
         n = len(table)
-        with self.transaction():
+        with self.transaction(), self.bulk_writes():
             first = (
                 int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM consensus").fetchone()[0]) + 1
             )
@@ -88,13 +88,16 @@ class ConsensusTables:
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
-            dup = members["duplicate_of"]
+            # pick ids or None, without a per-row pd.isna (a million members)
+            dup = pd.to_numeric(members["duplicate_of"], errors="coerce").to_numpy(dtype=float)
+            dup_ids = np.nan_to_num(dup).astype(np.int64).astype(object)
+            dup_ids[np.isnan(dup)] = None
             member_rows = zip(
                 ids[members["row"].to_numpy(dtype=np.int64)].tolist(),
                 members["pick_id"].astype(np.int64).tolist(),
                 members["picker"].astype(str).tolist(),
                 members["distance"].astype(float).tolist(),
-                [None if pd.isna(v) else int(v) for v in dup.tolist()],
+                dup_ids.tolist(),
                 strict=True,
             )
             conn.executemany(
@@ -484,6 +487,11 @@ _CONSENSUS_FLOATS = (
 
 def _nullable(values: np.ndarray) -> list:
     """NaN/None -> NULL; everything else as a plain Python value."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":  # the common case, without a Python test per value
+        out = values.astype(object)
+        out[np.isnan(values)] = None
+        return out.tolist()
     return [
         None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values.tolist()
     ]

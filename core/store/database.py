@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,25 @@ from picks.core.store.migrations import migrate, source_identity
 from picks.core.tomograms import Tomogram, TomogramSet
 
 PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
+# SQLite page cache during bulk writes (KiB): the picks indexes of a multi-million-pick
+# import stay in memory instead of being evicted and re-read page by page.
+BULK_CACHE_KIB = 256 * 1024
+
+
+def _json(value: Any) -> str | None:
+    """A JSON column's text (``None`` and text as they are)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class _Found(Exception):
+    """Raised inside :meth:`Store.stream_source`'s transaction to roll it back: the source
+    is stored already."""
+
+    def __init__(self, row: dict) -> None:
+        super().__init__(row.get("id"))
+        self.row = row
 
 
 def _has_pending(db: Database) -> bool:
@@ -232,11 +251,61 @@ class Store(ConsensusTables):
             meta["id"] = self._insert_source(meta, picks)
         return None
 
+    def stream_source(
+        self,
+        meta: dict[str, Any],
+        chunks: Iterable[pd.DataFrame],
+        complete: Callable[[dict[str, Any]], None],
+    ) -> dict | None:
+        """Add a source whose picks come chunk by chunk (a streamed read), in ONE transaction:
+        a failure in any chunk (or in ``complete``) leaves the store unchanged.
+
+        ``chunks`` is consumed inside the transaction; then ``complete(meta)`` sets what only
+        the whole file decides (``identity``, ``n_picks``; ``meta["warnings"]`` is read after
+        it). If a source with that identity is stored (another command imported the same file
+        meanwhile) nothing is added and its row is returned; otherwise ``None``, with the new
+        source's id in ``meta["id"]``."""
+        try:
+            with self.transaction(), self.bulk_writes():
+                # a placeholder identity (unique) until the picks have decided it
+                row = dict(meta, identity=f"pending:{meta['sha256']}:{os.getpid()}:{now()}")
+                source_id = self._insert_source(row, canonical.empty())
+                n = 0
+                for chunk in chunks:
+                    canonical.validate(chunk)
+                    self.insert_picks(source_id, chunk)
+                    n += len(chunk)
+                complete(meta)
+                existing = self.find_source(meta["sha256"], meta["identity"])
+                if existing is not None:
+                    raise _Found(existing)
+                self.db.conn.execute(
+                    "UPDATE sources SET identity = ?, n_picks = ?, warnings = ? WHERE id = ?",
+                    [meta["identity"], n, _json(meta.get("warnings")), source_id],
+                )
+        except _Found as found:
+            return found.row
+        meta["id"] = source_id
+        return None
+
+    @contextlib.contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """Inside a transaction: a page cache large enough for the indexes of millions of
+        inserted rows (SQLite's default, 2 MB, makes every insert into the picks indexes a
+        page eviction once they outgrow it). Restored afterwards; durability is unchanged."""
+        conn = self.db.conn
+        before = conn.execute("PRAGMA cache_size").fetchone()[0]
+        conn.execute(f"PRAGMA cache_size = {-BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA cache_size = {int(before)}")
+
     def _insert_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> int:
         row = {k: v for k, v in meta.items() if k != "id"}
         for key in ("options", "warnings"):
             if not isinstance(row.get(key), str | type(None)):
-                row[key] = json.dumps(row[key], sort_keys=True, default=str)
+                row[key] = _json(row[key])
         row.setdefault("role", "picker")
         row.setdefault("identity", source_identity(row["sha256"], picks["tomogram"].unique()))
         row["n_picks"] = len(picks)
