@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         db.unlink()
 
     start = time.perf_counter()
-    from picks.consensus.cnn.network import tensorflow
+    from picks.consensus.cnn.device import tensorflow
 
     tensorflow()  # counted as its own stage: ~4 s on this machine
 

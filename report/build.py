@@ -276,7 +276,7 @@ class _Builder:
     def volume(self, name: str):
         """The open volume of a tomogram, or None (not registered, file gone, unreadable)."""
         if name not in self._volumes:
-            from picks.consensus.cnn.boxes import open_volume
+            from picks.consensus.cnn.volumes import open_volume
 
             tomo = self.data.tomograms.get(name)
             volume = None
@@ -876,7 +876,7 @@ def audit_png(store, consensus_id: int, path: str | Path) -> Path:
     """The member picks of one consensus pick on a slab through it (``picks audit ID
     --png``): a window 6 radii wide around the pick, the mean of the planes within half a
     radius of it; each member a marker coloured by picker, with its distance and z offset."""
-    from picks.consensus.cnn.boxes import open_volume
+    from picks.consensus.cnn.volumes import open_volume
     from picks.core.store.audit import audit_consensus
 
     report = audit_consensus(store, consensus_id)

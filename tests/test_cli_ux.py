@@ -89,14 +89,13 @@ def test_cli_choices_match_the_library():
     added on the other."""
     from picks.consensus.cluster import REPRESENTATIVES
     from picks.consensus.cnn import boxes as extract
-    from picks.consensus.cnn import network as cnn
-    from picks.consensus.cnn import train
+    from picks.consensus.cnn import device, train
     from picks.workflows import aggregate as pipeline
 
     assert choices.METHODS == pipeline.METHODS
     assert choices.REPRESENTATIVES == REPRESENTATIVES
     assert choices.EDGES == extract.EDGE_MODES
-    assert choices.DEVICES == cnn.DEVICES
+    assert choices.DEVICES == device.DEVICES
     assert choices.POSITIVES == train.POSITIVE_RULES
 
 

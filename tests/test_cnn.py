@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from picks.consensus.cnn import device, ood
 from picks.consensus.cnn import network as cnn
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog, Particle
@@ -156,7 +157,7 @@ def test_native_stderr_is_captured_and_restored(capfd) -> None:
     import tempfile
 
     with tempfile.TemporaryFile() as log:
-        with cnn._native_stderr_into(log):
+        with device._native_stderr_into(log):
             os.write(2, b"I0000 native noise\n")
         log.seek(0)
         assert log.read() == b"I0000 native noise\n"
@@ -166,37 +167,46 @@ def test_native_stderr_is_captured_and_restored(capfd) -> None:
 
 # -- devices -----------------------------------------------------------------------------------
 def test_device_selection_with_mocked_gpus(monkeypatch) -> None:
-    assert cnn.select_device("auto", gpus=[]) == cnn.DevicePlan("cpu")
-    one = cnn.select_device("auto", gpus=["/physical_device:GPU:0"])
+    assert device.select_device("auto", gpus=[]) == device.DevicePlan("cpu")
+    one = device.select_device("auto", gpus=["/physical_device:GPU:0"])
     assert (one.kind, one.mixed_precision, one.strategy, one.replicas) == (
         "gpu",
         True,
         "one_device",
         1,
     )
-    two = cnn.select_device("gpu", gpus=["/physical_device:GPU:0", "/physical_device:GPU:1"])
+    two = device.select_device("gpu", gpus=["/physical_device:GPU:0", "/physical_device:GPU:1"])
     assert (two.strategy, two.replicas, two.default_batch_size()) == ("mirrored", 2, 512)
-    forced = cnn.select_device("cpu", gpus=["/physical_device:GPU:0"])
+    forced = device.select_device("cpu", gpus=["/physical_device:GPU:0"])
     assert (forced.kind, forced.strategy, forced.mixed_precision) == ("cpu", "one_device", False)
     with pytest.raises(PicksError, match="sees no GPU"):
-        cnn.select_device("gpu", gpus=[])
+        device.select_device("gpu", gpus=[])
     with pytest.raises(PicksError, match="expected one of"):
-        cnn.select_device("tpu", gpus=[])
-    monkeypatch.setattr(cnn, "list_gpus", lambda: ["/physical_device:GPU:0"] * 3)
-    assert cnn.select_device("auto").replicas == 3
-    monkeypatch.setattr(cnn, "list_gpus", lambda: [])
-    assert cnn.select_device("auto").kind == "cpu"
+        device.select_device("tpu", gpus=[])
+    monkeypatch.setattr(device, "list_gpus", lambda: ["/physical_device:GPU:0"] * 3)
+    assert device.select_device("auto").replicas == 3
+    monkeypatch.setattr(device, "list_gpus", lambda: [])
+    assert device.select_device("auto").kind == "cpu"
+
+
+def test_split_modules_keep_the_old_import_paths() -> None:
+    """device.py and ood.py were split out of network.py; callers that import the names from
+    network (train, rescore, plugins) must get the very same objects."""
+    for name in ("DEVICES", "DevicePlan", "list_gpus", "select_device", "tensorflow"):
+        assert getattr(cnn, name) is getattr(device, name)
+    for name in ("DEFAULT_ALPHA", "fit_typicality", "typicality"):
+        assert getattr(cnn, name) is getattr(ood, name)
 
 
 def test_strategies_and_precision_policy() -> None:
     import keras
     import tensorflow as tf
 
-    assert cnn.make_strategy(cnn.DevicePlan("cpu")) is tf.distribute.get_strategy()
-    pinned = cnn.make_strategy(cnn.DevicePlan("cpu", (), False, "one_device"))
+    assert device.make_strategy(device.DevicePlan("cpu")) is tf.distribute.get_strategy()
+    pinned = device.make_strategy(device.DevicePlan("cpu", (), False, "one_device"))
     assert isinstance(pinned, tf.distribute.OneDeviceStrategy)
-    plan = cnn.DevicePlan("gpu", ("g0",), True, "one_device")
-    with cnn.precision(plan):
+    plan = device.DevicePlan("gpu", ("g0",), True, "one_device")
+    with device.precision(plan):
         assert keras.mixed_precision.global_policy().name == "mixed_float16"
         model = cnn.build_model(16, 3)
         assert model.get_layer("probabilities").dtype_policy.name == "float32"
@@ -257,7 +267,7 @@ def _train_tiny(seed: int, epochs: int = 3):
         box=16,
         epochs=epochs,
         seed=seed,
-        plan=cnn.DevicePlan("cpu"),
+        plan=device.DevicePlan("cpu"),
         widths=(4, 8, 16),
         batch_size=32,
     )
@@ -294,7 +304,7 @@ def test_the_best_epoch_is_restored_not_the_last() -> None:
         box=16,
         epochs=8,
         seed=0,
-        plan=cnn.DevicePlan("cpu"),
+        plan=device.DevicePlan("cpu"),
         widths=(4, 8, 16),
         batch_size=32,
         patience=3,
@@ -339,11 +349,11 @@ def test_typicality_flags_features_unlike_the_positives() -> None:
     feats = rng.normal(0, 1, (200, 8))
     labels = np.repeat([1, 2], 100)
     feats[labels == 2] += 3.0
-    params = cnn.fit_typicality(feats, labels, rng.normal(0, 1, (50, 8)))
-    _, _p_in, t_in = cnn.typicality(rng.normal(0, 1, (100, 8)), params)
-    _, _p_out, t_out = cnn.typicality(rng.normal(0, 1, (20, 8)) + 12.0, params)
+    params = ood.fit_typicality(feats, labels, rng.normal(0, 1, (50, 8)))
+    _, _p_in, t_in = ood.typicality(rng.normal(0, 1, (100, 8)), params)
+    _, _p_out, t_out = ood.typicality(rng.normal(0, 1, (20, 8)) + 12.0, params)
     assert np.mean(t_in == 1.0) > 0.95 and np.all(t_out < 0.01)
-    assert np.all(cnn.typicality(feats[:3], None)[2] == 1.0)
+    assert np.all(ood.typicality(feats[:3], None)[2] == 1.0)
 
 
 # -- training data -----------------------------------------------------------------------------
@@ -630,7 +640,7 @@ def test_combine_uses_a_calibrated_logistic_regression(world) -> None:
 def test_gpu_request_without_gpu_is_a_clear_error(world, monkeypatch) -> None:
     from picks.workflows.rescore import rescore_run
 
-    monkeypatch.setattr(cnn, "list_gpus", lambda: [])
+    monkeypatch.setattr(device, "list_gpus", lambda: [])
     with pytest.raises(PicksError, match="sees no GPU"):
         rescore_run(
             world["store"],

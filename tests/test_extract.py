@@ -13,8 +13,8 @@ from picks.consensus.cnn.boxes import (
     fingerprint,
     geometry_for,
     iter_boxes,
-    open_volume,
 )
+from picks.consensus.cnn.volumes import open_volume
 from picks.core.errors import PicksError
 from picks.core.tomograms import Tomogram, read_tomogram
 
@@ -278,3 +278,18 @@ def test_fingerprint_changes_with_content(tmp_path) -> None:
     vol[-1, -1, -1] = 1.0
     write_mrc(tmp_path / "f.mrc", vol, 10.0)
     assert fingerprint(t.path) != first
+
+
+def test_volume_readers_stay_importable_from_boxes() -> None:
+    """The readers moved to volumes.py; the old import path gives the same objects."""
+    from picks.consensus.cnn import boxes, volumes
+
+    for name in (
+        "READERS",
+        "Volume",
+        "MrcMmapVolume",
+        "MrcSlabVolume",
+        "ZarrVolume",
+        "open_volume",
+    ):
+        assert getattr(boxes, name) is getattr(volumes, name)

@@ -201,6 +201,7 @@ def score_points(
 
     from picks.consensus.cnn import network as cnn
     from picks.consensus.cnn.boxes import Geometry, iter_boxes
+    from picks.consensus.cnn.ood import typicality
 
     n = len(points)
     spent = {"extract_score": 0.0, "predict": 0.0}
@@ -232,7 +233,7 @@ def score_points(
                     )
                     params = models[k]["card"].get("typicality") if typicality else None
                     probs[k][batch.index] = p
-                    typ[k][batch.index] = cnn.typicality(feats, params, alpha)[2]
+                    typ[k][batch.index] = typicality(feats, params, alpha)[2]
             spent["predict"] += time.perf_counter() - started
             if advance is not None:
                 advance(len(batch.index) + len(batch.dropped))

@@ -1,4 +1,4 @@
-"""The rescoring network: a compact 3-D CNN (TensorFlow/Keras), its device set-up and training.
+"""The rescoring network: a compact 3-D CNN (TensorFlow/Keras), its training and prediction.
 
 Architecture (``widths=(8, 16, 32, 64)``, 32³ input; see docs/cnn.md for the table)::
 
@@ -10,13 +10,9 @@ Architecture (``widths=(8, 16, 32, 64)``, 32³ input; see docs/cnn.md for the ta
 ``P(particle) = 1 − P(noise)``. Stride-2 convolutions downsample without pooling layers, so
 a 2-core CPU trains about a thousand boxes per second.
 
-Devices (:func:`select_device`): ``auto`` uses the GPUs TensorFlow sees and the CPU
-otherwise; ``gpu`` is an error without a GPU; ``cpu`` ignores GPUs. On GPU the model runs
-in mixed precision (float16 compute, float32 variables and softmax) and several GPUs are used
-through ``tf.distribute.MirroredStrategy``. Seeds go through ``keras.utils.set_random_seed``;
-op determinism (``tf.config.experimental.enable_op_determinism``) is on by default on the CPU,
-where it costs nothing measurable, and off on GPU, where deterministic kernels are slower
-(``deterministic=True`` forces it).
+Devices (:func:`select_device`, GPUs, mixed precision, seeds) are set up in
+:mod:`picks.consensus.cnn.device`; the typicality gate on the pooled features is in
+:mod:`picks.consensus.cnn.ood`. Both are re-exported here.
 
 Training (:func:`train`): weighted cross-entropy, Adam, per-epoch validation on held-out
 boxes (loss and AUC of ``P(particle)``), learning rate halved after ``lr_patience`` epochs
@@ -32,13 +28,9 @@ TensorFlow is imported inside functions only (it costs seconds to import).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import sys
-import tempfile
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -47,160 +39,26 @@ from pathlib import Path
 
 import numpy as np
 
+# device set-up and the typicality gate moved out; ``X as X`` keeps them importable from here
+from picks.consensus.cnn.device import CPU_BATCH as CPU_BATCH
+from picks.consensus.cnn.device import DEVICES as DEVICES
+from picks.consensus.cnn.device import GPU_BATCH_PER_REPLICA as GPU_BATCH_PER_REPLICA
+from picks.consensus.cnn.device import DevicePlan as DevicePlan
+from picks.consensus.cnn.device import _native_stderr_into as _native_stderr_into
+from picks.consensus.cnn.device import list_gpus as list_gpus
+from picks.consensus.cnn.device import make_strategy as make_strategy
+from picks.consensus.cnn.device import precision as precision
+from picks.consensus.cnn.device import seed_everything as seed_everything
+from picks.consensus.cnn.device import select_device as select_device
+from picks.consensus.cnn.device import tensorflow as tensorflow
+from picks.consensus.cnn.ood import DEFAULT_ALPHA as DEFAULT_ALPHA
+from picks.consensus.cnn.ood import fit_typicality as fit_typicality
+from picks.consensus.cnn.ood import typicality as typicality
 from picks.core.errors import PicksError
 from picks.core.files import sha256_file
 
-# TensorFlow's C++ start-up notes (oneDNN, CUDA probes) are noise on a terminal. Every
-# ``import tensorflow``/``keras`` of the package goes through :func:`tensorflow` below, so setting
-# the level when this module is imported comes before the first one; a level the user set wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_TF = None
-_TF_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _native_stderr_into(file) -> Iterator[None]:
-    """Point file descriptor 2 (where C++ code logs) at ``file`` for the block."""
-    if sys.stderr is not None:
-        sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(file.fileno(), 2)
-    try:
-        yield
-    finally:
-        if sys.stderr is not None:
-            sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def tensorflow():
-    """The ``tensorflow`` module, imported once with its native start-up log kept quiet.
-
-    TensorFlow 2.2x logs oneDNN and CUDA probe notes from C++ before ``absl`` reads
-    ``TF_CPP_MIN_LOG_LEVEL``, so the variable alone does not silence them. While the level is
-    2 or more (the default here), the first import and device probe write their native log to
-    a temporary file that is shown only if the import fails; ``TF_CPP_MIN_LOG_LEVEL=0`` shows
-    everything. A lock makes the first import one thread's (fd 2 is process-wide).
-    """
-    global _TF
-    if _TF is not None:
-        return _TF
-    with _TF_LOCK:
-        if _TF is not None:
-            return _TF
-        try:
-            quiet = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")) >= 2
-        except ValueError:
-            quiet = True
-        if not quiet or sys.stderr is None:
-            import tensorflow as tf
-        else:
-            with tempfile.TemporaryFile() as log:
-                try:
-                    with _native_stderr_into(log):
-                        import tensorflow as tf
-
-                        tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
-                except BaseException:
-                    log.seek(0)
-                    sys.stderr.write(log.read().decode("utf-8", errors="replace"))
-                    raise
-        _TF = tf
-    return tf
-
-
-DEVICES = ("auto", "cpu", "gpu")
 NOISE = "noise"
 DEFAULT_WIDTHS = (8, 16, 32, 64)
-CPU_BATCH = 64
-GPU_BATCH_PER_REPLICA = 256
-
-
-# -- devices ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DevicePlan:
-    """Where the network runs: ``kind`` cpu|gpu, GPU count, precision and strategy."""
-
-    kind: str
-    gpus: tuple[str, ...] = ()
-    mixed_precision: bool = False
-    strategy: str = "default"  # default | one_device | mirrored
-
-    @property
-    def replicas(self) -> int:
-        return max(1, len(self.gpus)) if self.kind == "gpu" else 1
-
-    def default_batch_size(self) -> int:
-        return GPU_BATCH_PER_REPLICA * self.replicas if self.kind == "gpu" else CPU_BATCH
-
-    def describe(self) -> str:
-        if self.kind == "cpu":
-            return "CPU"
-        return f"{len(self.gpus)} GPU ({self.strategy}, {'mixed float16' if self.mixed_precision else 'float32'})"
-
-
-def list_gpus() -> list[str]:
-    """Names of the GPUs TensorFlow sees (empty without CUDA)."""
-    tf = tensorflow()
-
-    return [d.name for d in tf.config.list_physical_devices("GPU")]
-
-
-def select_device(device: str = "auto", gpus: Sequence[str] | None = None) -> DevicePlan:
-    """Decide where to run. ``gpus`` defaults to :func:`list_gpus` (pass a list to test)."""
-    device = (device or "auto").lower()
-    if device not in DEVICES:
-        raise PicksError(f"`device` {device!r}: expected one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        gpus = list(gpus) if gpus is not None else []
-        # with GPUs present, pin the work to the CPU explicitly
-        return DevicePlan("cpu", (), False, "one_device" if gpus else "default")
-    found = tuple(gpus if gpus is not None else list_gpus())
-    if not found:
-        if device == "gpu":
-            raise PicksError(
-                "`device` gpu: TensorFlow sees no GPU on this machine",
-                hint="Use `device` cpu or auto, or install a CUDA-enabled TensorFlow "
-                "(pip install 'tensorflow[and-cuda]').",
-            )
-        return DevicePlan("cpu")
-    return DevicePlan("gpu", found, True, "mirrored" if len(found) > 1 else "one_device")
-
-
-def make_strategy(plan: DevicePlan):
-    """The ``tf.distribute`` strategy for a plan."""
-    tf = tensorflow()
-
-    if plan.strategy == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if plan.strategy == "one_device":
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if plan.kind == "gpu" else "/cpu:0")
-    return tf.distribute.get_strategy()
-
-
-@contextlib.contextmanager
-def precision(plan: DevicePlan) -> Iterator[None]:
-    """Keras dtype policy for the plan (mixed float16 on GPU), restored afterwards."""
-    tensorflow()  # quiet first import (keras imports TensorFlow)
-    import keras
-
-    old = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16" if plan.mixed_precision else "float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(old)
-
-
-def seed_everything(seed: int, *, deterministic: bool) -> None:
-    """Python, NumPy and TensorFlow seeds; optionally deterministic TensorFlow kernels."""
-    tf = tensorflow()
-    import keras
-
-    keras.utils.set_random_seed(int(seed))
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
 
 
 # -- the model --------------------------------------------------------------------------------
@@ -368,68 +226,6 @@ def _feature_net(model):
         net = keras.Model(model.input, [model.output, model.get_layer("pool").output])
         _FEATURE_NETS[model] = net
     return net
-
-
-# -- typicality (out-of-distribution gate) ----------------------------------------------------
-DEFAULT_ALPHA = 1e-6
-
-
-def fit_typicality(
-    features: np.ndarray,
-    labels: np.ndarray,
-    calibration: np.ndarray,
-    *,
-    alpha: float = DEFAULT_ALPHA,
-) -> dict:
-    """How far from the positives a box may lie in feature space (see docs/cnn.md).
-
-    Class means of the positives' pooled features and a shared, Ledoit-Wolf-shrunk covariance
-    give each box its Mahalanobis distance ``d`` to the nearest class. ``log d`` of the
-    ``calibration`` positives (held-out ones where available) is modelled as normal
-    (μ, σ); the one-sided p-value of a box is ``1 − Φ((log d − μ)/σ)`` and its typicality
-    ``T = min(1, p/alpha)``: 1 for every box that is not a gross outlier (alpha = 1e-6, i.e.
-    more than ≈ 4.75 σ beyond the positives), falling to 0 for boxes unlike any positive —
-    gold beads and contamination, which the network never saw as negatives, land there.
-    """
-    from sklearn.covariance import LedoitWolf
-
-    features = np.asarray(features, dtype=np.float64)
-    classes = np.unique(labels)
-    means = np.stack([features[labels == k].mean(axis=0) for k in classes])
-    resid = np.concatenate([features[labels == k] - means[i] for i, k in enumerate(classes)])
-    precision = LedoitWolf().fit(resid).precision_
-    params = {"means": means.tolist(), "precision": precision.tolist(), "alpha": float(alpha)}
-    logd = np.log(np.maximum(_distance(calibration, params), 1e-6))
-    params["log_mu"] = float(logd.mean())
-    params["log_sigma"] = float(max(logd.std(ddof=1) if len(logd) > 1 else 0.0, 0.05))
-    params["n_calibration"] = len(logd)
-    return params
-
-
-def _distance(features: np.ndarray, params: dict) -> np.ndarray:
-    means = np.asarray(params["means"], dtype=np.float64)
-    precision = np.asarray(params["precision"], dtype=np.float64)
-    x = np.asarray(features, dtype=np.float64)
-    d2 = np.stack([np.einsum("ij,jk,ik->i", x - m, precision, x - m) for m in means])
-    return np.sqrt(np.maximum(d2.min(axis=0), 0.0))
-
-
-def typicality(
-    features: np.ndarray, params: dict | None, alpha: float | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(distance, p_value, T)`` per box; T = 1 everywhere when ``params`` is None.
-
-    ``alpha`` overrides the model card's level.
-    """
-    from scipy.special import ndtr
-
-    n = len(features)
-    if not params:
-        return np.full(n, np.nan), np.ones(n), np.ones(n)
-    d = _distance(features, params)
-    z = (np.log(np.maximum(d, 1e-6)) - params["log_mu"]) / params["log_sigma"]
-    p = ndtr(-z)  # the upper tail, accurate far out
-    return d, p, np.minimum(1.0, p / (alpha if alpha is not None else params["alpha"]))
 
 
 def weighted_loss(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
@@ -618,7 +414,6 @@ def save(model, path: str | Path, card: dict, *, force: bool = False) -> str:
 
     An existing file is an error unless ``force``.
     """
-    import os
 
     path = Path(path)
     if path.suffix != ".keras":

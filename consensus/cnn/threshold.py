@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from picks.consensus.cnn import network as cnn
+from picks.consensus.cnn.ood import typicality
 from picks.core.fbeta import fbeta
 
 DECISION_BETA = 4.0  # the CZII F-beta weighs recall 16× as much as precision
@@ -71,7 +72,7 @@ def decision_rule(model, boxes, labels, val_mask, box: int, typical: dict | None
     positive = np.asarray(labels)[val] > 0
     if positive.any() and not positive.all():
         p, feats = cnn.predict(model, boxes[val], box=box, features=True)
-        score = (1.0 - p[:, 0]) * cnn.typicality(feats, typical)[2]
+        score = (1.0 - p[:, 0]) * typicality(feats, typical)[2]
         best, best_f = choose_threshold(score, positive)
         out["validation"] = {
             "n": int(val.sum()),
