@@ -59,7 +59,9 @@ def read_map_file(
     try:
         text = Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the first key
     except OSError as exc:
-        raise PicksError(f"--option {option}: cannot read {path} ({exc.strerror or exc})") from None
+        raise PicksError(
+            f"`options` {option}: cannot read {path} ({exc.strerror or exc})"
+        ) from None
     except UnicodeDecodeError:
         raise InputFormatError(path, f"not a text file; expected lines {entry}") from None
     stripped = text.strip()
@@ -103,9 +105,9 @@ def _parse(value: str | Mapping | None, option: str, *, integer_keys: bool) -> d
     key = "NUMBER" if integer_keys else "KEY"
     if "=" not in text:
         raise PicksError(
-            f"--option {option}={text!r}: expected {key}=NAME pairs separated by commas, "
+            f"`options` {option}={text!r}: expected {key}=NAME pairs separated by commas, "
             "or the path of a file of such pairs",
-            hint=f"Give e.g. --option {option}=1=ribosome,2=apo-ferritin, or a file with "
+            hint=f"Give e.g. `options` {option}=1=ribosome,2=apo-ferritin, or a file with "
             "lines '1 ribosome'.",
         )
     result: dict = {}
@@ -121,7 +123,7 @@ def _parse(value: str | Mapping | None, option: str, *, integer_keys: bool) -> d
 
 def _from_mapping(data: object, option: str, where: str, integer_keys: bool) -> dict:
     if not isinstance(data, Mapping):
-        raise PicksError(f"--option {option}: {where} must be a JSON object of KEY: NAME")
+        raise PicksError(f"`options` {option}: {where} must be a JSON object of KEY: NAME")
     items = list(data.items())
     # Accept the inverse {"ribosome": 1} when every key is a name and every value a number.
     if integer_keys and items and all(_is_int(v) and not _is_int(k) for k, v in items):
@@ -143,15 +145,15 @@ def _add(
     result: dict, key: object, name: object, option: str, where: str, integer_keys: bool
 ) -> None:
     if integer_keys and not _is_int(key):
-        raise PicksError(f"--option {option}: {where}index {key!r} is not an integer")
+        raise PicksError(f"`options` {option}: {where}index {key!r} is not an integer")
     index: int | str = int(float(str(key))) if integer_keys else str(key).strip()
     what = f"index {index}" if integer_keys else f"key {index!r}"
     label = str(name).strip()
     if index == "" or not label:
-        raise PicksError(f"--option {option}: {where}{what} has no name")
+        raise PicksError(f"`options` {option}: {where}{what} has no name")
     if index in result and result[index] != label:
         raise PicksError(
-            f"--option {option}: {where}{what} is given twice ({result[index]!r} and {label!r})"
+            f"`options` {option}: {where}{what} is given twice ({result[index]!r} and {label!r})"
         )
     result[index] = label
 

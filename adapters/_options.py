@@ -32,7 +32,7 @@ def option_number(
     *,
     expected: str = "a number",
     positive: bool = False,
-    where: str = "--option",
+    where: str = "`options`",
 ) -> float | None:
     """A finite number (``> 0`` when ``positive``); ``expected`` describes it in the error."""
     raw = options.get(key)
@@ -48,7 +48,7 @@ def option_number(
 
 
 def option_numbers(
-    options: Mapping[str, Any], key: str, count: int, *, expected: str, where: str = "--option"
+    options: Mapping[str, Any], key: str, count: int, *, expected: str, where: str = "`options`"
 ) -> list[float] | None:
     """``count`` positive numbers separated by commas (or ``x``): ``tomo_size=4000,4000,2000``."""
     text = option_text(options, key)
@@ -71,7 +71,7 @@ def option_choice(
     default: str,
     *,
     expected: str | None = None,
-    where: str = "--option",
+    where: str = "`options`",
 ) -> Any:
     """The value ``choices`` gives for the option (case-insensitive), ``default`` when absent.
 
@@ -94,7 +94,7 @@ def option_file(ctx: ReadContext, key: str) -> Path | None:
     for candidate in (given, Path(ctx.path).parent / given):
         if candidate.is_file():
             return candidate
-    raise PicksError(f"--option {key}={text}: no such file")
+    raise PicksError(f"`options` {key}={text}: no such file")
 
 
 def slice_option(ctx: ReadContext) -> float | None:
@@ -108,7 +108,7 @@ def need_slice(ctx: ReadContext, line: int, what: str) -> float:
     if value is None:
         raise ctx.error(
             f"{what} holds 2D picks (no Z): they were picked on one slice of a tomogram. "
-            "Give that slice (voxels of the picked volume) with --option z=SLICE to import them",
+            "Give that slice (voxels of the picked volume) with `options` z=SLICE to import them",
             line=line,
         )
     return value

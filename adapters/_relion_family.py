@@ -103,15 +103,15 @@ def user_pixel_size(
     with a warning.
     """
     if ctx.binning not in (1, 1.0) and sizes is not None and not ctx.voxel_size:
-        ctx.warn(f"--binning {ctx.binning:g} ignored: the file gives its pixel size ({source})")
+        ctx.warn(f"`binning` {ctx.binning:g} ignored: the file gives its pixel size ({source})")
     if ctx.voxel_size:
         if sizes is not None and np.any(np.abs(sizes - ctx.voxel_size) > 1e-3 * ctx.voxel_size):
             found = ", ".join(f"{v:g}" for v in np.unique(sizes)[:5])
             ctx.warn(
-                f"--voxel-size {ctx.voxel_size:g} Å overrides the file's pixel size "
+                f"`voxel_size` {ctx.voxel_size:g} Å overrides the file's pixel size "
                 f"({source} = {found} Å)"
             )
-        return np.full(len(table), float(ctx.voxel_size)), "--voxel-size"
+        return np.full(len(table), float(ctx.voxel_size)), "`voxel_size`"
     if sizes is None:
         picked = {name: ctx.voxel_sizes(name)[0] for name in dict.fromkeys(tomograms)}
         return np.array([picked[name] for name in tomograms], dtype=float), "registered tomogram"
@@ -210,7 +210,7 @@ def scores(
     if chosen:
         if chosen not in table.columns:
             raise ctx.error(
-                f"--option score_column={chosen}: no such column; found {', '.join(table.columns)}",
+                f"`options` score_column={chosen}: no such column; found {', '.join(table.columns)}",
                 line=table.header_line,
             )
     else:
@@ -235,11 +235,11 @@ def classes(table: Table, ctx: ReadContext) -> tuple[list[str | None], str | Non
     if column not in table.columns:
         found = ", ".join(table.columns)
         if ctx.options.get("class_column"):
-            message = f"--option class_column={column}: no such column; found {found}"
+            message = f"`options` class_column={column}: no such column; found {found}"
         else:
             message = (
-                f"--option labels: no {column} column to take the class numbers from; found "
-                f"{found} (name the column with --option class_column=LABEL)"
+                f"`options` labels: no {column} column to take the class numbers from; found "
+                f"{found} (name the column with `options` class_column=LABEL)"
             )
         raise ctx.error(message, line=table.header_line)
     labels: list[str | None] = []
@@ -259,7 +259,7 @@ def classes(table: Table, ctx: ReadContext) -> tuple[list[str | None], str | Non
     if unnamed:
         ctx.warn(
             f"{column} value(s) {', '.join(sorted(unnamed, key=_number_first))} are not in "
-            "--option labels: kept as class names"
+            "`options` labels: kept as class names"
         )
     return labels, column
 

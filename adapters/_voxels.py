@@ -43,13 +43,13 @@ def with_voxel_size(
             picked, _ = ctx.voxel_sizes(name)
         except MissingVoxelSize:
             ctx.warn(
-                f"no --voxel-size and no registered tomogram {name!r}: using {what} ({file_size:g} Å)"
+                f"no `voxel_size` and no registered tomogram {name!r}: using {what} ({file_size:g} Å)"
             )
             return dataclasses.replace(ctx, voxel_size=file_size)
         if abs(picked - file_size) > 0.01 * picked:
             ctx.warn(
                 f"{what} is {file_size:g} Å but {picked:g} Å per voxel is in effect for tomogram "
-                f"{name!r} (from --voxel-size or the registered tomogram × --binning); "
+                f"{name!r} (from `voxel_size` or the registered tomogram × `binning`); "
                 "check the binning"
             )
     return ctx
@@ -86,11 +86,11 @@ def _diameter(particle: object, catalog: Catalog, voxel_size: float) -> float:
     """The catalog diameter of ``particle`` in whole voxels (at least 1)."""
     if particle is None or (isinstance(particle, float) and math.isnan(particle)):
         raise PicksError(
-            "cannot choose a box size for picks without a particle class: give --option box=VOXELS"
+            "cannot choose a box size for picks without a particle class: give `options` box=VOXELS"
         )
     if str(particle) not in catalog:
         raise PicksError(
             f"cannot choose a box size for particle {particle!r}: it is not in the "
-            "catalog; give --option box=VOXELS or its radius with --radius NAME=Å"
+            "catalog; give `options` box=VOXELS or its radius with `radii` NAME=Å"
         )
     return float(max(1, round(2.0 * catalog.radius(str(particle)) / voxel_size)))

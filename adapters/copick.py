@@ -165,7 +165,7 @@ class CopickAdapter(Adapter):
             wanted = ctx.options.get(key)
             if wanted is not None and str(doc.get(field)) != wanted:
                 ctx.warn(
-                    f"skipped: {field} is {doc.get(field)!r}, not {wanted!r} (--option {key}={wanted})"
+                    f"skipped: {field} is {doc.get(field)!r}, not {wanted!r} (`options` {key}={wanted})"
                 )
                 return False
         return True
@@ -272,7 +272,9 @@ class CopickAdapter(Adapter):
             groups[target] = (str(tomogram), particle, group)
         clashes = [str(p) for p in groups if p.exists()]
         if clashes and not force:
-            raise PicksError(f"{', '.join(clashes[:5])} exist(s)", hint="Use --force to replace.")
+            raise PicksError(
+                f"{', '.join(clashes[:5])} exist(s)", hint="Use `force=True` to replace."
+            )
         config_path = self.companions(root, ctx.options)[0]
         config = project_config(
             config_path,

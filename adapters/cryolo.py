@@ -153,10 +153,10 @@ def _apply_slices(zs: np.ndarray, lines: list[int], ctx: ReadContext, what: str)
             return np.full(len(zs), option)
         ctx.warn(
             f"every pick of {what} has Z = 0: if these are 2D picks, re-import with "
-            "--option z=SLICE (the slice they were picked on)"
+            "`options` z=SLICE (the slice they were picked on)"
         )
     elif option is not None:
-        ctx.warn(f"--option z={option:g} ignored: {what} gives a Z for every pick")
+        ctx.warn(f"`options` z={option:g} ignored: {what} gives a Z for every pick")
     return zs
 
 
@@ -306,7 +306,7 @@ class CoordsAdapter(Adapter):
             if len(line.fields) != 3:
                 hint = ""
                 if len(line.fields) >= 4 and is_integer(line.fields[0]):
-                    hint = " (a class column first looks like DeepETPicker: --adapter deepetpicker)"
+                    hint = " (a class column first looks like DeepETPicker: `adapter` deepetpicker)"
                 raise ctx.error(
                     f"expected 3 fields 'x y z', found {len(line.fields)}{hint}", line=line.number
                 )

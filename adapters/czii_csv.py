@@ -238,7 +238,7 @@ class _Extent:
                 ctx.warn(
                     f"every coordinate of tomogram {name!r} fits inside its size in voxels "
                     f"{tomo.shape}: the values look like voxels, not Å. If so, re-import "
-                    "with --option units=voxel"
+                    "with `options` units=voxel"
                 )
                 return
         # as a one-shot read judged it: by the last tomogram (in name order)
@@ -246,5 +246,5 @@ class _Extent:
             ctx.warn(
                 f"the largest coordinate is {self.largest.max():g}, less than "
                 f"{MIN_PLAUSIBLE_EXTENT:g} Å: the values look like voxels, not Å. If so, "
-                "re-import with --option units=voxel and --voxel-size or --tomograms"
+                "re-import with `options` units=voxel and `voxel_size` or `tomograms`"
             )

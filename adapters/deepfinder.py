@@ -262,7 +262,7 @@ class DeepFinderXmlAdapter(Adapter):
             first = next(k for k, t in enumerate(tidx) if t == distinct[1])
             raise ctx.error(
                 f"objects belong to {len(distinct)} tomograms (tomo_idx {', '.join(map(str, distinct[:10]))}) "
-                "and no map names them: give --option tomograms=0=NAME,1=NAME,...",
+                "and no map names them: give `options` tomograms=0=NAME,1=NAME,...",
                 line=objects[first].line,
             )
         name = ctx.tomogram_from_path()

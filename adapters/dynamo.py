@@ -215,7 +215,7 @@ class DynamoAdapter(Adapter):
                 raise ctx.error(
                     f"the table uses {len(unique)} tomogram indices ({', '.join(map(str, unique[:10]))}"
                     f"{' …' if len(unique) > 10 else ''}) and no tomogram map names them; give "
-                    "--option tomogram_map=FILE.doc (index<TAB>path) or --option tomograms=1=NAME,2=NAME"
+                    "`options` tomogram_map=FILE.doc (index<TAB>path) or `options` tomograms=1=NAME,2=NAME"
                 )
             return [ctx.tomogram_from_path()] * len(indices)
         names: dict[int, str] = {}
@@ -243,7 +243,7 @@ class DynamoAdapter(Adapter):
     def _tomogram_map(path: Path, ctx: ReadContext) -> tuple[dict[int, str] | None, str]:
         mapping = parse_int_map(ctx.options.get("tomograms"), "tomograms")
         if mapping:
-            return mapping, "--option tomograms"
+            return mapping, "`options` tomograms"
         given = option_file(ctx, "tomogram_map")
         if given is not None:
             return read_tomogram_map(given), f"the tomogram map {given}"
@@ -264,7 +264,7 @@ class DynamoAdapter(Adapter):
         for row, value in enumerate(column.tolist()):
             if not float(value).is_integer() or int(value) not in mapping:
                 raise ctx.error(
-                    f"class {integer_text(value)} (column 22) is not in --option classes",
+                    f"class {integer_text(value)} (column 22) is not in `options` classes",
                     line=records[row],
                 )
             out.append(ctx.particle_name(mapping[int(value)]))
@@ -281,7 +281,7 @@ class DynamoAdapter(Adapter):
         doc_path = self.companions(target, ctx.options)[0]
         force = bool(ctx.options.get("force", False))
         if doc_path.exists() and not force:
-            raise PicksError(f"{doc_path} exists", hint="Use --force to replace it.")
+            raise PicksError(f"{doc_path} exists", hint="Use `force=True` to replace it.")
         base = _index_base(ctx.options)
         names = sorted(picks["tomogram"].astype(str).unique())
         tomo_index = {name: i for i, name in enumerate(names, start=1)}
@@ -333,7 +333,7 @@ class DynamoAdapter(Adapter):
             numbers = {name: number for number, name in mapping.items()}
             missing = sorted({p for p in picks["particle"].dropna() if p not in numbers})
             if missing:
-                raise PicksError(f"--option classes has no number for {', '.join(missing)}")
+                raise PicksError(f"`options` classes has no number for {', '.join(missing)}")
             return numbers
         names = sorted({str(p) for p in picks["particle"].dropna()})
         return {name: i for i, name in enumerate(names, start=1)}

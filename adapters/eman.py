@@ -108,7 +108,7 @@ class EmanBoxAdapter(Adapter):
                 raise PicksError(
                     f"EMAN .box is 2D but the picks of tomogram {tomogram!r} span slices "
                     f"{z.min():.1f}–{z.max():.1f}",
-                    hint="Write 3D picks with --to cryolo-cbox or --to coords.",
+                    hint="Write 3D picks with `to` cryolo-cbox or `to` coords.",
                 )
         box = box_sizes(picks, ctx)
         lines = [

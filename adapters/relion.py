@@ -161,13 +161,13 @@ def _find_tomograms_star(path: Path, ctx: ReadContext) -> Path | None:
     if len(candidates) == 1:
         ctx.warn(
             f"decentring with {candidates[0].name}, the tomograms.star next to the file "
-            "(choose another with --option tomograms_star=PATH)"
+            "(choose another with `options` tomograms_star=PATH)"
         )
         return candidates[0]
     if len(candidates) > 1:
         ctx.warn(
             f"{len(candidates)} *tomograms.star files next to the file; none used "
-            "(choose one with --option tomograms_star=PATH)"
+            "(choose one with `options` tomograms_star=PATH)"
         )
     return None
 
@@ -181,13 +181,13 @@ def _geometry_for(raw: str, table: dict[str, TomoGeometry], source: Path) -> Tom
     raise PicksError(
         f"{source}: tomogram {raw!r} is not in the tomogram table "
         f"({', '.join(sorted(table)[:10])})",
-        hint="Give the tomograms.star of the same RELION project with --option tomograms_star=PATH.",
+        hint="Give the tomograms.star of the same RELION project with `options` tomograms_star=PATH.",
     )
 
 
 def _registered_centre(name: str, ctx: ReadContext) -> np.ndarray:
     """Tomogram centre in Å (``n·V/2``) from ``tomo_size`` or the registered tomogram."""
-    size = _tomo_size_option(ctx.options, "--option")
+    size = _tomo_size_option(ctx.options, "`options`")
     tomo = ctx.tomograms.get(name)
     voxel = ctx.voxel_size or (tomo.voxel_size if tomo else None)
     if size is not None and voxel:
@@ -198,8 +198,8 @@ def _registered_centre(name: str, ctx: ReadContext) -> np.ndarray:
         f"{ctx.path}: RELION 5 coordinates are centred on the tomogram, and the size of "
         f"tomogram {name!r} is unknown",
         hint=(
-            "Give RELION's tomograms.star with --option tomograms_star=PATH, register the "
-            "tomogram with --tomograms, or give --option tomo_size=NX,NY,NZ with --voxel-size."
+            "Give RELION's tomograms.star with `options` tomograms_star=PATH, register the "
+            "tomogram with `tomograms`, or give `options` tomo_size=NX,NY,NZ with `voxel_size`."
         ),
     )
 
@@ -235,7 +235,7 @@ class Relion5Adapter(Adapter):
         if parts is None:
             return canonical.empty()
         if ctx.binning not in (1, 1.0):
-            ctx.warn(f"--binning {ctx.binning:g} ignored: RELION 5 coordinates are in Å")
+            ctx.warn(f"`binning` {ctx.binning:g} ignored: RELION 5 coordinates are in Å")
         centred = parts.xyz(ctx, CENTRED)
         raw = parts.strings("rlnTomoName")
         rot, tilt, psi, sub = orientation(parts, ctx)
@@ -363,13 +363,13 @@ class Relion5Adapter(Adapter):
 
     @staticmethod
     def _geometry(picks: pd.DataFrame, ctx: WriteContext) -> dict[str, TomoGeometry]:
-        size_option = _tomo_size_option(ctx.options, "--to-option")
+        size_option = _tomo_size_option(ctx.options, "`to_options`")
         pts_option = option_number(
             ctx.options,
             "tilt_series_pixel_size",
             expected="a positive number (Å)",
             positive=True,
-            where="--to-option",
+            where="`to_options`",
         )
         geometry = {}
         for name in dict.fromkeys(picks["tomogram"].astype(str)):
@@ -385,8 +385,8 @@ class Relion5Adapter(Adapter):
                     f"cannot write RELION 5 centred coordinates for tomogram {name!r}: "
                     "its size or voxel size is unknown",
                     hint=(
-                        "Register the tomogram with --tomograms, or give --to-option "
-                        "tomo_size=NX,NY,NZ with --to-voxel-size."
+                        "Register the tomogram with `tomograms`, or give `to_options` "
+                        "tomo_size=NX,NY,NZ with `to_voxel_size`."
                     ),
                 )
             pts = pts_option or float(voxel)

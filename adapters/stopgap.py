@@ -102,12 +102,12 @@ class StopgapAdapter(Adapter):
             if len(ctx.tomograms):
                 raise ctx.error(
                     f"tomo_num values {', '.join(map(str, distinct[:10]))} need tomogram names: "
-                    "give --option tomograms=1=NAME,2=NAME or --option tomogram_index=PATH",
+                    "give `options` tomograms=1=NAME,2=NAME or `options` tomogram_index=PATH",
                     line=lines[0],
                 )
             ctx.warn(
                 "no tomogram names given for tomo_num; the numbers are used as names "
-                "(give --option tomograms=1=NAME,... to name them)"
+                "(give `options` tomograms=1=NAME,... to name them)"
             )
             mapping = {n: str(n) for n in distinct}
         missing = [n for n in distinct if n not in mapping]

@@ -98,7 +98,7 @@ class Warp2Adapter(Adapter):
         if ctx.options.get("angles", "").lower() == "keep":
             ctx.warn(
                 f"{count} picks have angles beyond ±{MAX_ANGLE:g}° (first at line {lines[row]}); "
-                "kept wrapped into (−180, 180] as --option angles=keep asks"
+                "kept wrapped into (−180, 180] as `options` angles=keep asks"
             )
             wrapped = (stacked + 180.0) % 360.0 - 180.0
             wrapped[wrapped == -180.0] = 180.0
@@ -107,6 +107,6 @@ class Warp2Adapter(Adapter):
             f"{count} of {len(rot)} picks have angles beyond ±{MAX_ANGLE:g}° (first at line "
             f"{lines[row]}: {', '.join(f'{v:g}' for v in stacked[row])}); these are not degrees "
             "(WarpTools exports have been seen with degrees converted twice), so all angles of "
-            "this file are dropped. --option angles=keep keeps them wrapped"
+            "this file are dropped. `options` angles=keep keeps them wrapped"
         )
         return None

@@ -151,6 +151,9 @@ def main() -> None:
     except PicksError as exc:
         if _debugging():
             raise
+        from picks.cli.flags import to_flags
+
+        to_flags(exc)  # an error from outside a command (the group's options) names flags too
         typer.echo(f"Error: {exc}", err=True)
         if exc.hint:
             typer.echo(f"Hint: {exc.hint}", err=True)

@@ -49,7 +49,9 @@ def registry():
 
 
 def echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    from picks.cli.flags import warnings_to_flags  # warnings name flags, as on stderr
+
+    typer.echo(json.dumps(warnings_to_flags(data), indent=2, default=str, ensure_ascii=False))
 
 
 def echo_table(rows: Sequence[dict], columns: Sequence[str], *, title: str | None = None) -> None:

@@ -1,16 +1,24 @@
-"""Library errors name parameters (`` `threshold` ``, `` `force=True` ``); the command line shows
-the flag a user types instead (``--threshold``, ``--force``). The library writes a parameter in
-single backticks; :func:`to_flags` rewrites the known ones when an error leaves a command."""
+"""Library errors and warnings name parameters (`` `threshold` ``, `` `force=True` ``); the command
+line shows the flag a user types instead (``--threshold``, ``--force``). The library writes a
+parameter in single backticks; :func:`to_flags` rewrites the known ones when an error leaves a
+command, the stderr handler of :mod:`picks.cli.logs` does it for every warning and note, and
+:func:`warnings_to_flags` for the ``warnings`` lists of ``--json`` output."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
-# parameter of the library functions -> the flag of the command that sets it
+# parameter of the library functions -> the flag of the command that sets it. A name maps to
+# one flag in every command: adapter options are `options` (--option of import/convert)
+# and `input_options` (aggregate's --input-option); simulate's count is `n_tomograms`.
 FLAGS = {
+    "adapter": "--adapter",
     "allow_incomplete": "--allow-incomplete",
+    "binning": "--binning",
     "box_size": "--box-size",
     "combine": "--combine",
+    "contrast": "--contrast",
     "device": "--device",
     "force": "--force",
     "formats": "--format",
@@ -18,12 +26,22 @@ FLAGS = {
     "method": "--method",
     "min_support": "--min-support",
     "model": "--model",
+    "n_tomograms": "--tomograms",
+    "options": "--option",
     "out": "--out",
     "particle": "--particle",
+    "pick": "--pick",
     "positives": "--positive",
     "radii": "--radius",
+    "registry": "--registry",
     "scheduler": "--scheduler",
+    "size": "--size",
+    "snr": "--snr",
     "threshold": "--threshold",
+    "to": "--to",
+    "to_options": "--to-option",
+    "to_voxel_size": "--to-voxel-size",
+    "tomogram": "--tomogram",
     "tomograms": "--tomograms",
     "voxel_size": "--voxel-size",
     "weights": "--weights",
@@ -52,3 +70,20 @@ def to_flags(exc: BaseException) -> BaseException:
     if isinstance(hint, str):
         exc.hint = flag_text(hint)
     return exc
+
+
+def warnings_to_flags(data: Any) -> Any:
+    """``data`` (JSON-ready) with the strings of every ``warnings`` list rewritten by
+    :func:`flag_text`; everything else (paths, names, values) is left as it is."""
+    if isinstance(data, dict):
+        return {
+            key: (
+                [flag_text(w) if isinstance(w, str) else w for w in value]
+                if key == "warnings" and isinstance(value, list)
+                else warnings_to_flags(value)
+            )
+            for key, value in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [warnings_to_flags(item) for item in data]
+    return data

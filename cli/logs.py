@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from picks.cli.flags import flag_text
+
 ROOT = "picks"
 INTERVAL_S = 30.0
 
@@ -43,7 +45,8 @@ class _StderrHandler(logging.Handler):
 
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        # the library names parameters (`voxel_size`); a user of the command reads the flag
+        message = flag_text(record.getMessage())
         if record.levelno >= logging.ERROR:
             return f"error: {message}"
         if record.levelno >= logging.WARNING:

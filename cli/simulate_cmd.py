@@ -131,6 +131,7 @@ def simulate_pickers_cmd(
     """
     import time
 
+    from picks.cli.flags import flag_text
     from picks.simulate import volume as sv
     from picks.simulate.external import run_pickers
 
@@ -144,7 +145,7 @@ def simulate_pickers_cmd(
         snr=snr,
         optics=sv.Optics(defocus=defocus * 1e4),
         bin2=bin2,
-        say=lambda message: typer.echo(message, err=True),
+        say=lambda message: typer.echo(flag_text(message), err=True),
     )
     elapsed = time.perf_counter() - start
     if json_out:

@@ -123,7 +123,7 @@ def sample_noise(
             continue
         if tomo is None or tomo.shape is None or not tomo.voxel_size:
             result.warnings.append(
-                f"tomogram {name!r}: shape unknown (not registered with --tomograms), no noise sampled"
+                f"tomogram {name!r}: shape unknown (not registered with `tomograms`), no noise sampled"
             )
             result.obtained[name] = 0
             continue

@@ -56,7 +56,7 @@ class MissingVoxelSize(PicksError):
     """Coordinates are in voxels but no voxel size is known for the tomogram."""
 
     exit_code = 2
-    hint = "Give --voxel-size ÅNGSTROM, or register the tomogram with --tomograms PATH."
+    hint = "Give `voxel_size` ÅNGSTROM, or register the tomogram with `tomograms` PATH."
 
 
 class TomogramNameError(PicksError):

@@ -89,7 +89,7 @@ def mismatch_warning(mismatches: list[NameMismatch], limit: int = 6) -> str | No
     return (
         "tomogram names do not line up across pickers, so their picks cannot agree: "
         + "; ".join(lines)
-        + ". Give the tomograms (--tomograms DIR: names are matched to the files), or name "
-        "them per input (--input-option LABEL:tomogram=NAME, or LABEL:name={tomogram}__{particle} "
+        + ". Give the tomograms (`tomograms` DIR: names are matched to the files), or name "
+        "them per input (`input_options` LABEL:tomogram=NAME, or LABEL:name={tomogram}__{particle} "
         "for names taken from file names)"
     )

@@ -84,7 +84,7 @@ class Catalog:
         except KeyError:
             raise PicksError(
                 f"unknown particle class {name!r}; known: {', '.join(self.names())}",
-                hint=f"Give its size with --radius {name}=ÅNGSTROM.",
+                hint=f"Give its size with `radii` {name}=ÅNGSTROM.",
             ) from None
 
     def radius(self, name: str) -> float:
@@ -110,6 +110,6 @@ def parse_radius_options(values: Iterable[str]) -> dict[str, float]:
         except ValueError:
             radius = -1.0
         if not sep or not name.strip() or radius <= 0:
-            raise PicksError(f"--radius {value!r}: expected NAME=ÅNGSTROM, e.g. ribosome=150")
+            raise PicksError(f"`radii` {value!r}: expected NAME=ÅNGSTROM, e.g. ribosome=150")
         radii[canonical_name(name)] = radius
     return radii

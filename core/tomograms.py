@@ -244,9 +244,9 @@ class TomogramSet:
                 f"{where}tomogram {raw!r}"
                 + (f" (compared as {key!r})" if key != raw else "")
                 + f" matches none of the registered tomograms ({expected})",
-                hint="Register it with --tomograms PATH, or name it with --tomogram NAME.",
+                hint="Register it with `tomograms` PATH, or name it with `tomogram` NAME.",
             )
         raise TomogramNameError(
             f"{where}tomogram {raw!r} is ambiguous: it matches {', '.join(sorted(candidates))}",
-            hint="Name it exactly, or with --tomogram NAME.",
+            hint="Name it exactly, or with `tomogram` NAME.",
         )

@@ -109,13 +109,13 @@ def _check_classes(frame: pd.DataFrame, radii: Mapping[str, float], what: str) -
         raise PicksError(
             f"{what}: {int(particles.isna().sum())} picks have no particle class; the metric "
             "scores classes",
-            hint="Import them with --particle NAME.",
+            hint="Import them with `particle` NAME.",
         )
     unknown = sorted(set(particles.astype(str)) - set(radii))
     if unknown:
         raise PicksError(
             f"{what}: unknown particle class(es) {unknown}; the metric knows {sorted(radii)}",
-            hint="Give its size with --radius NAME=ÅNGSTROM.",
+            hint="Give its size with `radii` NAME=ÅNGSTROM.",
         )
 
 

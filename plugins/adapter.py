@@ -63,9 +63,9 @@ class TrackedOptions(dict):
 def _check_sampling(voxel_size: float | None, binning: float) -> None:
     """``--voxel-size`` and ``--binning`` must be positive numbers."""
     if voxel_size is not None and not (np.isfinite(voxel_size) and voxel_size > 0):
-        raise PicksError(f"--voxel-size {voxel_size:g}: expected a positive number of Å per voxel")
+        raise PicksError(f"`voxel_size` {voxel_size:g}: expected a positive number of Å per voxel")
     if not (np.isfinite(binning) and binning > 0):
-        raise PicksError(f"--binning {binning:g}: expected a positive factor (1 = unbinned)")
+        raise PicksError(f"`binning` {binning:g}: expected a positive factor (1 = unbinned)")
 
 
 @dataclass

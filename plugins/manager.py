@@ -288,14 +288,14 @@ class AdapterRegistry:
             )
             raise UnknownAdapter(
                 f"{path}: no adapter recognised this file (tried: {tried})",
-                hint="Name one with --adapter NAME; 'picks plugins' lists them.",
+                hint="Name one with `adapter` NAME; 'picks plugins' lists them.",
             )
         scored.sort(reverse=True)
         if len(scored) > 1 and scored[0][0] == scored[1][0]:
             tied = [n for c, n in scored if c == scored[0][0]]
             raise UnknownAdapter(
                 f"{path}: several adapters claim this file equally ({', '.join(tied)})",
-                hint="Choose one with --adapter NAME.",
+                hint="Choose one with `adapter` NAME.",
             )
         return self.get(scored[0][1])
 
@@ -353,7 +353,7 @@ def get_registry(*, load_entrypoints: bool = True, local: bool = True) -> Adapte
     if local and (path := local_registry_path()) is not None:
         if not path.exists():
             raise PicksError(
-                f"local registry file {path} (from --registry or PICKS_REGISTRY) does not exist"
+                f"local registry file {path} (from `registry` or PICKS_REGISTRY) does not exist"
             )
         for card in read_cards(path):
             registry.add(AdapterEntry.from_card(card, "local", "local", str(path)))

@@ -133,13 +133,13 @@ def decide_contrast(
 ) -> dict[str, str]:
     """The polarity per tomogram: as requested, or detected (loudly; an error when unsure)."""
     if requested not in CONTRASTS:
-        raise PicksError(f"--contrast {requested!r}: expected one of {', '.join(CONTRASTS)}")
+        raise PicksError(f"`contrast` {requested!r}: expected one of {', '.join(CONTRASTS)}")
     if requested != "auto":
         for name, value in statistics.items():
             detected = "bright" if value > 1 else "dark"
             if abs(np.log(value)) >= CONTRAST_MARGIN and detected != requested:
                 say(
-                    f"warning: {name}: --contrast {requested}, but the image looks {detected} "
+                    f"warning: {name}: `contrast` {requested}, but the image looks {detected} "
                     f"(bright/dark tail ratio {value:.2f}); using {requested} as told"
                 )
         return {name: requested for name in statistics}
@@ -147,21 +147,21 @@ def decide_contrast(
     if unsure:
         listed = ", ".join(f"{n} ({v:.2f})" for n, v in unsure.items())
         raise PicksError(
-            f"--contrast auto cannot tell the particle polarity of {listed}: the bright/dark "
+            f"`contrast` auto cannot tell the particle polarity of {listed}: the bright/dark "
             f"tail ratio is within ±15 % of 1",
-            hint="Give --contrast bright (particles white) or --contrast dark (particles black).",
+            hint="Give `contrast` bright (particles white) or `contrast` dark (particles black).",
         )
     decided = {n: ("bright" if v > 1 else "dark") for n, v in statistics.items()}
     if len(set(decided.values())) > 1:
         listed = ", ".join(f"{n}: {decided[n]} ({v:.2f})" for n, v in statistics.items())
         raise PicksError(
-            f"--contrast auto found different polarities across the tomograms ({listed})",
-            hint="Check the tomograms; give --contrast bright or dark if they truly agree.",
+            f"`contrast` auto found different polarities across the tomograms ({listed})",
+            hint="Check the tomograms; give `contrast` bright or dark if they truly agree.",
         )
     for name, value in statistics.items():
         say(
             f"contrast: {name}: particles detected {decided[name].upper()} (bright/dark tail "
-            f"ratio {value:.2f}); pass --contrast to override"
+            f"ratio {value:.2f}); pass `contrast` to override"
         )
     return decided
 
@@ -200,7 +200,7 @@ def parse_tomograms(
             raise PicksError(
                 f"two tomograms are both named {name!r} ({seen[name]} and {file}); picker files "
                 "name tomograms, so names must be unique",
-                hint="Name them: --tomogram NAME=PATH (e.g. TS_01=TS_01/tomogram.mrc).",
+                hint="Name them: `tomogram` NAME=PATH (e.g. TS_01=TS_01/tomogram.mrc).",
             )
         seen[name] = file
     return pairs
@@ -229,9 +229,9 @@ def run_pickers(
     from picks.core.tomograms import read_tomogram
 
     if contrast not in CONTRASTS:
-        raise PicksError(f"--contrast {contrast!r}: expected one of {', '.join(CONTRASTS)}")
+        raise PicksError(f"`contrast` {contrast!r}: expected one of {', '.join(CONTRASTS)}")
     if snr <= 0:
-        raise PicksError("--snr must be positive")
+        raise PicksError("`snr` must be positive")
     optics = optics or sv.Optics()
     pairs = parse_tomograms(tomograms)
     headers = [read_tomogram(path, name=name, voxel_size=voxel_size) for name, path in pairs]
@@ -251,7 +251,7 @@ def run_pickers(
         if out.resolve() in Path(path).resolve().parents:
             # _prepare_out clears OUT/tomograms: never the inputs themselves.
             raise PicksError(
-                f"tomogram {path} lies inside --out {out}", hint="Choose another --out."
+                f"tomogram {path} lies inside `out` {out}", hint="Choose another `out`."
             )
     _prepare_out(out)
 

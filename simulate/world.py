@@ -98,13 +98,13 @@ def simulate(
     from picks.core.errors import PicksError
 
     if n_tomograms < 1:
-        raise PicksError("--tomograms must be at least 1")
+        raise PicksError("`n_tomograms` must be at least 1")
     if min(size) < 16:
-        raise PicksError(f"--size {size}: every edge must be at least 16 voxels")
+        raise PicksError(f"`size` {size}: every edge must be at least 16 voxels")
     if voxel_size <= 0:
-        raise PicksError("--voxel-size must be positive")
+        raise PicksError("`voxel_size` must be positive")
     if snr < 0:
-        raise PicksError("--snr must be positive (0 means no noise)")
+        raise PicksError("`snr` must be positive (0 means no noise)")
     optics = optics or sv.Optics()
     out = Path(out)
     _prepare_out(out)

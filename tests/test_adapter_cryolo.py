@@ -136,7 +136,7 @@ def test_3d_cbox_corner_xy_centre_z(formats_dir):
 def test_2d_prediction_cbox_needs_a_slice(formats_dir):
     path = formats_dir / "cryolo/TcdA1-0018_frames_sum.cbox"
     with pytest.raises(
-        InputFormatError, match=r"TcdA1-0018_frames_sum\.cbox, line 20: .*--option z=SLICE"
+        InputFormatError, match=r"TcdA1-0018_frames_sum\.cbox, line 20: .*`options` z=SLICE"
     ):
         read(CryoloCboxAdapter(), path)
     frame, _ = read(CryoloCboxAdapter(), path, options={"z": "12"})
@@ -163,7 +163,7 @@ def test_cbox_with_zero_z_warns_and_option_replaces_zeros(formats_dir):
     path = formats_dir / "cryolo/2d_particles.cbox"
     frame, ctx = read(CryoloCboxAdapter(), path)
     assert (frame["z"] == 0).all()
-    assert any("Z = 0" in w and "--option z=SLICE" in w for w in ctx.warnings)
+    assert any("Z = 0" in w and "`options` z=SLICE" in w for w in ctx.warnings)
     # Row 2 (line 21): X=66.566470 Y=39.127084 W=H=25 -> (79.06647, 51.627084) voxels
     assert frame.iloc[1][["x", "y"]].tolist() == pytest.approx([790.6647, 516.27084])
     frame, ctx = read(CryoloCboxAdapter(), path, options={"z": "33"})
@@ -186,7 +186,7 @@ def test_filament_cbox_reads_segments(formats_dir):
 
 def test_old_whitespace_cbox_fallback(tmp_path):
     path = write_text(tmp_path, "TS_01.cbox", "10 20 30 30 0.9\n40.5 50 20 40 0.25\n")
-    with pytest.raises(InputFormatError, match=r"line 1: .*--option z=SLICE"):
+    with pytest.raises(InputFormatError, match=r"line 1: .*`options` z=SLICE"):
         read(CryoloCboxAdapter(), path)
     frame, _ = read(CryoloCboxAdapter(), path, options={"z": "5"})
     # (10 + 15, 20 + 15, 5) and (40.5 + 10, 50 + 20, 5) voxels × 10 Å
@@ -290,7 +290,7 @@ def test_box_float_fixture(formats_dir):
 
 
 def test_box_needs_slice(formats_dir):
-    with pytest.raises(InputFormatError, match=r"2d_left\.box, line 1: .*--option z=SLICE"):
+    with pytest.raises(InputFormatError, match=r"2d_left\.box, line 1: .*`options` z=SLICE"):
         read(EmanBoxAdapter(), formats_dir / "eman2_box/2d_left.box")
 
 
@@ -396,7 +396,7 @@ def test_cryolo_star_centres_micrograph_names_and_score(tmp_path):
 def test_cryolo_star_2d_needs_slice_and_errors(rejects_import, tmp_path):
     two_d = "data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n1 2\n3 4\n"
     path = write_text(tmp_path, "TS_01.star", two_d)
-    rejects_import(path, match=r"line 5: .*--option z=SLICE", voxel_size=VOXEL)
+    rejects_import(path, match=r"line 5: .*`options` z=SLICE", voxel_size=VOXEL)
     frame, _ = read(CryoloStarAdapter(), path, options={"z": "9"})
     assert frame["z"].tolist() == [90.0, 90.0]
     bad = write_text(tmp_path, "TS_02.star", STAR.replace("12 13 14", "12 x13 14"))

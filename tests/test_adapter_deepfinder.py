@@ -137,7 +137,7 @@ OBJL = """<objlist>
 def test_tomo_idx_needs_a_map_when_several(tmp_path):
     path = write_text(tmp_path, "objl.xml", OBJL)
     with pytest.raises(
-        InputFormatError, match=r"objl\.xml, line 3: .*2 tomograms.*--option tomograms="
+        InputFormatError, match=r"objl\.xml, line 3: .*2 tomograms.*`options` tomograms="
     ):
         read(DeepFinderXmlAdapter(), path)
     with pytest.raises(

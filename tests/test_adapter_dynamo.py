@@ -195,13 +195,13 @@ def test_apix_is_a_fallback_voxel_size(tmp_path: Path):
         (
             line() + "\n" + line(tomo=2) + "\n",
             {"tomograms": "1=TS_01"},
-            "line 2: tomo index 2 (column 20) is not in --option tomograms",
+            "line 2: tomo index 2 (column 20) is not in `options` tomograms",
         ),
         (line(tomo=1.5) + "\n", {}, "line 1: tomo (column 20) = 1.5 is not an integer"),
         (
             line(cls=3) + "\n",
             {"classes": "1=ribosome"},
-            "line 1: class 3 (column 22) is not in --option classes",
+            "line 1: class 3 (column 22) is not in `options` classes",
         ),
         (line() + "\n" + line()[:40] + "\n", {}, "line 2: expected at least 26 columns"),
         (line() + "\n" + line().replace("0.5", "nan", 1) + "\n", {}, "line 2: non-finite value"),

@@ -162,7 +162,7 @@ def test_relion5_falls_back_to_registered_tomogram(formats_dir: Path, tmp_path: 
     assert sized[["x", "y", "z"]].to_numpy() == pytest.approx(frame[["x", "y", "z"]].to_numpy())
     with pytest.raises(MissingVoxelSize, match="size of tomogram 'TS_01' is unknown") as info:
         read(Relion5Adapter(), lonely)
-    assert "--option tomograms_star=PATH" in info.value.hint
+    assert "`options` tomograms_star=PATH" in info.value.hint
 
 
 def test_relion5_explicit_tomograms_star_and_unknown_tomogram(formats_dir: Path, tmp_path: Path):

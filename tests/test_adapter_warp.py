@@ -138,7 +138,7 @@ def test_missing_pixel_size_and_bad_rows(tmp_path: Path, store, registry):
     path.write_text(SMALL.replace("_rlnImagePixelSize #2\n1 10.0", "_rlnVoltage #2\n1 300"))
     with pytest.raises(MissingVoxelSize) as info:
         import_file(store, path, registry)
-    assert "--voxel-size" in info.value.hint
+    assert "`voxel_size`" in info.value.hint
     bad = tmp_path / "bad.star"
     bad.write_text(SMALL.replace("TS_5.tomostar 10 20", "TS_5.tomostar 10 twenty"))
     with pytest.raises(InputFormatError, match="rlnCoordinateY = 'twenty' is not a number") as err:

@@ -284,7 +284,7 @@ def test_relion_labels_file_and_unnamed_numbers(tmp_path, formats_dir):
     frame, ctx = read_raw(Relion4Adapter(), path, options={"labels": str(labels)})
     assert set(frame["particle"]) == {"ribosome", "2"}
     assert ctx.warnings == [
-        "rlnClassNumber value(s) 2 are not in --option labels: kept as class names"
+        "rlnClassNumber value(s) 2 are not in `options` labels: kept as class names"
     ]
 
 

@@ -148,7 +148,7 @@ def test_contrast_statistic_and_decision():
     said: list[str] = []
     assert decide_contrast("dark", {"a": 2.0}, said.append) == {"a": "dark"}
     assert "looks bright" in said[0] and "using dark as told" in said[0]
-    with pytest.raises(PicksError, match="--contrast 'white'"):
+    with pytest.raises(PicksError, match="`contrast` 'white'"):
         decide_contrast("white", {"a": 2.0}, print)
 
 
@@ -171,7 +171,7 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path):
     unset = write_mrc(tmp_path / "unset.mrc", data, 1.0)
     with pytest.raises(MissingVoxelSize):
         run_pickers([unset], tmp_path / "out")
-    with pytest.raises(PicksError, match="lies inside --out"):
+    with pytest.raises(PicksError, match="lies inside `out`"):
         run_pickers([a], tmp_path / "a")
 
 

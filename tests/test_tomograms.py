@@ -73,7 +73,7 @@ def test_missing_voxel_size_is_an_error_with_hint(tmp_path: Path):
     path = make_mrc(tmp_path / "t.mrc", voxel=1.0)
     with pytest.raises(MissingVoxelSize) as info:
         read_tomogram(path)
-    assert "--voxel-size" in info.value.hint
+    assert "`voxel_size`" in info.value.hint
     assert read_tomogram(path, voxel_size=7.5).voxel_size == 7.5
 
 

@@ -114,8 +114,8 @@ class FileChecks:
                 )
             elif ratio > 1.2:
                 cause = (
-                    f"coordinates are about {ratio:.1f}× too large: wrong --binning or "
-                    f"--voxel-size (the tomogram is {v:g} Å/voxel)"
+                    f"coordinates are about {ratio:.1f}× too large: wrong `binning` or "
+                    f"`voxel_size` (the tomogram is {v:g} Å/voxel)"
                 )
             elif seen.below:
                 cause = "negative coordinates: the file may use centred coordinates (RELION 5) or a different origin"
@@ -125,7 +125,7 @@ class FileChecks:
                 f"{path}: {seen.n_outside} of {seen.n} picks lie outside tomogram {name!r} "
                 f"(extent {extent[0]:g} × {extent[1]:g} × {extent[2]:g} Å; first at record "
                 f"{seen.first}); likely cause: {cause}",
-                hint="Check --voxel-size/--binning, or the tomogram the file belongs to.",
+                hint="Check `voxel_size`/`binning`, or the tomogram the file belongs to.",
             )
 
     def implausible(self) -> str | None:
@@ -137,7 +137,7 @@ class FileChecks:
             f"{self.n_bad} of {self.n} picks have coordinates no tomogram can hold "
             f"(from {self.low:.4g} to {self.high:.4g} Å; first at record {self.first_bad}): a "
             "unit, binning or origin error? They are kept for now and checked against the "
-            "tomograms when those are registered (give --tomograms to check them at import)"
+            "tomograms when those are registered (give `tomograms` to check them at import)"
         )
 
 

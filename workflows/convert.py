@@ -76,18 +76,18 @@ def convert(
         # class (CZII CSV's particle_type, copick's object) would be wrong, so they refuse.
         what = (
             f"{source}: {unnamed} of {len(picks)} picks have no class (the file names none and "
-            "no --particle was given)"
+            "no `particle` was given)"
         )
         if writer.class_field == "required":
             raise PicksError(
                 f"{what}; {writer.name} needs a class for every pick",
-                hint="Give --particle NAME (or --option name={tomogram}__{particle} when the "
+                hint="Give `particle` NAME (or `options` name={tomogram}__{particle} when the "
                 "file names say it).",
             )
         if writer.class_field != "none":
             ctx.warn(
                 f"{what}: {writer.name} writes them with an empty or made-up class; give "
-                "--particle NAME"
+                "`particle` NAME"
             )
     out_ctx = WriteContext(
         tomograms=tomograms,

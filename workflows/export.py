@@ -76,7 +76,7 @@ def write_run_outputs(
         stale = _remove_stale_outputs(store, recorder, writers, out, outputs)
         if stale:
             warnings.append(
-                f"--force: removed {len(stale)} file(s) an earlier run had written under "
+                f"`force=True`: removed {len(stale)} file(s) an earlier run had written under "
                 f"{out} that this run no longer writes (e.g. {stale[0]})"
             )
     return outputs, warnings

@@ -102,23 +102,23 @@ class NamePattern:
     def __init__(self, text: str) -> None:
         self.text = text.strip()
         if not self.text:
-            raise PicksError(f"--option {NAME_OPTION}=: empty pattern")
+            raise PicksError(f"`options` {NAME_OPTION}=: empty pattern")
         fields = [NAME_FIELDS.get(f.strip().lower(), f) for f in _FIELD.findall(self.text)]
         unknown = [f for f in fields if f not in ("tomogram", "particle", "")]
         if unknown:
             raise PicksError(
-                f"--option {NAME_OPTION}={self.text}: unknown field(s) "
+                f"`options` {NAME_OPTION}={self.text}: unknown field(s) "
                 + ", ".join(f"{{{f}}}" for f in unknown),
                 hint="Use {tomogram}, {particle} (or {class}) and {} for text to skip.",
             )
         if not {"tomogram", "particle"} & set(fields):
             raise PicksError(
-                f"--option {NAME_OPTION}={self.text}: the pattern names neither {{tomogram}} "
+                f"`options` {NAME_OPTION}={self.text}: the pattern names neither {{tomogram}} "
                 "nor {particle}",
                 hint="e.g. name={tomogram}__{particle} for crYOLO's TS_01__ribosome.cbox",
             )
         if len(fields) != len(set(f for f in fields if f)) + fields.count(""):
-            raise PicksError(f"--option {NAME_OPTION}={self.text}: a field is named twice")
+            raise PicksError(f"`options` {NAME_OPTION}={self.text}: a field is named twice")
         self.depth = self.text.count("/") + 1
         self.keeps_extension = "." in self.text.rsplit("}", 1)[-1]
         self._lazy = self._compile("+?")
@@ -147,14 +147,14 @@ class NamePattern:
         lazy, greedy = self._lazy.fullmatch(subject), self._greedy.fullmatch(subject)
         if lazy is None or greedy is None:
             raise PicksError(
-                f"{path}: the name {subject!r} does not fit --option {NAME_OPTION}={self.text}",
+                f"{path}: the name {subject!r} does not fit `options` {NAME_OPTION}={self.text}",
                 hint="Every file of the input must fit the pattern; give the files that do "
                 "not as a separate input (or fix the pattern).",
             )
         found, other = lazy.groupdict(), greedy.groupdict()
         if found != other:
             raise PicksError(
-                f"{path}: the name {subject!r} fits --option {NAME_OPTION}={self.text} in two "
+                f"{path}: the name {subject!r} fits `options` {NAME_OPTION}={self.text} in two "
                 f"ways ({describe_named(found)} or {describe_named(other)})",
                 hint="Add literal text to the pattern so that it fits one way only.",
             )

@@ -40,7 +40,7 @@ def scaffold(folder: str | Path, out: str | Path | None = None, *, registry=None
         raise PicksError(f"{folder}: not a folder")
     target = Path(out) if out else folder / "inputs.toml"
     if target.exists():
-        raise PicksError(f"{target} exists", hint="Give another --out, or remove it.")
+        raise PicksError(f"{target} exists", hint="Give another `out`, or remove it.")
     result = Scaffold(target)
     base = target.parent.resolve()
     for child in sorted(folder.iterdir()):

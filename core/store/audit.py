@@ -54,7 +54,7 @@ def audit_consensus(store: Store, consensus_id: int) -> dict:
     if not rows:
         raise NotFound(
             f"no consensus pick with id {consensus_id}",
-            hint="Ids are in the 'consensus_id' column of aggregate outputs; use --pick for raw picks.",
+            hint="Ids are in the 'consensus_id' column of aggregate outputs; use `pick` for raw picks.",
         )
     consensus = rows[0]
     members = list(
