@@ -99,18 +99,44 @@ def test_cli_choices_match_the_library():
     assert choices.POSITIVES == train.POSITIVE_RULES
 
 
-def test_help_is_fast():
-    """``picks --help`` within 0.3 s (best of 5, so a busy machine does not decide)."""
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-c", "from picks.cli import main; main()", "--help"],
-            capture_output=True,
-            check=True,
-        )
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.3, f"picks --help took {best:.3f} s"
+# What makes `picks --help` slow is a heavy import at module level (pandas alone costs ~0.3 s,
+# TensorFlow ~4 s). The time itself is measured by benchmarks/bench_startup.py (target < 0.3 s):
+# a wall-clock assert here failed whenever the machine was busy, and proved nothing then.
+HEAVY = (
+    "pandas",
+    "numpy",
+    "scipy",
+    "sqlite_utils",
+    "tensorflow",
+    "dask",
+    "distributed",
+    "matplotlib",
+    "mrcfile",
+    "sklearn",
+    "starfile",
+    "zarr",
+)
+
+
+def test_help_imports_no_heavy_library():
+    """``picks --help`` (and every command's ``--help``) loads no numeric or storage library."""
+    code = (
+        "import sys\n"
+        "from picks.cli import main\n"
+        "for argv in (['picks', '--help'], ['picks', 'aggregate', '--help'],\n"
+        "             ['picks', 'export', '--help'], ['picks', 'runs', '--help']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"heavy = {HEAVY!r}\n"
+        "print(' '.join(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = done.stderr.strip().splitlines()[-1].split() if done.stderr.strip() else []
+    assert "Usage" in done.stdout
+    assert loaded == [], f"picks --help imported {loaded}"
 
 
 def test_every_command_module_registers():
