@@ -9,12 +9,16 @@ import pandas as pd
 import pytest
 
 from picks.consensus.cnn.labels import P_HIGH, P_LOW, negative_selection, positive_selection
-from picks.consensus.cnn.reasons import MIN_CLASS_POSITIVES
 from picks.consensus.cnn.train import RunData, TooLittleTraining, training_table
 from picks.consensus.reliability import fit_latent
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog, Particle
-from picks.workflows.cnn_latent import LatentRefit, cnn_feature, refit_reasons
+from picks.workflows.cnn_latent import (
+    MIN_FEATURE_POSITIVES,
+    LatentRefit,
+    cnn_feature,
+    refit_reasons,
+)
 
 CATALOG = Catalog([Particle("apo-ferritin", 60.0), Particle("ribosome", 150.0)])
 
@@ -133,7 +137,18 @@ def test_a_cnn_feature_moves_the_posterior_the_way_the_cnn_says():
 def test_the_cnn_feature_is_left_out_for_classes_with_few_confident_particles():
     cands = pd.DataFrame({"particle": ["apo-ferritin", "ribosome", "apo-ferritin", None]})
     models = [
-        {"card": {"training": {"counts": {"positives": {"apo-ferritin": MIN_CLASS_POSITIVES}}}}}
+        {
+            "card": {
+                "training": {
+                    "counts": {
+                        "positives": {
+                            "apo-ferritin": MIN_FEATURE_POSITIVES,
+                            "ribosome": MIN_FEATURE_POSITIVES - 1,
+                        }
+                    }
+                }
+            }
+        }
     ]
     particle = np.array([0.9, 0.8, np.nan, 0.4])
     feature, used, skipped = cnn_feature(cands, particle, models)

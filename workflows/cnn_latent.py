@@ -14,8 +14,7 @@ As a feature, the CNN's score gets a histogram per class and latent state, so th
 learns from the data how far the network separates particles from junk *for that class* and
 weights it accordingly: a network that cannot tell them apart moves no posterior.
 
-Rare classes: a class with fewer than :data:`~picks.consensus.cnn.reasons.MIN_CLASS_POSITIVES`
-training positives has not been learned by the network, so its candidates get no CNN
+Rare classes: a class with fewer than :data:`MIN_FEATURE_POSITIVES` training positives has not been learned by the network, so its candidates get no CNN
 feature (NaN: no evidence) and their decision comes from the pickers alone.
 """
 
@@ -27,10 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from picks.consensus.cnn.reasons import MIN_CLASS_POSITIVES
-
 FEATURE = "cnn"
 DECIDED_BY = "cnn+latent"
+# Below this many confident training particles of a class the network has barely seen it, so
+# its score is not evidence for that class's candidates. Lower than the threshold rule's 20
+# (picks.consensus.cnn.reasons.MIN_CLASS_POSITIVES) because here the latent model itself
+# weighs the feature per class by how well it separates that class's particles from its junk
+# (a score that does not separate them moves no posterior); the guard only keeps out a class
+# the network has not learned, whose particles it would call noise. Measured on sim-11x3
+# (two tomograms): 7–17 confident particles per class; at 20 no class used the feature.
+MIN_FEATURE_POSITIVES = 10
 
 
 @dataclass
@@ -76,9 +81,11 @@ def cnn_feature(
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """The CNN feature of each candidate, the classes it is used for and those it is not.
 
-    ``particle``: the CNN's decision score (NaN where the box could not be extracted). The
+    ``particle``: the network's P(particle) = 1 − P(noise), mean over the models (NaN where
+    the box could not be extracted); not the threshold rule's typicality-gated score: the
+    latent model learns per class how the score separates particles from junk. The
     feature is NaN (no evidence) for a candidate without a class and for a class with fewer
-    than :data:`MIN_CLASS_POSITIVES` training positives in some model of the ensemble.
+    than :data:`MIN_FEATURE_POSITIVES` training positives in some model of the ensemble.
     The latent model bins a feature by its quantiles, so the scale (probability or logit)
     does not change the fit.
     """
@@ -93,7 +100,9 @@ def cnn_feature(
     if any(not isinstance(c, dict) for c in counts):
         used = present  # a model without its training counts: trust it for every class
     else:
-        used = [p for p in present if min(int(c.get(p, 0)) for c in counts) >= MIN_CLASS_POSITIVES]
+        used = [
+            p for p in present if min(int(c.get(p, 0)) for c in counts) >= MIN_FEATURE_POSITIVES
+        ]
     keep = np.array([p in used for p in names], dtype=bool)
     feature = np.where(keep, np.asarray(particle, dtype=float), np.nan)
     return feature, used, [p for p in present if p not in used]
@@ -111,7 +120,7 @@ def refit_reasons(
             note = f"CNN {particle[i]:.3f} as evidence"
         else:
             note = (
-                f"CNN {particle[i]:.3f} not used: fewer than {MIN_CLASS_POSITIVES} confident "
+                f"CNN {particle[i]:.3f} not used: fewer than {MIN_FEATURE_POSITIVES} confident "
                 f"training particles of {names[i]}, pickers decide"
             )
         out.append(f"{DECIDED_BY} ({note}): {reason}")

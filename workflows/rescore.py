@@ -34,7 +34,7 @@ import pandas as pd
 from picks.consensus.cnn import combine as combiner
 from picks.consensus.cnn import network as cnn
 from picks.consensus.cnn.boxes import EdgePolicy, tomogram_lookup
-from picks.consensus.cnn.reasons import MIN_CLASS_POSITIVES
+from picks.consensus.cnn.reasons import MIN_CLASS_POSITIVES  # noqa: F401 (re-exported)
 from picks.consensus.cnn.reasons import cnn_reasons as _reasons
 from picks.consensus.cnn.reasons import decision_score as _decision_score
 from picks.consensus.cnn.reasons import rare_class_mask as _rare_class_mask
@@ -51,7 +51,13 @@ from picks.core.errors import PicksError
 from picks.core.particles import Catalog
 from picks.core.progress import null_progress
 from picks.core.store import Store
-from picks.workflows.cnn_latent import DECIDED_BY, LatentRefit, cnn_feature, refit_reasons
+from picks.workflows.cnn_latent import (
+    DECIDED_BY,
+    MIN_FEATURE_POSITIVES,
+    LatentRefit,
+    cnn_feature,
+    refit_reasons,
+)
 from picks.workflows.cnn_scoring import _geometry, _load, _score
 
 DEFAULT_THRESHOLD = 0.5
@@ -314,12 +320,13 @@ def rescore_run(
     if refit is not None:
         # The latent-class model decides again, with the CNN's score as evidence.
         started = time.perf_counter()
-        feature, used, skipped = cnn_feature(candidates, particle, models)
+        p_particle = np.mean(np.stack([1.0 - p[:, 0] for p in probs]), axis=0)
+        feature, used, skipped = cnn_feature(candidates, p_particle, models)
         table = refit(feature)
         final = table["posterior"].to_numpy(dtype=float)
         accepted = np.where(trusted, accepted, table["accepted"].to_numpy(dtype=bool))
         latent_reasons = refit_reasons(
-            table, feature, particle, used, candidates["particle"].tolist()
+            table, feature, p_particle, used, candidates["particle"].tolist()
         )
         reasons = [
             r if t else lr for r, lr, t in zip(reasons, latent_reasons, trusted, strict=True)
@@ -329,7 +336,7 @@ def rescore_run(
         if skipped:
             summary.setdefault("warnings", []).append(
                 f"the CNN score is not used as evidence for {', '.join(skipped)}: fewer than "
-                f"{MIN_CLASS_POSITIVES} confident training particles of the class; the "
+                f"{MIN_FEATURE_POSITIVES} confident training particles of the class; the "
                 "pickers decide those"
             )
         timings["refit"] = time.perf_counter() - started
