@@ -223,3 +223,28 @@ def test_a_cnn_that_cannot_train_falls_back_to_the_latent_decision_and_says_so(t
                 store, run, tomograms=store.tomograms(), catalog=CATALOG, models_dir=tmp_path,
                 device="cpu", positives="posterior",
             )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cnn_latent_runs_are_deterministic_and_order_independent(tmp_path):
+    """Two ``method="cnn"`` runs, inputs in opposite orders: the same decisions, byte for byte,
+    and the CNN feature did enter the model (decided_by cnn+latent)."""
+    from picks.core.store import Store
+    from picks.simulate.world import simulate
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.demo import aggregate_inputs
+
+    sim = simulate(tmp_path / "sim", seed=0, n_tomograms=2)
+    inputs = aggregate_inputs(sim)
+    outputs = []
+    for k, order in enumerate((inputs, inputs[::-1])):
+        with Store(tmp_path / f"{k}.db") as store:
+            result = aggregate(
+                store, order, out=tmp_path / f"o{k}", tomograms=[sim.out / "tomograms"],
+                formats=["czii-csv"], method="cnn", seed=0, cnn_options={"epochs": 3},
+            )  # fmt: skip
+            assert result.cnn["decision"] == "cnn+latent" and result.cnn["cnn_feature_classes"]
+            frame = store.consensus(result.run_id)
+        assert set(frame["decided_by"]) <= {"cnn+latent", "reference"}
+        outputs.append(frame[["x", "y", "z", "particle", "posterior", "accepted", "reason"]])
+    pd.testing.assert_frame_equal(outputs[0], outputs[1])
