@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from picks.core.errors import PicksError
+from picks.core.particles import Catalog
 
 POSITIVE_RULES = ("auto", "full", "status", "posterior")
 MIN_FULL_POSITIVES = 50  # "auto": below this many full-support picks, allow one missing picker
@@ -136,3 +137,17 @@ def _positive_rule(candidates: pd.DataFrame, rule: str) -> tuple[np.ndarray, str
         f"all pickers but one (only {int(full.sum())} full-support picks, fewer than "
         f"{MIN_FULL_POSITIVES})",
     )
+
+
+def match_radius(catalog: Catalog, particles: pd.Series) -> np.ndarray:
+    """Half the class radius (the CZII match distance); the smallest radius for unknown classes."""
+    radii = {}
+    smallest = min((p.radius for p in catalog), default=50.0)
+    out = np.empty(len(particles))
+    for i, name in enumerate(particles.tolist()):
+        if name not in radii:
+            radii[name] = (
+                catalog.radius(name) if isinstance(name, str) and name in catalog else smallest
+            )
+        out[i] = 0.5 * radii[name]
+    return out

@@ -44,6 +44,7 @@ from picks.consensus.cnn.labels import (  # noqa: F401 (re-exported: the labels'
     POSITIVE_RULES,
     image_vetoed,
     is_trusted,
+    match_radius,
     negative_selection,
     positive_selection,
 )
@@ -76,20 +77,6 @@ class RunData:
     references: pd.DataFrame
     noise: pd.DataFrame
     avoid: pd.DataFrame
-
-
-def match_radius(catalog: Catalog, particles: pd.Series) -> np.ndarray:
-    """Half the class radius (the CZII match distance); the smallest radius for unknown classes."""
-    radii = {}
-    smallest = min((p.radius for p in catalog), default=50.0)
-    out = np.empty(len(particles))
-    for i, name in enumerate(particles.tolist()):
-        if name not in radii:
-            radii[name] = (
-                catalog.radius(name) if isinstance(name, str) and name in catalog else smallest
-            )
-        out[i] = 0.5 * radii[name]
-    return out
 
 
 # -- the labelled table ------------------------------------------------------------------------
