@@ -16,7 +16,7 @@ METHODS = ("auto", "vote", "latent", "cnn")
 REPRESENTATIVES = ("centroid", "weighted", "best")
 EDGES = ("pad", "reflect", "drop")
 DEVICES = ("auto", "cpu", "gpu")
-POSITIVES = ("auto", "full", "status")
+POSITIVES = ("auto", "full", "status", "posterior")
 ROLES = ("picker", "positive", "negative")
 
 # Literal[("a", "b")] is Literal["a", "b"]: built from the tuples so each list lives once.

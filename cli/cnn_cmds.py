@@ -55,7 +55,8 @@ def train_cmd(
         Positives,
         typer.Option(
             help="Training positives: auto (full support; all pickers but one when fewer than "
-            "50 have it), full, or status (the run's positives)."
+            "50 have it), full, status (the run's positives), or posterior (latent-class "
+            "posterior ≥ 0.9 positive, ≤ 0.1 negative; needs a latent or cnn run)."
         ),
     ] = "auto",
     hard_negatives: Annotated[

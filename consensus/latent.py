@@ -71,6 +71,7 @@ def decide_latent(
     temperature: float = DEFAULT_TEMPERATURE,
     images: pd.DataFrame | None = None,
     seed: int = 0,
+    extra_features: pd.DataFrame | None = None,
 ) -> LatentDecision:
     """Posterior P(particle) for every candidate and the expected-F-beta decision per class.
 
@@ -88,6 +89,10 @@ def decide_latent(
     likely particles, P ≥ 0.5, say which way is dense) gets
     P(particle) = 0 and is rejected with the reason (:func:`~picks.consensus.image_features.
     density_veto`), whatever the pickers' agreement.
+
+    ``extra_features`` (indexed like the consensus): more evidence columns, e.g. the CNN's
+    P(particle) (:mod:`picks.workflows.cnn_latent`). Each is binned and gets a histogram per
+    class and latent state, like the conflict count; NaN means "no evidence" for that row.
     """
     if not (np.isfinite(temperature) and temperature >= 1):
         raise PicksError(f"temperature {temperature!r}: expected a number ≥ 1 (1: no tempering)")
@@ -95,6 +100,10 @@ def decide_latent(
     features = None
     if conflicts and not class_agnostic and len(consensus):
         features = pd.DataFrame({"conflicts": conflict_counts(consensus)}, index=consensus.index)
+    if extra_features is not None and len(extra_features.columns):
+        if not extra_features.index.equals(consensus.index):
+            raise PicksError("extra features must be indexed like the consensus candidates")
+        features = extra_features if features is None else features.join(extra_features)
     posterior, pickers, fit = picker_reliability(
         consensus,
         clusters.members,

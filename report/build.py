@@ -658,14 +658,17 @@ class _Builder:
                 )
                 blocks.append(Image(self._rel(path), f"training curve, {title}", ""))
             positives = counts.get("positives") or {}
-            n_neg = int(counts.get("noise", 0)) + int(counts.get("negative_references", 0))
+            n_neg = sum(
+                int(counts.get(k, 0))
+                for k in ("noise", "negative_references", "image_vetoed", "latent_junk")
+            )
             mined = (
                 (training.get("hard_negatives") or {}).get("added")
                 if isinstance(training.get("hard_negatives"), dict)
                 else None
             )
             rows = [[c, int(n)] for c, n in sorted(positives.items())]
-            rows.append(["negatives (noise + negative references)", n_neg])
+            rows.append(["negatives (noise, negative references, confident junk)", n_neg])
             if mined:
                 rows.append(["hard negatives added", mined])
             rows.append(

@@ -74,7 +74,7 @@ def test_help_lists_choices_with_readable_metavars():
         "[LABEL=]PATH",
     ):
         assert shown in text, shown
-    assert "--positives <auto|full|status>" in invoke("train", "--help").output
+    assert "--positives <auto|full|status|posterior>" in invoke("train", "--help").output
 
 
 @pytest.mark.parametrize("command", commands())

@@ -340,7 +340,7 @@ def test_cnn_section_training_curve_and_a_threshold_that_does_not_fit(world, tmp
     names = {Path(v).name for v in _links(root) if not v.startswith("#")}
     assert f"training-{models[0]['id']}.png" in names
     text = report.path.read_text(encoding="utf-8")
-    assert "negatives (noise + negative references)" in text and ">43<" in text
+    assert "negatives (noise, negative references, confident junk)" in text and ">43<" in text
     assert any("does not separate" in w for w in report.warnings)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from picks.core.particles import Catalog
 from picks.core.progress import Progress, null_progress
 from picks.core.store import Store
 from picks.workflows import noise as noise_workflow
+from picks.workflows.cnn_latent import LatentRefit
 from picks.workflows.export import write_run_outputs
 from picks.workflows.importing import check_stored_extent
 from picks.workflows.inputs import (
@@ -274,7 +276,7 @@ def aggregate(
         "cnn_options": dict(cnn_options or {}),
         "force": force,
     }
-    if resolved_method == "latent":
+    if resolved_method in ("latent", "cnn"):
         params["beta"] = float(beta)
         params["picker_scores"] = bool(picker_scores)
         params["temperature"] = temperature
@@ -368,8 +370,8 @@ def aggregate(
             clusters.consensus, references, class_agnostic=class_agnostic
         )
         votes = apply_references(votes, matches)
-        latent = None
-        if resolved_method == "latent":
+        latent = refit = None
+        if resolved_method in ("latent", "cnn"):  # cnn: the CNN's score refits this model
             from picks.consensus.latent import decide_latent
 
             images = None
@@ -381,25 +383,31 @@ def aggregate(
                 with progress("images", total=1) as advance:
                     images = candidate_statistics(clusters.consensus, store.tomograms(), radius_map)
                     advance(1)
+            decide = partial(
+                decide_latent,
+                clusters,
+                picks,
+                votes,
+                beta=beta,
+                class_agnostic=class_agnostic,
+                picker_scores=picker_scores,
+                images=images,
+                seed=seed,
+                **({} if temperature is None else {"temperature": temperature}),
+            )
             with progress("decide", total=1) as advance:
-                latent = decide_latent(
-                    clusters,
-                    picks,
-                    votes,
-                    beta=beta,
-                    class_agnostic=class_agnostic,
-                    picker_scores=picker_scores,
-                    images=images,
-                    seed=seed,
-                    **({} if temperature is None else {"temperature": temperature}),
-                )
+                latent = decide()
                 advance(1)
+            if resolved_method == "cnn" and not (cnn_options or {}).get("combine"):
+                refit = partial(LatentRefit, lambda extra: decide(extra_features=extra))
             votes = latent.votes
             warnings.extend(f"latent-class model: {w}" for w in latent.warnings)
-        table, members = _final_tables(
+        table, members, source_rows = _final_tables(
             clusters, votes, references, unmatched, radius_map, match_fraction, match_distance
         )
         first_id = store.add_consensus(run_id, table, members)
+        if refit is not None:
+            refit = refit(clusters.consensus.index, source_rows)
         if latent is not None:
             store.set_estimates(run_id, latent.pickers, latent.classes)
         table["id"] = np.arange(first_id, first_id + len(table))
@@ -438,9 +446,12 @@ def aggregate(
                 models_dir=out / "models",
                 progress=progress,
                 executor=executor,
-                **dict(cnn_options or {}),
+                **{"positives": "posterior", **dict(cnn_options or {}), "refit": refit},
             )
             warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
+            if refit is not None and refit.decision is not None:
+                latent = refit.decision  # the estimates and summary of the fit that decided
+                store.set_estimates(run_id, latent.pickers, latent.classes)
 
         # -- outputs ----------------------------------------------------------------------
         final = store.consensus(run_id)
@@ -551,9 +562,10 @@ def _final_tables(
     radius_map: Mapping[object, float],
     match_fraction: float,
     match_distance: float | None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """Consensus rows (with decisions) and member rows, reference-only picks included,
-    in the canonical order that ids follow."""
+    in the canonical order that ids follow, and for each row its row in ``clusters.consensus``
+    (≥ its length: a reference-only row)."""
     table = clusters.consensus.copy()
     for column in ("status", "vote_score", "accepted", "reason", "forced"):
         table[column] = votes[column].to_numpy() if len(votes) else pd.Series(dtype=object)
@@ -641,7 +653,7 @@ def _final_tables(
     table = table.iloc[order].reset_index(drop=True)
     members["row"] = position[members["row"].to_numpy(dtype=np.int64)]
     members = members.sort_values(["row", "pick_id"], kind="stable").reset_index(drop=True)
-    return table, members
+    return table, members, order
 
 
 def _summary(

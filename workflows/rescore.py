@@ -33,27 +33,35 @@ import pandas as pd
 
 from picks.consensus.cnn import combine as combiner
 from picks.consensus.cnn import network as cnn
-from picks.consensus.cnn.boxes import EdgePolicy, Geometry, tomogram_lookup
+from picks.consensus.cnn.boxes import EdgePolicy, tomogram_lookup
+from picks.consensus.cnn.reasons import MIN_CLASS_POSITIVES  # noqa: F401 (re-exported)
+from picks.consensus.cnn.reasons import cnn_reasons as _reasons
+from picks.consensus.cnn.reasons import decision_score as _decision_score
+from picks.consensus.cnn.reasons import rare_class_mask as _rare_class_mask
 from picks.consensus.cnn.train import (
     RunData,
-    fit,
+    TooLittleTraining,
     is_trusted,
     positive_selection,
     training_table,
     unique_model_path,
 )
+from picks.consensus.cnn.train import fit as _fit
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog
 from picks.core.progress import null_progress
 from picks.core.store import Store
+from picks.workflows.cnn_latent import (
+    DECIDED_BY,
+    MIN_FEATURE_POSITIVES,
+    LatentRefit,
+    cnn_feature,
+    refit_reasons,
+)
+from picks.workflows.cnn_scoring import _geometry, _load, _score
 
 DEFAULT_THRESHOLD = 0.5
 FEW_POSITIVES = 100  # below this many training positives the summary warns
-# Below this many training positives of a class the network has not learned what that class
-# looks like, so its P(particle) for the class's candidates is not used: they are judged by
-# typicality alone (docs/cnn.md §4). Measured: real virus-like particles, with no training
-# positives, got a median P(particle) of 0.085 and a third of them were rejected.
-MIN_CLASS_POSITIVES = 20
 TYPICALITY = "typicality"  # the scores row holding a model's typicality of the pick
 
 
@@ -102,6 +110,7 @@ def rescore_run(
     typicality_alpha: float | None = None,
     positives: str = "auto",
     executor=None,
+    refit: LatentRefit | None = None,
 ) -> dict:
     """Score every consensus pick of ``run_id`` with the CNN and decide (see module doc).
 
@@ -110,6 +119,12 @@ def rescore_run(
     ``progress(description, total)`` → context manager yielding ``advance(n, info=None)``.
     Returns a summary (counts, model ids and paths, geometry, training metrics, timings).
     ``executor`` (workflows/parallel.py): extraction and scoring per tomogram on its workers.
+
+    ``refit`` (the aggregate workflow's, :mod:`picks.workflows.cnn_latent`): the run was
+    decided by the latent-class model; the CNN's score becomes one more feature of that model,
+    which decides again (``decided_by`` ``cnn+latent``). When the CNN cannot train (too few
+    labelled points) the run keeps the latent decision already stored, and the summary says
+    so (``fallback``, ``warnings``).
     """
     progress = progress or null_progress
     catalog = catalog or Catalog()
@@ -135,26 +150,39 @@ def rescore_run(
     train_drops: list[tuple[str, int, str]] | None = None  # None: no training in this call
     started = time.perf_counter()
     if model is None:
-        candidates, summary["image_veto"] = with_image_veto(candidates, lookup, catalog, positives)
-        trained = fit(
-            load_run_data(store, run_id, candidates),
-            run_id,
-            tomograms=lookup,
-            catalog=catalog,
-            seed=seed,
-            epochs=epochs,
-            box=box,
-            margin=margin,
-            working_voxel_size=working_voxel_size,
-            edge=policy,
-            device=device,
-            batch_size=batch_size,
-            reader=reader,
-            candidates=candidates,
-            progress=progress,
-            typicality=typicality,
-            positives=positives,
-        )
+        if positives != "posterior":  # the posterior already holds the veto (P = 0)
+            candidates, summary["image_veto"] = with_image_veto(
+                candidates, lookup, catalog, positives
+            )
+        try:
+            trained = _fit(
+                load_run_data(store, run_id, candidates),
+                run_id,
+                tomograms=lookup,
+                catalog=catalog,
+                seed=seed,
+                epochs=epochs,
+                box=box,
+                margin=margin,
+                working_voxel_size=working_voxel_size,
+                edge=policy,
+                device=device,
+                batch_size=batch_size,
+                reader=reader,
+                candidates=candidates,
+                progress=progress,
+                typicality=typicality,
+                positives=positives,
+            )
+        except TooLittleTraining as exc:
+            if refit is None:
+                raise
+            summary["fallback"] = "latent"
+            summary["warnings"] = [
+                f"the CNN could not train ({exc}): the run keeps the latent-class decision, "
+                "without the CNN feature"
+            ]
+            return dict(summary, n_scored=0, n_accepted=None, n_dropped=0, models=[])
         directory = Path(models_dir or "picks-models")
         path = unique_model_path(directory, f"run{run_id}-cnn")
         digest = cnn.save(trained.model, path, trained.card)
@@ -291,6 +319,31 @@ def rescore_run(
         rare_any,
     )
 
+    decided_by = np.where(trusted, "reference", "combined" if combine else "cnn")
+    if refit is not None:
+        # The latent-class model decides again, with the CNN's score as evidence.
+        started = time.perf_counter()
+        p_particle = np.mean(np.stack([1.0 - p[:, 0] for p in probs]), axis=0)
+        feature, used, skipped = cnn_feature(candidates, p_particle, models)
+        table = refit(feature)
+        final = table["posterior"].to_numpy(dtype=float)
+        accepted = np.where(trusted, accepted, table["accepted"].to_numpy(dtype=bool))
+        latent_reasons = refit_reasons(
+            table, feature, p_particle, used, candidates["particle"].tolist()
+        )
+        reasons = [
+            r if t else lr for r, lr, t in zip(reasons, latent_reasons, trusted, strict=True)
+        ]
+        decided_by = np.where(trusted, "reference", DECIDED_BY)
+        summary.update(decision=DECIDED_BY, cnn_feature_classes=used, cnn_feature_skipped=skipped)
+        if skipped:
+            summary.setdefault("warnings", []).append(
+                f"the CNN score is not used as evidence for {', '.join(skipped)}: fewer than "
+                f"{MIN_FEATURE_POSITIVES} confident training particles of the class; the "
+                "pickers decide those"
+            )
+        timings["refit"] = time.perf_counter() - started
+
     # -- writing ---------------------------------------------------------------------------
     started = time.perf_counter()
     model_ids = _write(
@@ -306,8 +359,22 @@ def rescore_run(
         reasons,
         dropped,
         train_drops,
-        np.where(trusted, "reference", "combined" if combine else "cnn").tolist(),
+        decided_by.tolist(),
     )
+    if refit is not None:  # the refit's posterior, next to the first fit's in the run's record
+        rows = ~trusted
+        store.set_decisions(
+            pd.DataFrame(
+                {
+                    "id": candidates["id"].to_numpy()[rows],
+                    "accepted": accepted[rows],
+                    "score": final[rows],
+                    "reason": np.asarray(reasons, dtype=object)[rows],
+                    "decided_by": decided_by[rows],
+                    "posterior": final[rows],
+                }
+            )
+        )
     timings["write"] = time.perf_counter() - started
     summary.update(
         n_scored=n_scored,
@@ -348,69 +415,6 @@ def _decision_threshold(threshold, models, combine: bool) -> tuple[float, str]:
     if combine or len(tuned) != len(models):
         return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD:g}"
     return float(np.mean(tuned)), "model card: 1/(1 + β²), β = 4 (F-beta cost ratio)"
-
-
-def _load(store: Store, path) -> tuple[object, dict]:
-    """A saved model and its card (sidecar file, else the store's copy by sha256)."""
-    path = Path(path)
-    if not path.exists():
-        raise PicksError(f"model {path} does not exist")
-    card = None
-    if not cnn.card_path(path).exists():
-        card = store.model_card(cnn.sha256_file(path))
-    model, card = cnn.load(path, card=card)
-    return model, card
-
-
-def _geometry(card: dict) -> Geometry:
-    return Geometry(int(card["box"]), float(card["voxel_size"]), 0)
-
-
-def _score(
-    candidates,
-    lookup,
-    models,
-    policy,
-    reader,
-    progress,
-    *,
-    batch_size: int,
-    typicality: bool,
-    timings: dict | None = None,
-    alpha: float | None = None,
-    executor=None,
-):
-    """Per model: (n, outputs) probabilities and (n,) typicality, NaN where dropped.
-
-    ``timings`` (if given) receives the seconds spent extracting and predicting. With an
-    ``executor`` each tomogram is scored by a worker (workflows/per_tomogram.py).
-    """
-    from picks.workflows import per_tomogram
-
-    options = {
-        "policy": policy,
-        "reader": reader,
-        "batch_size": batch_size,
-        "typicality": typicality,
-        "alpha": alpha,
-    }
-    if executor is not None:
-        probs, typ, dropped, spent = per_tomogram.score_per_tomogram(
-            executor, candidates, lookup, models, **options
-        )
-    else:
-        n_groups = len({(m["card"]["box"], m["card"]["voxel_size"]) for m in models})
-        with progress("score", total=len(candidates) * n_groups) as advance:
-            probs, typ, dropped, spent = per_tomogram.score_points(
-                candidates, lookup, models, advance=advance, **options
-            )
-    for pos in dropped:
-        for p, t in zip(probs, typ, strict=True):
-            p[pos] = np.nan
-            t[pos] = np.nan
-    if timings is not None:
-        timings.update(spent)
-    return probs, typ, dropped
 
 
 def _combine(
@@ -478,92 +482,6 @@ def _combine(
     info = combiner.describe(model, columns)
     info.update(fit_on=fit_on, n_fit=len(labels), n_fit_positive=int(labels.sum()))
     return final, info
-
-
-def _decision_score(probs: np.ndarray, typ: np.ndarray, rare: np.ndarray) -> np.ndarray:
-    """One model's score of each box: P(particle) × typicality, or typicality alone where the
-    box's class is rare in that model (:func:`_rare_class_mask`)."""
-    return np.where(rare, typ, (1.0 - probs[:, 0]) * typ)
-
-
-def _rare_class_mask(candidates: pd.DataFrame, model: dict, typicality: bool = True) -> np.ndarray:
-    """Candidates whose class had fewer than :data:`MIN_CLASS_POSITIVES` training positives
-    in this model, to be judged by typicality alone. None when there is no typicality to
-    judge by (turned off, or a card without it) or no counts, and never for a pick without a
-    class (the network's P(particle) decides those)."""
-    card = model["card"]
-    counts = ((card.get("training") or {}).get("counts") or {}).get("positives")
-    if not isinstance(counts, dict) or not typicality or not card.get("typicality"):
-        return np.zeros(len(candidates), dtype=bool)
-
-    def rare(p: object) -> bool:
-        if p is None or (isinstance(p, float) and p != p):
-            return False
-        return int(counts.get(str(p), 0)) < MIN_CLASS_POSITIVES
-
-    return candidates["particle"].map(rare).to_numpy(dtype=bool)
-
-
-def _reasons(
-    candidates,
-    particle,
-    final,
-    accepted,
-    trusted,
-    unknown,
-    dropped,
-    probs,
-    typ,
-    models,
-    threshold,
-    combine,
-    rare=None,
-):
-    # The support/reference reason as the vote stage stored it (m006), never re-parsed text.
-    base = candidates["vote_reason"].fillna("").astype(str).tolist()
-    classes = models[0]["card"]["classes"]
-    same = all(m["card"]["classes"] == classes for m in models) and len(classes) > 1
-    mean = np.mean(np.stack(probs), axis=0) if same else None
-    top = None
-    if mean is not None:
-        filled = np.where(np.isnan(mean[:, 1:]), -1.0, mean[:, 1:])
-        top = np.argmax(filled, axis=1) + 1
-    t_mean = np.mean(np.stack(typ), axis=0)
-    out = []
-    for i in range(len(candidates)):
-        if i in dropped:
-            head = f"not scored: {dropped[i]}" + (
-                "; trusted reference decides" if trusted[i] else ""
-            )
-        else:
-            word = "combined" if combine else "cnn"
-            value = final[i]
-            verdict = "accepted" if value >= threshold else "rejected"
-            head = (
-                f"{word} {value:.3f} {'≥' if value >= threshold else '<'} {threshold:g}: {verdict}"
-            )
-            details = []
-            if combine:
-                details.append(f"cnn {particle[i]:.3f}")
-            if top is not None:
-                k = int(top[i])
-                details.append(f"most like {classes[k]} {mean[i, k]:.2f}")
-            if t_mean[i] < 1.0:
-                details.append(f"typicality {t_mean[i]:.2f}: unlike the consensus positives")
-            name = candidates["particle"].iat[i]
-            if rare is not None and rare[i]:
-                few = "no" if unknown[i] else f"fewer than {MIN_CLASS_POSITIVES}"
-                details.append(f"{few} training positives of {name}: judged by typicality only")
-            elif unknown[i]:
-                details.append(f"class {name} had no training positives")
-            if details:
-                head += " (" + ", ".join(details) + ")"
-            if trusted[i]:
-                head += ", but a trusted reference decides: " + (
-                    "accepted" if accepted[i] else "rejected"
-                )
-        out.append(f"{head}; {base[i]}" if base[i] else head)
-    return out
 
 
 def _write(

@@ -2,15 +2,15 @@
 
 Labels (what the network learns from, nothing else):
 
-* **positives** — consensus picks with full support (every picker of the class; when fewer
-  than :data:`MIN_FULL_POSITIVES` have it, also those all pickers but one found — see
-  :func:`positive_selection`) or status ``reference`` (a trusted positive pick that matched
+* **positives** — consensus picks chosen by :mod:`picks.consensus.cnn.labels` (full support,
+  or a latent posterior ≥ 0.9 under the ``posterior`` rule) or status ``reference`` (a trusted positive pick that matched
   no consensus pick), plus trusted positive reference picks (sources with role
   ``positive``) on the run's tomograms that no such consensus pick already stands for;
 * **negatives** — the run's noise samples (random background far from every pick) plus
-  trusted negative reference picks (role ``negative``, e.g. gold beads).
+  trusted negative reference picks (role ``negative``, e.g. gold beads), plus confident junk
+  (the image veto's candidates; under the ``posterior`` rule a posterior ≤ 0.1).
 
-Doubtful and negative-support candidates are scored later but never used as labels.
+Doubtful candidates are scored later but never used as labels.
 
 One model with a class output (see docs/cnn.md): output 0 is noise, output ``k`` the ``k``-th
 particle class of the positives. Classes are balanced by sample weights — noise and particles
@@ -39,6 +39,15 @@ from scipy.spatial import cKDTree
 
 from picks.consensus.cnn import network as cnn
 from picks.consensus.cnn.boxes import EdgePolicy, Extracted, describe, extract, geometry_for
+from picks.consensus.cnn.labels import (  # noqa: F401 (re-exported: the labels' old home)
+    MIN_FULL_POSITIVES,
+    POSITIVE_RULES,
+    image_vetoed,
+    is_trusted,
+    match_radius,
+    negative_selection,
+    positive_selection,
+)
 from picks.consensus.cnn.split import _guard_band, spatial_split
 from picks.consensus.cnn.threshold import decision_rule
 from picks.core.errors import PicksError
@@ -48,6 +57,12 @@ from picks.core.progress import now, null_progress
 
 UNLABELLED = "unlabelled"  # class of positive references that name no class
 MIN_POSITIVES = 10
+
+
+class TooLittleTraining(PicksError):
+    """The run does not hold enough labelled points to train (a caller may fall back)."""
+
+
 MIN_NEGATIVES = 10
 
 
@@ -64,99 +79,7 @@ class RunData:
     avoid: pd.DataFrame
 
 
-def is_trusted(candidates: pd.DataFrame) -> np.ndarray:
-    """Consensus picks whose decision a trusted reference forced (kept whatever the CNN says):
-    the stored ``forced`` flag (m006), and reference-only picks."""
-    forced = (
-        candidates["forced"].fillna(False).astype(bool).to_numpy()
-        if "forced" in candidates
-        else np.zeros(len(candidates), dtype=bool)
-    )
-    return forced | (candidates["status"] == "reference").to_numpy()
-
-
-def match_radius(catalog: Catalog, particles: pd.Series) -> np.ndarray:
-    """Half the class radius (the CZII match distance); the smallest radius for unknown classes."""
-    radii = {}
-    smallest = min((p.radius for p in catalog), default=50.0)
-    out = np.empty(len(particles))
-    for i, name in enumerate(particles.tolist()):
-        if name not in radii:
-            radii[name] = (
-                catalog.radius(name) if isinstance(name, str) and name in catalog else smallest
-            )
-        out[i] = 0.5 * radii[name]
-    return out
-
-
 # -- the labelled table ------------------------------------------------------------------------
-POSITIVE_RULES = ("auto", "full", "status")
-MIN_FULL_POSITIVES = 50  # "auto": below this many full-support picks, allow one missing picker
-
-
-def positive_selection(candidates: pd.DataFrame, rule: str = "auto") -> tuple[np.ndarray, str]:
-    """Which consensus picks are training positives, and the rule that chose them.
-
-    ``full``: every picker that reports the class found it (vote score 1) and at least two
-    pickers did — the Xmipp "AND" set; ``status``: every pick with status ``positive`` (the
-    run's ``--min-support``, e.g. all but one picker); ``auto`` (default): ``full``, but when
-    that gives fewer than :data:`MIN_FULL_POSITIVES` picks (small data: a class-confusing or
-    conservative picker leaves few locations that *every* picker found), positive picks that
-    all pickers but one found (and at least two) are added — one rule, never weaker; a
-    doubtful pick (below the run's ``--min-support``) is never a label. All rules include status ``reference`` and
-    picks a trusted positive reference forced.
-    """
-    if rule not in POSITIVE_RULES:
-        raise PicksError(f"positives rule {rule!r}: expected one of {', '.join(POSITIVE_RULES)}")
-    mask, text = _positive_rule(candidates, rule)
-    # Junk every picker agrees on (a gold bead) must not teach the network what a particle is:
-    # an ``image_veto`` column (picks.consensus.image_features.density_veto) takes those out;
-    # a trusted reference's decision still stands.
-    veto = _image_veto(candidates)
-    if veto.any():
-        status = candidates["status"].astype(str)
-        forced = (is_trusted(candidates) & (status == "positive")).to_numpy() | (
-            status == "reference"
-        ).to_numpy()
-        mask = mask & (~veto | forced)
-    return mask, text
-
-
-def _image_veto(candidates: pd.DataFrame) -> np.ndarray:
-    if "image_veto" not in candidates:
-        return np.zeros(len(candidates), dtype=bool)
-    return candidates["image_veto"].fillna(False).to_numpy(dtype=bool)
-
-
-def _positive_rule(candidates: pd.DataFrame, rule: str) -> tuple[np.ndarray, str]:
-    status = candidates["status"].astype(str)
-    forced = (is_trusted(candidates) & (status == "positive")).to_numpy() | (
-        status == "reference"
-    ).to_numpy()
-    if rule == "status":
-        return (status == "positive").to_numpy() | forced, "status positive (the run's support)"
-    n_pickers = (
-        candidates["pickers"]
-        .fillna("")
-        .astype(str)
-        .map(lambda s: len({p for p in s.split(",") if p.strip()}))
-        .to_numpy()
-    )
-    vote = candidates["vote_score"].fillna(0).to_numpy(dtype=float)
-    # only among the run's positives: a doubtful pick is never a label, whatever its support
-    found = (status == "positive").to_numpy() & ~is_trusted(candidates)
-    full = (status == "positive").to_numpy() & (vote >= 1 - 1e-9) & (n_pickers >= 2)
-    if rule == "full" or int(full.sum()) >= MIN_FULL_POSITIVES:
-        return full | forced, "full support (every picker)"
-    support = candidates["support"].fillna(0).to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        total = np.where(vote > 0, support / np.maximum(vote, 1e-9), np.inf)
-    relaxed = found & (n_pickers >= 2) & (total - support <= 1.0 + 1e-6)  # one (unit) picker
-    return (
-        full | relaxed | forced,
-        f"all pickers but one (only {int(full.sum())} full-support picks, fewer than "
-        f"{MIN_FULL_POSITIVES})",
-    )
 
 
 @dataclass
@@ -188,8 +111,11 @@ def training_table(
     tomos = set(candidates["tomogram"].astype(str))
     mask, positive_rule = positive_selection(candidates, positives)
     pos = candidates[mask]
-    # Candidates the image veto rejected are confident junk: negatives, like noise samples.
-    junk = candidates[_image_veto(candidates) & ~mask]
+    # Confident junk (the image veto's candidates; under the posterior rule also what the
+    # latent model is sure is junk) trains as negatives, like noise samples.
+    junk_mask = negative_selection(candidates, positives)
+    junk = candidates[junk_mask]
+    junk_kind = np.where(image_vetoed(candidates)[junk_mask], "image-veto", "latent-junk")
     frames = [
         pd.DataFrame(
             {
@@ -233,7 +159,7 @@ def training_table(
         frames.append(
             pd.DataFrame(
                 {
-                    "kind": "image-veto",
+                    "kind": junk_kind,
                     "ref_id": junk["id"].to_numpy(dtype=np.int64),
                     "tomogram": junk["tomogram"].astype(str).to_numpy(),
                     "particle": None,
@@ -266,7 +192,7 @@ def training_table(
     classes = sorted(set(particle[positive].astype(str)))
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos < MIN_POSITIVES or n_neg < MIN_NEGATIVES:
-        raise PicksError(
+        raise TooLittleTraining(
             f"run {run_id}: too little training data for the CNN ({n_pos} positives, {n_neg} "
             f"negatives; at least {MIN_POSITIVES} of each are needed)",
             hint="Sample noise for the run (picks noise), add trusted `positives` references, "
@@ -304,6 +230,7 @@ def training_table(
         "negative_references": n_neg_refs,
         "noise": int((table["kind"] == "noise").sum()),
         "image_vetoed": int((table["kind"] == "image-veto").sum()),
+        "latent_junk": int((table["kind"] == "latent-junk").sum()),
         "undersampled": undersampled,
     }
     return TrainingTable(table.drop(columns=["negative"]), classes, counts)
@@ -396,8 +323,10 @@ def fit(
     with progress("extract training boxes", total=len(table)) as advance:
         extracted = extract(table, tomograms, geometry, edge=edge, reader=reader, progress=advance)
     extract_seconds = time.perf_counter() - started
-    # the dropped table's kind names the table ref_id points to (image-veto: a consensus pick)
-    kinds = table["kind"].astype(str).replace({"image-veto": "consensus"})
+    # the dropped table's kind names the table ref_id points to (junk rows: consensus picks)
+    kinds = (
+        table["kind"].astype(str).replace({"image-veto": "consensus", "latent-junk": "consensus"})
+    )
     dropped = [
         (str(kinds.iat[i]), int(table["ref_id"].iat[i]), reason) for i, reason in extracted.dropped
     ]
@@ -406,7 +335,7 @@ def fit(
     data.table = rows
     labels = rows["label"].to_numpy(dtype=np.int64)
     if (labels > 0).sum() < MIN_POSITIVES or (labels == 0).sum() < MIN_NEGATIVES:
-        raise PicksError(
+        raise TooLittleTraining(
             f"run {run_id}: after extraction only {(labels > 0).sum()} positive and "
             f"{(labels == 0).sum()} negative boxes remain (see 'dropped')"
         )
