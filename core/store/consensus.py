@@ -18,6 +18,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from picks.core.progress import now
+from picks.core.store.frames import read_frame
 
 
 def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -112,10 +113,7 @@ class ConsensusTables:
         cursor = self.db.conn.execute(
             "SELECT * FROM consensus WHERE run_id = ? ORDER BY id", [int(run_id)]
         )
-        names = [d[0] for d in cursor.description]
-        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
-        for column in _CONSENSUS_FLOATS:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        frame = read_frame(cursor, floats=_CONSENSUS_FLOATS)
         frame["particle"] = frame["particle"].astype(object).where(frame["particle"].notna(), None)
         frame["forced"] = frame["forced"].fillna(0).astype(int).astype(bool)
         return frame
