@@ -509,7 +509,8 @@ def aggregate(
         from picks.report import write_report
 
         try:
-            path = write_report(store, result.run_id, out)
+            # ``final`` is what the store holds for the run: not read a third time
+            path = write_report(store, result.run_id, out, consensus=final)
         except PicksError as exc:
             result.warnings.append(f"report not written: {exc}")
         else:
