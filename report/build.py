@@ -184,7 +184,9 @@ class _RunData:
             reference, "reference", np.where(accepted, "accepted", "rejected")
         )
         frame["accepted"] = accepted
-        pickers = sorted({p for text in frame["pickers"].astype(str) for p in text.split(",") if p})
+        # over the distinct lists only (a few combinations, not one per candidate)
+        combos = pd.unique(frame["pickers"].astype(str).to_numpy(dtype=object))
+        pickers = sorted({p for text in combos for p in text.split(",") if p})
         estimates, classes = store.estimates(run_id)
         return cls(
             run_id=run_id,

@@ -398,10 +398,11 @@ def aggregate(
         table, members = final_tables(
             clusters, votes, references, unmatched, radius_map, match_fraction, match_distance
         )
-        first_id = store.add_consensus(run_id, table, members)
+        # What the store now holds for the run, from the inserted values (not read back)
+        stored = store.add_consensus_frame(run_id, table, members)
+        del table, members
         if latent is not None:
             store.set_estimates(run_id, latent.pickers, latent.classes)
-        table["id"] = np.arange(first_id, first_id + len(table))
 
         # -- noise ----------------------------------------------------------------------
         noise_rows: list[dict] = []
@@ -442,7 +443,10 @@ def aggregate(
             warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
 
         # -- outputs ----------------------------------------------------------------------
-        final = store.consensus(run_id)
+        # Only CNN rescoring changes the stored decisions after the insert (noise sampling
+        # adds rows to its own table).
+        final = store.consensus(run_id) if resolved_method == "cnn" else stored
+        del stored
         outputs, written_warnings = write_run_outputs(
             store,
             run_id,
