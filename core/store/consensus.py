@@ -437,7 +437,7 @@ class ConsensusTables:
         ids: list[int] = []
         if not rows:
             return ids
-        with self.transaction():
+        with self.transaction(), self.bulk_writes():
             for run_id, path, fmt, sha256, members, created_at in rows:
                 members = np.unique(np.asarray(members, dtype=np.int64))
                 cursor = self.db.conn.execute(
