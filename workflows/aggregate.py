@@ -319,15 +319,20 @@ def aggregate(
         if missing.any():
             picks.loc[missing, "particle"] = fill_values[missing]
         picks["particle"] = picks["particle"].astype(object).where(picks["particle"].notna(), None)
-        pickers = sorted(set(picks["picker"]))
-        names_by_picker = picks.groupby("picker")["tomogram"].agg(lambda t: set(t.astype(str)))
+        # distinct values first: no Python iteration over a million picks
+        pickers = sorted(picks["picker"].unique())
+        tomo_names = sorted(picks["tomogram"].unique())
+        names_by_picker = (
+            picks[["picker", "tomogram"]]
+            .drop_duplicates()
+            .groupby("picker")["tomogram"]
+            .agg(lambda t: set(t.astype(str)))
+        )
         misnamed = mismatch_warning(name_mismatches(names_by_picker.to_dict()))
         if misnamed:
             warnings.append(misnamed)
         if formats is DEFAULT_FORMATS:
-            writers = _default_writers(
-                writers, store, sorted(set(picks["tomogram"])), registry, warnings
-            )
+            writers = _default_writers(writers, store, tomo_names, registry, warnings)
             params["formats"] = [name for name, _ in writers]
         unknown_weights = sorted(set(weights_map) - set(pickers))
         if unknown_weights:
@@ -361,7 +366,6 @@ def aggregate(
             doubtful_support=doubtful_support,
             class_agnostic=class_agnostic,
         )
-        tomo_names = sorted(set(picks["tomogram"]))
         references = _references(store, tomo_names, label_of)
         matches, unmatched = match_references(
             clusters.consensus, references, class_agnostic=class_agnostic
