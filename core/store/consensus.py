@@ -57,7 +57,7 @@ class ConsensusTables:
                 # + 0.0: SQLite gives -0.0 back as 0.0 (integral REAL values are stored as
                 # integers); NaN and None are NULL, read back as NaN
                 data[name] = np.array(values, dtype=float) + 0.0
-            elif name in _CONSENSUS_TEXT:
+            elif name == "particle":  # the only TEXT column not built with astype(str)
                 data[name] = pd.Series([v if v is None else str(v) for v in values])
             else:
                 data[name] = pd.Series(values)
@@ -504,17 +504,6 @@ _CONSENSUS_FLOATS = (
     "rot",
     "tilt",
     "psi",
-)
-
-# TEXT columns: SQLite's affinity gives any value stored there back as text
-_CONSENSUS_TEXT = (
-    "tomogram",
-    "particle",
-    "pickers",
-    "status",
-    "reason",
-    "decided_by",
-    "vote_reason",
 )
 
 
