@@ -8,11 +8,11 @@ inside command bodies, so that ``picks --help`` stays fast).
 from __future__ import annotations
 
 
-def write_report(store, run_id: int, out_dir, *, truth=None):
+def write_report(store, run_id: int, out_dir, *, truth=None, consensus=None):
     """See :func:`picks.report.build.write_report` (imported on first use)."""
     from picks.report.build import write_report as _write
 
-    return _write(store, run_id, out_dir, truth=truth)
+    return _write(store, run_id, out_dir, truth=truth, consensus=consensus)
 
 
 __all__ = ["write_report"]

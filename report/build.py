@@ -64,22 +64,37 @@ class Report:
         }
 
 
-def write_report(store, run_id: int, out_dir: str | Path, *, truth=None) -> Path:
+def write_report(
+    store,
+    run_id: int,
+    out_dir: str | Path,
+    *,
+    truth=None,
+    consensus: pd.DataFrame | None = None,
+) -> Path:
     """Write the report of run ``run_id`` into ``out_dir``; returns the page's path.
 
     ``truth``: ground truth (a canonical pick table; ``workflows.evaluate.read_picks_files``
     reads one from any picks file) adds the measured precision/recall/F-beta curves and the
-    reliability diagram."""
-    return build_report(store, run_id, out_dir, truth=truth).path
+    reliability diagram. ``consensus``: the run's ``store.consensus(run_id)`` when the caller
+    has just read it (not read again: seconds at a million picks); it is not modified."""
+    return build_report(store, run_id, out_dir, truth=truth, consensus=consensus).path
 
 
-def build_report(store, run_id: int, out_dir: str | Path, *, truth=None) -> Report:
+def build_report(
+    store,
+    run_id: int,
+    out_dir: str | Path,
+    *,
+    truth=None,
+    consensus: pd.DataFrame | None = None,
+) -> Report:
     """:func:`write_report`, returning what was written and the stage timings."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(out_dir)
     files = _fresh_files_dir(out_dir / FILES_DIR)
-    data = _RunData.load(store, int(run_id))
+    data = _RunData.load(store, int(run_id), consensus)
     if truth is not None and not isinstance(truth, pd.DataFrame):
         raise PicksError("truth: expected a pick table (read files with read_picks_files)")
     timings["read"] = time.perf_counter() - started
@@ -144,9 +159,10 @@ class _RunData:
     models: list[dict]
 
     @classmethod
-    def load(cls, store, run_id: int) -> _RunData:
+    def load(cls, store, run_id: int, consensus: pd.DataFrame | None = None) -> _RunData:
         run = store.get_run(run_id)
-        frame = store.consensus(run_id)
+        # the caller's copy of store.consensus(run_id), if it has one; columns are added below
+        frame = store.consensus(run_id) if consensus is None else consensus.copy()
         if frame.empty:
             raise PicksError(
                 f"run {run_id} has no consensus picks", hint="'picks runs' lists the runs."
@@ -168,7 +184,9 @@ class _RunData:
             reference, "reference", np.where(accepted, "accepted", "rejected")
         )
         frame["accepted"] = accepted
-        pickers = sorted({p for text in frame["pickers"].astype(str) for p in text.split(",") if p})
+        # over the distinct lists only (a few combinations, not one per candidate)
+        combos = pd.unique(frame["pickers"].astype(str).to_numpy(dtype=object))
+        pickers = sorted({p for text in combos for p in text.split(",") if p})
         estimates, classes = store.estimates(run_id)
         return cls(
             run_id=run_id,

@@ -214,12 +214,15 @@ def agreement(
 def _indicators(pickers: pd.Series, order: Sequence[str]) -> np.ndarray:
     """(candidates × pickers) booleans from comma-joined picker lists."""
     column = {p: i for i, p in enumerate(order)}
-    out = np.zeros((len(pickers), len(order)), dtype=bool)
-    for row, text in enumerate(pickers.astype(str).tolist()):
+    # one row per distinct list (a handful of picker combinations), then gathered: no Python
+    # loop over hundreds of thousands of candidates
+    codes, combos = pd.factorize(pickers.astype(str))
+    table = np.zeros((len(combos), len(order)), dtype=bool)
+    for row, text in enumerate(combos):
         for name in text.split(","):
             if name in column:
-                out[row, column[name]] = True
-    return out
+                table[row, column[name]] = True
+    return table[codes]
 
 
 # -- histograms -------------------------------------------------------------------------------

@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from picks.consensus import noise as noise_mod
 from picks.consensus.cluster import (
     DEFAULT_MATCH_FRACTION,
     ClusterOptions,
-    Clusters,
     cluster,
     resolve_radii,
 )
@@ -65,6 +63,7 @@ from picks.workflows.outputs import (
 )
 from picks.workflows.parallel import Executor, clear_cache
 from picks.workflows.per_tomogram import cluster_per_tomogram, read_headers
+from picks.workflows.summary import final_tables, summary_rows
 
 METHODS = ("auto", "vote", "latent", "cnn")
 
@@ -322,15 +321,20 @@ def aggregate(
         if missing.any():
             picks.loc[missing, "particle"] = fill_values[missing]
         picks["particle"] = picks["particle"].astype(object).where(picks["particle"].notna(), None)
-        pickers = sorted(set(picks["picker"]))
-        names_by_picker = picks.groupby("picker")["tomogram"].agg(lambda t: set(t.astype(str)))
+        # distinct values first: no Python iteration over a million picks
+        pickers = sorted(picks["picker"].unique())
+        tomo_names = sorted(picks["tomogram"].unique())
+        names_by_picker = (
+            picks[["picker", "tomogram"]]
+            .drop_duplicates()
+            .groupby("picker")["tomogram"]
+            .agg(lambda t: set(t.astype(str)))
+        )
         misnamed = mismatch_warning(name_mismatches(names_by_picker.to_dict()))
         if misnamed:
             warnings.append(misnamed)
         if formats is DEFAULT_FORMATS:
-            writers = _default_writers(
-                writers, store, sorted(set(picks["tomogram"])), registry, warnings
-            )
+            writers = _default_writers(writers, store, tomo_names, registry, warnings)
             params["formats"] = [name for name, _ in writers]
         unknown_weights = sorted(set(weights_map) - set(pickers))
         if unknown_weights:
@@ -364,7 +368,6 @@ def aggregate(
             doubtful_support=doubtful_support,
             class_agnostic=class_agnostic,
         )
-        tomo_names = sorted(set(picks["tomogram"]))
         references = _references(store, tomo_names, label_of)
         matches, unmatched = match_references(
             clusters.consensus, references, class_agnostic=class_agnostic
@@ -402,15 +405,16 @@ def aggregate(
                 refit = partial(LatentRefit, lambda extra: decide(extra_features=extra))
             votes = latent.votes
             warnings.extend(f"latent-class model: {w}" for w in latent.warnings)
-        table, members, source_rows = _final_tables(
+        table, members, source_rows = final_tables(
             clusters, votes, references, unmatched, radius_map, match_fraction, match_distance
         )
-        first_id = store.add_consensus(run_id, table, members)
+        # What the store now holds for the run, from the inserted values (not read back)
+        stored = store.add_consensus_frame(run_id, table, members)
+        del table, members
         if refit is not None:
             refit = refit(clusters.consensus.index, source_rows)
         if latent is not None:
             store.set_estimates(run_id, latent.pickers, latent.classes)
-        table["id"] = np.arange(first_id, first_id + len(table))
 
         # -- noise ----------------------------------------------------------------------
         noise_rows: list[dict] = []
@@ -454,7 +458,10 @@ def aggregate(
                 store.set_estimates(run_id, latent.pickers, latent.classes)
 
         # -- outputs ----------------------------------------------------------------------
-        final = store.consensus(run_id)
+        # Only CNN rescoring changes the stored decisions after the insert (noise sampling
+        # adds rows to its own table).
+        final = store.consensus(run_id) if resolved_method == "cnn" else stored
+        del stored
         outputs, written_warnings = write_run_outputs(
             store,
             run_id,
@@ -467,7 +474,7 @@ def aggregate(
             radii=radius_map,
         )
         warnings.extend(written_warnings)
-        summary = _summary(picks, final, pickers, class_agnostic)
+        summary = summary_rows(picks, final, pickers, class_agnostic)
         accepted = final["accepted"].astype(bool)
         result = AggregateResult(
             run_id=run_id,
@@ -521,7 +528,8 @@ def aggregate(
         from picks.report import write_report
 
         try:
-            path = write_report(store, result.run_id, out)
+            # ``final`` is what the store holds for the run: not read a third time
+            path = write_report(store, result.run_id, out, consensus=final)
         except PicksError as exc:
             result.warnings.append(f"report not written: {exc}")
         else:
@@ -552,136 +560,3 @@ def _resolve_method(
     if not have_tomograms:
         raise PicksError("`method` cnn needs the tomograms", hint="Give `tomograms` PATH.")
     return "cnn"
-
-
-def _final_tables(
-    clusters: Clusters,
-    votes: pd.DataFrame,
-    references: pd.DataFrame,
-    unmatched: np.ndarray,
-    radius_map: Mapping[object, float],
-    match_fraction: float,
-    match_distance: float | None,
-) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """Consensus rows (with decisions) and member rows, reference-only picks included,
-    in the canonical order that ids follow, and for each row its row in ``clusters.consensus``
-    (≥ its length: a reference-only row)."""
-    table = clusters.consensus.copy()
-    for column in ("status", "vote_score", "accepted", "reason", "forced"):
-        table[column] = votes[column].to_numpy() if len(votes) else pd.Series(dtype=object)
-    # What a later decision stage (the latent-class model) added to the vote.
-    for column in ("posterior", "score", "decided_by", "vote_reason"):
-        if column in votes:
-            table[column] = votes[column].to_numpy()
-    table["kind"] = 0
-    members = clusters.members.copy()
-    members["row"] = members["consensus"]
-    if len(unmatched):
-        refs = references.set_index("id").loc[unmatched].reset_index()
-        largest = max(radius_map.values()) if radius_map else 0.0
-        radius = [radius_map.get(p, largest) for p in refs["particle"]]
-        extra = pd.DataFrame(
-            {
-                "tomogram": refs["tomogram"].astype(str),
-                "particle": refs["particle"],
-                "x": refs["x"],
-                "y": refs["y"],
-                "z": refs["z"],
-                "support": 0.0,
-                "n_pickers": 0,
-                "n_members": 1,
-                "pickers": "",
-                "member_score": np.nan,
-                "match_distance": [
-                    match_distance if match_distance is not None else match_fraction * r
-                    for r in radius
-                ],
-                "rot": np.nan,
-                "tilt": np.nan,
-                "psi": np.nan,
-                "status": "reference",
-                "vote_score": 0.0,
-                "accepted": True,
-                "reason": [
-                    f"positive reference pick #{i} ({label}); no picker found it"
-                    for i, label in zip(refs["id"], refs["picker"], strict=True)
-                ],
-                "forced": True,
-                "kind": 1,
-            }
-        )
-        start = len(table)
-        table = pd.concat([table, extra], ignore_index=True)
-        members = pd.concat(
-            [
-                members,
-                pd.DataFrame(
-                    {
-                        "row": np.arange(start, start + len(extra)),
-                        "pick_id": refs["id"].to_numpy(),
-                        "picker": refs["picker"].to_numpy(),
-                        "distance": 0.0,
-                        "duplicate_of": pd.array([None] * len(extra), dtype="Int64"),
-                        "primary": True,
-                    }
-                ),
-            ],
-            ignore_index=True,
-        )
-    # Reference-only rows were decided by their reference, before any later stage.
-    if "decided_by" in table:
-        table["decided_by"] = table["decided_by"].fillna("reference")
-    if "vote_reason" in table:
-        table["vote_reason"] = table["vote_reason"].fillna(table["reason"])
-    if "score" in table:
-        table["score"] = table["score"].astype(float).fillna(table["vote_score"].astype(float))
-    pkey = table["particle"].map(
-        lambda p: "" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p)
-    )
-    order = np.lexsort(
-        (
-            table["kind"].to_numpy(),
-            table["z"].to_numpy(float),
-            table["y"].to_numpy(float),
-            table["x"].to_numpy(float),
-            pd.factorize(pkey, sort=True)[0],
-            pd.factorize(table["tomogram"].astype(str), sort=True)[0],
-        )
-    )
-    position = np.empty(len(table), dtype=np.int64)
-    position[order] = np.arange(len(table))
-    table = table.iloc[order].reset_index(drop=True)
-    members["row"] = position[members["row"].to_numpy(dtype=np.int64)]
-    members = members.sort_values(["row", "pick_id"], kind="stable").reset_index(drop=True)
-    return table, members, order
-
-
-def _summary(
-    picks: pd.DataFrame, final: pd.DataFrame, pickers: list[str], class_agnostic: bool
-) -> list[dict]:
-    """Per tomogram and class: picks in per picker, consensus picks by status, accepted."""
-    key = lambda frame: frame["particle"].map(lambda p: "" if p is None else str(p))  # noqa: E731
-    raw = (
-        picks.assign(_p=key(picks), _k="in:" + picks["picker"].astype(str))
-        .groupby(["tomogram", "_p", "_k"])
-        .size()
-        .unstack("_k", fill_value=0)
-    )
-    cons = final.assign(_p=key(final), _acc=final["accepted"].astype(int))
-    status = cons.groupby(["tomogram", "_p", "status"]).size().unstack("status", fill_value=0)
-    totals = cons.groupby(["tomogram", "_p"]).agg(
-        consensus=("id", "size"), accepted=("_acc", "sum")
-    )
-    table = raw.join(totals, how="outer").join(status, how="outer").fillna(0)
-    rows = []
-    for (tomo, cls), values in table.sort_index().iterrows():
-        row: dict[str, Any] = {"tomogram": tomo, "particle": cls or None}
-        for label in pickers:
-            row[f"in:{label}"] = int(values.get(f"in:{label}", 0))
-        row["consensus"] = int(values.get("consensus", 0))
-        for st in ("positive", "doubtful", "negative", "reference"):
-            if st in values.index:
-                row[st] = int(values[st])
-        row["accepted"] = int(values.get("accepted", 0))
-        rows.append(row)
-    return rows

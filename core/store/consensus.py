@@ -18,6 +18,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from picks.core.progress import now
+from picks.core.store.frames import read_frame
 
 
 def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -37,6 +38,36 @@ class ConsensusTables:
         and their members; returns the first id. ``table`` carries the cluster columns and the
         decision (``status, vote_score, accepted, reason, forced``); ``members`` has ``row``
         (position in ``table``), ``pick_id, picker, distance, duplicate_of``."""
+        return self._insert_consensus(run_id, table, members)[0]
+
+    def add_consensus_frame(
+        self, run_id: int, table: pd.DataFrame, members: pd.DataFrame
+    ) -> pd.DataFrame:
+        """:meth:`add_consensus`, returning what :meth:`consensus` would now read for the
+        run (same columns, dtypes and values), built from the inserted values instead of
+        read back: a second pass over a million rows saved."""
+        _, columns = self._insert_consensus(run_id, table, members)
+        if not len(table):
+            return self.consensus(run_id)
+        names = [row[1] for row in self.db.conn.execute("PRAGMA table_info(consensus)")]
+        data: dict[str, object] = {}
+        for name in names:
+            values = columns.get(name, [None] * len(table))  # a column this insert leaves NULL
+            if name in _CONSENSUS_FLOATS:
+                # + 0.0: SQLite gives -0.0 back as 0.0 (integral REAL values are stored as
+                # integers); NaN and None are NULL, read back as NaN
+                data[name] = np.array(values, dtype=float) + 0.0
+            elif name == "particle":  # the only TEXT column not built with astype(str)
+                data[name] = pd.Series([v if v is None else str(v) for v in values])
+            else:
+                data[name] = pd.Series(values)
+        return _consensus_dtypes(pd.DataFrame(data))
+
+    def _insert_consensus(
+        self, run_id: int, table: pd.DataFrame, members: pd.DataFrame
+    ) -> tuple[int, dict[str, list]]:
+        """The insert of :meth:`add_consensus`; returns the first id and the inserted values
+        by column."""
         conn = self.db.conn
         n = len(table)
         with self.transaction(), self.bulk_writes():
@@ -56,37 +87,34 @@ class ConsensusTables:
             )
             score = table["score"] if "score" in table else table["vote_score"]
             posterior = table["posterior"] if "posterior" in table else pd.Series([np.nan] * n)
-            rows = zip(
-                ids.tolist(),
-                [run_id] * n,
-                table["tomogram"].astype(str).tolist(),
-                _nullable(table["particle"].astype(object).to_numpy()),
-                table["x"].astype(float).tolist(),
-                table["y"].astype(float).tolist(),
-                table["z"].astype(float).tolist(),
-                table["support"].astype(float).tolist(),
-                table["n_members"].astype(int).tolist(),
-                table["pickers"].astype(str).tolist(),
-                _nullable(score.to_numpy(dtype=float)),
-                table["vote_score"].astype(float).tolist(),
-                table["status"].astype(str).tolist(),
-                table["accepted"].astype(bool).astype(int).tolist(),
-                reason,
-                forced.astype(int).tolist(),
-                decided_by,
-                vote_reason,
-                _nullable(posterior.to_numpy(dtype=float)),
-                _nullable(table["rot"].to_numpy(dtype=float)),
-                _nullable(table["tilt"].to_numpy(dtype=float)),
-                _nullable(table["psi"].to_numpy(dtype=float)),
-                strict=True,
-            )
+            columns = {
+                "id": ids.tolist(),
+                "run_id": [run_id] * n,
+                "tomogram": table["tomogram"].astype(str).tolist(),
+                "particle": _nullable(table["particle"].astype(object).to_numpy()),
+                "x": table["x"].astype(float).tolist(),
+                "y": table["y"].astype(float).tolist(),
+                "z": table["z"].astype(float).tolist(),
+                "support": table["support"].astype(float).tolist(),
+                "n_members": table["n_members"].astype(int).tolist(),
+                "pickers": table["pickers"].astype(str).tolist(),
+                "score": _nullable(score.to_numpy(dtype=float)),
+                "vote_score": table["vote_score"].astype(float).tolist(),
+                "status": table["status"].astype(str).tolist(),
+                "accepted": table["accepted"].astype(bool).astype(int).tolist(),
+                "reason": reason,
+                "forced": forced.astype(int).tolist(),
+                "decided_by": decided_by,
+                "vote_reason": vote_reason,
+                "posterior": _nullable(posterior.to_numpy(dtype=float)),
+                "rot": _nullable(table["rot"].to_numpy(dtype=float)),
+                "tilt": _nullable(table["tilt"].to_numpy(dtype=float)),
+                "psi": _nullable(table["psi"].to_numpy(dtype=float)),
+            }
             conn.executemany(
-                "INSERT INTO consensus (id, run_id, tomogram, particle, x, y, z, support, "
-                "n_members, pickers, score, vote_score, status, accepted, reason, forced, "
-                "decided_by, vote_reason, posterior, rot, tilt, psi) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
+                f"INSERT INTO consensus ({', '.join(columns)}) "
+                f"VALUES ({','.join('?' * len(columns))})",
+                zip(*columns.values(), strict=True),
             )
             # pick ids or None, without a per-row pd.isna (a million members)
             dup = pd.to_numeric(members["duplicate_of"], errors="coerce").to_numpy(dtype=float)
@@ -105,20 +133,14 @@ class ConsensusTables:
                 "duplicate_of) VALUES (?,?,?,?,?)",
                 member_rows,
             )
-        return first
+        return first, columns
 
     def consensus(self, run_id: int) -> pd.DataFrame:
         """A run's consensus picks with their current decisions, ordered by id."""
         cursor = self.db.conn.execute(
             "SELECT * FROM consensus WHERE run_id = ? ORDER BY id", [int(run_id)]
         )
-        names = [d[0] for d in cursor.description]
-        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
-        for column in _CONSENSUS_FLOATS:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-        frame["particle"] = frame["particle"].astype(object).where(frame["particle"].notna(), None)
-        frame["forced"] = frame["forced"].fillna(0).astype(int).astype(bool)
-        return frame
+        return _consensus_dtypes(read_frame(cursor, floats=_CONSENSUS_FLOATS))
 
     def set_decisions(self, decisions: pd.DataFrame) -> None:
         """Store new decisions (columns ``id, accepted, score, reason, decided_by`` and
@@ -415,7 +437,7 @@ class ConsensusTables:
         ids: list[int] = []
         if not rows:
             return ids
-        with self.transaction():
+        with self.transaction(), self.bulk_writes():
             for run_id, path, fmt, sha256, members, created_at in rows:
                 members = np.unique(np.asarray(members, dtype=np.int64))
                 cursor = self.db.conn.execute(
@@ -483,6 +505,13 @@ _CONSENSUS_FLOATS = (
     "tilt",
     "psi",
 )
+
+
+def _consensus_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The types :meth:`ConsensusTables.consensus` gives (no class: None; forced: bool)."""
+    frame["particle"] = frame["particle"].astype(object).where(frame["particle"].notna(), None)
+    frame["forced"] = frame["forced"].fillna(0).astype(int).astype(bool)
+    return frame
 
 
 def _nullable(values: np.ndarray) -> list:

@@ -25,6 +25,7 @@ from picks.core import picks as canonical
 from picks.core.errors import NotFound
 from picks.core.progress import now
 from picks.core.store.consensus import ConsensusTables
+from picks.core.store.frames import read_frame
 from picks.core.store.liveness import (  # noqa: F401  (the store's public names)
     DEFAULT_BUSY_TIMEOUT_S,
     DEFAULT_STALE_AFTER_S,
@@ -372,12 +373,7 @@ class Store(ConsensusTables):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY p.id"
         cursor = self.db.conn.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=names)
-        for column in ("x", "y", "z", "score", "rot", "tilt", "psi"):
-            if column in frame:
-                frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-        return frame
+        return read_frame(cursor, floats=("x", "y", "z", "score", "rot", "tilt", "psi"))
 
     def get_pick(self, pick_id: int) -> dict:
         rows = list(self.db.query("SELECT * FROM picks WHERE id = ?", [pick_id]))
