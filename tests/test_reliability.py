@@ -445,3 +445,18 @@ def test_single_class_with_co_reported_junk_is_oriented_by_the_unseen():
     fit = fit_latent(d, np.zeros(len(d), int), np.ones((1, 5), bool))
     assert (fit.posterior[:18] > 0.5).all()
     assert fit.posterior[18:].mean() < 0.5
+
+
+def test_an_unfinished_em_warns_only_while_its_posteriors_still_move():
+    """Stopped by `max_iter`: ``converged`` is false either way, but the warning is given only
+    when one more iteration would still move a posterior by ≥ STALL_TOL (a crawl at 1e-5 per
+    step changes no decision, and warning about it taught users to ignore the warning)."""
+    from picks.consensus.reliability_em import STALL_TOL
+
+    w = world(3)
+    early = fit_latent(w["detected"], w["groups"], w["eligible"], max_iter=1, tol=0.0)
+    assert not early.converged
+    assert any("did not converge" in m and "still move" in m for m in early.warnings)
+    settled = fit_latent(w["detected"], w["groups"], w["eligible"], max_iter=400, tol=0.0)
+    assert not settled.converged and settled.iterations == 400
+    assert not any("did not converge" in m for m in settled.warnings), STALL_TOL
