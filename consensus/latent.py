@@ -184,11 +184,14 @@ def _unreached(classes: pd.DataFrame, objective: Objective) -> list[str]:
     for row in classes[~classes["reached"].astype(bool)].to_dict("records"):
         name = "none" if row["particle"] is None else row["particle"]
         if objective.kind == "recall":
+            missed = row["expected_missed"]
+            why = (
+                f" (about {missed:.1f} particles no picker reported)" if np.isfinite(missed) else ""
+            )
             out.append(
                 f"{name}: {objective} is out of reach: accepting all {row['n_candidates']} "
-                f"candidates gives an expected recall of {row['expected_recall']:.3f} "
-                f"(about {row['expected_missed']:.1f} particles no picker reported); all "
-                "accepted"
+                f"candidates gives an expected recall of {row['expected_recall']:.3f}{why}; "
+                "all accepted"
             )
         else:
             out.append(
