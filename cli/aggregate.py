@@ -342,7 +342,7 @@ def aggregate_cmd(
             seed=seed,
             cnn_options=cnn_options,
             beta=decision.beta,
-            objective=decision,
+            objective=decision if objective is not None else None,
             picker_scores=picker_scores,
             report=report,
             force=force,

@@ -255,3 +255,17 @@ def test_unreachable_recall_warns_naming_the_class(tmp_path):
             objective=Objective("recall", 0.8),
             formats=["csv"],
         )
+
+
+def test_an_objective_given_to_a_vote_run_is_reported_as_ignored(tmp_path):
+    _, inputs = _world(15, tmp_path / "in", n_per_class=5)
+    with Store(tmp_path / "p.db") as store:
+        res = aggregate(
+            store,
+            inputs,
+            out=tmp_path / "o",
+            method="vote",
+            formats=["csv"],
+            objective=Objective("recall", 0.8),
+        )
+    assert any("objective precision@recall=0.8 ignored" in w for w in res.warnings)

@@ -178,6 +178,7 @@ def aggregate(
         raise PicksError(f"method {method!r}: expected one of {', '.join(METHODS)}")
     if not (isinstance(beta, int | float) and np.isfinite(beta) and beta > 0):
         raise PicksError(f"beta {beta!r}: expected a number > 0 (4 for the CZII metric)")
+    objective_given = objective is not None
     if objective is None:
         from picks.consensus.decide import Objective
 
@@ -253,6 +254,8 @@ def aggregate(
         t.path and t.shape and Path(t.path).exists() for t in store.tomograms()
     )
     resolved_method = _resolve_method(method, have_volumes, warnings, cnn_asked=bool(cnn_options))
+    if resolved_method == "vote" and objective_given:
+        warnings.append(f"objective {objective} ignored: this run decides by voting")
     if resolved_method != "cnn" and cnn_options:
         how = "voting" if resolved_method == "vote" else "the latent-class model"
         warnings.append(
