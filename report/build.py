@@ -203,6 +203,14 @@ class _RunData:
         )
 
 
+def _objective(params: dict) -> str:
+    """The run's decision objective (runs before ``--objective`` stored only their beta)."""
+    if params.get("objective"):
+        return str(params["objective"])
+    beta = params.get("beta")
+    return f"f{float(beta):g} (the maximum expected F-β)" if beta is not None else "f4"
+
+
 def _radii(params: dict, classes: list[str]) -> dict[str, float]:
     """Radius (Å) per class as the run resolved it (its stored parameters), else the catalog
     with the run's ``--radius`` values; a class with neither is an error, not a guess."""
@@ -394,7 +402,7 @@ class _Builder:
                     ].values.tolist(),
                     caption="What the latent-class model expects per class (no ground truth "
                     "used): a candidate is accepted when P(particle) ≥ threshold, the threshold "
-                    "that maximises the expected F-β",
+                    f"chosen for the objective {_objective(d.params)}",
                 )
             )
         if len(d.estimates):

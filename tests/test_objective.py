@@ -213,6 +213,8 @@ def test_aggregate_precision_at_recall_reaches_the_recall_with_fewer_candidates(
         assert res.exit_code == 0, res.output
         summaries[name] = json.loads((out / "summary.json").read_text())["latent"]
     assert "objective: precision@recall=0.9" in res.output
+    html = "".join(p.read_text() for p in (tmp_path / "r90").rglob("*.html"))
+    assert "chosen for the objective precision@recall=0.9" in html
     r90, f4 = summaries["r90"], summaries["f4"]
     assert r90["objective"] == "precision@recall=0.9" and f4["objective"] == "f4"
     for row in r90["classes"]:
