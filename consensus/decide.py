@@ -74,13 +74,15 @@ class Objective:
     def __post_init__(self) -> None:
         if self.kind not in ("fbeta", "recall", "precision"):
             raise PicksError(f"objective kind {self.kind!r}: expected fbeta, recall or precision")
-        if not (np.isfinite(self.beta) and self.beta > 0):
-            raise PicksError(f"objective: beta {self.beta!r} must be a number > 0")
         if self.kind == "fbeta":
-            if self.value != self.beta:
-                raise PicksError(f"objective f{self.value:g} reports F{self.beta:g}")
+            if not (np.isfinite(self.value) and self.value > 0):
+                raise PicksError(f"objective f{self.value:g}: beta must be a number > 0")
+            # the F-beta maximised is the one reported (frozen: set through object)
+            object.__setattr__(self, "beta", float(self.value))
         elif not (np.isfinite(self.value) and 0 < self.value <= 1):
             raise PicksError(f"objective {self}: the target must lie in (0, 1]")
+        elif not (np.isfinite(self.beta) and self.beta > 0):
+            raise PicksError(f"objective {self}: the reported beta must be a number > 0")
 
     @classmethod
     def fbeta(cls, beta: float) -> Objective:

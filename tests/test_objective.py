@@ -271,3 +271,15 @@ def test_an_objective_given_to_a_vote_run_is_reported_as_ignored(tmp_path):
             objective=Objective("recall", 0.8),
         )
     assert any("objective precision@recall=0.8 ignored" in w for w in res.warnings)
+
+
+def test_objective_type_checks_its_values():
+    assert Objective("fbeta", 2.0) == Objective.fbeta(2) and Objective("fbeta", 2.0).beta == 2.0
+    assert str(Objective("precision", 0.9)) == "precision=0.9"
+    for kind, value in (("recall", 1.5), ("recall", 0.0), ("precision", float("nan"))):
+        with pytest.raises(PicksError, match=r"\(0, 1\]"):
+            Objective(kind, value)
+    with pytest.raises(PicksError, match="beta must be"):
+        Objective("fbeta", -1.0)
+    with pytest.raises(PicksError, match="kind"):
+        Objective("auc", 0.5)
