@@ -183,12 +183,17 @@ def method_plan(n_pickers: int, extra: list[str], skip_cnn: bool) -> list[dict]:
     plan.append({"label": "auto", "method": "auto", "min_support": None, "tomograms": True})
     plan.append({"label": "auto-nt", "method": "auto", "min_support": None, "tomograms": False})
     for spec in extra:
-        # "latent" or "latent:beta=1:picker_scores=true": a method and aggregate() options
+        # "latent" or "latent:beta=1:picker_scores=true" or
+        # "latent:objective=precision@recall=0.8": a method and aggregate() options
         name, *options = spec.split(":")
         kwargs = {}
         for option in options:
             key, _, value = option.partition("=")
             kwargs[key] = _option_value(value)
+            if key == "objective":  # "latent:objective=precision@recall=0.8", as on the CLI
+                from picks.cli.objective import parse_objective
+
+                kwargs[key] = parse_objective(value)
         plan.append(
             {
                 "label": spec,

@@ -76,12 +76,23 @@ def aggregate_cmd(
         ),
     ] = "auto",
     beta: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="latent: the F-beta the decision maximises per class: 4 (the CZII metric, "
-            "recall-heavy) or 1 (a precise set for subtomogram averaging)."
+            "recall-heavy; the default) or 1 (a precise set for subtomogram averaging)."
         ),
-    ] = 4.0,
+    ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            metavar="OBJECTIVE",
+            help="latent: what the decision optimises per class, instead of --beta: f1, f4, "
+            "fBETA (e.g. f2: the same as --beta 2), precision@recall=R (the most precise set "
+            "whose expected recall reaches R, e.g. 0.8) or precision=P (the largest set whose "
+            "expected precision is at least P). Expected values come from the latent model, "
+            "without ground truth (docs/latent.md).",
+        ),
+    ] = None,
     picker_scores: Annotated[
         bool,
         typer.Option(
@@ -269,6 +280,7 @@ def aggregate_cmd(
     }
     cnn_options = {k: v for k, v in cnn_options.items() if v is not None}
     all_inputs: list = list(inputs or [])
+    names = ("--beta", "--objective")
     if inputs_file is not None:
         from picks.core.inputs_file import read_inputs_file
         from picks.workflows.inputs import InputSpec
@@ -283,13 +295,18 @@ def aggregate_cmd(
         out = job.out if job.out is not None and out == Path("consensus") else out
         fmt = fmt or job.formats
         method = job.method if job.method is not None and method == "auto" else method
-        beta = job.beta if job.beta is not None and beta == 4.0 else beta
+        if beta is None and objective is None:  # the command line's choice stands whole
+            beta, objective = job.beta, job.objective
+            names = (f"{inputs_file}: [decision] beta", f"{inputs_file}: [decision] objective")
         min_support = min_support if min_support is not None else job.min_support
         voxel_size = voxel_size if voxel_size is not None else job.voxel_size
         seed = job.seed if job.seed is not None and seed == 0 else seed
         force = force or bool(job.force)
         scheduler = scheduler if scheduler is not None else job.scheduler
         workers = workers if workers is not None else job.workers
+    from picks.cli.objective import resolve_objective
+
+    decision = resolve_objective(beta, objective, names=names)
     from picks.workflows.parallel import open_executor, partial_dir
 
     with (
@@ -324,7 +341,8 @@ def aggregate_cmd(
             voxel_size=voxel_size,
             seed=seed,
             cnn_options=cnn_options,
-            beta=beta,
+            beta=decision.beta,
+            objective=decision if objective is not None else None,
             picker_scores=picker_scores,
             report=report,
             force=force,
@@ -368,7 +386,7 @@ def aggregate_cmd(
 
 def _echo_latent(latent: dict) -> None:
     """Per class: the threshold chosen and what it is expected to give (no ground truth)."""
-    beta = latent.get("beta")
+    objective = latent.get("objective") or f"f{latent.get('beta'):g}"
     typer.echo("")
     echo_table(
         latent["classes"],
@@ -381,7 +399,8 @@ def _echo_latent(latent: dict) -> None:
             "expected_recall",
             "expected_fbeta",
         ],
-        title=f"Decision per class (maximum expected F{beta:g}, estimated without ground truth)",
+        title=f"Decision per class (objective: {objective}; expected values estimated without "
+        "ground truth)",
     )
     for _, rule in sorted(latent.get("implied_rules", {}).items()):
         typer.echo(f"  rule implied by the pickers' reliabilities: {rule}")

@@ -38,7 +38,7 @@ def pickers_cmd(
                     "no run has picker estimates",
                     hint="Run picks aggregate (the default method estimates them).",
                 )
-        store.get_run(run)
+        objective = _objective(store.get_run(run))
         pickers, classes = store.estimates(run)
     if pickers.empty and classes.empty:
         raise NotFound(
@@ -49,6 +49,7 @@ def pickers_cmd(
         echo_json(
             {
                 "run_id": run,
+                "objective": objective,
                 "pickers": _records(pickers),
                 "classes": _records(classes),
             }
@@ -74,8 +75,19 @@ def pickers_cmd(
                 "expected_recall",
                 "expected_fbeta",
             ],
-            title="decision per class: the posterior threshold that maximises the expected F-beta",
+            title=f"decision per class (objective: {objective}): the posterior threshold and "
+            "what it is expected to give",
         )
+
+
+def _objective(run: dict) -> str | None:
+    """The run's decision objective (runs before ``--objective`` stored only their beta)."""
+    import json
+
+    params = json.loads(run.get("params") or "{}")
+    if params.get("objective"):
+        return str(params["objective"])
+    return f"f{float(params['beta']):g}" if params.get("beta") is not None else None
 
 
 def _records(frame) -> list[dict]:

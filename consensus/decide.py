@@ -18,12 +18,19 @@ Ties in posterior are all-or-none (candidates with the same evidence get the sam
 and between equally good sets the smaller wins, so the result is deterministic. Since the
 objective has increasing differences in (k, β), the accepted set grows with β (Topkis): β = 1
 accepts a subset of what β = 4 accepts.
+
+Other objectives (:class:`Objective`) rank the candidates the same way and choose the set
+size differently: ``precision@recall=R`` accepts the smallest set whose expected recall
+``E[TP] / E[#true]`` reaches R (the most precise set that does: :func:`expected_recall_decision`),
+``precision=P`` the largest set whose expected precision ``E[TP] / |A|`` is at least P
+(:func:`expected_precision_decision`). Both still report the expected F-beta (β = 4 unless told).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -47,6 +54,169 @@ class Decision:
     expected_fbeta: float
     expected_true: float  # E[#true] including the expected missed particles
     beta: float
+    reached: bool = True  # False: a recall/precision target no set of candidates reaches
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the per-class decision optimises (module docstring).
+
+    ``kind`` ``fbeta``: maximise the expected F-``value``; ``recall``: the smallest set with
+    expected recall ≥ ``value`` (``precision@recall=value``); ``precision``: the largest set
+    with expected precision ≥ ``value``. ``beta`` is the F-beta reported alongside (for
+    ``fbeta`` it is ``value``).
+    """
+
+    kind: Literal["fbeta", "recall", "precision"]
+    value: float
+    beta: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fbeta", "recall", "precision"):
+            raise PicksError(f"objective kind {self.kind!r}: expected fbeta, recall or precision")
+        if self.kind == "fbeta":
+            if not (np.isfinite(self.value) and self.value > 0):
+                raise PicksError(f"objective f{self.value:g}: beta must be a number > 0")
+            # the F-beta maximised is the one reported (frozen: set through object)
+            object.__setattr__(self, "beta", float(self.value))
+        elif not (np.isfinite(self.value) and 0 < self.value <= 1):
+            raise PicksError(f"objective {self}: the target must lie in (0, 1]")
+        elif not (np.isfinite(self.beta) and self.beta > 0):
+            raise PicksError(f"objective {self}: the reported beta must be a number > 0")
+
+    @classmethod
+    def fbeta(cls, beta: float) -> Objective:
+        return cls("fbeta", float(beta), float(beta))
+
+    def __str__(self) -> str:
+        if self.kind == "fbeta":
+            return f"f{self.value:g}"
+        if self.kind == "recall":
+            return f"precision@recall={self.value:g}"
+        return f"precision={self.value:g}"
+
+    @property
+    def description(self) -> str:
+        """How the threshold was chosen, for reasons and titles."""
+        if self.kind == "fbeta":
+            return f"expected F{self.beta:g} max"
+        if self.kind == "recall":
+            return f"smallest set with expected recall ≥ {self.value:g}"
+        return f"largest set with expected precision ≥ {self.value:g}"
+
+
+def as_objective(objective: float | Objective) -> Objective:
+    """A bare number is a beta (the historical ``beta=`` argument)."""
+    return objective if isinstance(objective, Objective) else Objective.fbeta(objective)
+
+
+@dataclass
+class _Ranked:
+    """Candidates sorted by posterior and the set sizes a decision may take (tie-group ends)."""
+
+    p: np.ndarray
+    order: np.ndarray
+    sorted_p: np.ndarray
+    sizes: np.ndarray  # 0 and the end of every tie group among the valid posteriors
+    tp: np.ndarray  # E[TP] at each size
+    total: float  # E[#true]
+
+
+def _ranked(posterior: np.ndarray, expected_missed: float) -> _Ranked:
+    p = np.asarray(posterior, dtype=float)
+    missed = float(expected_missed) if np.isfinite(expected_missed) else 0.0
+    if missed < 0:
+        raise PicksError(f"expected_missed must be ≥ 0, got {expected_missed!r}")
+    valid = np.isfinite(p)
+    if valid.any() and (p[valid].min() < 0 or p[valid].max() > 1):
+        raise PicksError("posteriors must lie in [0, 1]")
+    q = np.where(valid, p, -np.inf)
+    order = np.argsort(-q, kind="stable")
+    sorted_p = q[order]
+    n_valid = int(valid.sum())
+    head = sorted_p[:n_valid]
+    ends = np.flatnonzero(np.r_[np.abs(np.diff(head)) > _TIE, True]) + 1 if n_valid else []
+    sizes = np.r_[0, np.asarray(ends, dtype=np.int64)].astype(np.int64)
+    cum = np.r_[0.0, np.cumsum(head)]
+    return _Ranked(p, order, sorted_p, sizes, cum[sizes], float(p[valid].sum()) + missed)
+
+
+def _fbeta(r: _Ranked, beta: float) -> np.ndarray:
+    b2 = beta * beta
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = np.where(r.sizes > 0, (1 + b2) * r.tp / (b2 * r.total + r.sizes), 0.0)
+    return np.nan_to_num(f, nan=0.0)
+
+
+def _decision(r: _Ranked, best: int, beta: float, reached: bool = True) -> Decision:
+    k = int(r.sizes[best])
+    accepted = np.zeros(len(r.p), dtype=bool)
+    accepted[r.order[:k]] = True
+    e_tp = float(r.tp[best])
+    return Decision(
+        threshold=float(r.sorted_p[k - 1]) if k else float("inf"),
+        accepted=accepted,
+        expected_precision=e_tp / k if k else 0.0,
+        expected_recall=e_tp / r.total if r.total > 0 else 0.0,
+        expected_fbeta=float(_fbeta(r, beta)[best]),
+        expected_true=r.total,
+        beta=float(beta),
+        reached=reached,
+    )
+
+
+def expected_recall_decision(
+    posterior: np.ndarray, recall: float, expected_missed: float = 0.0, *, beta: float = 4.0
+) -> Decision:
+    """The smallest posterior-ranked set whose expected recall reaches ``recall``.
+
+    Ranked by posterior, it is also the most precise set that reaches it. Ties are
+    all-or-none. When even every candidate falls short (the expected missed particles alone
+    can cap the recall), all valid candidates are accepted and ``reached`` is False. A class
+    with no expected particle accepts nothing (the recall is vacuous). ``beta``: the F-beta
+    reported.
+    """
+    if not (np.isfinite(recall) and 0 < recall <= 1):
+        raise PicksError(f"recall target must lie in (0, 1], got {recall!r}")
+    r = _ranked(posterior, expected_missed)
+    if r.total <= 0:
+        return _decision(r, 0, beta)
+    # the slack absorbs the rounding of the cumulative sum (recall 1 of a complete set)
+    ok = np.flatnonzero(r.tp / r.total >= recall - 1e-12)
+    if len(ok):
+        return _decision(r, int(ok[0]), beta)
+    return _decision(r, len(r.sizes) - 1, beta, reached=False)
+
+
+def expected_precision_decision(
+    posterior: np.ndarray, precision: float, expected_missed: float = 0.0, *, beta: float = 4.0
+) -> Decision:
+    """The largest posterior-ranked set whose expected precision is at least ``precision``.
+
+    The mean of the top-k posteriors never grows with k, so this is the last size that
+    qualifies. When not even the most probable tie group qualifies, nothing is accepted and
+    ``reached`` is False.
+    """
+    if not (np.isfinite(precision) and 0 < precision <= 1):
+        raise PicksError(f"precision target must lie in (0, 1], got {precision!r}")
+    r = _ranked(posterior, expected_missed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec = np.where(r.sizes > 0, r.tp / np.maximum(r.sizes, 1), np.inf)
+    ok = np.flatnonzero(prec >= precision - 1e-12)
+    best = int(ok[-1])  # size 0 always qualifies
+    return _decision(r, best, beta, reached=best > 0 or len(r.sizes) == 1)
+
+
+def decide(
+    posterior: np.ndarray, objective: float | Objective, expected_missed: float = 0.0
+) -> Decision:
+    """The decision for ``objective`` (a bare number is a beta)."""
+    obj = as_objective(objective)
+    if obj.kind == "recall":
+        return expected_recall_decision(posterior, obj.value, expected_missed, beta=obj.beta)
+    if obj.kind == "precision":
+        return expected_precision_decision(posterior, obj.value, expected_missed, beta=obj.beta)
+    return expected_fbeta_decision(posterior, obj.beta, expected_missed)
 
 
 def expected_fbeta_decision(
@@ -58,43 +228,10 @@ def expected_fbeta_decision(
     """
     if not beta > 0:
         raise PicksError(f"beta must be > 0, got {beta!r}")
-    p = np.asarray(posterior, dtype=float)
-    missed = float(expected_missed) if np.isfinite(expected_missed) else 0.0
-    if missed < 0:
-        raise PicksError(f"expected_missed must be ≥ 0, got {expected_missed!r}")
-    valid = np.isfinite(p)
-    if valid.any() and (p[valid].min() < 0 or p[valid].max() > 1):
-        raise PicksError("posteriors must lie in [0, 1]")
-    q = np.where(valid, p, -np.inf)
-    b2 = beta * beta
-    total = float(p[valid].sum()) + missed
-    order = np.argsort(-q, kind="stable")
-    sorted_p = q[order]
-    n_valid = int(valid.sum())
-    # Candidate set sizes: 0 and the end of every tie group among the valid posteriors.
-    head = sorted_p[:n_valid]
-    ends = np.flatnonzero(np.r_[np.abs(np.diff(head)) > _TIE, True]) + 1 if n_valid else []
-    sizes = np.r_[0, np.asarray(ends, dtype=np.int64)]
-    cum = np.r_[0.0, np.cumsum(head)]
-    tp = cum[sizes]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f = np.where(sizes > 0, (1 + b2) * tp / (b2 * total + sizes), 0.0)
-    f = np.nan_to_num(f, nan=0.0)
+    r = _ranked(posterior, expected_missed)
+    f = _fbeta(r, beta)
     # Best F; on (near-)ties the smaller set (the first maximum).
-    best = int(np.flatnonzero(f >= f.max() - 1e-12)[0])
-    k = int(sizes[best])
-    accepted = np.zeros(len(p), dtype=bool)
-    accepted[order[:k]] = True
-    e_tp = float(tp[best])
-    return Decision(
-        threshold=float(sorted_p[k - 1]) if k else float("inf"),
-        accepted=accepted,
-        expected_precision=e_tp / k if k else 0.0,
-        expected_recall=e_tp / total if total > 0 else 0.0,
-        expected_fbeta=float(f[best]),
-        expected_true=total,
-        beta=float(beta),
-    )
+    return _decision(r, int(np.flatnonzero(f >= f.max() - 1e-12)[0]), beta)
 
 
 def _group_keys(consensus: pd.DataFrame, fit: LatentFit) -> list:
@@ -104,15 +241,21 @@ def _group_keys(consensus: pd.DataFrame, fit: LatentFit) -> list:
 
 
 def decide_per_class(
-    consensus: pd.DataFrame, posterior: pd.Series | np.ndarray, fit: LatentFit, beta: float
+    consensus: pd.DataFrame,
+    posterior: pd.Series | np.ndarray,
+    fit: LatentFit,
+    beta: float | Objective,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Expected-F-beta decision per class.
+    """The decision per class for ``beta`` (a number: maximum expected F-beta; or an
+    :class:`Objective`).
 
     Returns (per candidate, indexed like ``consensus``: accepted, posterior, threshold,
     expected_precision, expected_recall, expected_fbeta of its class, reason) and (per class:
     particle, n_candidates, n_accepted, threshold, expected_particles, expected_missed,
-    expected_precision, expected_recall, expected_fbeta) for the run summary.
+    expected_precision, expected_recall, expected_fbeta, reached: False where a recall or
+    precision target was out of reach) for the run summary.
     """
+    objective = as_objective(beta)
     p = np.asarray(posterior, dtype=float)
     if len(p) != len(consensus):
         raise PicksError(f"{len(p)} posteriors for {len(consensus)} candidates")
@@ -125,7 +268,7 @@ def decide_per_class(
     e_f = np.full(n, np.nan)
     reasons = np.empty(n, dtype=object)
     rows = []
-    label = f"F{beta:g}"
+    why = objective.description
     codes = np.array([fit.group_index(k) for k in dict.fromkeys(keys)], dtype=np.int64)
     key_code = {
         (None if _is_missing(k) else k): c for k, c in zip(dict.fromkeys(keys), codes, strict=True)
@@ -135,7 +278,7 @@ def decide_per_class(
         idx = np.flatnonzero(cand_code == code)
         name = fit.group_names[code]
         missed = float(fit.expected_missed[code])
-        decision = expected_fbeta_decision(p[idx], beta, missed if np.isfinite(missed) else 0.0)
+        decision = decide(p[idx], objective, missed if np.isfinite(missed) else 0.0)
         accepted[idx] = decision.accepted
         thresholds[idx] = decision.threshold
         e_prec[idx] = decision.expected_precision
@@ -147,14 +290,17 @@ def decide_per_class(
                 reasons[i] = f"no P(particle) (not fitted): rejected ({shown})"
             elif np.isinf(decision.threshold):
                 reasons[i] = (
-                    f"P(particle)={p[i]:.3g}: expected {label} is highest accepting no "
-                    f"{shown} candidate"
+                    f"P(particle)={p[i]:.3g}: expected F{objective.beta:g} is highest accepting "
+                    f"no {shown} candidate"
+                    if objective.kind == "fbeta"
+                    else f"P(particle)={p[i]:.3g}: no {shown} candidate reaches the target "
+                    f"({why}): rejected"
                 )
             else:
                 sign = "≥" if ok else "<"
                 reasons[i] = (
                     f"P(particle)={p[i]:.3g} {sign} {decision.threshold:.3g} "
-                    f"(expected {label} max for {shown}): {'accepted' if ok else 'rejected'}"
+                    f"({why} for {shown}): {'accepted' if ok else 'rejected'}"
                 )
         rows.append(
             {
@@ -167,6 +313,7 @@ def decide_per_class(
                 "expected_precision": decision.expected_precision,
                 "expected_recall": decision.expected_recall,
                 "expected_fbeta": decision.expected_fbeta,
+                "reached": decision.reached,
             }
         )
     candidates = pd.DataFrame(
@@ -191,6 +338,7 @@ def decide_per_class(
         "expected_precision",
         "expected_recall",
         "expected_fbeta",
+        "reached",
     ]
     return candidates, pd.DataFrame(rows, columns=columns)
 
@@ -212,13 +360,18 @@ MAX_PATTERN_PICKERS = 12
 
 
 def implied_support_rule(
-    fit: LatentFit, group: object, *, beta: float = 4.0, threshold: float | None = None
+    fit: LatentFit,
+    group: object,
+    *,
+    beta: float | Objective = 4.0,
+    threshold: float | None = None,
 ) -> ImpliedRule:
     """The voting rule the fitted reliabilities imply for ``group``.
 
     Without scores or features the posterior depends only on which pickers reported a
     candidate, so a posterior threshold is a rule over picker combinations. ``threshold``
-    defaults to the expected-F-beta decision on the class's agreement-only posteriors.
+    defaults to the decision for ``beta`` (a number or an :class:`Objective`) on the class's
+    agreement-only posteriors.
     Patterns of up to :data:`MAX_PATTERN_PICKERS` eligible pickers are enumerated.
     """
     k = fit.group_index(group)
@@ -234,9 +387,7 @@ def implied_support_rule(
         rows = fit.groups == k
         post = fit.agreement_posterior[rows]
         missed = float(fit.expected_missed[k])
-        threshold = expected_fbeta_decision(
-            post, beta, missed if np.isfinite(missed) else 0.0
-        ).threshold
+        threshold = decide(post, beta, missed if np.isfinite(missed) else 0.0).threshold
     combos = [c for r in range(1, m + 1) for c in itertools.combinations(range(m), r)]
     patterns = np.zeros((len(combos), len(fit.picker_names)), dtype=bool)
     for row, combo in enumerate(combos):

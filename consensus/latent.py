@@ -21,7 +21,7 @@ import pandas as pd
 from scipy.special import expit, logit
 
 from picks.consensus.cluster import Clusters
-from picks.consensus.decide import decide_per_class, implied_support_rule
+from picks.consensus.decide import Objective, as_objective, decide_per_class, implied_support_rule
 from picks.consensus.reliability import conflict_counts, picker_reliability
 from picks.core.errors import PicksError
 from picks.core.jsonable import json_records
@@ -48,10 +48,12 @@ class LatentDecision:
     rules: dict[str, str] = field(default_factory=dict)  # class -> implied voting rule (text)
     warnings: list[str] = field(default_factory=list)
     fit: object = None
+    objective: Objective = field(default_factory=lambda: Objective.fbeta(DEFAULT_BETA))
 
     def summary(self) -> dict:
         return {
-            "beta": float(self.classes["beta"].iloc[0]) if len(self.classes) else None,
+            "beta": float(self.objective.beta),
+            "objective": str(self.objective),
             "classes": json_records(self.classes),
             "pickers": json_records(self.pickers),
             "implied_rules": self.rules,
@@ -64,7 +66,7 @@ def decide_latent(
     picks: pd.DataFrame,
     votes: pd.DataFrame,
     *,
-    beta: float = DEFAULT_BETA,
+    beta: float | Objective = DEFAULT_BETA,
     class_agnostic: bool = False,
     conflicts: bool = True,
     picker_scores: bool = False,
@@ -73,7 +75,11 @@ def decide_latent(
     seed: int = 0,
     extra_features: pd.DataFrame | None = None,
 ) -> LatentDecision:
-    """Posterior P(particle) for every candidate and the expected-F-beta decision per class.
+    """Posterior P(particle) for every candidate and the decision per class.
+
+    ``beta``: the F-beta whose expectation the decision maximises, or an
+    :class:`~picks.consensus.decide.Objective` (e.g. ``precision@recall=0.8``: the most
+    precise set whose expected recall reaches 0.8; warned where no set reaches it).
 
     ``conflicts`` adds the cross-class conflict count (another class's candidate on the same
     spot: a bead called ribosome by one picker and apo-ferritin by another) as evidence.
@@ -120,8 +126,10 @@ def decide_latent(
         veto, z, image_notes = _image_veto(consensus, images, posterior)
     posterior = temper(posterior, temperature)
     posterior = posterior.where(~veto.to_numpy(), 0.0)
-    decided, classes = decide_per_class(consensus, posterior, fit, beta)
-    classes.insert(1, "beta", float(beta))
+    objective = as_objective(beta)
+    decided, classes = decide_per_class(consensus, posterior, fit, objective)
+    classes.insert(1, "beta", float(objective.beta))
+    classes.insert(2, "objective", str(objective))
 
     out = votes.copy()
     forced = out["forced"].fillna(False).astype(bool).to_numpy()
@@ -156,17 +164,41 @@ def decide_latent(
             classes["particle"].astype(str).map(vetoed).fillna(0).astype(int).to_numpy()
         )
     notes = list(fit.warnings) + [f"image veto: {w}" for w in image_notes]
+    notes += _unreached(classes, objective)
     rules: dict[str, str] = {}
     if not len(fit.group_names) or not fit.eligible.any():
-        return LatentDecision(out, pickers, classes, rules, notes, fit)
+        return LatentDecision(out, pickers, classes, rules, notes, fit, objective)
     for k, name in enumerate(fit.group_names):
         if not fit.fitted[k]:
             continue
         try:
-            rules[str(name)] = implied_support_rule(fit, name, beta=beta).text
+            rules[str(name)] = implied_support_rule(fit, name, beta=objective).text
         except PicksError as exc:  # a report (too many pickers to list), never a failure
             rules[str(name)] = f"(not shown: {exc})"
-    return LatentDecision(out, pickers, classes, rules, notes, fit)
+    return LatentDecision(out, pickers, classes, rules, notes, fit, objective)
+
+
+def _unreached(classes: pd.DataFrame, objective: Objective) -> list[str]:
+    """One warning per class whose recall or precision target no set of candidates reaches."""
+    out = []
+    for row in classes[~classes["reached"].astype(bool)].to_dict("records"):
+        name = "none" if row["particle"] is None else row["particle"]
+        if objective.kind == "recall":
+            missed = row["expected_missed"]
+            why = (
+                f" (about {missed:.1f} particles no picker reported)" if np.isfinite(missed) else ""
+            )
+            out.append(
+                f"{name}: {objective} is out of reach: accepting all {row['n_candidates']} "
+                f"candidates gives an expected recall of {row['expected_recall']:.3f}{why}; "
+                "all accepted"
+            )
+        else:
+            out.append(
+                f"{name}: {objective} is out of reach: even its most probable candidates "
+                "have a lower expected precision; none accepted"
+            )
+    return out
 
 
 def _image_veto(

@@ -10,6 +10,8 @@ force = false
 [decision]
 method = "auto"                    # auto, latent, vote, cnn
 beta = 4.0                         # 4: the CZII metric; 1: a precise set
+# objective = "precision@recall=0.8" # instead of beta: f1, f4, fBETA, precision@recall=R,
+                                     # precision=P (checked by the CLI, see --objective)
 min_support = "all-but-one"        # vote only
 
 [tomograms]
@@ -65,7 +67,7 @@ _PICKER_KEYS = {
 }
 _TABLES = {
     "output": {"out", "formats", "force"},
-    "decision": {"method", "beta", "min_support", "seed"},
+    "decision": {"method", "beta", "objective", "min_support", "seed"},
     "tomograms": {"paths", "voxel_size"},
     "compute": {"scheduler", "workers"},
 }
@@ -116,6 +118,7 @@ class InputsFile:
     force: bool | None = None
     method: str | None = None
     beta: float | None = None
+    objective: str | None = None
     min_support: str | None = None
     seed: int | None = None
     scheduler: str | None = None
@@ -172,6 +175,7 @@ def read_inputs_file(path: str | Path) -> InputsFile:
         force=_bool(f"{path}: [output]", "force", out_t.get("force")),
         method=_choice(f"{path}: [decision]", "method", dec.get("method"), METHODS),
         beta=_number(f"{path}: [decision]", "beta", dec.get("beta"), positive=True),
+        objective=_opt_string(f"{path}: [decision]", "objective", dec.get("objective")),
         min_support=None if dec.get("min_support") is None else str(dec["min_support"]),
         seed=_integer(f"{path}: [decision]", "seed", dec.get("seed")),
         scheduler=_scheduler(f"{path}: [compute]", tables["compute"].get("scheduler")),

@@ -24,7 +24,7 @@ from picks.report.audit import audit_png
 from picks.report.classes import ClassSections
 from picks.report.cnn import CnnSection
 from picks.report.context import FILES_DIR
-from picks.report.data import RunData, slugs
+from picks.report.data import RunData, run_objective, slugs
 from picks.report.page import Page, Section, Table, Text, render
 from picks.report.slabs import TomogramSections
 from picks.report.truth import TruthSection
@@ -228,7 +228,7 @@ class _Builder(TomogramSections, ClassSections, CnnSection, TruthSection):
                     ].values.tolist(),
                     caption="What the latent-class model expects per class (no ground truth "
                     "used): a candidate is accepted when P(particle) ≥ threshold, the threshold "
-                    "that maximises the expected F-β",
+                    f"chosen for the objective {run_objective(d.params)}",
                 )
             )
         if len(d.estimates):

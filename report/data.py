@@ -76,6 +76,14 @@ class RunData:
         )
 
 
+def run_objective(params: dict) -> str:
+    """The run's decision objective (runs before ``--objective`` stored only their beta)."""
+    if params.get("objective"):
+        return str(params["objective"])
+    beta = params.get("beta")
+    return f"f{float(beta):g} (the maximum expected F-β)" if beta is not None else "f4"
+
+
 def class_radii(params: dict, classes: list[str]) -> dict[str, float]:
     """Radius (Å) per class as the run resolved it (its stored parameters), else the catalog
     with the run's ``--radius`` values; a class with neither is an error, not a guess."""

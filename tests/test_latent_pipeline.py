@@ -173,7 +173,7 @@ def test_picks_pickers_command_shows_estimates(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "Decision per class (maximum expected F4" in res.output
+    assert "Decision per class (objective: f4;" in res.output
     assert "picks pickers 1" in res.output
     res = runner.invoke(app, ["pickers", "--db", str(db), "--json"])
     assert res.exit_code == 0, res.output

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from picks.core.particles import Catalog
 from picks.core.progress import Progress, null_progress
 from picks.core.store import Store
 from picks.workflows import noise as noise_workflow
+
+if TYPE_CHECKING:
+    from picks.consensus.decide import Objective
 from picks.workflows.cnn_latent import LatentRefit
 from picks.workflows.export import write_run_outputs
 from picks.workflows.importing import check_stored_extent
@@ -142,6 +145,7 @@ def aggregate(
     seed: int = 0,
     cnn_options: Mapping[str, Any] | None = None,
     beta: float = 4.0,
+    objective: Objective | None = None,
     picker_scores: bool = False,
     temperature: float | None = None,
     report: bool = True,
@@ -159,6 +163,9 @@ def aggregate(
     exist), noise is sampled and ``method="auto"`` means the CNN. ``executor``
     (:func:`picks.workflows.parallel.open_executor`) runs the per-tomogram stages (headers,
     clustering, noise, CNN scoring) on Dask workers, with the same results; None: this process.
+    ``objective`` (latent, cnn): what the per-class decision optimises
+    (:class:`~picks.consensus.decide.Objective`, e.g. ``precision@recall=0.8``); None: the
+    expected F-``beta``. Given, it must agree with ``beta`` unless ``beta`` is the default 4.
     """
     from picks.core.tomograms import find_volumes, read_tomogram
     from picks.plugins.manager import get_registry
@@ -171,6 +178,13 @@ def aggregate(
         raise PicksError(f"method {method!r}: expected one of {', '.join(METHODS)}")
     if not (isinstance(beta, int | float) and np.isfinite(beta) and beta > 0):
         raise PicksError(f"beta {beta!r}: expected a number > 0 (4 for the CZII metric)")
+    objective_given = objective is not None
+    if objective is None:
+        from picks.consensus.decide import Objective
+
+        objective = Objective.fbeta(beta)
+    elif beta != 4.0 and not (objective.kind == "fbeta" and objective.beta == beta):
+        raise PicksError(f"beta {beta:g} and objective {objective} disagree: give one of them")
     min_rule = parse_min_support(min_support)
     weights_map = parse_weights(weights or {})
     options_map = (
@@ -240,6 +254,8 @@ def aggregate(
         t.path and t.shape and Path(t.path).exists() for t in store.tomograms()
     )
     resolved_method = _resolve_method(method, have_volumes, warnings, cnn_asked=bool(cnn_options))
+    if resolved_method == "vote" and objective_given:
+        warnings.append(f"objective {objective} ignored: this run decides by voting")
     if resolved_method != "cnn" and cnn_options:
         how = "voting" if resolved_method == "vote" else "the latent-class model"
         warnings.append(
@@ -276,7 +292,8 @@ def aggregate(
         "force": force,
     }
     if resolved_method in ("latent", "cnn"):
-        params["beta"] = float(beta)
+        params["beta"] = float(objective.beta)
+        params["objective"] = str(objective)
         params["picker_scores"] = bool(picker_scores)
         params["temperature"] = temperature
     with store.run("aggregate", params, method=resolved_method, seed=seed) as run_id:
@@ -391,7 +408,7 @@ def aggregate(
                 clusters,
                 picks,
                 votes,
-                beta=beta,
+                beta=objective,
                 class_agnostic=class_agnostic,
                 picker_scores=picker_scores,
                 images=images,
