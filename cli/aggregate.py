@@ -255,7 +255,9 @@ def aggregate_cmd(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="Worker processes; > 1 without --scheduler means local:N."),
+        typer.Option(
+            min=1, metavar="N", help="Worker processes; > 1 without --scheduler means local:N."
+        ),
     ] = None,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
