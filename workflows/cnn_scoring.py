@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from picks.consensus.cnn import network as cnn
-from picks.consensus.cnn.boxes import Geometry
 from picks.core.errors import PicksError
 from picks.core.store import Store
 
@@ -24,10 +23,6 @@ def _load(store: Store, path) -> tuple[object, dict]:
         card = store.model_card(cnn.sha256_file(path))
     model, card = cnn.load(path, card=card)
     return model, card
-
-
-def _geometry(card: dict) -> Geometry:
-    return Geometry(int(card["box"]), float(card["voxel_size"]), 0)
 
 
 def _score(

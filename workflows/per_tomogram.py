@@ -212,8 +212,7 @@ def score_points(
     for k, m in enumerate(models):
         groups.setdefault((m["card"]["box"], m["card"]["voxel_size"]), []).append(k)
     for key, members in groups.items():
-        card = models[members[0]]["card"]
-        geometry = Geometry(int(card["box"]), float(card["voxel_size"]), 0)
+        geometry = Geometry.of_card(models[members[0]]["card"])
         batches = iter_boxes(
             points, lookup, geometry, edge=policy, reader=reader, batch_size=batch_size
         )

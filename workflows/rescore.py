@@ -33,7 +33,7 @@ import pandas as pd
 
 from picks.consensus.cnn import combine as combiner
 from picks.consensus.cnn import network as cnn
-from picks.consensus.cnn.boxes import EdgePolicy, tomogram_lookup
+from picks.consensus.cnn.boxes import EdgePolicy, Geometry, tomogram_lookup
 from picks.consensus.cnn.reasons import MIN_CLASS_POSITIVES  # noqa: F401 (re-exported)
 from picks.consensus.cnn.reasons import cnn_reasons as _reasons
 from picks.consensus.cnn.reasons import decision_score as _decision_score
@@ -58,7 +58,7 @@ from picks.workflows.cnn_latent import (
     cnn_feature,
     refit_reasons,
 )
-from picks.workflows.cnn_scoring import _geometry, _load, _score
+from picks.workflows.cnn_scoring import _load, _score
 
 DEFAULT_THRESHOLD = 0.5
 FEW_POSITIVES = 100  # below this many training positives the summary warns
@@ -452,7 +452,7 @@ def _combine(
             seed=seed,
             positives=positives,
         )
-        geometry = _geometry(models[0]["card"])
+        geometry = Geometry.of_card(models[0]["card"])
         extracted = extract(data.table, lookup, geometry, edge=policy, reader=reader)
         rows = data.table.iloc[extracted.index].reset_index(drop=True)
         boxes = extracted.boxes

@@ -86,6 +86,11 @@ class Geometry:
     def with_border(self, border: int) -> Geometry:
         return Geometry(self.box, self.voxel_size, int(border))
 
+    @classmethod
+    def of_card(cls, card: dict) -> Geometry:
+        """The box a saved model was trained on (its card's ``box`` and ``voxel_size``)."""
+        return cls(int(card["box"]), float(card["voxel_size"]), 0)
+
     def as_dict(self) -> dict:
         return {"box": self.box, "voxel_size": self.voxel_size, "side_angstrom": self.side}
 
