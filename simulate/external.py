@@ -362,16 +362,10 @@ def _write_manifest(result: PickersResult, *, snr: float, voxel_size: float, opt
 
 
 def _write_readme(result: PickersResult) -> None:
-    from picks.simulate.world import picker_inputs
+    from picks.simulate.world import picker_arguments
 
     parts = ["picks aggregate", "--db picks.db", "--out consensus", "--tomograms tomograms"]
-    for item in picker_inputs(result.out):
-        given = f"{item['label']}={item['given']}"
-        parts.append(given)
-        for key, value in item["options"].items():
-            if key == "labels":
-                value = str(Path(value).relative_to(result.out.resolve()))
-            parts.append(f"--input-option {given}:{key}={value}")
+    parts += picker_arguments(result.out)
     lines = [
         f"Simulated pickers run by `picks simulate-pickers` (seed {result.seed}) on:",
         *[

@@ -122,14 +122,7 @@ def simulate(
         name = f"sim_{index + 1:02d}"
         scene_rng, image_rng, picker_seed = (np.random.default_rng(s) for s in tomo_seed.spawn(3))
         scene = sv.place_scene(scene_rng, size, voxel_size)
-        image = sv.form_image(
-            sv.render_particles(scene, size, voxel_size),
-            sv.render_decoys(scene, size, voxel_size),
-            voxel_size,
-            snr,
-            image_rng,
-            optics,
-        )
+        image = sv.scene_image(scene, size, voxel_size, snr, image_rng, optics)
         path = out / "tomograms" / f"{name}.mrc"
         _write_mrc(path, image, voxel_size)
         transfer = sv.transfer_functions(image.shape, voxel_size, optics)[0]
@@ -499,14 +492,23 @@ def aggregate_command(
         "--tomograms tomograms",
         "--format czii-csv,box",
     ]
+    parts += picker_arguments(result)
+    return " \\\n    ".join(parts)
+
+
+def picker_arguments(result: SimulationResult | Path | str) -> list[str]:
+    """The ``picks aggregate`` arguments of every picker input (``LABEL=PATH`` and its
+    ``--input-option``s), paths relative to the output folder (run inside it)."""
+    out = result.out if isinstance(result, SimulationResult) else Path(result)
+    parts = []
     for item in picker_inputs(result):
         given = f"{item['label']}={item['given']}"
         parts.append(given)
         for key, value in item["options"].items():
             if key == "labels":
-                value = str(Path(value).relative_to(result.out.resolve()))
+                value = str(Path(value).relative_to(out.resolve()))
             parts.append(f"--input-option {given}:{key}={value}")
-    return " \\\n    ".join(parts)
+    return parts
 
 
 INPUTS_FILE = "inputs.toml"
