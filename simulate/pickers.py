@@ -173,14 +173,7 @@ def make_training(
 
     shape = (min(size[0], 200), min(size[1], 200), size[2])
     scene = sv.place_scene(rng, shape, voxel_size)
-    image = sv.form_image(
-        sv.render_particles(scene, shape, voxel_size),
-        sv.render_decoys(scene, shape, voxel_size),
-        voxel_size,
-        snr,
-        rng,
-        optics,
-    )
+    image = sv.scene_image(scene, shape, voxel_size, snr, rng, optics)
     training = Training(
         image,
         voxel_size,

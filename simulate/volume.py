@@ -473,6 +473,25 @@ def form_image(
     return image.astype(np.float32)
 
 
+def scene_image(
+    scene: Scene,
+    shape_xyz: tuple[int, int, int],
+    voxel_size: float,
+    snr: float,
+    rng: np.random.Generator,
+    optics: Optics = Optics(),
+) -> np.ndarray:
+    """The tomogram of a scene: its particles and decoys rendered, then imaged (form_image)."""
+    return form_image(
+        render_particles(scene, shape_xyz, voxel_size),
+        render_decoys(scene, shape_xyz, voxel_size),
+        voxel_size,
+        snr,
+        rng,
+        optics,
+    )
+
+
 def bin2(volume: np.ndarray) -> np.ndarray:
     """Average 2×2×2 blocks (a trailing odd voxel is dropped): binned voxel i covers 2i, 2i+1."""
     nz, ny, nx = (s // 2 * 2 for s in volume.shape)
