@@ -239,19 +239,6 @@ class Store(ConsensusTables):
             source_id = self._insert_source(meta, picks)
         return source_id
 
-    def find_or_add_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> dict | None:
-        """Add a source unless one with the same ``identity`` is stored, in one transaction,
-        so two commands importing the same file at once store it once (the second finds the
-        first's). Returns the existing source's row, or ``None`` when this one was added (its
-        id is then ``meta["id"]``, set here)."""
-        canonical.validate(picks)
-        with self.transaction():
-            existing = self.find_source(meta["sha256"], meta.get("identity"))
-            if existing is not None:
-                return existing
-            meta["id"] = self._insert_source(meta, picks)
-        return None
-
     def stream_source(
         self,
         meta: dict[str, Any],
