@@ -59,6 +59,9 @@ def test_values_are_normalised_and_frozen() -> None:
     assert (default.positive_rule, default.outside_limit) == ("auto", 0.5)
     assert default.with_positives("posterior").positives == "posterior"
     assert CnnOptions(positives="full").with_positives("posterior").positives == "full"
+    # training, or combine's calibration, reads the run's noise and references
+    assert default.reads_run_data and CnnOptions(model="m", combine=True).reads_run_data
+    assert not CnnOptions(model="m").reads_run_data
 
 
 def test_recorded_options_keep_their_names_and_read_back() -> None:

@@ -442,9 +442,9 @@ def aggregate(
 
         # -- noise ----------------------------------------------------------------------
         noise_rows: list[dict] = []
-        noise = None  # the run's noise samples as stored (with ids), for the CNN's training
-        # what background sampling keeps away from: read once, for the noise and the CNN
-        avoid = store.avoid_points(run_id) if resolved_method == "cnn" else None
+        noise = avoid = None  # as stored (noise with its ids), for the CNN's training
+        if resolved_method == "cnn" and cnn.reads_run_data:
+            avoid = store.avoid_points(run_id)  # read once, for the noise and the CNN
         if have_volumes and noise_ratio > 0:
             sampled = noise_workflow.noise_for_run(
                 store,
@@ -471,6 +471,8 @@ def aggregate(
         if resolved_method == "cnn":
             from picks.workflows.rescore import rescore_consensus
 
+            # A CNN run is always asked for (`method` cnn, or auto with CNN options): it
+            # never falls back to another method silently; its errors stop the run.
             final, cnn_result = rescore_consensus(
                 store,
                 run_id,

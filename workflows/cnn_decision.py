@@ -102,12 +102,6 @@ class CnnDecision:
         return summary
 
 
-def needs_run_data(options: CnnOptions) -> bool:
-    """Whether the stage reads more of the run than its candidates: training, or the
-    combination's calibration on labelled points (with member picks)."""
-    return options.model is None or options.combine
-
-
 def with_image_veto(
     candidates: pd.DataFrame, lookup: dict, catalog: Catalog, positives: str
 ) -> tuple[pd.DataFrame, dict]:
@@ -146,7 +140,7 @@ def decide_cnn(
     """Score ``candidates`` (a run's consensus table, id order) with the CNN and decide.
 
     ``run``: what training reads (:class:`RunData`; its candidates are replaced by
-    ``candidates``), needed when :func:`needs_run_data`. ``lookup``: tomograms by name.
+    ``candidates``), needed when ``options.reads_run_data``. ``lookup``: tomograms by name.
     ``load_model(path)`` → (model, card) for saved models (``options.model``). The model
     trained here is saved under ``models_dir`` (a file, not the store). ``refit``: see
     :func:`picks.workflows.rescore.rescore_run`.
@@ -166,7 +160,7 @@ def decide_cnn(
         return CnnDecision(
             dict(summary, n_scored=0, n_accepted=0, n_dropped=0, models=[], timings=timings)
         )
-    if run is None and needs_run_data(options):
+    if run is None and options.reads_run_data:
         raise PicksError("the CNN needs the run's noise and references to train or combine")
     policy = EdgePolicy(options.edge, options.outside_limit)
     plan = cnn.select_device(options.device)

@@ -47,7 +47,6 @@ from picks.workflows.cnn_decision import (  # noqa: F401 (re-exported: their old
     _decision_threshold,
     apply_decisions,
     decide_cnn,
-    needs_run_data,
     with_image_veto,
 )
 from picks.workflows.cnn_latent import LatentRefit
@@ -121,7 +120,7 @@ def rescore_consensus(
     decision instead of read back, with the summary. ``picks aggregate`` calls it on the
     table it has just inserted."""
     run = None
-    if needs_run_data(options) and not consensus.empty:
+    if options.reads_run_data and not consensus.empty:
         run = load_run_data(
             store, run_id, consensus, noise=noise, avoid=avoid, members=options.combine
         )

@@ -143,6 +143,12 @@ class CnnOptions:
         return self if self.positives is not None else replace(self, positives=rule)
 
     @property
+    def reads_run_data(self) -> bool:
+        """Whether the CNN reads more of the run than its candidates: training (no
+        ``model``), or ``combine``'s calibration on labelled points (with member picks)."""
+        return self.model is None or self.combine
+
+    @property
     def positive_rule(self) -> str:
         """The training-positive rule in force (``auto`` when none is chosen)."""
         return self.positives or "auto"
