@@ -12,7 +12,7 @@ particle explains), in particular those that two or more pickers agreed on.
 DATA is a ``picks simulate`` output folder; it is simulated first when missing (the
 simulation is timed but not counted in the pipeline). Stage times come from wrapping the
 pipeline's own functions (benchmark-only monkeypatching; nothing in the package changes) and
-from the timings :func:`picks.workflows.rescore.rescore_run` reports.
+from the timings :func:`picks.workflows.rescore.rescore_consensus` reports.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     tensorflow()  # counted as its own stage: ~4 s on this machine
 
     times: dict[str, float] = {"tensorflow import": time.perf_counter() - start}
+    from picks.consensus.cnn.options import CnnOptions
     from picks.core.store import Store
     from picks.evaluate import metric
     from picks.simulate.world import picker_inputs
@@ -163,9 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     items = picker_inputs(data)
     inputs = [f"{i['label']}={i['path']}" for i in items]
     options = {f"{i['label']}={i['path']}": i["options"] for i in items}
-    cnn_options = {"epochs": args.epochs, "device": args.device}
-    if args.threshold is not None:
-        cnn_options["threshold"] = args.threshold
+    cnn = CnnOptions(epochs=args.epochs, device=args.device, threshold=args.threshold)
     start = time.perf_counter()
     with Store(db) as store:
         result = pipeline.aggregate(
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
             method="cnn",
             input_options=options,
             seed=args.seed,
-            cnn_options=cnn_options,
+            cnn=cnn,
             force=True,
         )
         total = time.perf_counter() - start

@@ -264,11 +264,12 @@ def aggregate_cmd(
 ) -> None:
     """Aggregate several pickers' outputs into one consensus set, with provenance."""
     from picks.consensus.cluster import DEFAULT_MATCH_FRACTION
+    from picks.consensus.cnn.options import CnnOptions
     from picks.core.particles import parse_radius_options
     from picks.workflows.aggregate import aggregate
     from picks.workflows.outputs import DEFAULT_FORMATS
 
-    cnn_options = {
+    given = {
         "model": [str(m) for m in model] if model else None,
         "epochs": epochs,
         "box": box,
@@ -280,7 +281,9 @@ def aggregate_cmd(
         "edge": edge,
         "max_outside": max_outside,
     }
-    cnn_options = {k: v for k, v in cnn_options.items() if v is not None}
+    given = {k: v for k, v in given.items() if v is not None}
+    # Any CNN flag asks for the CNN (method auto); its errors name the flag (cli/flags.py).
+    cnn = CnnOptions(**given) if given else None
     all_inputs: list = list(inputs or [])
     names = ("--beta", "--objective")
     if inputs_file is not None:
@@ -342,7 +345,7 @@ def aggregate_cmd(
             noise_half_box=noise_half_box,
             voxel_size=voxel_size,
             seed=seed,
-            cnn_options=cnn_options,
+            cnn=cnn,
             beta=decision.beta,
             objective=decision if objective is not None else None,
             picker_scores=picker_scores,

@@ -72,15 +72,23 @@ def train_cmd(
 ) -> None:
     """Train the rescoring CNN on a run (its full-support picks against its noise) and save it."""
     from picks.consensus.cnn import network as cnn
-    from picks.consensus.cnn.boxes import EdgePolicy
-    from picks.consensus.cnn.train import POSITIVE_RULES, fit, unique_model_path
-    from picks.core.errors import PicksError
+    from picks.consensus.cnn.options import CnnOptions
+    from picks.consensus.cnn.train import fit, unique_model_path
     from picks.workflows.rescore import load_run_data, record_training, run_catalog
 
-    if positives not in POSITIVE_RULES:
-        raise PicksError(f"--positives {positives!r}: expected one of {', '.join(POSITIVE_RULES)}")
-    if patience < 1 or hard_negatives < 0 or epochs < 1:
-        raise PicksError("--epochs and --patience must be at least 1, --hard-negatives at least 0")
+    options = CnnOptions(
+        epochs=epochs,
+        box=box,
+        margin=margin,
+        working_voxel_size=working_voxel_size,
+        device=device,
+        batch_size=batch_size,
+        edge=edge,
+        max_outside=max_outside,
+        positives=positives,
+        hard_negatives=hard_negatives,
+        patience=patience,
+    )
     with open_store(db, must_exist=True) as store:
         store.get_run(run)
         params = {
@@ -102,20 +110,11 @@ def train_cmd(
             trained = fit(
                 load_run_data(store, run),
                 run,
+                options,
                 tomograms=store.tomograms(),
                 catalog=run_catalog(store, run),
                 seed=seed,
-                epochs=epochs,
-                box=box,
-                margin=margin,
-                working_voxel_size=working_voxel_size,
-                edge=EdgePolicy(edge, max_outside),
-                device=device,
-                batch_size=batch_size,
                 progress=progress,
-                positives=positives,
-                hard_negatives=hard_negatives,
-                patience=patience,
             )
             path = out or unique_model_path(Path("models"), f"run{run}-cnn")
             digest = cnn.save(trained.model, path, trained.card, force=force)
@@ -194,8 +193,17 @@ def score_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Rescore a run's consensus picks with saved model(s) and update its accepted set."""
+    from picks.consensus.cnn.options import CnnOptions
     from picks.workflows.rescore import rescore_run, run_catalog
 
+    options = CnnOptions(
+        model=[str(m) for m in model],
+        threshold=threshold,
+        combine=combine,
+        device=device,
+        edge=edge,
+        max_outside=max_outside,
+    )
     with open_store(db, must_exist=True) as store:
         store.get_run(run)
         params = {
@@ -211,17 +219,12 @@ def score_cmd(
             summary = rescore_run(
                 store,
                 run,
+                options,
                 tomograms=store.tomograms(),
                 catalog=run_catalog(store, run),
                 seed=seed,
                 models_dir=None,
                 progress=progress,
-                model=[str(m) for m in model],
-                threshold=threshold,
-                combine=combine,
-                device=device,
-                edge=edge,
-                max_outside=max_outside,
             )
     if json_out:
         echo_json(summary)

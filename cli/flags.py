@@ -15,14 +15,21 @@ from typing import Any
 FLAGS = {
     "adapter": "--adapter",
     "allow_incomplete": "--allow-incomplete",
+    "batch_size": "--batch-size",
     "binning": "--binning",
+    "box": "--box",
     "box_size": "--box-size",
     "combine": "--combine",
     "contrast": "--contrast",
     "device": "--device",
+    "edge": "--edge",
+    "epochs": "--epochs",
     "force": "--force",
     "formats": "--format",
+    "hard_negatives": "--hard-negatives",
     "input_options": "--input-option",
+    "margin": "--margin",
+    "max_outside": "--max-outside",
     "method": "--method",
     "min_support": "--min-support",
     "model": "--model",
@@ -30,6 +37,7 @@ FLAGS = {
     "options": "--option",
     "out": "--out",
     "particle": "--particle",
+    "patience": "--patience",
     "pick": "--pick",
     "positives": "--positive",
     "radii": "--radius",
@@ -46,6 +54,7 @@ FLAGS = {
     "voxel_size": "--voxel-size",
     "weights": "--weights",
     "workers": "--workers",
+    "working_voxel_size": "--working-voxel-size",
 }
 _PARAMETER = re.compile(r"`(\w+)(=True)?`")
 

@@ -358,13 +358,13 @@ def test_noise_is_sampled_with_tomograms(tmp_path: Path, inputs: dict[str, Path]
 
 
 def test_cnn_summary_warnings_reach_the_user(tmp_path: Path, inputs: dict[str, Path], monkeypatch):
-    """``rescore_run``'s summary warnings are printed by ``picks aggregate`` (and in --json)."""
+    """The CNN stage's summary warnings are printed by ``picks aggregate`` (and in --json)."""
     from picks.workflows import rescore
 
-    def fake_rescore_run(store, run_id, **kwargs):
-        return {"method": "cnn", "run_id": run_id, "warnings": ["only 12 positives"]}
+    def fake_rescore_consensus(store, run_id, consensus, options, **kwargs):
+        return consensus, {"method": "cnn", "run_id": run_id, "warnings": ["only 12 positives"]}
 
-    monkeypatch.setattr(rescore, "rescore_run", fake_rescore_run)
+    monkeypatch.setattr(rescore, "rescore_consensus", fake_rescore_consensus)
     tomos = tmp_path / "tomos"
     tomos.mkdir()
     write_tomogram(tomos / "TS_1.mrc")
@@ -485,10 +485,10 @@ def test_a_cnn_failure_is_an_error_and_auto_without_cnn_options_never_runs_it(
 ):
     from picks.workflows import rescore
 
-    def failing_rescore_run(store, run_id, **kwargs):
+    def failing_rescore_consensus(store, run_id, consensus, options, **kwargs):
         raise PicksError("--device gpu: TensorFlow sees no GPU on this machine")
 
-    monkeypatch.setattr(rescore, "rescore_run", failing_rescore_run)
+    monkeypatch.setattr(rescore, "rescore_consensus", failing_rescore_consensus)
     tomos = tmp_path / "tomos"
     tomos.mkdir()
     write_tomogram(tomos / "TS_1.mrc")

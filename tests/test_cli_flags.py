@@ -9,19 +9,17 @@ from typer.testing import CliRunner
 
 from picks.cli import get_app
 from picks.cli.flags import FLAGS, flag_text
+from picks.consensus.cnn.options import CnnOptions
 from picks.core.errors import PicksError
 from picks.workflows.inputs import parse_input_options
-from picks.workflows.rescore import rescore_run
 
 
-def test_library_errors_name_parameters_not_flags(tmp_path) -> None:
-    from picks.core.store import Store
-
+def test_library_errors_name_parameters_not_flags() -> None:
     with pytest.raises(PicksError) as info:
         parse_input_options(["no-colon"])
     assert "`input_options`" in str(info.value) and "--input-option" not in str(info.value)
-    with Store(tmp_path / "p.db") as store, pytest.raises(PicksError) as info:
-        rescore_run(store, 1, threshold=1.5)
+    with pytest.raises(PicksError) as info:
+        CnnOptions(threshold=1.5)
     assert str(info.value).startswith("`threshold` 1.5")
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from picks.consensus.cnn import device, ood
 from picks.consensus.cnn import network as cnn
+from picks.consensus.cnn.options import CnnOptions
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog, Particle
 
@@ -134,15 +135,12 @@ def world(tmp_path_factory):
     summary = rescore_run(
         store,
         run,
+        # positives full: here 2 of 3 pickers also agree on empty places, by design
+        CnnOptions(epochs=8, box=16, device="cpu", positives="full", threshold=0.5),
         tomograms=store.tomograms(),
         catalog=CATALOG,
         seed=0,
         models_dir=root / "models",
-        epochs=8,
-        box=16,
-        device="cpu",
-        positives="full",  # here 2 of 3 pickers also agree on empty places, by design
-        threshold=0.5,
     )
     yield {"store": store, "run": run, "kinds": kinds, "summary": summary, "root": root}
     store.close()
@@ -515,14 +513,13 @@ def test_typicality_only_decision_end_to_end(world, monkeypatch) -> None:
 
     store, run = world["store"], world["run"]
     path = world["summary"]["models"][0]["path"]
-    kwargs = dict(
-        tomograms=store.tomograms(), catalog=CATALOG, model=path, device="cpu", threshold=0.5
-    )  # as the world was scored
+    options = CnnOptions(model=path, device="cpu", threshold=0.5)  # as the world was scored
+    kwargs = dict(tomograms=store.tomograms(), catalog=CATALOG)
     before = consensus(store, run)
     from picks.consensus.cnn import reasons
 
     monkeypatch.setattr(reasons, "MIN_CLASS_POSITIVES", 10**6)  # every class is "rare"
-    summary = rescore.rescore_run(store, run, **kwargs)
+    summary = rescore.rescore_run(store, run, options, **kwargs)
     assert summary["typicality_only_classes"] == ["apo-ferritin"]
     cons = consensus(store, run)
     table = scores_table(store, run).merge(
@@ -531,7 +528,7 @@ def test_typicality_only_decision_end_to_end(world, monkeypatch) -> None:
     np.testing.assert_allclose(table["cnn_score"], table["typicality"], atol=1e-6)
     assert table["reason"].str.contains("judged by typicality only").all()
     monkeypatch.undo()
-    rescore.rescore_run(store, run, **kwargs)  # the shared world as it was
+    rescore.rescore_run(store, run, options, **kwargs)  # the shared world as it was
     np.testing.assert_allclose(
         consensus(store, run)["cnn_score"], before["cnn_score"], atol=1e-6, equal_nan=True
     )
@@ -559,11 +556,10 @@ def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
     again = rescore_run(
         store,
         run,
+        CnnOptions(model=path, device="cpu"),
         tomograms=store.tomograms(),
         catalog=CATALOG,
         models_dir=None,
-        model=path,
-        device="cpu",
     )
     kept = store.db["dropped"].count_where("run_id = ? AND stage = 'cnn-train'", [run])
     assert kept == 1  # scoring with a saved model keeps what the training left out
@@ -580,26 +576,27 @@ def test_reuse_saved_model_and_ensemble(world, tmp_path) -> None:
     other = fit(
         load_run_data(store, run),
         run,
+        CnnOptions(epochs=2, box=16, device="cpu"),
         tomograms=store.tomograms(),
         catalog=CATALOG,
         seed=1,
-        epochs=2,
-        box=16,
-        device="cpu",
     )
     second = tmp_path / "second.keras"
     cnn.save(other.model, second, other.card)
     rescore_run(
         store,
         run,
+        CnnOptions(model=[path, str(second)], device="cpu"),
         tomograms=store.tomograms(),
         catalog=CATALOG,
-        model=[path, str(second)],
-        device="cpu",
     )
     ensemble = consensus(store, run)
     rescore_run(
-        store, run, tomograms=store.tomograms(), catalog=CATALOG, model=str(second), device="cpu"
+        store,
+        run,
+        CnnOptions(model=str(second), device="cpu"),
+        tomograms=store.tomograms(),
+        catalog=CATALOG,
     )
     single = consensus(store, run)
     np.testing.assert_allclose(
@@ -622,12 +619,9 @@ def test_combine_uses_a_calibrated_logistic_regression(world) -> None:
     out = rescore_run(
         store,
         run,
+        CnnOptions(model=path, combine=True, threshold=0.5, device="cpu"),
         tomograms=store.tomograms(),
         catalog=CATALOG,
-        model=path,
-        combine=True,
-        threshold=0.5,
-        device="cpu",
     )
     info = out["combine_model"]
     assert info["features"][:2] == ["cnn_logit", "support"]
@@ -647,9 +641,8 @@ def test_gpu_request_without_gpu_is_a_clear_error(world, monkeypatch) -> None:
         rescore_run(
             world["store"],
             world["run"],
+            CnnOptions(device="gpu", model=world["summary"]["models"][0]["path"]),
             catalog=CATALOG,
-            device="gpu",
-            model=world["summary"]["models"][0]["path"],
         )
 
 
@@ -737,11 +730,9 @@ def test_hard_negatives_are_mined_and_unseen_classes_are_flagged(world) -> None:
     out = rescore_run(
         store,
         run,
+        CnnOptions(device="cpu", model=world["summary"]["models"][0]["path"], threshold=0.0),
         tomograms=store.tomograms(),
         catalog=CATALOG,
-        device="cpu",
-        model=world["summary"]["models"][0]["path"],
-        threshold=0.0,
     )
     assert out["unseen_classes"] == ["ribosome"]
     cons = consensus(store, run)

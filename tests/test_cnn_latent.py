@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from picks.consensus.cnn.labels import P_HIGH, P_LOW, negative_selection, positive_selection
+from picks.consensus.cnn.options import CnnOptions
 from picks.consensus.cnn.train import RunData, TooLittleTraining, training_table
 from picks.consensus.reliability import fit_latent
 from picks.core.errors import PicksError
@@ -209,20 +210,16 @@ def test_a_cnn_that_cannot_train_falls_back_to_the_latent_decision_and_says_so(t
         def never(_feature):
             raise AssertionError("no CNN, so no refit")
 
-        summary = rescore_run(
-            store, run, tomograms=store.tomograms(), catalog=CATALOG, models_dir=tmp_path,
-            device="cpu", positives="posterior", refit=never,
-        )  # fmt: skip
+        options = CnnOptions(device="cpu", positives="posterior")
+        kwargs = dict(tomograms=store.tomograms(), catalog=CATALOG, models_dir=tmp_path)
+        summary = rescore_run(store, run, options, refit=never, **kwargs)
         assert summary["fallback"] == "latent"
         assert "could not train" in summary["warnings"][0]
         assert "keeps the latent-class decision" in summary["warnings"][0]
         after = store.consensus(run)
         pd.testing.assert_frame_equal(before, after)  # the latent decision stands, untouched
         with pytest.raises(TooLittleTraining):  # without a refit there is nothing to fall to
-            rescore_run(
-                store, run, tomograms=store.tomograms(), catalog=CATALOG, models_dir=tmp_path,
-                device="cpu", positives="posterior",
-            )  # fmt: skip
+            rescore_run(store, run, options, **kwargs)
 
 
 @pytest.mark.slow
@@ -241,7 +238,7 @@ def test_cnn_latent_runs_are_deterministic_and_order_independent(tmp_path):
         with Store(tmp_path / f"{k}.db") as store:
             result = aggregate(
                 store, order, out=tmp_path / f"o{k}", tomograms=[sim.out / "tomograms"],
-                formats=["czii-csv"], method="cnn", seed=0, cnn_options={"epochs": 3},
+                formats=["czii-csv"], method="cnn", seed=0, cnn=CnnOptions(epochs=3),
             )  # fmt: skip
             assert result.cnn["decision"] == "cnn+latent" and result.cnn["cnn_feature_classes"]
             frame = store.consensus(result.run_id)

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from picks.cli import get_app
+from picks.consensus.cnn.options import CnnOptions
 from picks.core.errors import PicksError
 from picks.core.inputs_file import InputsFileError, read_inputs_file
 from picks.core.store import Store
@@ -394,5 +395,5 @@ def test_cnn_scoring_on_workers_gives_the_same_scores(client, tmp_path: Path):
         client,
         "cnn",
         skip={"summary.json", "report.html", "runs", "models"},
-        cnn_options={"epochs": 2, "device": "cpu"},
+        cnn=CnnOptions(epochs=2, device="cpu"),
     )

@@ -28,6 +28,7 @@ from picks.consensus.cluster import (
     cluster,
     resolve_radii,
 )
+from picks.consensus.cnn.options import CnnOptions, as_options
 from picks.consensus.vote import (
     apply_references,
     match_references,
@@ -143,7 +144,7 @@ def aggregate(
     noise_half_box: float | None = None,
     voxel_size: float | None = None,
     seed: int = 0,
-    cnn_options: Mapping[str, Any] | None = None,
+    cnn: CnnOptions | Mapping[str, Any] | None = None,
     beta: float = 4.0,
     objective: Objective | None = None,
     picker_scores: bool = False,
@@ -163,7 +164,10 @@ def aggregate(
     exist), noise is sampled and ``method="auto"`` means the CNN. ``executor``
     (:func:`picks.workflows.parallel.open_executor`) runs the per-tomogram stages (headers,
     clustering, noise, CNN scoring) on Dask workers, with the same results; None: this process.
-    ``objective`` (latent, cnn): what the per-class decision optimises
+    ``cnn``: the CNN's options (:class:`~picks.consensus.cnn.options.CnnOptions`; a mapping
+    of option names is converted, an unknown name is an error); given, they ask for the CNN
+    (``method="auto"`` with volumes becomes ``cnn``). ``objective`` (latent, cnn): what the
+    per-class decision optimises
     (:class:`~picks.consensus.decide.Objective`, e.g. ``precision@recall=0.8``); None: the
     expected F-``beta``. Given, it must agree with ``beta`` unless ``beta`` is the default 4.
     """
@@ -185,6 +189,7 @@ def aggregate(
         objective = Objective.fbeta(beta)
     elif beta != 4.0 and not (objective.kind == "fbeta" and objective.beta == beta):
         raise PicksError(f"beta {beta:g} and objective {objective} disagree: give one of them")
+    cnn = as_options(cnn)
     min_rule = parse_min_support(min_support)
     weights_map = parse_weights(weights or {})
     options_map = (
@@ -253,15 +258,19 @@ def aggregate(
     have_volumes = bool(volumes) or any(
         t.path and t.shape and Path(t.path).exists() for t in store.tomograms()
     )
-    resolved_method = _resolve_method(method, have_volumes, warnings, cnn_asked=bool(cnn_options))
+    resolved_method = _resolve_method(method, have_volumes, warnings, cnn_asked=cnn is not None)
     if resolved_method == "vote" and objective_given:
         warnings.append(f"objective {objective} ignored: this run decides by voting")
-    if resolved_method != "cnn" and cnn_options:
+    if resolved_method != "cnn" and cnn is not None:
         how = "voting" if resolved_method == "vote" else "the latent-class model"
+        asked = ", ".join(cnn.changed())
         warnings.append(
-            f"CNN options ({', '.join(sorted(cnn_options))}) ignored: this run decides by {how}"
+            f"CNN options{f' ({asked})' if asked else ''} ignored: this run decides by {how}"
             + ("" if have_volumes else " (no --tomograms)")
         )
+    if resolved_method == "cnn":
+        # after the latent-class decision, its posterior chooses the training positives
+        cnn = (cnn or CnnOptions()).with_positives("posterior")
 
     params = {
         "inputs": [s.given or str(s.path) for s in specs if s.role == "picker"],
@@ -288,7 +297,7 @@ def aggregate(
         "noise_half_box": noise_half_box,
         "voxel_size": voxel_size,
         "seed": seed,
-        "cnn_options": dict(cnn_options or {}),
+        "cnn_options": cnn.as_dict() if cnn is not None else {},
         "force": force,
     }
     if resolved_method in ("latent", "cnn"):
@@ -418,7 +427,7 @@ def aggregate(
             with progress("decide", total=1) as advance:
                 latent = decide()
                 advance(1)
-            if resolved_method == "cnn" and not (cnn_options or {}).get("combine"):
+            if resolved_method == "cnn" and not cnn.combine:
                 refit = partial(LatentRefit, lambda extra: decide(extra_features=extra))
             votes = latent.votes
             warnings.extend(f"latent-class model: {w}" for w in latent.warnings)
@@ -430,11 +439,12 @@ def aggregate(
         del table, members
         if refit is not None:
             refit = refit(clusters.consensus.index, source_rows)
-        if latent is not None:
-            store.set_estimates(run_id, latent.pickers, latent.classes)
 
         # -- noise ----------------------------------------------------------------------
         noise_rows: list[dict] = []
+        noise = avoid = None  # as stored (noise with its ids), for the CNN's training
+        if resolved_method == "cnn" and cnn.reads_run_data:
+            avoid = store.avoid_points(run_id)  # read once, for the noise and the CNN
         if have_volumes and noise_ratio > 0:
             sampled = noise_workflow.noise_for_run(
                 store,
@@ -446,39 +456,45 @@ def aggregate(
                 seed=seed,
                 replace=True,
                 executor=executor,
+                avoid=avoid,
             )
+            noise = sampled.samples
             noise_rows = sampled.as_rows()
             warnings.extend(sampled.warnings)
 
         # -- CNN rescoring ----------------------------------------------------------------
+        # Only the CNN changes the decisions after the insert; it decides on the table in
+        # memory and its decision is stored once, so nothing is read back.
+        final = stored
+        del stored
         cnn_result = None
         if resolved_method == "cnn":
-            from picks.workflows.rescore import rescore_run
+            from picks.workflows.rescore import rescore_consensus
 
-            cnn_catalog = catalog.with_radii({k: v for k, v in radius_map.items() if k is not None})
             # A CNN run is always asked for (`method` cnn, or auto with CNN options): it
             # never falls back to another method silently; its errors stop the run.
-            cnn_result = rescore_run(
+            final, cnn_result = rescore_consensus(
                 store,
                 run_id,
+                final,
+                cnn,
+                noise=noise,
+                avoid=avoid,
                 tomograms=store.tomograms(),
-                catalog=cnn_catalog,
+                catalog=catalog.with_radii({k: v for k, v in radius_map.items() if k is not None}),
                 seed=seed,
                 models_dir=out / "models",
                 progress=progress,
                 executor=executor,
-                **{"positives": "posterior", **dict(cnn_options or {}), "refit": refit},
+                refit=refit,
             )
             warnings.extend(f"CNN: {w}" for w in cnn_result.get("warnings", []))
             if refit is not None and refit.decision is not None:
                 latent = refit.decision  # the estimates and summary of the fit that decided
-                store.set_estimates(run_id, latent.pickers, latent.classes)
+        if latent is not None:  # stored once: after the CNN's refit, if there is one
+            store.set_estimates(run_id, latent.pickers, latent.classes)
 
         # -- outputs ----------------------------------------------------------------------
-        # Only CNN rescoring changes the stored decisions after the insert (noise sampling
-        # adds rows to its own table).
-        final = store.consensus(run_id) if resolved_method == "cnn" else stored
-        del stored
         outputs, written_warnings = write_run_outputs(
             store,
             run_id,
@@ -569,7 +585,7 @@ def _resolve_method(
     if method in ("latent", "vote"):
         return method
     try:
-        from picks.workflows.rescore import rescore_run  # noqa: F401
+        from picks.workflows.cnn_decision import decide_cnn  # noqa: F401
     except ImportError as exc:
         raise PicksError(
             f"the CNN method is not available ({exc})", hint="Use `method` latent."

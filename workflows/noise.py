@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import pandas as pd
@@ -35,9 +36,12 @@ def noise_for_run(
     max_batches: int = DEFAULT_MAX_BATCHES,
     replace: bool = False,
     executor: Executor | None = None,
+    avoid: pd.DataFrame | None = None,
 ) -> NoiseResult:
     """Sample and store noise for a consensus run: ``count`` per tomogram, or ``ratio`` ×
-    its positives. Existing noise of the run is an error unless ``replace``."""
+    its positives. Existing noise of the run is an error unless ``replace``. The result's
+    ``samples`` are as stored (with their ``id``), so a later stage need not read them back.
+    ``avoid``: the run's :meth:`Store.avoid_points` when the caller holds them already."""
     existing = store.noise_count(run_id)
     if existing and not replace:
         raise PicksError(
@@ -50,7 +54,7 @@ def noise_for_run(
     counts = {
         t: (int(count) if count is not None else round(ratio * n)) for t, n in positives.items()
     }
-    avoid = store.avoid_points(run_id)
+    avoid = store.avoid_points(run_id) if avoid is None else avoid.copy()
     avoid["evasion"] = evasion_radii(
         [None if pd.isna(p) else p for p in avoid["particle"]],
         radii,
@@ -75,5 +79,5 @@ def noise_for_run(
         result = sample_noise(
             store.tomograms(), avoid, counts, half_box=half_box, seed=seed, max_batches=max_batches
         )
-    store.save_noise(run_id, result.samples, replace=replace)
-    return result
+    stored = store.add_noise_frame(run_id, result.samples, replace=replace)
+    return dataclasses.replace(result, samples=stored)

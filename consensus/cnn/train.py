@@ -48,6 +48,7 @@ from picks.consensus.cnn.labels import (  # noqa: F401 (re-exported: the labels'
     negative_selection,
     positive_selection,
 )
+from picks.consensus.cnn.options import CnnOptions
 from picks.consensus.cnn.split import _guard_band, spatial_split
 from picks.consensus.cnn.threshold import decision_rule
 from picks.core.errors import PicksError
@@ -70,13 +71,15 @@ MIN_NEGATIVES = 10
 class RunData:
     """What training reads of a run, loaded by the caller (the store side,
     :func:`picks.workflows.rescore.load_run_data`): its consensus candidates, the trusted
-    reference picks (roles positive/negative) on its tomograms, its noise samples, and the
-    points background sampling must avoid (every clustered pick and trusted reference)."""
+    reference picks (roles positive/negative) on its tomograms, its noise samples, the
+    points background sampling must avoid (every clustered pick and trusted reference) and,
+    for the CNN's ``combine`` only, its member picks (``Store.member_picks``)."""
 
     candidates: pd.DataFrame
     references: pd.DataFrame
     noise: pd.DataFrame
     avoid: pd.DataFrame
+    members: pd.DataFrame | None = None
 
 
 # -- the labelled table ------------------------------------------------------------------------
@@ -275,38 +278,29 @@ class Trained:
 def fit(
     run: RunData,
     run_id: int,
+    options: CnnOptions,
     *,
     tomograms,
     catalog: Catalog,
     seed: int = 0,
-    epochs: int = 30,
-    box: int = 32,
-    margin: float | None = None,
-    working_voxel_size: float | None = None,
-    edge: EdgePolicy | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    shift: int = 2,
-    widths=cnn.DEFAULT_WIDTHS,
-    val_fraction: float = 0.2,
-    patience: int = 5,
-    reader: str = "mmap",
     candidates: pd.DataFrame | None = None,
     progress: Callable | None = None,
-    typicality: bool = True,
-    positives: str = "auto",
-    hard_negatives: float = 1.0,
-    pool_factor: int = 8,
 ) -> Trained:
     """Extract the run's labelled boxes and train the CNN on them (nothing is written)."""
     from picks import __version__
     from picks.consensus.cnn.boxes import DEFAULT_MARGIN
 
     progress = progress or null_progress
-    edge = edge or EdgePolicy()
-    plan = cnn.select_device(device)
+    edge = EdgePolicy(options.edge, options.outside_limit)
+    plan = cnn.select_device(options.device)
+    shift, widths, epochs = options.shift, options.widths, options.epochs
     data = training_table(
-        run, run_id, catalog=catalog, candidates=candidates, seed=seed, positives=positives
+        run,
+        run_id,
+        catalog=catalog,
+        candidates=candidates,
+        seed=seed,
+        positives=options.positive_rule,
     )
     radii = [catalog.radius(c) for c in data.classes if c in catalog]
     if not radii:
@@ -314,14 +308,21 @@ def fit(
             f"run {run_id}: none of the classes {data.classes} has a known radius",
             hint="Give one with `radii` CLASS=ÅNGSTROM.",
         )
-    margin = DEFAULT_MARGIN if margin is None else margin
+    margin = DEFAULT_MARGIN if options.margin is None else options.margin
+    working_voxel_size = options.working_voxel_size
     geometry = geometry_for(
-        radii, box=box, margin=margin, working_voxel_size=working_voxel_size, border=int(shift)
+        radii,
+        box=options.box,
+        margin=margin,
+        working_voxel_size=working_voxel_size,
+        border=int(shift),
     )
     table = data.table
     started = time.perf_counter()
     with progress("extract training boxes", total=len(table)) as advance:
-        extracted = extract(table, tomograms, geometry, edge=edge, reader=reader, progress=advance)
+        extracted = extract(
+            table, tomograms, geometry, edge=edge, reader=options.reader, progress=advance
+        )
     extract_seconds = time.perf_counter() - started
     # the dropped table's kind names the table ref_id points to (junk rows: consensus picks)
     kinds = (
@@ -346,25 +347,25 @@ def fit(
         labels,
         geometry,
         data,
-        epochs=epochs,
-        batch_size=batch_size,
+        options,
         seed=seed,
         plan=plan,
-        widths=widths,
-        patience=patience,
-        val_fraction=val_fraction,
         progress=progress,
         title="train",
     )
     mined_info = None
     train_seconds, mine_seconds = result.train_seconds, 0.0
-    if hard_negatives > 0:
+    if options.hard_negatives > 0:
         started = time.perf_counter()
         n_noise = int((rows["kind"] == "noise").sum())
-        wanted = round(hard_negatives * max(n_noise, MIN_NEGATIVES))
-        pool = background_pool(run, tomograms, catalog, geometry, wanted * pool_factor, seed)
+        wanted = round(options.hard_negatives * max(n_noise, MIN_NEGATIVES))
+        pool = background_pool(
+            run, tomograms, catalog, geometry, wanted * options.pool_factor, seed
+        )
         with progress("mine hard negatives", total=len(pool)) as advance:
-            mined = extract(pool, tomograms, geometry, edge=edge, reader=reader, progress=advance)
+            mined = extract(
+                pool, tomograms, geometry, edge=edge, reader=options.reader, progress=advance
+            )
         pool_score = 1.0 - cnn.predict(model, mined.boxes, box=geometry.box)[:, 0]
         top = np.argsort(-pool_score, kind="stable")[: min(wanted, len(pool_score))]
         top = np.sort(top)
@@ -390,13 +391,9 @@ def fit(
             labels,
             geometry,
             data,
-            epochs=epochs,
-            batch_size=batch_size,
+            options,
             seed=seed,
             plan=plan,
-            widths=widths,
-            patience=patience,
-            val_fraction=val_fraction,
             progress=progress,
             title="train (with hard negatives)",
         )
@@ -404,7 +401,7 @@ def fit(
         extracted = Extracted(np.arange(len(rows)), boxes, extracted.dropped)
         data.table = rows
     typical = None
-    if typicality:
+    if options.typicality:
         _, feats = cnn.predict(model, extracted.boxes, box=geometry.box, features=True)
         positive = labels > 0
         held_out = positive & val_mask
@@ -481,29 +478,26 @@ def _train_round(
     labels,
     geometry,
     data,
+    options: CnnOptions,
     *,
-    epochs,
-    batch_size,
     seed,
     plan,
-    widths,
-    patience,
-    val_fraction,
     progress,
     title,
 ):
-    """One training run on ``rows``: balanced weights, spatial split, the CNN."""
+    """One training run on ``rows`` (``options``: epochs, batch size, widths, patience,
+    validation fraction): balanced weights, spatial split, the CNN."""
     positive = labels > 0
     n, n_pos = len(labels), int(positive.sum())
     weights = np.where(positive, n / (2.0 * n_pos), n / (2.0 * (n - n_pos))).astype(np.float32)
     rows["weight"] = weights
     val_mask, split = spatial_split(
-        rows, block=4 * geometry.side, val_fraction=val_fraction, seed=seed
+        rows, block=4 * geometry.side, val_fraction=options.val_fraction, seed=seed
     )
     train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
     if split.startswith("spatial"):
         train_idx, split = _guard_band(rows, train_idx, val_idx, positive, geometry.side, split)
-    with progress(title, total=int(epochs)) as advance:
+    with progress(title, total=options.epochs) as advance:
 
         def on_epoch(r: dict) -> None:
             advance(
@@ -520,12 +514,12 @@ def _train_round(
             val_idx,
             n_outputs=len(data.outputs),
             box=geometry.box,
-            epochs=epochs,
-            batch_size=batch_size,
+            epochs=options.epochs,
+            batch_size=options.batch_size,
             seed=seed,
             plan=plan,
-            widths=widths,
-            patience=patience,
+            widths=options.widths,
+            patience=options.patience,
             on_epoch=on_epoch,
         )
     return model, result, val_mask, split

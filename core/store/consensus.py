@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,21 +199,29 @@ class ConsensusTables:
     # -- noise samples -----------------------------------------------------------------------
     def save_noise(self, run_id: int, samples: pd.DataFrame, *, replace: bool = False) -> int:
         """Store samples in the ``noise`` table under ``run_id`` (bulk); returns rows written."""
-        rows = zip(
-            [int(run_id)] * len(samples),
-            samples["tomogram"].astype(str).tolist(),
-            samples["x"].astype(float).tolist(),
-            samples["y"].astype(float).tolist(),
-            samples["z"].astype(float).tolist(),
-            strict=True,
-        )
+        return len(self.add_noise_frame(run_id, samples, replace=replace))
+
+    def add_noise_frame(
+        self, run_id: int, samples: pd.DataFrame, *, replace: bool = False
+    ) -> pd.DataFrame:
+        """:meth:`save_noise`, returning what :meth:`noise` would now read for the run (ids,
+        columns and values), built from the inserted values instead of read back."""
+        tomograms = samples["tomogram"].astype(str).tolist()
+        xyz = {c: samples[c].astype(float).tolist() for c in ("x", "y", "z")}
+        conn = self.db.conn
         with self.transaction():
             if replace:
-                self.db.conn.execute("DELETE FROM noise WHERE run_id = ?", [int(run_id)])
-            self.db.conn.executemany(
-                "INSERT INTO noise (run_id, tomogram, x, y, z) VALUES (?, ?, ?, ?, ?)", rows
+                conn.execute("DELETE FROM noise WHERE run_id = ?", [int(run_id)])
+            # explicit ids: the ones SQLite gives a rowid table (largest + 1, in order)
+            first = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM noise").fetchone()[0]) + 1
+            ids = list(range(first, first + len(samples)))
+            conn.executemany(
+                "INSERT INTO noise (id, run_id, tomogram, x, y, z) VALUES (?, ?, ?, ?, ?, ?)",
+                zip(ids, [int(run_id)] * len(ids), tomograms, *xyz.values(), strict=True),
             )
-        return len(samples)
+        # + 0.0: SQLite gives -0.0 back as 0.0 (integral REAL values are stored as integers)
+        columns = {c: np.array(v, dtype=float) + 0.0 for c, v in xyz.items()}
+        return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "tomogram": tomograms, **columns})
 
     def noise_count(self, run_id: int) -> int:
         return int(
@@ -355,16 +363,27 @@ class ConsensusTables:
         run_id: int,
         models: Sequence[dict],
         model_scores: Sequence[tuple[np.ndarray, list[str], np.ndarray]],
-        updates: Iterator[tuple] | Sequence[tuple],
+        decisions: pd.DataFrame,
         score_drops: Sequence[tuple[int, str]],
         train_drops: Sequence[tuple] | None,
     ) -> list[int]:
         """One transaction for a CNN decision: the models rows (``path, sha256, card``); the
         scores of each model (consensus ids, output names, one column of values per name),
-        replacing the run's earlier scores; the consensus updates ``(cnn_score, score,
-        accepted, reason, decided_by, id)``; and the ``cnn-score`` drops ``(consensus id,
-        reason)`` and, when given, the ``cnn-train`` ones ``(kind, ref_id, reason)``."""
+        replacing the run's earlier scores; the consensus decisions (columns ``id, cnn_score,
+        score, accepted, reason, decided_by, posterior``; a NaN posterior keeps the stored
+        one); and the ``cnn-score`` drops ``(consensus id, reason)`` and, when given, the
+        ``cnn-train`` ones ``(kind, ref_id, reason)``."""
         conn = self.db.conn
+        updates = zip(
+            _nullable(decisions["cnn_score"].to_numpy(dtype=float)),
+            _nullable(decisions["score"].to_numpy(dtype=float)),
+            decisions["accepted"].astype(bool).astype(int).tolist(),
+            decisions["reason"].astype(str).tolist(),
+            decisions["decided_by"].astype(str).tolist(),
+            _nullable(decisions["posterior"].to_numpy(dtype=float)),
+            decisions["id"].astype(np.int64).tolist(),
+            strict=True,
+        )
         with self.transaction():
             model_ids = [self._model_row(run_id, m["path"], m["sha256"], m["card"]) for m in models]
             # The scores rows are those of the decision being stored: an earlier decision's
@@ -393,7 +412,7 @@ class ConsensusTables:
             )
             conn.executemany(
                 "UPDATE consensus SET cnn_score = ?, score = ?, accepted = ?, reason = ?, "
-                "decided_by = ? WHERE id = ?",
+                "decided_by = ?, posterior = COALESCE(?, posterior) WHERE id = ?",
                 updates,
             )
             # Training drops are replaced only by a new training: scoring with a saved model
