@@ -16,6 +16,14 @@ NA_TOKENS` are missing values where a column may have them; anything else that i
 number is an error naming line, column and token). Every row keeps its line number and text,
 which become ``record`` and ``original``.
 
+Streaming (:func:`scan_star`, :meth:`StarData.chunks`): the RELION 3/4/5 and pytom readers
+scan the file line by line with the same checks but keep no rows of the particle loop (a loop
+with a :data:`PARTICLE_LABELS` column), only their count and the lines of the first and last;
+the rows are then read again, a chunk at a time, so a file of millions of particles is never
+whole in memory. Blocks before and after the particle loop are kept whole (they are small:
+optics groups, a general block); quoted fields with spaces and comments inside the loop are
+read as the whole-file scan reads them.
+
 Sniffing. :func:`read_head` reads only header lines; :func:`flavour` decides which STAR
 dialect a file is from them, so the adapters never claim the same file:
 
