@@ -64,11 +64,12 @@ def data_lines(text: str, *, comment: str = "#") -> list[Line]:
     return lines
 
 
-def stream_data_lines(path: Path, ctx: ReadContext, *, comment: str = "#") -> Iterator[Line]:
-    """:func:`data_lines` of :func:`read_text`, read line by line (the file is never whole in
-    memory): the same lines, numbers and fields, since each physical line is split further by
-    ``str.splitlines`` as the whole text would be; bytes that are not UTF-8 raise
-    :func:`read_text`'s error (naming their line) when they are reached."""
+def numbered_lines(path: Path, ctx: ReadContext) -> Iterator[tuple[int, str]]:
+    """The lines of :func:`read_text` with their 1-based numbers, read line by line (the file is
+    never whole in memory): the same lines and numbers as ``enumerate(text.splitlines(), 1)``,
+    since each physical line is split further by ``str.splitlines`` as the whole text would be;
+    bytes that are not UTF-8 raise :func:`read_text`'s error (naming their line) when they are
+    reached."""
     number = 0
     try:
         # newline=None: CRLF and CR end lines, as splitlines ends them; utf-8-sig: a byte
@@ -77,13 +78,20 @@ def stream_data_lines(path: Path, ctx: ReadContext, *, comment: str = "#") -> It
             for physical in handle:
                 for raw in physical.splitlines():
                     number += 1
-                    stripped = raw.strip()
-                    if not stripped or (comment and stripped.startswith(comment)):
-                        continue
-                    yield Line(number, raw.rstrip("\r\n"), stripped.split())
+                    yield number, raw
     except UnicodeDecodeError:
         read_text(path, ctx)  # raises the error naming the line of the bad bytes
         raise
+
+
+def stream_data_lines(path: Path, ctx: ReadContext, *, comment: str = "#") -> Iterator[Line]:
+    """:func:`data_lines` of :func:`read_text`, read line by line (:func:`numbered_lines`): the
+    same lines, numbers and fields."""
+    for number, raw in numbered_lines(path, ctx):
+        stripped = raw.strip()
+        if not stripped or (comment and stripped.startswith(comment)):
+            continue
+        yield Line(number, raw.rstrip("\r\n"), stripped.split())
 
 
 def head_rows(path: Path, limit: int = 20) -> list[list[str]] | None:

@@ -19,6 +19,8 @@ class numbers; implies ``class_column=rlnClassNumber``) and, where the format ha
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -41,6 +43,70 @@ RELION_CONVENTION = "relion-zyz"
 CLASS_NUMBER = "rlnClassNumber"
 _ORIGIN_CHOICES = {"apply": True, "yes": True, "on": True, "true": True}
 _ORIGIN_CHOICES |= {"ignore": False, "no": False, "off": False, "false": False}
+
+
+# -- warnings about a whole file, read a chunk at a time ---------------------------------------
+
+
+class Once:
+    """The warnings of a file read a chunk at a time (:meth:`Adapter.read_chunks`), given once
+    for the whole file with the words a one-piece read gives.
+
+    Made without ``deferred`` (the default, for one-piece readers) it warns at once, as each
+    helper always did; a streamed reader makes one with ``deferred=True`` per file, passes it
+    to every chunk, and calls :meth:`flush` after the last: a repeated message is given once,
+    the pixel sizes ``--voxel-size`` overrides and the class numbers ``labels`` does not name
+    are gathered over all chunks (a few distinct values, never rows).
+    """
+
+    def __init__(self, *, deferred: bool = False) -> None:
+        self.deferred = deferred
+        self._reset()
+
+    def _reset(self) -> None:
+        self.messages: dict[str, None] = {}  # in first-seen order
+        self.overridden: tuple[str | None, set[float]] | None = None
+        self.differs = False
+        self.unnamed_column: str | None = None
+        self.unnamed_values: set[str] = set()
+
+    def warn(self, message: str) -> None:
+        self.messages.setdefault(message)
+
+    def override(self, sizes: np.ndarray, differ: np.ndarray, source: str | None) -> None:
+        """The file's pixel sizes under ``--voxel-size``; warned about when any differ."""
+        kept = set() if self.overridden is None else self.overridden[1]
+        # the five smallest are all the message shows
+        kept = set(sorted(kept | set(np.unique(sizes).tolist()))[:5])
+        self.overridden = (source, kept)
+        self.differs = self.differs or bool(np.any(differ))
+
+    def unnamed(self, column: str, values: set[str]) -> None:
+        """Class numbers of ``column`` that ``--option labels`` does not name."""
+        if values:
+            self.unnamed_column = column
+            self.unnamed_values |= values
+
+    def flush(self, ctx: ReadContext, *, last: bool = False) -> None:
+        """Give the gathered warnings (unless deferred and this is not the end of the file)."""
+        if self.deferred and not last:
+            return
+        for message in self.messages:
+            ctx.warn(message)
+        if self.overridden is not None and self.differs:
+            source, sizes = self.overridden
+            found = ", ".join(f"{v:g}" for v in sorted(sizes))
+            ctx.warn(
+                f"`voxel_size` {ctx.voxel_size:g} Å overrides the file's pixel size "
+                f"({source} = {found} Å)"
+            )
+        if self.unnamed_values:
+            ctx.warn(
+                f"{self.unnamed_column} value(s) "
+                f"{', '.join(sorted(self.unnamed_values, key=_number_first))} are not in "
+                "`options` labels: kept as class names"
+            )
+        self._reset()
 
 
 # -- pixel sizes ------------------------------------------------------------------------------
@@ -93,6 +159,7 @@ def user_pixel_size(
     sizes: np.ndarray | None,
     source: str | None,
     tomograms: list[str],
+    once: Once | None = None,
 ) -> tuple[np.ndarray, str]:
     """The pixel size (Å) of every row's coordinates, and where it came from.
 
@@ -102,16 +169,15 @@ def user_pixel_size(
     too). ``--binning`` does not apply to files that state their own pixel size; it is ignored
     with a warning.
     """
+    once = once or Once()
     if ctx.binning not in (1, 1.0) and sizes is not None and not ctx.voxel_size:
-        ctx.warn(f"`binning` {ctx.binning:g} ignored: the file gives its pixel size ({source})")
+        once.warn(f"`binning` {ctx.binning:g} ignored: the file gives its pixel size ({source})")
     if ctx.voxel_size:
-        if sizes is not None and np.any(np.abs(sizes - ctx.voxel_size) > 1e-3 * ctx.voxel_size):
-            found = ", ".join(f"{v:g}" for v in np.unique(sizes)[:5])
-            ctx.warn(
-                f"`voxel_size` {ctx.voxel_size:g} Å overrides the file's pixel size "
-                f"({source} = {found} Å)"
-            )
+        if sizes is not None:
+            once.override(sizes, np.abs(sizes - ctx.voxel_size) > 1e-3 * ctx.voxel_size, source)
+        once.flush(ctx)
         return np.full(len(table), float(ctx.voxel_size)), "`voxel_size`"
+    once.flush(ctx)
     if sizes is None:
         picked = {name: ctx.voxel_sizes(name)[0] for name in dict.fromkeys(tomograms)}
         return np.array([picked[name] for name in tomograms], dtype=float), "registered tomogram"
@@ -220,7 +286,9 @@ def scores(
     return table.numbers(ctx, chosen, allow_missing=True), chosen
 
 
-def classes(table: Table, ctx: ReadContext) -> tuple[list[str | None], str | None]:
+def classes(
+    table: Table, ctx: ReadContext, once: Once | None = None
+) -> tuple[list[str | None], str | None]:
     """Particle classes: ``--option class_column=LABEL`` or ``--particle`` for every pick.
 
     ``--option labels=1=ribosome,2=apo-ferritin`` (inline or a file, :mod:`._labels`) names
@@ -256,11 +324,9 @@ def classes(table: Table, ctx: ReadContext) -> tuple[list[str | None], str | Non
                 continue
             unnamed.add(text)
         labels.append(ctx.particle_name(text))
-    if unnamed:
-        ctx.warn(
-            f"{column} value(s) {', '.join(sorted(unnamed, key=_number_first))} are not in "
-            "`options` labels: kept as class names"
-        )
+    once = once or Once()
+    once.unnamed(column, unnamed)
+    once.flush(ctx)
     return labels, column
 
 
@@ -277,11 +343,12 @@ def build(
     angles: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
     convention: str | None,
     score_columns: tuple[str, ...] = SCORES,
+    once: Once | None = None,
 ) -> pd.DataFrame:
     """The canonical pick table for ``table``'s rows (record = line, original = line text),
     with the score (:func:`scores`, from ``score_columns``) and class (:func:`classes`)."""
     score, score_field = scores(table, ctx, score_columns)
-    particle, particle_field = classes(table, ctx)
+    particle, particle_field = classes(table, ctx, once)
     data = {
         "tomogram": tomograms,
         "particle": particle,
@@ -301,6 +368,12 @@ def build(
         particle_field=particle_field,
         angle_convention=convention if has_angles else None,
     )
+
+
+def joined(chunks: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """The chunks of a streamed read as one table (``read`` of a streaming reader)."""
+    frames = list(chunks)
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 # -- writing ----------------------------------------------------------------------------------

@@ -30,21 +30,25 @@ RELION 5 file and is read by the ``relion5`` adapter; the sniffer leaves it alon
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from picks.adapters._relion_family import (
     RELION_CONVENTION,
+    Once,
     build,
+    joined,
     orientation,
     positive,
     to_angstrom,
     user_pixel_size,
 )
-from picks.adapters._star import COORDS, flavour, read_star
+from picks.adapters._star import COORDS, PARTICLE_LABELS, Table, flavour, scan_star
 from picks.core import picks as canonical
-from picks.plugins.adapter import Adapter, ReadContext
+from picks.plugins.adapter import CHUNK_ROWS, Adapter, ReadContext
 
 
 class PytomAdapter(Adapter):
@@ -56,10 +60,24 @@ class PytomAdapter(Adapter):
         return 0.95 if flavour(path) == "pytom" else 0.0
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        star = read_star(path, ctx)
+        return joined(self.read_chunks(path, ctx, chunk_size=sys.maxsize))
+
+    def read_chunks(
+        self, path: Path, ctx: ReadContext, chunk_size: int = CHUNK_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """The particle loop ``chunk_size`` rows at a time (:func:`scan_star`)."""
+        star = scan_star(path, ctx, PARTICLE_LABELS)
         parts = star.rows(ctx, (*COORDS, "rlnLCCmax"), "particle table")
         if parts is None:
-            return canonical.empty()
+            yield canonical.empty()
+            return
+        once = Once(deferred=True)
+        for chunk in star.chunks(parts, ctx, chunk_size):
+            yield self._convert(chunk, ctx, once)
+        once.flush(ctx, last=True)
+
+    @staticmethod
+    def _convert(parts: Table, ctx: ReadContext, once: Once) -> pd.DataFrame:
         coords = parts.xyz(ctx, COORDS)
         if parts.has("rlnMicrographName"):
             names = ctx.resolve_tomograms(parts.strings("rlnMicrographName"))
@@ -70,7 +88,7 @@ class PytomAdapter(Adapter):
             sizes = positive(
                 ctx, parts, parts.numbers(ctx, "rlnDetectorPixelSize"), "rlnDetectorPixelSize"
             )
-        sizes, _ = user_pixel_size(ctx, parts, sizes, "rlnDetectorPixelSize", names)
+        sizes, _ = user_pixel_size(ctx, parts, sizes, "rlnDetectorPixelSize", names, once)
         xyz = to_angstrom(ctx, names, coords, sizes)
         rot, tilt, psi, _ = orientation(parts, ctx)
         return build(
@@ -81,4 +99,5 @@ class PytomAdapter(Adapter):
             angles=(rot, tilt, psi),
             convention=RELION_CONVENTION,
             score_columns=("rlnLCCmax",),
+            once=once,
         )

@@ -73,6 +73,8 @@ registered voxel size × ``--binning``) with the point sampling above, angles, s
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +83,9 @@ import pandas as pd
 from picks.adapters._options import option_file, option_number, option_numbers, option_text
 from picks.adapters._relion_family import (
     RELION_CONVENTION,
+    Once,
     build,
+    joined,
     optics_column,
     orientation,
     origin_pixels,
@@ -92,12 +96,22 @@ from picks.adapters._relion_family import (
     user_pixel_size,
     writable_angles,
 )
-from picks.adapters._star import CENTRED, COORDS, StarData, Table, flavour, read_star, write_star
+from picks.adapters._star import (
+    CENTRED,
+    COORDS,
+    PARTICLE_LABELS,
+    StarData,
+    Table,
+    flavour,
+    read_star,
+    scan_star,
+    write_star,
+)
 from picks.core import picks as canonical
 from picks.core.errors import MissingVoxelSize, PicksError
 from picks.core.files import atomic_path
 from picks.core.tomograms import name_key
-from picks.plugins.adapter import Adapter, ReadContext, WriteContext
+from picks.plugins.adapter import CHUNK_ROWS, Adapter, ReadContext, WriteContext
 
 # The tomogram table of a folder of particle files written together (aggregate, export).
 SHARED_TOMOGRAMS_STAR = "tomograms.star"
@@ -219,6 +233,18 @@ def _check_registered(name: str, geometry: TomoGeometry, ctx: ReadContext, done:
         )
 
 
+@dataclasses.dataclass
+class _Relion5State:
+    """What a RELION 5 read carries from chunk to chunk: the tomogram table, the tomograms
+    checked against their registration, and the warnings given once per file."""
+
+    table_path: Path | None
+    geometry: dict[str, TomoGeometry] | None
+    checked: set[str] = dataclasses.field(default_factory=set)
+    warned_pixel: bool = False
+    once: Once = dataclasses.field(default_factory=lambda: Once(deferred=True))
+
+
 class Relion5Adapter(Adapter):
     name = "relion5"
     picker = "RELION 5"
@@ -230,12 +256,30 @@ class Relion5Adapter(Adapter):
         return 0.9 if flavour(path) == "relion5" else 0.0
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        star = read_star(path, ctx)
+        return joined(self.read_chunks(path, ctx, chunk_size=sys.maxsize))
+
+    def read_chunks(
+        self, path: Path, ctx: ReadContext, chunk_size: int = CHUNK_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """The particle loop ``chunk_size`` rows at a time (:func:`scan_star`); the optics and
+        the tomograms.star are read once, before the first chunk."""
+        star = scan_star(path, ctx, PARTICLE_LABELS)
         parts = star.rows(ctx, (*CENTRED, "rlnTomoName"), "particle table")
         if parts is None:
-            return canonical.empty()
+            yield canonical.empty()
+            return
         if ctx.binning not in (1, 1.0):
             ctx.warn(f"`binning` {ctx.binning:g} ignored: RELION 5 coordinates are in Å")
+        table_path = _find_tomograms_star(path, ctx)
+        geometry = read_tomograms_star(table_path, ctx) if table_path else None
+        state = _Relion5State(table_path, geometry)
+        for chunk in star.chunks(parts, ctx, chunk_size):
+            yield self._convert(star, chunk, ctx, state)
+        state.once.flush(ctx, last=True)
+
+    def _convert(
+        self, star: StarData, parts: Table, ctx: ReadContext, state: _Relion5State
+    ) -> pd.DataFrame:
         centred = parts.xyz(ctx, CENTRED)
         raw = parts.strings("rlnTomoName")
         rot, tilt, psi, sub = orientation(parts, ctx)
@@ -248,32 +292,41 @@ class Relion5Adapter(Adapter):
                     line=parts.header_line,
                 )
             shifts = shifts * pts[:, None]
-        table_path = _find_tomograms_star(path, ctx)
-        geometry = read_tomograms_star(table_path, ctx) if table_path else None
         names = ctx.resolve_tomograms(raw)
         xyz = np.empty_like(centred)
-        checked: set[str] = set()
-        warned_pixel = False
         raw_array = np.asarray(raw, dtype=object)
+        differ = np.zeros(len(parts), dtype=bool)
+        star_pixel = np.empty(len(parts))
         for raw_name in dict.fromkeys(raw):
             rows = np.flatnonzero(raw_array == raw_name)
             name = names[rows[0]]
             position = centred[rows] - shifts[rows]
-            if geometry is None:
+            if state.geometry is None:
                 xyz[rows] = position + _registered_centre(name, ctx)
                 continue
-            geo = _geometry_for(raw_name, geometry, table_path)
-            _check_registered(name, geo, ctx, checked)
+            geo = _geometry_for(raw_name, state.geometry, state.table_path)
+            _check_registered(name, geo, ctx, state.checked)
             pixel = pts[rows] if pts is not None else np.full(len(rows), geo.pixel_size)
-            if not warned_pixel and np.any(np.abs(pixel - geo.pixel_size) > 1e-4 * geo.pixel_size):
-                warned_pixel = True
-                ctx.warn(
-                    f"the particles' rlnTomoTiltSeriesPixelSize ({pixel[0]:g} Å) differs from "
-                    f"the tomograms.star one ({geo.pixel_size:g} Å); decentring as RELION does"
-                )
+            differ[rows] = np.abs(pixel - geo.pixel_size) > 1e-4 * geo.pixel_size
+            star_pixel[rows] = geo.pixel_size
             tilt_series_px = position / pixel[:, None] + geo.size / 2.0
             xyz[rows] = tilt_series_px * geo.pixel_size
-        return build(parts, ctx, names, xyz, angles=(rot, tilt, psi), convention=RELION_CONVENTION)
+        if differ.any() and not state.warned_pixel:
+            state.warned_pixel = True
+            row = int(np.flatnonzero(differ)[0])  # the file's first such particle
+            state.once.warn(
+                f"the particles' rlnTomoTiltSeriesPixelSize ({pts[row]:g} Å) differs from "
+                f"the tomograms.star one ({star_pixel[row]:g} Å); decentring as RELION does"
+            )
+        return build(
+            parts,
+            ctx,
+            names,
+            xyz,
+            angles=(rot, tilt, psi),
+            convention=RELION_CONVENTION,
+            once=state.once,
+        )
 
     @staticmethod
     def _pixel_sizes(star: StarData, parts: Table, ctx: ReadContext) -> np.ndarray | None:
@@ -412,10 +465,23 @@ class Relion4Adapter(Adapter):
         return 0.3 if kind == "relion-named" else 0.0
 
     def read(self, path: Path, ctx: ReadContext) -> pd.DataFrame:
-        star = read_star(path, ctx)
+        return joined(self.read_chunks(path, ctx, chunk_size=sys.maxsize))
+
+    def read_chunks(
+        self, path: Path, ctx: ReadContext, chunk_size: int = CHUNK_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """The particle loop ``chunk_size`` rows at a time (:func:`scan_star`)."""
+        star = scan_star(path, ctx, PARTICLE_LABELS)
         parts = star.rows(ctx, COORDS, "particle table")
         if parts is None:
-            return canonical.empty()
+            yield canonical.empty()
+            return
+        once = Once(deferred=True)
+        for chunk in star.chunks(parts, ctx, chunk_size):
+            yield self._convert(star, chunk, ctx, once)
+        once.flush(ctx, last=True)
+
+    def _convert(self, star: StarData, parts: Table, ctx: ReadContext, once: Once) -> pd.DataFrame:
         coords = parts.xyz(ctx, COORDS)
         if parts.has("rlnTomoName"):
             names = ctx.resolve_tomograms(parts.strings("rlnTomoName"))
@@ -424,7 +490,7 @@ class Relion4Adapter(Adapter):
         else:
             names = [ctx.tomogram_from_path()] * len(parts)
         sizes, source = self._pixel_sizes(star, parts, ctx)
-        sizes, source = user_pixel_size(ctx, parts, sizes, source, names)
+        sizes, source = user_pixel_size(ctx, parts, sizes, source, names, once)
         # RELION 4 proper (tilt-series pixels) samples like RELION's reconstructions.
         sampling = (
             "point"
@@ -434,7 +500,15 @@ class Relion4Adapter(Adapter):
         rot, tilt, psi, sub = orientation(parts, ctx)
         coords = coords - origin_pixels(parts, ctx, sub, sizes)
         xyz = to_angstrom(ctx, names, coords, sizes, sampling=sampling)
-        return build(parts, ctx, names, xyz, angles=(rot, tilt, psi), convention=RELION_CONVENTION)
+        return build(
+            parts,
+            ctx,
+            names,
+            xyz,
+            angles=(rot, tilt, psi),
+            convention=RELION_CONVENTION,
+            once=once,
+        )
 
     @staticmethod
     def _pixel_sizes(

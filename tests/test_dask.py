@@ -217,6 +217,25 @@ def test_results_in_input_order_and_failures_named_then_resumed(client, tmp_path
     assert other.reused == 0
 
 
+def test_a_task_whose_worker_dies_is_submitted_again(client, tmp_path: Path):
+    import os
+    import signal
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def work(value):  # kills its worker the first time it sees 3, as the OOM killer would
+        if value == 3 and not any(marks.iterdir()):
+            (marks / "killed").write_text("")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return value * 10
+
+    items = [(f"TS_{v}", v) for v in (5, 3, 9, 1)]
+    assert DaskExecutor(client).map(work, items, label="noise") == [50, 30, 90, 10]
+    assert (marks / "killed").exists()
+    client.wait_for_workers(2, timeout=60)  # the nanny's fresh worker, for the tests after
+
+
 def _world(root: Path, n_tomograms: int, size: tuple[int, int, int] = (64, 64, 32)):
     from picks.simulate.world import simulate
 

@@ -11,7 +11,8 @@ whatever order the workers finish in, so the driver concatenates them determinis
   options, a model) to every worker once (``broadcast``), and reports each finished task to
   the driver's progress (``as_completed``). A failed task does not stop the others: every
   task runs to its end, the results that finished are kept, and one :class:`TomogramError`
-  names every failed tomogram with its error.
+  names every failed tomogram with its error. A task cancelled because the worker holding its
+  input died is submitted again (``LOST_RESUBMITS`` times) before it counts as failed.
 
 **Resuming.** With ``cache_dir``, each finished result is pickled there by the driver under a
 key that is the SHA-256 of (picks version, stage label, function, payload, shared objects):
@@ -47,6 +48,10 @@ Item = tuple[str, Any]  # (tomogram name, payload)
 _SCHEDULER = re.compile(r"^(local(:(?P<n>[0-9]+))?|(tcp|tls)://[^\s:/]+:[0-9]+)$")
 PARTIAL_DIR = ".picks-partial"  # under --out: per-tomogram results of an unfinished run
 INSTALL_HINT = "Install the Dask extra: pip install 'picks[dask]'."
+# A task cancelled because the worker holding its input died is submitted again this many
+# times (its input scattered afresh) before it counts as failed.
+LOST_RESUBMITS = 2
+LOST = "the worker holding its input died each time (killed, or out of memory?)"
 
 
 class TomogramError(PicksError):
@@ -208,7 +213,6 @@ class DaskExecutor:
         label: str,
         shared: Mapping[str, Any] | None = None,
     ) -> list[Any]:
-        from distributed import as_completed
 
         shared = dict(shared or {})
         shared_digest = _digest(shared) if self.cache_dir is not None else b""
@@ -231,31 +235,19 @@ class DaskExecutor:
                     "%s: %d of %d tomogram(s) reused", label, len(items) - len(todo), len(items)
                 )
                 advance(len(items) - len(todo))
-            if todo:
-                # hash=False: equal payloads of two calls must not share a key (a released one
-                # would cancel the other call's task, "lost dependencies").
-                data = self.client.scatter([items[i][1] for i in todo], hash=False)
-                # [v]: scatter takes a dict's items (and a list's elements) one by one.
-                extra = {
-                    k: self.client.scatter([v], broadcast=True, hash=False)[0]
-                    for k, v in shared.items()
-                }
-                futures = self.client.map(
-                    fn, data, **extra, key=[f"{label}-{items[i][0]}-{_token()}" for i in todo]
-                )
-                slot = {f.key: i for f, i in zip(futures, todo, strict=True)}
-                for future in as_completed(futures):
-                    i = slot[future.key]
-                    if future.status == "error":
-                        failures.append((items[i][0], _describe(future.exception())))
-                    elif future.status != "finished":  # cancelled: its worker or data is gone
-                        failures.append((items[i][0], f"task {future.status}"))
-                    else:
-                        results[i] = future.result()
-                        if keys[i] is not None:
-                            self._save(keys[i], results[i])
-                    advance(1)
-                    future.release()
+            for attempt in range(1 + LOST_RESUBMITS):
+                if not todo:
+                    break
+                if attempt:
+                    log.warning(
+                        "%s: the worker holding the input of %s died; submitting again",
+                        label,
+                        ", ".join(repr(items[i][0]) for i in todo),
+                    )
+                todo = self._round(fn, items, todo, shared, label, results, keys, failures, advance)
+            for i in todo:
+                failures.append((items[i][0], f"cancelled {1 + LOST_RESUBMITS} times: {LOST}"))
+                advance(1)
         if failures:
             failures.sort()
             done = len(items) - len(failures)
@@ -270,6 +262,56 @@ class DaskExecutor:
                 ),
             )
         return results
+
+    def _round(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Item],
+        todo: list[int],
+        shared: dict[str, Any],
+        label: str,
+        results: list[Any],
+        keys: list[str | None],
+        failures: list[tuple[str, str]],
+        advance: Callable[[int], None],
+    ) -> list[int]:
+        """Submit the items ``todo`` and collect them as they finish (results, cache, failures);
+        returns the items whose task was cancelled, to be submitted again.
+
+        A scattered input lives on one worker only and has no recipe: when that worker dies,
+        Dask cannot retry the task elsewhere and cancels it (and every other task whose input
+        was there). Submitting it again, with its input scattered afresh, is the retry."""
+        from distributed import as_completed
+
+        # hash=False: equal payloads of two calls must not share a key (a released one would
+        # cancel the other call's task, "lost dependencies").
+        data = self.client.scatter([items[i][1] for i in todo], hash=False)
+        # [v]: scatter takes a dict's items (and a list's elements) one by one.
+        extra = {
+            k: self.client.scatter([v], broadcast=True, hash=False)[0] for k, v in shared.items()
+        }
+        futures = self.client.map(
+            fn, data, **extra, key=[f"{label}-{items[i][0]}-{_token()}" for i in todo]
+        )
+        slot = {f.key: i for f, i in zip(futures, todo, strict=True)}
+        lost = []
+        for future in as_completed(futures):
+            i = slot[future.key]
+            if future.status == "cancelled":  # its worker, and the input sent to it, are gone
+                lost.append(i)
+                future.release()
+                continue
+            if future.status == "error":
+                failures.append((items[i][0], _describe(future.exception())))
+            elif future.status != "finished":
+                failures.append((items[i][0], f"task {future.status}"))
+            else:
+                results[i] = future.result()
+                if keys[i] is not None:
+                    self._save(keys[i], results[i])
+            advance(1)
+            future.release()
+        return sorted(lost)
 
     def _load(self, key: str) -> tuple[Any] | None:
         path = self.cache_dir / f"{key}.pkl"
