@@ -236,8 +236,10 @@ def image_evidence_columns(consensus: pd.DataFrame, images: pd.DataFrame) -> pd.
     its particles. Why it is worth having: the image is evidence that does not come from the
     pickers, so it is not subject to their shared failure modes — on data unlike the pickers'
     training data (the polnet world) the particles' boxes are denser than the junk the
-    pickers agree on, and agreement alone cannot see that. The z (not the raw statistic)
-    makes one set of quantile bins fit every class.
+    pickers agree on, and agreement alone cannot see that. Why it is not the default: where a
+    class's particles and junk have alike boxes, the extra histograms let EM re-split the
+    class along the junk's own heterogeneity (docs/latent.md "Images as evidence"). The z
+    (not the raw statistic) makes one set of quantile bins fit every class.
     """
     from picks.consensus.image_features import robust_scores
 
