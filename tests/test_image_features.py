@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,72 @@ def test_a_bead_world_yields_bead_free_cnn_training_positives(tmp_path):
             junk = table[table["kind"] == "image-veto"]
             assert len(junk) == len(beads) and (junk["label"] == 0).all()
             assert training.counts["image_vetoed"] == len(beads)
+
+
+def _lone_world(folder: Path, seed: int = 0):
+    """One tomogram: 20 particles (dense balls) and 24 empty junk spots. Three pickers agree
+    on 6 particles, two on 6 more; 8 particles and all the junk are lone reports (8 junk per
+    picker), so agreement alone cannot tell a lone particle from lone junk — the box can."""
+    import mrcfile
+
+    rng = np.random.default_rng(seed)
+    grid = [(x, y) for x in range(20, 240, 26) for y in range(20, 150, 26)]
+    spots = [grid[i] for i in rng.permutation(len(grid))]
+    particles = [(x * VOXEL, y * VOXEL, 24 * VOXEL) for x, y in spots[:20]]
+    junk = [(x * VOXEL, y * VOXEL, 24 * VOXEL) for x, y in spots[20:44]]
+    volume = np.zeros(SHAPE, dtype=np.float32)
+    for p in particles:
+        volume += _ball(SHAPE, [c / VOXEL for c in p], RADIUS / VOXEL)
+    volume = ndimage.gaussian_filter(volume, 1.0) + rng.normal(0, 0.6, SHAPE).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "TS_1.mrc"
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(volume)
+        mrc.voxel_size = VOXEL
+    reports = {
+        "a": particles[:12] + particles[12:15] + junk[:8],
+        "b": particles[:12] + particles[15:18] + junk[8:16],
+        "c": particles[:6] + particles[18:20] + junk[16:24],
+    }
+    inputs = []
+    for label, rows in reports.items():
+        rows = [tuple(np.asarray(r) + rng.normal(0, 5, 3)) for r in rows]
+        lines = ["id,experiment,particle_type,x,y,z"]
+        lines += [f"{i},TS_1,ribosome,{x:.1f},{y:.1f},{z:.1f}" for i, (x, y, z) in enumerate(rows)]
+        (folder / f"{label}.csv").write_text("\n".join(lines) + "\n")
+        inputs.append(f"{label}={folder / f'{label}.csv'}")
+    truth = pd.DataFrame(
+        [("TS_1", "ribosome", *p) for p in particles],
+        columns=["tomogram", "particle", "x", "y", "z"],
+    )
+    return path, truth, junk, inputs
+
+
+def test_image_evidence_tells_lone_particles_from_lone_junk(tmp_path):
+    # experimental image_evidence (docs/latent.md "Images as evidence"): the box statistics
+    # enter the latent fit, so the dense lone reports rise above the empty ones
+    from picks.evaluate.metric import score
+
+    path, truth, junk, inputs = _lone_world(tmp_path / "world")
+    tables = {}
+    for on in (False, True):
+        with Store(tmp_path / f"{on}.db") as store:
+            result = aggregate(
+                store,
+                inputs,
+                out=tmp_path / f"out{on}",
+                tomograms=[path],
+                formats=["csv"],
+                image_evidence=on,
+            )
+            tables[on] = store.consensus(result.run_id)
+            params = json.loads(store.get_run(result.run_id)["params"])
+            assert params.get("image_evidence", False) is on
+    f4 = {}
+    for on, table in tables.items():
+        accepted = table[table["accepted"].astype(bool)]
+        f4[on] = score(truth, accepted, beta=4.0, weights={"ribosome": 1.0}).overall
+    assert f4[True] >= f4[False] + 0.05, f4
+    on_junk = _near(tables[True], junk, 30.0)
+    accepted = tables[True]["accepted"].astype(bool).to_numpy()
+    assert accepted[on_junk].sum() < tables[False]["accepted"].astype(bool)[on_junk].sum()

@@ -149,6 +149,7 @@ def aggregate(
     objective: Objective | None = None,
     picker_scores: bool = False,
     temperature: float | None = None,
+    image_evidence: bool = False,
     report: bool = True,
     force: bool = False,
     progress: Progress | None = None,
@@ -170,6 +171,9 @@ def aggregate(
     per-class decision optimises
     (:class:`~picks.consensus.decide.Objective`, e.g. ``precision@recall=0.8``); None: the
     expected F-``beta``. Given, it must agree with ``beta`` unless ``beta`` is the default 4.
+    ``image_evidence`` (latent, cnn; with volumes): experimental, off by default — the
+    candidates' box statistics also become evidence in the latent fit, not only the density
+    veto (:func:`picks.consensus.latent.decide_latent`; docs/latent.md "Images as evidence").
     """
     from picks.core.tomograms import find_volumes, read_tomogram
     from picks.plugins.manager import get_registry
@@ -305,6 +309,8 @@ def aggregate(
         params["objective"] = str(objective)
         params["picker_scores"] = bool(picker_scores)
         params["temperature"] = temperature
+        if image_evidence:  # experimental (docs/latent.md); absent: earlier runs' params
+            params["image_evidence"] = True
     with store.run("aggregate", params, method=resolved_method, seed=seed) as run_id:
         # -- import -------------------------------------------------------------------
         imported = _import_inputs(
@@ -421,6 +427,7 @@ def aggregate(
                 class_agnostic=class_agnostic,
                 picker_scores=picker_scores,
                 images=images,
+                image_evidence=image_evidence,
                 seed=seed,
                 **({} if temperature is None else {"temperature": temperature}),
             )
