@@ -174,6 +174,22 @@ def _predict(serial: dict, dask: dict, n_tomograms: int, workers: int) -> dict:
     }
 
 
+def run_modes(script: str, root: Path, modes) -> dict[str, dict]:
+    """Run ``script --child MODE --root ROOT`` once per mode, each in its own process (so each
+    pays its own imports and reports its own peak memory); the JSON each prints last."""
+    runs = {}
+    for mode in modes:
+        proc = subprocess.run(
+            [sys.executable, script, "--child", mode, "--root", str(root)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode:
+            sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+        runs[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--picks", type=int, default=2_000_000)
@@ -192,16 +208,7 @@ def main() -> None:
         t = time.perf_counter()
         _write_world(root, args.picks, args.tomograms, args.pickers)
         setup = time.perf_counter() - t
-        runs = {}
-        for mode in ("serial", f"local:{args.workers}"):
-            proc = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--root", str(root)],
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode:
-                sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
-            runs[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        runs = run_modes(__file__, root, ("serial", f"local:{args.workers}"))
     serial, dask = runs["serial"], runs[f"local:{args.workers}"]
     report = {
         "benchmark": "aggregate per-tomogram stages: serial vs Dask LocalCluster",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cluster import machine
+from bench_dask import run_modes
 
 VOXEL = 10.0
 SHAPE = (128, 256, 256)  # z, y, x voxels: 32 MiB of float32 per tomogram
@@ -138,17 +138,7 @@ def main() -> None:
         t = time.perf_counter()
         _write_world(root, args.candidates, args.tomograms, args.seed)
         setup = time.perf_counter() - t
-        runs = {}
-        for mode in ("serial", f"local:{args.workers}"):
-            proc = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--root", str(root)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise SystemExit(f"{mode} failed:\n{proc.stderr[-4000:]}")
-            runs[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        runs = run_modes(__file__, root, ("serial", f"local:{args.workers}"))
         serial, dask = runs["serial"], runs[f"local:{args.workers}"]
         a = np.load(root / "probs-serial.npy")
         b = np.load(root / f"probs-local-{args.workers}.npy")
