@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 from picks.workflows.cnn_latent import LatentRefit
 from picks.workflows.export import write_run_outputs
 from picks.workflows.importing import check_stored_extent
+from picks.workflows.kept import KeptPicks
 from picks.workflows.inputs import (
     InputSpec,
     _import_inputs,
@@ -69,6 +70,8 @@ from picks.workflows.per_tomogram import cluster_per_tomogram, read_headers
 from picks.workflows.summary import final_tables, summary_rows
 
 METHODS = ("auto", "vote", "latent", "cnn")
+# the pick columns the stages read
+PICK_COLUMNS = ["tomogram", "particle", "x", "y", "z", "score", "rot", "tilt", "psi", "record"]
 
 
 @dataclass
@@ -298,6 +301,8 @@ def aggregate(
         params["temperature"] = temperature
     with store.run("aggregate", params, method=resolved_method, seed=seed) as run_id:
         # -- import -------------------------------------------------------------------
+        # the picks this run stores are kept as they stream in, not read back (1 M rows)
+        kept = KeptPicks(PICK_COLUMNS)
         imported = _import_inputs(
             store,
             registry,
@@ -308,26 +313,15 @@ def aggregate(
             from_store=from_store,
             progress=progress,
             warnings=warnings,
+            kept=kept,
         )
         label_of, role_of, fill_of = imported.label_of, imported.role_of, imported.fill_of
         input_rows = imported.rows
         picker_sources = sorted(s for s, r in role_of.items() if r == "picker")
-        picks = store.picks(
-            source_ids=picker_sources,
-            roles=("picker",),
-            columns=[
-                "tomogram",
-                "particle",
-                "x",
-                "y",
-                "z",
-                "score",
-                "rot",
-                "tilt",
-                "psi",
-                "record",
-            ],
-        )
+        picks = kept.frame(store, picker_sources)
+        del kept
+        if picks is None:  # some picks were stored before this run
+            picks = store.picks(source_ids=picker_sources, roles=("picker",), columns=PICK_COLUMNS)
         if picks.empty:
             raise PicksError("the inputs hold no picks")
         picks["picker"] = picks["source_id"].map(label_of)
