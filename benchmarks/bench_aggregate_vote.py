@@ -7,6 +7,11 @@ the accepted picks (one CSV per class) and record the exports. Stage times come 
 progress protocol the CLI uses.
 
     python benchmarks/bench_aggregate_vote.py [--picks N] [--tomograms T] [--pickers P]
+        [--identical]
+
+``--identical``: every pick the same (one tomogram, one class, one position, one score),
+split over the pickers: issue 11 item 7's worst case for clustering (every pick within every
+other's radius).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cluster import machine, synthetic_picks
+import pandas as pd
+from bench_cluster import CLASSES, machine, synthetic_picks
 
 
 class StageTimer:
@@ -50,6 +56,21 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def identical_picks(n_picks: int, n_pickers: int) -> pd.DataFrame:
+    """``n_picks`` copies of one pick (tomogram, class, position, score), over the pickers."""
+    return pd.DataFrame(
+        {
+            "tomogram": "TS_000",
+            "particle": CLASSES[0],
+            "picker": [f"picker{k % n_pickers}" for k in range(n_picks)],
+            "x": 1000.0,
+            "y": 2000.0,
+            "z": 500.0,
+            "score": 0.5,
+        }
+    )
+
+
 def main() -> None:
     from picks.core.store import Store
     from picks.workflows.aggregate import aggregate
@@ -61,15 +82,24 @@ def main() -> None:
     parser.add_argument(
         "--format", action="append", default=None, help="output formats (default csv)"
     )
+    parser.add_argument(
+        "--identical", action="store_true", help="every pick the same (one position, one class)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="picks-bench-") as tmp:
         root = Path(tmp)
-        picks = synthetic_picks(args.picks, args.tomograms, args.pickers)
+        picks = (
+            identical_picks(args.picks, args.pickers)
+            if args.identical
+            else synthetic_picks(args.picks, args.tomograms, args.pickers)
+        )
         inputs = []
-        for label, group in picks.groupby("picker", sort=True):
+        for k, (label, group) in enumerate(picks.groupby("picker", sort=True)):
             path = root / f"{label}.csv"
-            group.assign(id=range(len(group))).rename(
+            # identical picks: the ids make each picker's file its own (else one source)
+            first = k * len(group) if args.identical else 0
+            group.assign(id=range(first, first + len(group))).rename(
                 columns={"tomogram": "experiment", "particle": "particle_type"}
             )[["id", "experiment", "particle_type", "x", "y", "z", "score"]].to_csv(
                 path, index=False
@@ -92,7 +122,8 @@ def main() -> None:
         "benchmark": "aggregate --method vote",
         "picks": result.n_picks,
         "pickers": len(result.pickers),
-        "tomograms": args.tomograms,
+        "tomograms": 1 if args.identical else args.tomograms,
+        "identical": args.identical,
         "consensus": result.n_consensus,
         "accepted": result.n_accepted,
         "files_written": len(result.outputs),

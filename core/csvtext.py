@@ -55,7 +55,9 @@ def _column(series: pd.Series, float_format: str | None, na_rep: str) -> list[st
     out = values.tolist()
     # one scan of all the text for a character that needs quotes (rarely there)
     if any(c in na_rep for c in _SPECIAL) or any(c in "\x00".join(out) for c in _SPECIAL):
-        out = [_quote(v) for v in out]
+        # quoted once per distinct text (a column such as "a,b,c" pickers repeats a few)
+        quoted = {v: _quote(v) for v in dict.fromkeys(out)}
+        out = list(map(quoted.__getitem__, out))
     return out
 
 
