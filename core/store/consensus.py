@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from picks.core.progress import now
+from picks.core.store.bulk import references_checked_here, require_ids
 from picks.core.store.frames import read_frame
 
 
@@ -70,7 +72,9 @@ class ConsensusTables:
         by column."""
         conn = self.db.conn
         n = len(table)
-        with self.transaction(), self.bulk_writes():
+        # references checked once per column, not per row (core/store/bulk.py)
+        with references_checked_here(conn), self.transaction(), self.bulk_writes():
+            require_ids(conn, "runs", np.array([run_id]), "run")
             first = (
                 int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM consensus").fetchone()[0]) + 1
             )
@@ -116,13 +120,18 @@ class ConsensusTables:
                 f"VALUES ({','.join('?' * len(columns))})",
                 zip(*columns.values(), strict=True),
             )
+            rows = members["row"].to_numpy(dtype=np.int64)
+            if len(rows) and (rows.min() < 0 or rows.max() >= n):
+                raise sqlite3.IntegrityError("FOREIGN KEY constraint failed: member of no row")
+            pick_ids = members["pick_id"].to_numpy(dtype=np.int64)
+            require_ids(conn, "picks", pick_ids, "pick")
             # pick ids or None, without a per-row pd.isna (a million members)
             dup = pd.to_numeric(members["duplicate_of"], errors="coerce").to_numpy(dtype=float)
             dup_ids = np.nan_to_num(dup).astype(np.int64).astype(object)
             dup_ids[np.isnan(dup)] = None
             member_rows = zip(
-                ids[members["row"].to_numpy(dtype=np.int64)].tolist(),
-                members["pick_id"].astype(np.int64).tolist(),
+                ids[rows].tolist(),
+                pick_ids.tolist(),
                 members["picker"].astype(str).tolist(),
                 members["distance"].astype(float).tolist(),
                 dup_ids.tolist(),
@@ -437,9 +446,13 @@ class ConsensusTables:
         ids: list[int] = []
         if not rows:
             return ids
-        with self.transaction(), self.bulk_writes():
+        conn = self.db.conn
+        # references checked once per file, not per row (core/store/bulk.py)
+        with references_checked_here(conn), self.transaction(), self.bulk_writes():
             for run_id, path, fmt, sha256, members, created_at in rows:
                 members = np.unique(np.asarray(members, dtype=np.int64))
+                require_ids(conn, "runs", np.array([run_id]), "run")
+                require_ids(conn, "consensus", members, "consensus pick")
                 cursor = self.db.conn.execute(
                     "INSERT INTO exports (run_id, path, format, sha256, n_rows, created_at) "
                     "VALUES (?,?,?,?,?,?)",
