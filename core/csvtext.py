@@ -39,10 +39,7 @@ def _column(series: pd.Series, float_format: str | None, na_rep: str) -> list[st
         if dtype.kind == "b":
             return ["True" if v else "False" for v in values.tolist()]
         if dtype == np.float64 and float_format is not None:
-            return [
-                na_rep if v != v else float_format % v  # v != v: NaN
-                for v in values.tolist()
-            ]
+            return _floats(values, float_format, na_rep)
         if dtype.kind != "O":
             return None
     elif not isinstance(dtype, pd.StringDtype):
@@ -59,6 +56,19 @@ def _column(series: pd.Series, float_format: str | None, na_rep: str) -> list[st
         quoted = {v: _quote(v) for v in dict.fromkeys(out)}
         out = list(map(quoted.__getitem__, out))
     return out
+
+
+def _floats(values: np.ndarray, float_format: str, na_rep: str) -> list[str]:
+    """Each float as ``float_format`` gives it (NaN: ``na_rep``). A column of few distinct
+    values (support, vote scores, a class's constant) formats each distinct value once."""
+    distinct, inverse = np.unique(values, return_inverse=True)  # NaNs: one entry, last
+    # -0.0 and 0.0 are one distinct value but two texts ("-0", "0"): formatted one by one
+    if len(distinct) * 4 > len(values) or np.signbit(values[values == 0]).any():
+        return [na_rep if v != v else float_format % v for v in values.tolist()]  # v != v: NaN
+    texts = np.array(
+        [na_rep if v != v else float_format % v for v in distinct.tolist()], dtype=object
+    )
+    return texts[inverse.ravel()].tolist()
 
 
 def csv_text(

@@ -24,6 +24,10 @@ def _table(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "tomogram": pd.Series(words[rng.integers(0, 2, n)]).astype(str),
             "value": floats,
             "accepted": rng.random(n) < 0.5,
+            # few distinct values: each formatted once (NaN, inf, 0 among them)
+            "support": rng.choice([0.25, 0.5, 1 / 3, 1.0, np.nan, np.inf, -np.inf, 0.0], n),
+            # few distinct values with a -0.0 ("-0", not "0"): formatted one by one
+            "signed": rng.choice([0.5, 0.0, -0.0, 2.0], n),
         }
     )
 
