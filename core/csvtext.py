@@ -99,6 +99,14 @@ def write_csv(
     *,
     float_format: str | None = None,
     na_rep: str = "",
+    block: int = 100_000,
 ) -> None:
-    """``frame.to_csv(path, index=False, ...)``, the same bytes (see :func:`csv_text`)."""
-    Path(path).write_text(csv_text(frame, float_format=float_format, na_rep=na_rep), "utf-8")
+    """``frame.to_csv(path, index=False, ...)``, the same bytes (see :func:`csv_text`),
+    ``block`` rows at a time: the text of a million rows is never whole in memory (each row
+    is formatted on its own, so the blocks' texts joined are the whole table's)."""
+    with open(path, "w", encoding="utf-8") as handle:  # as Path.write_text: "\n" is os.linesep
+        for start in range(0, max(len(frame), 1), block):
+            part = frame.iloc[start : start + block]
+            handle.write(
+                csv_text(part, float_format=float_format, na_rep=na_rep, header=start == 0)
+            )
