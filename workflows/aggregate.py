@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 from picks.workflows.cnn_latent import LatentRefit
 from picks.workflows.export import write_run_outputs
 from picks.workflows.importing import check_stored_extent
-from picks.workflows.kept import KeptPicks
 from picks.workflows.inputs import (
     InputSpec,
     _import_inputs,
@@ -58,6 +57,7 @@ from picks.workflows.inputs import (
     parse_input_options,
     parse_weights,
 )
+from picks.workflows.kept import KeptPicks
 from picks.workflows.outputs import (
     DEFAULT_FORMATS,
     _check_outputs,
@@ -424,6 +424,11 @@ def aggregate(
         del table, members
         if refit is not None:
             refit = refit(clusters.consensus.index, source_rows)
+        # What the rest of the run reads: the clusters' statistics, the picks' names (for
+        # the summary); the 1 M-row cluster tables and pick coordinates are let go now.
+        cluster_stats = clusters.stats
+        del clusters, votes, source_rows, matches
+        picks = picks[["tomogram", "particle", "picker"]]
         if latent is not None:
             store.set_estimates(run_id, latent.pickers, latent.classes)
 
@@ -508,7 +513,7 @@ def aggregate(
             warnings=warnings,
             params=params,
             stats={
-                **clusters.stats,
+                **cluster_stats,
                 "support_rules": {str(k): r.as_dict() for k, r in rules.items()},
             },
             cnn=cnn_result if is_jsonable(cnn_result) else repr(cnn_result),
