@@ -41,7 +41,7 @@ def _keep(store: Store, registry, paths: list[Path], kept: KeptPicks) -> list[in
 
 def test_kept_frame_equals_store_picks(tmp_path: Path, registry) -> None:
     a = _write(tmp_path / "a.csv", ROWS)
-    b = _write(tmp_path / "b.csv", ROWS[::-1] + ["9,TS_09,thyroglobulin,5,5,5,0.25"])
+    b = _write(tmp_path / "b.csv", [*ROWS[::-1], "9,TS_09,thyroglobulin,5,5,5,0.25"])
     with Store(tmp_path / "p.db") as store:
         kept = KeptPicks(PICK_COLUMNS)
         ids = _keep(store, registry, [a, b], kept)
@@ -67,7 +67,7 @@ def test_source_stored_before_is_read_back(tmp_path: Path, registry) -> None:
 
 def test_aggregate_with_kept_picks_equals_read_back(tmp_path: Path, monkeypatch) -> None:
     a = _write(tmp_path / "a.csv", ROWS)
-    b = _write(tmp_path / "b.csv", ROWS[:3] + ["7,TS_01,ribosome,5,5,5,0.25"])
+    b = _write(tmp_path / "b.csv", [*ROWS[:3], "7,TS_01,ribosome,5,5,5,0.25"])
     inputs = [f"a={a}", f"b={b}"]
     with Store(tmp_path / "kept.db") as store:
         kept = aggregate(
