@@ -18,6 +18,7 @@ HEADER = "id,experiment,particle_type,x,y,z,score\n"
 
 
 def _run(tmp_path: Path, store: Store) -> int:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     rows = [f"{i},TS_01,ribosome,{100 + 400 * i},200,300,0.5\n" for i in range(4)]
     (tmp_path / "a.csv").write_text(HEADER + "".join(rows))
     (tmp_path / "b.csv").write_text(HEADER + "".join(rows[:3]))
@@ -68,3 +69,18 @@ def test_members_of_missing_picks_are_refused(tmp_path: Path) -> None:
                 "INSERT INTO consensus_members (consensus_id, pick_id) VALUES (?, ?)",
                 [first, pick + 99],
             )
+
+
+def test_members_inserted_in_blocks_are_the_same_rows(tmp_path: Path, monkeypatch) -> None:
+    from picks.core.store import consensus as tables
+
+    def members(name: str) -> list[tuple]:
+        with Store(tmp_path / name / "p.db") as store:
+            _run(tmp_path / name, store)
+            return store.db.conn.execute(
+                "SELECT * FROM consensus_members ORDER BY consensus_id, pick_id"
+            ).fetchall()
+
+    whole = members("whole")
+    monkeypatch.setattr(tables, "MEMBER_BLOCK", 2)
+    assert members("blocks") == whole and len(whole) == 7

@@ -29,6 +29,10 @@ def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
+# consensus_members rows inserted per executemany (bounds the Python objects built at once)
+MEMBER_BLOCK = 200_000
+
+
 class ConsensusTables:
     """Consensus, scores, models, noise, exports and dropped rows of the store."""
 
@@ -129,19 +133,24 @@ class ConsensusTables:
             dup = pd.to_numeric(members["duplicate_of"], errors="coerce").to_numpy(dtype=float)
             dup_ids = np.nan_to_num(dup).astype(np.int64).astype(object)
             dup_ids[np.isnan(dup)] = None
-            member_rows = zip(
-                ids[rows].tolist(),
-                pick_ids.tolist(),
-                members["picker"].astype(str).tolist(),
-                members["distance"].astype(float).tolist(),
-                dup_ids.tolist(),
-                strict=True,
-            )
-            conn.executemany(
-                "INSERT INTO consensus_members (consensus_id, pick_id, picker, distance, "
-                "duplicate_of) VALUES (?,?,?,?,?)",
-                member_rows,
-            )
+            consensus_ids = ids[rows]
+            picker = members["picker"].astype(str).to_numpy(dtype=object)
+            distance = members["distance"].to_numpy(dtype=float)
+            # a block of rows at a time: Python objects for 200,000 members, not a million
+            for a in range(0, len(members), MEMBER_BLOCK):
+                b = a + MEMBER_BLOCK
+                conn.executemany(
+                    "INSERT INTO consensus_members (consensus_id, pick_id, picker, distance, "
+                    "duplicate_of) VALUES (?,?,?,?,?)",
+                    zip(
+                        consensus_ids[a:b].tolist(),
+                        pick_ids[a:b].tolist(),
+                        picker[a:b].tolist(),
+                        distance[a:b].tolist(),
+                        dup_ids[a:b].tolist(),
+                        strict=True,
+                    ),
+                )
         return first, columns
 
     def consensus(self, run_id: int) -> pd.DataFrame:
