@@ -57,8 +57,11 @@ class ConsensusTables:
             return self.consensus(run_id)
         names = [row[1] for row in self.db.conn.execute("PRAGMA table_info(consensus)")]
         data: dict[str, object] = {}
+        n = len(table)
         for name in names:
-            values = columns.get(name, [None] * len(table))  # a column this insert leaves NULL
+            # each column's Python objects let go once converted (the peak of a 2 M-pick
+            # run); a column this insert leaves NULL is all None
+            values = columns.pop(name, None) or [None] * n
             if name in _CONSENSUS_FLOATS:
                 # + 0.0: SQLite gives -0.0 back as 0.0 (integral REAL values are stored as
                 # integers); NaN and None are NULL, read back as NaN
