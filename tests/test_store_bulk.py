@@ -57,7 +57,7 @@ def test_members_of_missing_picks_are_refused(tmp_path: Path) -> None:
         first = store.add_consensus(run_id, table, _members(pick))  # a real pick: stored
         assert store.count("consensus_members") == before[1] + 1
         exported = (store.count("exports"), store.count("export_members"))
-        with pytest.raises(sqlite3.IntegrityError, match="consensus pick"):
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):  # SQLite's own check
             store.add_exports([(run_id, "x.csv", "csv", "0" * 64, np.array([first + 7]), "t")])
         assert (store.count("exports"), store.count("export_members")) == exported
         ids = store.add_exports([(run_id, "y.csv", "csv", "0" * 64, np.array([first]), "t")])
