@@ -7,12 +7,18 @@ the accepted picks (one CSV per class) and record the exports. Stage times come 
 progress protocol the CLI uses.
 
     python benchmarks/bench_aggregate_vote.py [--picks N] [--tomograms T] [--pickers P]
+        [--identical]
+
+``--identical``: every pick the same (one tomogram, one class, one position, one score),
+split over the pickers: issue 11 item 7's worst case for clustering (every pick within every
+other's radius).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import sys
 import tempfile
@@ -21,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cluster import machine, synthetic_picks
+import pandas as pd
+from bench_cluster import CLASSES, machine, synthetic_picks
 
 
 class StageTimer:
@@ -44,10 +51,52 @@ class StageTimer:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux: ru_maxrss is in KiB)."""
+    """Peak resident memory of this process so far, in MB (Linux: VmHWM, which
+    :func:`reset_peak` sets back to the current size; else ru_maxrss, in KiB)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def reset_peak() -> bool:
+    """Start the peak over from now (Linux: "5" to /proc/self/clear_refs), so that the peak
+    reported is the aggregate's, not that of writing the benchmark's input files."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def identical_picks(n_picks: int, n_pickers: int) -> pd.DataFrame:
+    """``n_picks`` copies of one pick (tomogram, class, position, score), over the pickers."""
+    return pd.DataFrame(
+        {
+            "tomogram": "TS_000",
+            "particle": CLASSES[0],
+            "picker": [f"picker{k % n_pickers}" for k in range(n_picks)],
+            "x": 1000.0,
+            "y": 2000.0,
+            "z": 500.0,
+            "score": 0.5,
+        }
+    )
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MB (Linux: /proc/self/statm, in pages)."""
+    import os
+
+    with open("/proc/self/statm") as handle:
+        return round(int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def main() -> None:
@@ -61,20 +110,35 @@ def main() -> None:
     parser.add_argument(
         "--format", action="append", default=None, help="output formats (default csv)"
     )
+    parser.add_argument(
+        "--identical", action="store_true", help="every pick the same (one position, one class)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="picks-bench-") as tmp:
         root = Path(tmp)
-        picks = synthetic_picks(args.picks, args.tomograms, args.pickers)
+        picks = (
+            identical_picks(args.picks, args.pickers)
+            if args.identical
+            else synthetic_picks(args.picks, args.tomograms, args.pickers)
+        )
         inputs = []
-        for label, group in picks.groupby("picker", sort=True):
+        for k, (label, group) in enumerate(picks.groupby("picker", sort=True)):
             path = root / f"{label}.csv"
-            group.assign(id=range(len(group))).rename(
+            # identical picks: the ids make each picker's file its own (else one source)
+            first = k * len(group) if args.identical else 0
+            group.assign(id=range(first, first + len(group))).rename(
                 columns={"tomogram": "experiment", "particle": "particle_type"}
             )[["id", "experiment", "particle_type", "x", "y", "z", "score"]].to_csv(
                 path, index=False
             )
             inputs.append(f"{label}={path}")
+        # the synthetic picks are the benchmark's, not the aggregate's: let them go (the
+        # peak memory reported is then the aggregate's own, plus the interpreter)
+        del picks, group
+        gc.collect()
+        rss_before = current_rss_mb()
+        peak_reset = reset_peak()
         timer = StageTimer()
         start, cpu = time.perf_counter(), time.process_time()
         with Store(root / "picks.db") as store:
@@ -92,7 +156,8 @@ def main() -> None:
         "benchmark": "aggregate --method vote",
         "picks": result.n_picks,
         "pickers": len(result.pickers),
-        "tomograms": args.tomograms,
+        "tomograms": 1 if args.identical else args.tomograms,
+        "identical": args.identical,
         "consensus": result.n_consensus,
         "accepted": result.n_accepted,
         "files_written": len(result.outputs),
@@ -108,6 +173,9 @@ def main() -> None:
         },
         "picks_per_second": round(result.n_picks / total),
         "peak_rss_mb_after": {**timer.peak_mb, "end": peak_rss_mb()},
+        # resident memory when the aggregate began (interpreter, libraries, freed input data)
+        "rss_mb_at_start": rss_before,
+        "peak_counts_from_start": peak_reset,
         "machine": machine(),
     }
     print(json.dumps(report, indent=2))

@@ -39,10 +39,7 @@ def _column(series: pd.Series, float_format: str | None, na_rep: str) -> list[st
         if dtype.kind == "b":
             return ["True" if v else "False" for v in values.tolist()]
         if dtype == np.float64 and float_format is not None:
-            return [
-                na_rep if v != v else float_format % v  # v != v: NaN
-                for v in values.tolist()
-            ]
+            return _floats(values, float_format, na_rep)
         if dtype.kind != "O":
             return None
     elif not isinstance(dtype, pd.StringDtype):
@@ -55,8 +52,23 @@ def _column(series: pd.Series, float_format: str | None, na_rep: str) -> list[st
     out = values.tolist()
     # one scan of all the text for a character that needs quotes (rarely there)
     if any(c in na_rep for c in _SPECIAL) or any(c in "\x00".join(out) for c in _SPECIAL):
-        out = [_quote(v) for v in out]
+        # quoted once per distinct text (a column such as "a,b,c" pickers repeats a few)
+        quoted = {v: _quote(v) for v in dict.fromkeys(out)}
+        out = list(map(quoted.__getitem__, out))
     return out
+
+
+def _floats(values: np.ndarray, float_format: str, na_rep: str) -> list[str]:
+    """Each float as ``float_format`` gives it (NaN: ``na_rep``). A column of few distinct
+    values (support, vote scores, a class's constant) formats each distinct value once."""
+    distinct, inverse = np.unique(values, return_inverse=True)  # NaNs: one entry, last
+    # -0.0 and 0.0 are one distinct value but two texts ("-0", "0"): formatted one by one
+    if len(distinct) * 4 > len(values) or np.signbit(values[values == 0]).any():
+        return [na_rep if v != v else float_format % v for v in values.tolist()]  # v != v: NaN
+    texts = np.array(
+        [na_rep if v != v else float_format % v for v in distinct.tolist()], dtype=object
+    )
+    return texts[inverse.ravel()].tolist()
 
 
 def csv_text(
@@ -87,6 +99,14 @@ def write_csv(
     *,
     float_format: str | None = None,
     na_rep: str = "",
+    block: int = 100_000,
 ) -> None:
-    """``frame.to_csv(path, index=False, ...)``, the same bytes (see :func:`csv_text`)."""
-    Path(path).write_text(csv_text(frame, float_format=float_format, na_rep=na_rep), "utf-8")
+    """``frame.to_csv(path, index=False, ...)``, the same bytes (see :func:`csv_text`),
+    ``block`` rows at a time: the text of a million rows is never whole in memory (each row
+    is formatted on its own, so the blocks' texts joined are the whole table's)."""
+    with open(path, "w", encoding="utf-8") as handle:  # as Path.write_text: "\n" is os.linesep
+        for start in range(0, max(len(frame), 1), block):
+            part = frame.iloc[start : start + block]
+            handle.write(
+                csv_text(part, float_format=float_format, na_rep=na_rep, header=start == 0)
+            )

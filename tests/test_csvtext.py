@@ -24,6 +24,10 @@ def _table(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "tomogram": pd.Series(words[rng.integers(0, 2, n)]).astype(str),
             "value": floats,
             "accepted": rng.random(n) < 0.5,
+            # few distinct values: each formatted once (NaN, inf, 0 among them)
+            "support": rng.choice([0.25, 0.5, 1 / 3, 1.0, np.nan, np.inf, -np.inf, 0.0], n),
+            # few distinct values with a -0.0 ("-0", not "0"): formatted one by one
+            "signed": rng.choice([0.5, 0.0, -0.0, 2.0], n),
         }
     )
 
@@ -59,3 +63,15 @@ def test_unusual_tables_fall_back_to_pandas(tmp_path) -> None:
             other = tmp_path / "p.csv"
             table.to_csv(other, index=False, float_format=float_format)
             assert path.read_bytes() == other.read_bytes()
+
+
+@pytest.mark.parametrize("block", [1, 7, 1000])
+def test_written_in_blocks_same_bytes(tmp_path, block: int) -> None:
+    rng = np.random.default_rng(11)
+    tables = [_table(rng, 53), _table(rng, 0), pd.DataFrame({"x": [1.5, np.nan, 2.0]})]
+    tables.append(pd.DataFrame({"a": [1, "x", None], "b": [0.1, 0.2, -0.0]}))  # pandas' path
+    for table in tables:
+        path, other = tmp_path / "t.csv", tmp_path / "p.csv"
+        write_csv(table, path, float_format="%.6g", block=block)
+        table.to_csv(other, index=False, float_format="%.6g")
+        assert path.read_bytes() == other.read_bytes()

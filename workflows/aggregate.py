@@ -58,6 +58,7 @@ from picks.workflows.inputs import (
     parse_input_options,
     parse_weights,
 )
+from picks.workflows.kept import KeptPicks
 from picks.workflows.outputs import (
     DEFAULT_FORMATS,
     _check_outputs,
@@ -70,6 +71,8 @@ from picks.workflows.per_tomogram import cluster_per_tomogram, read_headers
 from picks.workflows.summary import final_tables, summary_rows
 
 METHODS = ("auto", "vote", "latent", "cnn")
+# the pick columns the stages read
+PICK_COLUMNS = ["tomogram", "particle", "x", "y", "z", "score", "rot", "tilt", "psi", "record"]
 
 
 @dataclass
@@ -313,6 +316,8 @@ def aggregate(
             params["image_evidence"] = True
     with store.run("aggregate", params, method=resolved_method, seed=seed) as run_id:
         # -- import -------------------------------------------------------------------
+        # the picks this run stores are kept as they stream in, not read back (1 M rows)
+        kept = KeptPicks(PICK_COLUMNS)
         imported = _import_inputs(
             store,
             registry,
@@ -323,26 +328,15 @@ def aggregate(
             from_store=from_store,
             progress=progress,
             warnings=warnings,
+            kept=kept,
         )
         label_of, role_of, fill_of = imported.label_of, imported.role_of, imported.fill_of
         input_rows = imported.rows
         picker_sources = sorted(s for s, r in role_of.items() if r == "picker")
-        picks = store.picks(
-            source_ids=picker_sources,
-            roles=("picker",),
-            columns=[
-                "tomogram",
-                "particle",
-                "x",
-                "y",
-                "z",
-                "score",
-                "rot",
-                "tilt",
-                "psi",
-                "record",
-            ],
-        )
+        picks = kept.frame(store, picker_sources)
+        del kept
+        if picks is None:  # some picks were stored before this run
+            picks = store.picks(source_ids=picker_sources, roles=("picker",), columns=PICK_COLUMNS)
         if picks.empty:
             raise PicksError("the inputs hold no picks")
         picks["picker"] = picks["source_id"].map(label_of)
@@ -446,6 +440,11 @@ def aggregate(
         del table, members
         if refit is not None:
             refit = refit(clusters.consensus.index, source_rows)
+        # What the rest of the run reads: the clusters' statistics, the picks' names (for
+        # the summary); the 1 M-row cluster tables and pick coordinates are let go now.
+        cluster_stats = clusters.stats
+        del clusters, votes, source_rows, matches
+        picks = picks[["tomogram", "particle", "picker"]]
 
         # -- noise ----------------------------------------------------------------------
         noise_rows: list[dict] = []
@@ -537,7 +536,7 @@ def aggregate(
             warnings=warnings,
             params=params,
             stats={
-                **clusters.stats,
+                **cluster_stats,
                 "support_rules": {str(k): r.as_dict() for k, r in rules.items()},
             },
             cnn=cnn_result if is_jsonable(cnn_result) else repr(cnn_result),
@@ -550,9 +549,7 @@ def aggregate(
                 "sources": {
                     str(s): {"label": label_of[s], "role": role_of[s]} for s in sorted(label_of)
                 },
-                "reference_sources": sorted({int(s) for s in references["source_id"]})
-                if len(references)
-                else [],
+                "reference_sources": sorted({int(s) for s in references["source_id"]}),
                 "radii": {str(k): v for k, v in radius_map.items()},
                 "support_rules": result.stats["support_rules"],
                 "method": resolved_method,

@@ -410,10 +410,13 @@ def import_file(
     options: dict[str, str] | None = None,
     run_id: int | None = None,
     chunk_size: int = CHUNK_ROWS,
+    keep: list[pd.DataFrame] | None = None,
 ) -> ImportResult:
     """Import one picker file as one transaction (see module docstring), streamed: the adapter
     reads it ``chunk_size`` picks at a time (:meth:`Adapter.read_chunks`) and each chunk is
-    stored as it comes, so a file of millions of lines is never whole in memory."""
+    stored as it comes, so a file of millions of lines is never whole in memory. ``keep``: a
+    list that receives the chunks stored (left empty when nothing new is stored), for a
+    caller that would otherwise read them back (:mod:`picks.workflows.kept`)."""
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"{path} does not exist or is not a file")
@@ -473,9 +476,14 @@ def import_file(
 
     # Checked again inside the write transaction: another command may have imported the
     # same file meanwhile.
-    skipped = _skipped(path, store.stream_source(meta, reading.chunks(), complete), from_name)
+    chunks = reading.chunks()
+    if keep is not None:
+        chunks = _keeping(chunks, keep)
+    skipped = _skipped(path, store.stream_source(meta, chunks, complete), from_name)
     _log_named(path, from_name)
     if skipped is not None:
+        if keep is not None:
+            keep.clear()
         return skipped
     source_id = int(meta["id"])
     log.debug("%s: %d picks as source %d (%s, %s)", path, reading.n, source_id, chosen.name, label)
@@ -488,6 +496,12 @@ def import_file(
         warnings=list(ctx.warnings),
         from_name=from_name,
     )
+
+
+def _keeping(chunks: Iterator[pd.DataFrame], keep: list[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    for chunk in chunks:
+        keep.append(chunk)
+        yield chunk
 
 
 def _log_named(path: Path, from_name: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ from picks.core.errors import PicksError
 from picks.core.particles import canonical_name
 from picks.core.progress import Progress
 from picks.core.store import Store
+from picks.workflows.kept import KeptPicks
 
 INPUT_KEYS = ("adapter", "binning", "voxel_size", "particle", "tomogram", "role")
 
@@ -113,11 +114,12 @@ def _import_inputs(
     from_store: bool,
     progress: Progress,
     warnings: list[str],
+    kept: KeptPicks | None = None,
 ) -> _Imported:
     """Import every input (a no-op for files already stored) and resolve the labels.
 
     Without picker inputs (``from_store``) every picker source in the store is used, with
-    its stored label.
+    its stored label. ``kept`` receives the picks of the picker files stored now.
     """
     from picks.workflows.importing import expand_inputs, import_file
 
@@ -136,6 +138,7 @@ def _import_inputs(
             n_in = 0
             file_warnings: dict[str, list[Path]] = {}
             for path in files:
+                chunks = kept.collector() if kept is not None and spec.role == "picker" else None
                 result = import_file(
                     store,
                     path,
@@ -149,9 +152,13 @@ def _import_inputs(
                     tomogram=spec.options.get("tomogram"),
                     options=adapter_opts,
                     run_id=run_id,
+                    keep=chunks,
                 )
                 advance(1)
                 source = store.get_source(result.source_id)
+                if chunks and not result.skipped and kept is not None:
+                    kept.add(result.source_id, source["picker"], source["role"], chunks)
+                del chunks
                 if source["role"] != spec.role:
                     raise PicksError(
                         f"{path} is already in the store as a {source['role']} source "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from picks.core.progress import now
+from picks.core.store.bulk import references_checked_here, require_ids
 from picks.core.store.frames import read_frame
 
 
@@ -25,6 +27,10 @@ def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     for column in columns:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
+
+
+# consensus_members rows inserted per executemany (bounds the Python objects built at once)
+MEMBER_BLOCK = 200_000
 
 
 class ConsensusTables:
@@ -51,8 +57,11 @@ class ConsensusTables:
             return self.consensus(run_id)
         names = [row[1] for row in self.db.conn.execute("PRAGMA table_info(consensus)")]
         data: dict[str, object] = {}
+        n = len(table)
         for name in names:
-            values = columns.get(name, [None] * len(table))  # a column this insert leaves NULL
+            # each column's Python objects let go once converted (the peak of a 2 M-pick
+            # run); a column this insert leaves NULL is all None
+            values = columns.pop(name, None) or [None] * n
             if name in _CONSENSUS_FLOATS:
                 # + 0.0: SQLite gives -0.0 back as 0.0 (integral REAL values are stored as
                 # integers); NaN and None are NULL, read back as NaN
@@ -70,7 +79,9 @@ class ConsensusTables:
         by column."""
         conn = self.db.conn
         n = len(table)
-        with self.transaction(), self.bulk_writes():
+        # references checked once per column, not per row (core/store/bulk.py)
+        with references_checked_here(conn), self.transaction(), self.bulk_writes():
+            require_ids(conn, "runs", np.array([run_id]), "run")
             first = (
                 int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM consensus").fetchone()[0]) + 1
             )
@@ -116,23 +127,33 @@ class ConsensusTables:
                 f"VALUES ({','.join('?' * len(columns))})",
                 zip(*columns.values(), strict=True),
             )
+            rows = members["row"].to_numpy(dtype=np.int64)
+            if len(rows) and (rows.min() < 0 or rows.max() >= n):
+                raise sqlite3.IntegrityError("FOREIGN KEY constraint failed: member of no row")
+            pick_ids = members["pick_id"].to_numpy(dtype=np.int64)
+            require_ids(conn, "picks", pick_ids, "pick")
             # pick ids or None, without a per-row pd.isna (a million members)
             dup = pd.to_numeric(members["duplicate_of"], errors="coerce").to_numpy(dtype=float)
             dup_ids = np.nan_to_num(dup).astype(np.int64).astype(object)
             dup_ids[np.isnan(dup)] = None
-            member_rows = zip(
-                ids[members["row"].to_numpy(dtype=np.int64)].tolist(),
-                members["pick_id"].astype(np.int64).tolist(),
-                members["picker"].astype(str).tolist(),
-                members["distance"].astype(float).tolist(),
-                dup_ids.tolist(),
-                strict=True,
-            )
-            conn.executemany(
-                "INSERT INTO consensus_members (consensus_id, pick_id, picker, distance, "
-                "duplicate_of) VALUES (?,?,?,?,?)",
-                member_rows,
-            )
+            consensus_ids = ids[rows]
+            picker = members["picker"].astype(str).to_numpy(dtype=object)
+            distance = members["distance"].to_numpy(dtype=float)
+            # a block of rows at a time: Python objects for 200,000 members, not a million
+            for a in range(0, len(members), MEMBER_BLOCK):
+                b = a + MEMBER_BLOCK
+                conn.executemany(
+                    "INSERT INTO consensus_members (consensus_id, pick_id, picker, distance, "
+                    "duplicate_of) VALUES (?,?,?,?,?)",
+                    zip(
+                        consensus_ids[a:b].tolist(),
+                        pick_ids[a:b].tolist(),
+                        picker[a:b].tolist(),
+                        distance[a:b].tolist(),
+                        dup_ids[a:b].tolist(),
+                        strict=True,
+                    ),
+                )
         return first, columns
 
     def consensus(self, run_id: int) -> pd.DataFrame:
@@ -456,6 +477,8 @@ class ConsensusTables:
         ids: list[int] = []
         if not rows:
             return ids
+        # SQLite checks these references row by row: the ids are sorted, so its look-ups
+        # stay in cached pages (cheaper than require_ids' range read per file, measured)
         with self.transaction(), self.bulk_writes():
             for run_id, path, fmt, sha256, members, created_at in rows:
                 members = np.unique(np.asarray(members, dtype=np.int64))

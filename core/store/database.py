@@ -362,6 +362,13 @@ class Store(ConsensusTables):
         cursor = self.db.conn.execute(sql, params)
         return read_frame(cursor, floats=("x", "y", "z", "score", "rot", "tilt", "psi"))
 
+    def pick_ids(self, source_id: int) -> np.ndarray:
+        """The ids of a source's picks, ascending (the order they were inserted in)."""
+        rows = self.db.conn.execute(
+            "SELECT id FROM picks WHERE source_id = ? ORDER BY id", [int(source_id)]
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
     def get_pick(self, pick_id: int) -> dict:
         rows = list(self.db.query("SELECT * FROM picks WHERE id = ?", [pick_id]))
         if not rows:

@@ -9,7 +9,7 @@ arrays gives the same frame (same dtypes, same values) in a fraction of the time
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,9 +27,18 @@ def read_frame(cursor: sqlite3.Cursor, floats: Collection[str] = ()) -> pd.DataF
             if name in frame:
                 frame[name] = frame[name].astype(float)
         return frame
+    return frame_from_columns(dict(zip(names, zip(*rows, strict=True), strict=True)), floats)
+
+
+def frame_from_columns(columns: dict[str, Sequence], floats: Collection[str] = ()) -> pd.DataFrame:
+    """A frame from column values as a query gives them (Python objects: None for NULL),
+    with :func:`read_frame`'s dtypes. A float column may come as a ``float64`` array."""
     data: dict[str, object] = {}
-    for name, values in zip(names, zip(*rows, strict=True), strict=True):
-        data[name] = _floats(values) if name in floats else pd.Series(values)
+    for name, values in columns.items():
+        if name in floats:
+            data[name] = values if isinstance(values, np.ndarray) else _floats(values)
+        else:
+            data[name] = pd.Series(values)
     return pd.DataFrame(data)
 
 
