@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from picks.consensus.cnn.options import CnnOptions
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog
 
@@ -151,3 +152,19 @@ def match_radius(catalog: Catalog, particles: pd.Series) -> np.ndarray:
             )
         out[i] = 0.5 * radii[name]
     return out
+
+
+def mining_sizes(n_noise: int, n_positives: int, options: CnnOptions) -> tuple[int, int]:
+    """``(wanted, pool)``: how many hard negatives to keep, out of how many background boxes.
+
+    Unbounded, ``hard_negatives`` per noise sample (``n_noise``, at least the minimum) are
+    kept out of a pool ``pool_factor`` times larger. ``pool_per_positive`` caps the pool at that many boxes per training positive
+    (sampling, extracting and scoring it was a third of the run's time on 2 cores) and the
+    kept ones at the pool's top 1/``pool_factor``, so that they stay as hard as unbounded.
+    """
+    wanted = round(options.hard_negatives * n_noise)
+    pool = wanted * options.pool_factor
+    if options.pool_per_positive is not None:
+        pool = min(pool, max(round(options.pool_per_positive * n_positives), options.pool_factor))
+        wanted = min(wanted, max(1, pool // options.pool_factor))
+    return wanted, pool
