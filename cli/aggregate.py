@@ -208,7 +208,7 @@ def aggregate_cmd(
     train_boxes: Annotated[
         int | None,
         typer.Option(
-            help="CNN: training budget per round in augmented boxes seen (default 60000; "
+            help="CNN: training budget per round in augmented boxes seen (default 30000; "
             "0: no budget, epochs only)."
         ),
     ] = None,
@@ -216,7 +216,7 @@ def aggregate_cmd(
         float | None,
         typer.Option(
             help="CNN: hard-negative mining scores at most this many background boxes per "
-            "training positive (default 8; 0: no bound, 8 per hard negative wanted)."
+            "training positive (default 2; 0: no bound, 8 per hard negative wanted)."
         ),
     ] = None,
     box: Annotated[int | None, typer.Option(help="CNN: network input box in voxels.")] = None,

@@ -69,14 +69,14 @@ def train_cmd(
     train_boxes: Annotated[
         int,
         typer.Option(help="Training budget per round in augmented boxes seen (0: epochs only)."),
-    ] = 60_000,
+    ] = 30_000,
     pool_per_positive: Annotated[
         float,
         typer.Option(
             help="Hard-negative mining scores at most this many background boxes per training "
             "positive (0: no bound)."
         ),
-    ] = 8.0,
+    ] = 2.0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,

@@ -59,12 +59,12 @@ def test_without_a_budget_the_epochs_decide_and_boxes_are_still_counted() -> Non
 def test_the_mining_pool_is_bounded_by_the_positives() -> None:
     unbounded = CnnOptions(pool_per_positive=None)
     assert mining_sizes(300, 100, unbounded) == (300, 2400)  # 1 per noise sample, pool 8×
-    # bounded: at most 8 boxes per positive, of which the top 1/8 are kept
-    assert mining_sizes(300, 100, CnnOptions()) == (100, 800)
-    assert mining_sizes(300, 100, CnnOptions(pool_per_positive=2.0)) == (25, 200)
+    # bounded (default 2 boxes per positive), of which the top 1/8 are kept
+    assert mining_sizes(300, 100, CnnOptions()) == (25, 200)
+    assert mining_sizes(300, 100, CnnOptions(pool_per_positive=8.0)) == (100, 800)
     # a bound looser than the unbounded pool changes nothing
-    assert mining_sizes(30, 100, CnnOptions()) == (30, 240)
-    assert mining_sizes(300, 100, CnnOptions(hard_negatives=0.5)) == (100, 800)
+    assert mining_sizes(30, 100, CnnOptions(pool_per_positive=8.0)) == (30, 240)
+    assert mining_sizes(300, 100, CnnOptions(hard_negatives=0.05)) == (15, 120)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_bad_bounds_are_errors_that_name_the_parameter(options, message) -> None
 
 def test_bounds_are_recorded_and_none_lifts_them() -> None:
     recorded = CnnOptions().as_dict()
-    assert recorded["train_boxes"] == 60_000 and recorded["pool_per_positive"] == 8.0
+    assert recorded["train_boxes"] == 30_000 and recorded["pool_per_positive"] == 2.0
     lifted = CnnOptions(train_boxes=None, pool_per_positive=None)
     assert lifted.changed() == ["pool_per_positive", "train_boxes"]
     assert CnnOptions.from_mapping(lifted.as_dict()) == lifted

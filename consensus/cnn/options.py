@@ -76,8 +76,8 @@ class CnnOptions:
     # The defaults bound the 7-tomogram benchmark's CNN to ~2 min on 2 CPU cores (docs/cnn.md,
     # "Benchmark at the scale of the reference study"); before them training ran by epochs
     # only and mining scored a pool 8 × the noise samples.
-    train_boxes: int | None = 60_000
-    pool_per_positive: float | None = 8.0
+    train_boxes: int | None = 30_000
+    pool_per_positive: float | None = 2.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalised values are set once, here
