@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from picks.cli import get_app
 from picks.consensus.cnn import device
 from picks.consensus.cnn import network as cnn
-from picks.consensus.cnn.labels import mining_sizes
+from picks.consensus.cnn.labels import MIN_POOL, mining_sizes
 from picks.consensus.cnn.options import CnnOptions
 from picks.core.errors import PicksError
 
@@ -58,13 +58,15 @@ def test_without_a_budget_the_epochs_decide_and_boxes_are_still_counted() -> Non
 
 def test_the_mining_pool_is_bounded_by_the_positives() -> None:
     unbounded = CnnOptions(pool_per_positive=None)
-    assert mining_sizes(300, 100, unbounded) == (300, 2400)  # 1 per noise sample, pool 8×
+    assert mining_sizes(3000, 3000, unbounded) == (3000, 24000)  # 1 per noise sample, pool 8×
     # bounded (default 2 boxes per positive), of which the top 1/8 are kept
-    assert mining_sizes(300, 100, CnnOptions()) == (25, 200)
-    assert mining_sizes(300, 100, CnnOptions(pool_per_positive=8.0)) == (100, 800)
-    # a bound looser than the unbounded pool changes nothing
-    assert mining_sizes(30, 100, CnnOptions(pool_per_positive=8.0)) == (30, 240)
-    assert mining_sizes(300, 100, CnnOptions(hard_negatives=0.05)) == (15, 120)
+    assert mining_sizes(3000, 3000, CnnOptions()) == (750, 6000)
+    assert mining_sizes(3000, 3000, CnnOptions(pool_per_positive=4.0)) == (1500, 12000)
+    # never below MIN_POOL (2048) boxes: small runs mine as before
+    assert MIN_POOL == 2048
+    assert mining_sizes(300, 100, CnnOptions()) == (256, 2048)
+    assert mining_sizes(30, 100, CnnOptions()) == (30, 240)  # a looser bound changes nothing
+    assert mining_sizes(3000, 3000, CnnOptions(hard_negatives=0.05)) == (150, 1200)
 
 
 @pytest.mark.parametrize(
