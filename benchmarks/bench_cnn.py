@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=None, help="Folder for the store and outputs.")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--train-boxes", default=None, help="Training budget per round (none: epochs only)."
+    )
+    parser.add_argument(
+        "--pool-per-positive", default=None, help="Hard-negative pool bound (none: unbounded)."
+    )
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
@@ -164,7 +170,15 @@ def main(argv: list[str] | None = None) -> dict:
     items = picker_inputs(data)
     inputs = [f"{i['label']}={i['path']}" for i in items]
     options = {f"{i['label']}={i['path']}": i["options"] for i in items}
-    cnn = CnnOptions(epochs=args.epochs, device=args.device, threshold=args.threshold)
+    bounds = {  # the defaults unless given; "none" lifts a bound (the behaviour before them)
+        name: None if value.lower() == "none" else float(value)
+        for name, value in (
+            ("train_boxes", args.train_boxes),
+            ("pool_per_positive", args.pool_per_positive),
+        )
+        if value is not None
+    }
+    cnn = CnnOptions(epochs=args.epochs, device=args.device, threshold=args.threshold, **bounds)
     start = time.perf_counter()
     with Store(db) as store:
         result = pipeline.aggregate(

@@ -202,7 +202,23 @@ def aggregate_cmd(
             "--model", metavar="FILE", help="CNN: reuse a trained model (repeat for an ensemble)."
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="CNN: training epochs.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="CNN: most training epochs per round (default 30).")
+    ] = None,
+    train_boxes: Annotated[
+        int | None,
+        typer.Option(
+            help="CNN: training budget per round in augmented boxes seen (default 30000; "
+            "0: no budget, epochs only)."
+        ),
+    ] = None,
+    pool_per_positive: Annotated[
+        float | None,
+        typer.Option(
+            help="CNN: hard-negative mining scores at most this many background boxes per "
+            "training positive (default 2; 0: no bound, 8 per hard negative wanted)."
+        ),
+    ] = None,
     box: Annotated[int | None, typer.Option(help="CNN: network input box in voxels.")] = None,
     threshold: Annotated[
         float | None,
@@ -272,6 +288,8 @@ def aggregate_cmd(
     given = {
         "model": [str(m) for m in model] if model else None,
         "epochs": epochs,
+        "train_boxes": train_boxes,
+        "pool_per_positive": pool_per_positive,
         "box": box,
         "threshold": threshold,
         "combine": combine,
@@ -282,6 +300,8 @@ def aggregate_cmd(
         "max_outside": max_outside,
     }
     given = {k: v for k, v in given.items() if v is not None}
+    # 0 lifts a CNN bound (None in CnnOptions); a negative value stays, for its error
+    given.update({k: None for k in ("train_boxes", "pool_per_positive") if given.get(k) == 0})
     # Any CNN flag asks for the CNN (method auto); its errors name the flag (cli/flags.py).
     cnn = CnnOptions(**given) if given else None
     all_inputs: list = list(inputs or [])

@@ -66,6 +66,17 @@ def train_cmd(
     patience: Annotated[
         int, typer.Option(help="Early stopping: epochs without a better validation loss.")
     ] = 5,
+    train_boxes: Annotated[
+        int,
+        typer.Option(help="Training budget per round in augmented boxes seen (0: epochs only)."),
+    ] = 30_000,
+    pool_per_positive: Annotated[
+        float,
+        typer.Option(
+            help="Hard-negative mining scores at most this many background boxes per training "
+            "positive (0: no bound)."
+        ),
+    ] = 2.0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
     db: DbOption = DB_DEFAULT,
     json_out: JsonOption = False,
@@ -88,6 +99,9 @@ def train_cmd(
         positives=positives,
         hard_negatives=hard_negatives,
         patience=patience,
+        # 0 lifts a bound (None); a negative value stays, for its error
+        train_boxes=None if train_boxes == 0 else train_boxes,
+        pool_per_positive=None if pool_per_positive == 0 else pool_per_positive,
     )
     with open_store(db, must_exist=True) as store:
         store.get_run(run)
@@ -105,6 +119,8 @@ def train_cmd(
             "positives": positives,
             "hard_negatives": hard_negatives,
             "patience": patience,
+            "train_boxes": options.train_boxes,
+            "pool_per_positive": options.pool_per_positive,
         }
         with store.run("train", params, method="cnn", seed=seed) as train_run:
             trained = fit(

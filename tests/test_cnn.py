@@ -721,8 +721,12 @@ def test_hard_negatives_are_mined_and_unseen_classes_are_flagged(world) -> None:
     store, run = world["store"], world["run"]
     model_id = world["summary"]["models"][0]["id"]
     (model_row,) = [r for r in store.db["models"].rows if r["id"] == model_id]
-    mined = json.loads(model_row["card"])["training"]["hard_negatives"]
+    training = json.loads(model_row["card"])["training"]
+    mined = training["hard_negatives"]
     assert mined["kept"] > 0 and mined["pool"] >= mined["kept"]
+    # the bounds in force are on the card: the pool at most 2 per positive, the top 1/8 kept
+    assert training["train_boxes"] == CnnOptions().train_boxes and mined["pool_per_positive"] == 2
+    assert mined["kept"] <= mined["wanted"] <= max(1, mined["pool"] // 8)
     first = consensus(store, run).iloc[0]
     row = _row(run, first["tomogram"], np.array([first["x"], first["y"], first["z"]]), "doubtful")
     row["particle"] = "ribosome"

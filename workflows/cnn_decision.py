@@ -413,6 +413,8 @@ def _training_summary(summary: dict, card: dict, trained) -> None:
         "split": card["training"]["split"],
         "best_epoch": trained.result.best_epoch,
         "epochs_run": trained.result.epochs_run,
+        "boxes_seen": trained.result.boxes_seen,  # the last round's (budget: train_boxes)
+        "stopped_at_budget": trained.result.stopped_at_budget,
         "val_loss": trained.result.val_loss,
         "val_auc": trained.result.val_auc,
         "samples_per_s": trained.result.samples_per_s,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from picks.consensus.cnn.options import CnnOptions
 from picks.core.errors import PicksError
 from picks.core.particles import Catalog
 
@@ -32,6 +33,7 @@ MIN_FULL_POSITIVES = 50  # "auto": below this many full-support picks, allow one
 # decision accepts down to P ≈ 0.06 (β = 4), so the band in between is exactly where its
 # decisions are uncertain and where a label would only teach the network the model's guess.
 P_HIGH = 0.9
+MIN_POOL = 2048  # the smallest hard-negative pool pool_per_positive may leave (mining_sizes)
 P_LOW = 0.1
 
 
@@ -151,3 +153,23 @@ def match_radius(catalog: Catalog, particles: pd.Series) -> np.ndarray:
             )
         out[i] = 0.5 * radii[name]
     return out
+
+
+def mining_sizes(n_noise: int, n_positives: int, options: CnnOptions) -> tuple[int, int]:
+    """``(wanted, pool)``: how many hard negatives to keep, out of how many background boxes.
+
+    Unbounded, ``hard_negatives`` per noise sample (``n_noise``, at least the minimum) are
+    kept out of a pool ``pool_factor`` times larger. ``pool_per_positive`` caps the pool at that many boxes per training positive
+    (sampling, extracting and scoring it was a third of the run's time on 2 cores) and the
+    kept ones at the pool's top 1/``pool_factor``, so that they stay as hard as unbounded.
+    The bound never goes below :data:`MIN_POOL` boxes.
+    """
+    wanted = round(options.hard_negatives * n_noise)
+    pool = wanted * options.pool_factor
+    if options.pool_per_positive is not None:
+        # small runs keep a pool of MIN_POOL (seconds to score): with few positives a bound of
+        # a few per positive leaves too few hard negatives (measured: more empty candidates
+        # accepted on the test world)
+        pool = min(pool, max(round(options.pool_per_positive * n_positives), MIN_POOL))
+        wanted = min(wanted, max(1, pool // options.pool_factor))
+    return wanted, pool

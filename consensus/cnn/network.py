@@ -17,7 +17,9 @@ Devices (:func:`select_device`, GPUs, mixed precision, seeds) are set up in
 Training (:func:`train`): weighted cross-entropy, Adam, per-epoch validation on held-out
 boxes (loss and AUC of ``P(particle)``), learning rate halved after ``lr_patience`` epochs
 without improvement, early stopping after ``patience`` epochs, and the weights of the best
-epoch (lowest validation loss) restored at the end. Augmentation keeps the missing-wedge
+epoch (lowest validation loss) restored at the end. ``max_boxes`` is a budget in augmented
+boxes seen: training stops after the batch that reaches it (the partial epoch is validated
+like a whole one), so its cost no longer grows with the number of labelled points. Augmentation keeps the missing-wedge
 geometry (the wedge is symmetric about the tilt axis y and the beam z): random flips along
 x, y and z — their combinations are the 180° rotations about x, y and z — and random shifts
 of up to ``border`` voxels (a random crop of the larger extracted cube). No 90° rotations:
@@ -162,6 +164,9 @@ class TrainResult:
     val_accuracy: float = float("nan")
     epochs_run: int = 0
     stopped_early: bool = False
+    boxes_seen: int = 0  # augmented training boxes fed to the network
+    box_budget: int | None = None
+    stopped_at_budget: bool = False
     train_seconds: float = 0.0
     samples_per_s: float = 0.0
     device: str = "CPU"
@@ -262,12 +267,14 @@ def train(
     lr_patience: int = 2,
     deterministic: bool | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    max_boxes: int | None = None,
 ):
     """Train the CNN; returns ``(model, TrainResult)`` with the best epoch's weights.
 
     ``boxes`` (n, size, size, size) may be float16 and larger than ``box`` (the border is for
     shift augmentation); ``labels`` are 0 (noise) .. n_outputs−1; ``weights`` per sample
     balance the classes. ``on_epoch`` gets each epoch's record (for progress bars).
+    ``max_boxes``: stop once this many training boxes were seen (None: ``epochs`` only).
     """
     tf = tensorflow()
     import keras
@@ -282,7 +289,7 @@ def train(
     x_val = crop(boxes[val_idx], box)[..., None]
     y_val = labels[val_idx].astype(np.int64)
     w_val = weights[val_idx].astype(np.float64)
-    result = TrainResult(device=plan.describe())
+    result = TrainResult(device=plan.describe(), box_budget=max_boxes)
     strategy = make_strategy(plan)
     with precision(plan), strategy.scope():
         model = build_model(box, n_outputs, widths=widths)
@@ -311,6 +318,7 @@ def train(
         dataset = dataset.with_options(options)
     steps = math.ceil(len(train_idx) / batch_size)
     monitor = _Monitor(x_val, y_val, w_val, patience, lr_patience, learning_rate, result, on_epoch)
+    monitor.budget = _BoxBudget(max_boxes, len(train_idx), batch_size)
     start = time.perf_counter()
     model.fit(
         dataset,
@@ -322,10 +330,27 @@ def train(
     )
     result.train_seconds = time.perf_counter() - start
     fit_seconds = sum(h["train_seconds"] for h in result.history)
-    result.samples_per_s = (
-        (len(train_idx) * result.epochs_run / fit_seconds) if fit_seconds else 0.0
-    )
+    result.samples_per_s = (result.boxes_seen / fit_seconds) if fit_seconds else 0.0
     return model, result
+
+
+@dataclass
+class _BoxBudget:
+    """Counts the training boxes seen, batch by batch (the last batch of an epoch is short)."""
+
+    limit: int | None
+    n_train: int
+    batch_size: int
+    seen: int = 0
+
+    def add(self, batch: int) -> int:
+        """Count batch number ``batch`` of the current epoch; returns the boxes seen so far."""
+        self.seen += max(0, min(self.batch_size, self.n_train - batch * self.batch_size))
+        return self.seen
+
+    @property
+    def spent(self) -> bool:
+        return self.limit is not None and self.seen >= self.limit
 
 
 class _Monitor:
@@ -339,6 +364,7 @@ class _Monitor:
         self.best_weights = None
         self.wait = self.wait_lr = 0
         self.started = 0.0
+        self.budget: _BoxBudget | None = None
 
     def callback(self):
         tensorflow()  # quiet first import (keras imports TensorFlow)
@@ -349,6 +375,14 @@ class _Monitor:
         class Callback(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 monitor.started = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                budget = monitor.budget
+                if budget is not None:
+                    monitor.result.boxes_seen = budget.add(batch)
+                    if budget.spent:
+                        monitor.result.stopped_at_budget = True
+                        self.model.stop_training = True
 
             def on_epoch_end(self, epoch, logs=None):
                 monitor.epoch_end(self.model, epoch, logs or {})

@@ -45,6 +45,7 @@ from picks.consensus.cnn.labels import (  # noqa: F401 (re-exported: the labels'
     image_vetoed,
     is_trusted,
     match_radius,
+    mining_sizes,
     negative_selection,
     positive_selection,
 )
@@ -358,10 +359,10 @@ def fit(
     if options.hard_negatives > 0:
         started = time.perf_counter()
         n_noise = int((rows["kind"] == "noise").sum())
-        wanted = round(options.hard_negatives * max(n_noise, MIN_NEGATIVES))
-        pool = background_pool(
-            run, tomograms, catalog, geometry, wanted * options.pool_factor, seed
+        wanted, pool_size = mining_sizes(
+            max(n_noise, MIN_NEGATIVES), int((labels > 0).sum()), options
         )
+        pool = background_pool(run, tomograms, catalog, geometry, pool_size, seed)
         with progress("mine hard negatives", total=len(pool)) as advance:
             mined = extract(
                 pool, tomograms, geometry, edge=edge, reader=options.reader, progress=advance
@@ -376,6 +377,8 @@ def fit(
         boxes = np.concatenate([boxes, mined.boxes[top]])
         labels = rows["label"].to_numpy(dtype=np.int64)
         mined_info = {
+            "wanted": wanted,
+            "pool_per_positive": options.pool_per_positive,
             "pool": len(pool),
             "pool_extracted": len(mined.index),
             "kept": len(top),
@@ -442,6 +445,7 @@ def fit(
             "shift_voxels": int(shift),
             "hard_negatives": mined_info,
             "epochs_requested": int(epochs),
+            "train_boxes": options.train_boxes,
             **{k: v for k, v in result.as_dict().items() if k != "history"},
             "history": result.history,
         },
@@ -521,6 +525,7 @@ def _train_round(
             widths=options.widths,
             patience=options.patience,
             on_epoch=on_epoch,
+            max_boxes=options.train_boxes,
         )
     return model, result, val_mask, split
 
