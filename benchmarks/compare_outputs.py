@@ -106,6 +106,7 @@ def main() -> int:
         base, new = compared_files(dirs["base"]), compared_files(dirs["new"])
         only = sorted(str(p) for p in base ^ new)
         differ, path_only = [], []
+        lines: dict[str, list] = {}
         for p in sorted(base & new, key=str):
             if filecmp.cmp(dirs["base"] / p, dirs["new"] / p, shallow=False):
                 continue
@@ -114,16 +115,31 @@ def main() -> int:
             a = (dirs["base"] / p).read_bytes().replace(str(dirs["base"]).encode(), b"<RUN>")
             b = (dirs["new"] / p).read_bytes().replace(str(dirs["new"]).encode(), b"<RUN>")
             (path_only if a == b else differ).append(str(p))
+            if a != b:
+                lines[str(p)] = _differing_lines(a, b)
         report = {
             "compared": len(base & new),
             "identical": len(base & new) - len(differ) - len(path_only),
             "equal_but_for_the_run_folder": path_only,
             "differ": differ,
             "only_in_one": only,
+            # per differing file: how many lines differ and the first three pairs (a file
+            # that differs only in a time stamp shows just that line)
+            "differing_lines": lines,
             "seconds": times,
         }
         print(json.dumps(report, indent=2))
         return 0 if not differ and not only else 1
+
+
+def _differing_lines(a: bytes, b: bytes) -> dict:
+    left = a.decode(errors="replace").splitlines()
+    right = b.decode(errors="replace").splitlines()
+    pairs = [(x, y) for x, y in zip(left, right, strict=False) if x != y]
+    return {
+        "count": len(pairs) + abs(len(left) - len(right)),
+        "first": [(x[:200], y[:200]) for x, y in pairs[:3]],
+    }
 
 
 if __name__ == "__main__":

@@ -148,11 +148,6 @@ def _empty() -> Clusters:
     return Clusters(consensus, members, {"n_picks": 0, "n_consensus": 0})
 
 
-def _object_array(series: pd.Series) -> np.ndarray:
-    values = series.astype(object).to_numpy()
-    return np.where(pd.isna(values), None, values)
-
-
 def cluster(
     picks: pd.DataFrame,
     radii: Mapping[str | None, float],
@@ -174,16 +169,16 @@ def cluster(
         return _empty()
 
     # -- canonical order ------------------------------------------------------------------
-    tomo = picks["tomogram"].astype(str).to_numpy(dtype=object)
-    particle = _object_array(picks["particle"])
-    pkey = np.array(["" if p is None else str(p) for p in particle], dtype=object)
-    picker = picks["picker"].astype(str).to_numpy(dtype=object)
+    # Names are factorised from the pandas columns: no Python str per pick (three arrays of
+    # 2 M objects held through the whole function were most of a 2 M-pick run's peak).
+    # The class key is "" for a pick without one.
+    particle = picks["particle"]
+    t_codes, t_names = pd.factorize(picks["tomogram"].astype(str), sort=True)
+    p_codes, p_names = pd.factorize(particle.where(particle.notna(), "").astype(str), sort=True)
+    k_codes, k_names = pd.factorize(picks["picker"].astype(str), sort=True)
     xyz_in = picks[["x", "y", "z"]].to_numpy(dtype=float)
     score_in = picks["score"].to_numpy(dtype=float) if "score" in picks else np.full(n, np.nan)
     ids_in = picks["id"].to_numpy(dtype=np.int64)
-    t_codes, t_names = pd.factorize(tomo, sort=True)
-    p_codes, p_names = pd.factorize(pkey, sort=True)
-    k_codes, k_names = pd.factorize(picker, sort=True)
     order = np.lexsort(
         (ids_in, score_in, xyz_in[:, 2], xyz_in[:, 1], xyz_in[:, 0], k_codes, p_codes, t_codes)
     )
@@ -333,17 +328,20 @@ def cluster(
     member_cons = new_index[cidx]
     distance = np.sqrt(((xyz - rep[cidx]) ** 2).sum(axis=1))
     dup_ids = np.where(primary, -1, ids[np.where(primary, 0, dup_of)])
+    # Built in its final order (consensus, pick id), not built then reordered (a copy of
+    # 2 M rows); duplicate_of masked without a Python int per pick.
+    by_member = np.lexsort((ids, member_cons))
+    dup_ids = dup_ids[by_member]
     members = pd.DataFrame(
         {
-            "consensus": member_cons,
-            "pick_id": ids,
-            "picker": np.asarray(k_names, dtype=object)[pk],
-            "distance": distance,
-            "duplicate_of": pd.array(np.where(dup_ids < 0, None, dup_ids), dtype="Int64"),
-            "primary": primary,
+            "consensus": member_cons[by_member],
+            "pick_id": ids[by_member],
+            "picker": np.asarray(k_names, dtype=object)[pk[by_member]],
+            "distance": distance[by_member],
+            "duplicate_of": pd.arrays.IntegerArray(dup_ids.astype(np.int64), dup_ids < 0),
+            "primary": primary[by_member],
         }
     )
-    members = members.iloc[np.lexsort((ids, member_cons))].reset_index(drop=True)
     stats = {
         "n_picks": n,
         "n_consensus": k,

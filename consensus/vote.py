@@ -141,14 +141,18 @@ def partition(
         return pd.DataFrame(
             {c: pd.Series(dtype=object) for c in ("status", "vote_score", "accepted", "reason")}
         )
-    keys = (
-        [AGNOSTIC] * n
-        if class_agnostic
-        else [None if pd.isna(p) else p for p in consensus["particle"].astype(object)]
-    )
-    total = np.array([rules[k].total for k in keys], dtype=float)
-    needed = np.array([rules[k].min_support for k in keys], dtype=float)
-    n_all = np.array([len(rules[k].pickers) for k in keys])
+    # The rule of each distinct class, looked up once (not once per candidate)
+    if class_agnostic:
+        codes, keys = np.zeros(n, dtype=np.int64), [AGNOSTIC]
+    else:
+        codes, uniques = pd.factorize(consensus["particle"].astype(object))  # None: -1
+        keys = list(uniques)
+        if (codes < 0).any():
+            codes = np.where(codes < 0, len(keys), codes)
+            keys.append(None)
+    total = np.array([rules[k].total for k in keys], dtype=float)[codes]
+    needed = np.array([rules[k].min_support for k in keys], dtype=float)[codes]
+    n_all = np.array([len(rules[k].pickers) for k in keys])[codes]
     support = consensus["support"].to_numpy(dtype=float)
     n_pickers = consensus["n_pickers"].to_numpy(dtype=int)
     positive = support >= needed - _EPS
@@ -156,19 +160,17 @@ def partition(
     status = np.where(positive, "positive", np.where(doubtful, "doubtful", "negative"))
     with np.errstate(invalid="ignore", divide="ignore"):
         vote = np.where(total > 0, support / total, 0.0)
-    reason = [
-        f"support {s:g}/{t:g} ({m} of {a} pickers), {'≥' if p else '<'} {need:g}: {st}"
-        for s, t, m, a, p, need, st in zip(
-            support.tolist(),
-            total.tolist(),
-            n_pickers.tolist(),
-            n_all.tolist(),
-            positive.tolist(),
-            needed.tolist(),
-            status.tolist(),
-            strict=True,
-        )
-    ]
+    # Each distinct reason is formatted once: a run has a few dozen, not a million.
+    fields = (support, total, n_pickers, n_all, positive, needed, status)
+    distinct, inverse = np.unique(np.rec.fromarrays(fields), return_inverse=True)
+    texts = np.array(
+        [
+            f"support {s:g}/{t:g} ({m} of {a} pickers), {'≥' if p else '<'} {need:g}: {st}"
+            for s, t, m, a, p, need, st in distinct.tolist()
+        ],
+        dtype=object,
+    )
+    reason = texts[inverse.ravel()]
     return pd.DataFrame(
         {"status": status, "vote_score": vote, "accepted": positive, "reason": reason},
         index=consensus.index,
@@ -188,7 +190,7 @@ def match_references(
     n = len(consensus)
     out = pd.DataFrame(
         {
-            "ref_id": pd.array([None] * n, dtype="Int64"),
+            "ref_id": pd.arrays.IntegerArray(np.zeros(n, np.int64), np.ones(n, bool)),
             "ref_role": np.full(n, None, dtype=object),
             "ref_picker": np.full(n, None, dtype=object),
             "ref_distance": np.full(n, np.nan),

@@ -49,7 +49,11 @@ def picker_files(tmp_path: Path) -> list[str]:
         {"method": "vote", "positives": "pos"},
     ],
 )
-def test_kept_frame_equals_stored(tmp_path, picker_files, monkeypatch, options):
+@pytest.mark.parametrize("block", [None, 7])
+def test_kept_frame_equals_stored(tmp_path, picker_files, monkeypatch, options, block):
+    if block is not None:
+        # rows inserted a block at a time: the blocks' seams change nothing
+        monkeypatch.setattr("picks.core.store.consensus.CONSENSUS_BLOCK", block)
     kept = []
     original = Store.add_consensus_frame
 

@@ -435,16 +435,19 @@ def aggregate(
         table, members, source_rows = final_tables(
             clusters, votes, references, unmatched, radius_map, match_fraction, match_distance
         )
+        # What the rest of the run reads: the clusters' statistics, the picks' names (for
+        # the summary); the 1 M-row cluster tables and pick coordinates are let go before
+        # the insert, the peak of a 2 M-pick run (the CNN's refit still holds them).
+        cluster_stats = clusters.stats
+        candidates = clusters.consensus.index
+        del clusters, votes, matches
+        picks = picks[["tomogram", "particle", "picker"]]
         # What the store now holds for the run, from the inserted values (not read back)
         stored = store.add_consensus_frame(run_id, table, members)
         del table, members
         if refit is not None:
-            refit = refit(clusters.consensus.index, source_rows)
-        # What the rest of the run reads: the clusters' statistics, the picks' names (for
-        # the summary); the 1 M-row cluster tables and pick coordinates are let go now.
-        cluster_stats = clusters.stats
-        del clusters, votes, source_rows, matches
-        picks = picks[["tomogram", "particle", "picker"]]
+            refit = refit(candidates, source_rows)
+        del source_rows, candidates
 
         # -- noise ----------------------------------------------------------------------
         noise_rows: list[dict] = []

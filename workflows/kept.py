@@ -22,6 +22,8 @@ from picks.core.store.frames import frame_from_columns
 
 TEXT = ("tomogram", "particle")
 FLOATS = ("x", "y", "z", "score", "rot", "tilt", "psi")
+# the dtype a TEXT column read from the store gets (pandas' default for a list of str)
+_TEXT_DTYPE = pd.Series(["text"]).dtype
 
 
 class KeptPicks:
@@ -77,15 +79,14 @@ class KeptPicks:
         def take(values: np.ndarray) -> np.ndarray:
             return values if order is None else values[order]
 
-        columns: dict[str, object] = {
-            "id": take(all_ids).tolist(),
-            "source_id": take(source).tolist(),
-        }
+        # Arrays, not lists: a Series of int64 (or of text) is what a list of Python ints
+        # (or str) would give, without 2 M Python objects per column at once.
+        columns: dict[str, object] = {"id": take(all_ids), "source_id": take(source)}
         pickers = {s: self.labels[s] for s in ids}
         src = take(source)
         for key, index in (("picker", 0), ("role", 1)):
             names = np.array([pickers[s][index] for s in ids], dtype=object)
-            columns[key] = names[np.searchsorted(ids, src)].tolist()
+            columns[key] = names[np.searchsorted(ids, src)]
         for column in self.columns:
             if column in ("id", "source_id"):
                 continue
@@ -94,11 +95,15 @@ class KeptPicks:
                 # NaN is stored as NULL (read as NaN), -0.0 comes back as 0.0
                 columns[column] = take(series.to_numpy(dtype=float)) + 0.0
             elif column == "record":
-                columns[column] = take(series.to_numpy(dtype=np.int64)).tolist()
+                columns[column] = take(series.to_numpy(dtype=np.int64))
+            elif series.dtype == _TEXT_DTYPE:
+                # already pandas text (NaN for NULL, as a read gives): taken as it is
+                kept = series if order is None else series.iloc[order]
+                columns[column] = kept.reset_index(drop=True)
             else:
                 values = take(series.to_numpy(dtype=object)).copy()
                 values[pd.isna(values)] = None
-                columns[column] = values.tolist()
+                columns[column] = values
         return frame_from_columns(columns, floats=FLOATS)
 
 
