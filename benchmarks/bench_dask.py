@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_aggregate_vote import StageTimer
+from bench_aggregate_vote import StageTimer, peak_rss_mb, reset_peak
 from bench_cluster import EXTENT, machine, synthetic_picks
 
 VOXEL = 10.0
@@ -60,21 +60,59 @@ def _write_world(root: Path, n_picks: int, n_tomograms: int, n_pickers: int) -> 
             mrc.voxel_size = VOXEL
 
 
-def _child(root: Path, scheduler: str | None) -> dict:
+def _stages(executor, picks, paths, radii, options, stages: dict, report: dict) -> None:
+    """Time the fan-out stages one by one on the same tables (headers, clustering, noise)."""
     import numpy as np
 
-    from picks.consensus.cluster import ClusterOptions, cluster, resolve_radii
+    from picks.consensus.cluster import cluster
     from picks.consensus.noise import evasion_radii, sample_noise
-    from picks.core.particles import Catalog
-    from picks.core.store import Store
     from picks.core.tomograms import read_tomogram
-    from picks.workflows.aggregate import aggregate
-    from picks.workflows.parallel import open_executor
     from picks.workflows.per_tomogram import (
         cluster_per_tomogram,
         read_headers,
         sample_noise_per_tomogram,
     )
+
+    t = time.perf_counter()
+    tomos = [read_tomogram(p) for p in paths] if executor is None else read_headers(executor, paths)
+    stages["headers"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if executor is None:
+        clusters = cluster(picks, radii, options)
+    else:
+        clusters = cluster_per_tomogram(executor, picks, radii, options)
+    stages["cluster"] = time.perf_counter() - t
+
+    avoid = picks[["tomogram", "particle", "x", "y", "z"]].copy()
+    avoid["evasion"] = evasion_radii(list(avoid["particle"]), radii)
+    counts = clusters.consensus.groupby("tomogram").size().to_dict()
+    half_box = 1.25 * max(radii.values())
+    t = time.perf_counter()
+    if executor is None:
+        noise = sample_noise(tomos, avoid, counts, half_box=half_box, max_batches=20)
+    else:
+        noise = sample_noise_per_tomogram(
+            executor, tomos, avoid, counts, half_box=half_box, max_batches=20
+        )
+    stages["noise"] = time.perf_counter() - t
+    report["noise_samples"] = len(noise.samples)
+
+    if executor is not None:  # the scheduler's own cost: one trivial task per tomogram
+        items = [(p.name, i) for i, p in enumerate(paths)]
+        t = time.perf_counter()
+        executor.map(np.square, items, label="noop")
+        report["per_task_overhead_ms"] = round(1000 * (time.perf_counter() - t) / len(items), 3)
+
+
+def _child(root: Path, scheduler: str | None, stages_too: bool = True) -> dict:
+    import gc
+
+    from picks.consensus.cluster import ClusterOptions, resolve_radii
+    from picks.core.particles import Catalog
+    from picks.core.store import Store
+    from picks.workflows.aggregate import aggregate
+    from picks.workflows.parallel import open_executor
 
     picks = __import__("pandas").read_pickle(root / "picks.pkl")
     paths = sorted((root / "tomograms").glob("*.mrc"))
@@ -85,40 +123,12 @@ def _child(root: Path, scheduler: str | None) -> dict:
     with open_executor(scheduler) as executor:
         report["startup_s"] = round(time.perf_counter() - started, 3)
         stages = report["stages"]
-
-        t = time.perf_counter()
-        if executor is None:
-            tomos = [read_tomogram(p) for p in paths]
-        else:
-            tomos = read_headers(executor, paths)
-        stages["headers"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        if executor is None:
-            clusters = cluster(picks, radii, options)
-        else:
-            clusters = cluster_per_tomogram(executor, picks, radii, options)
-        stages["cluster"] = time.perf_counter() - t
-
-        avoid = picks[["tomogram", "particle", "x", "y", "z"]].copy()
-        avoid["evasion"] = evasion_radii(list(avoid["particle"]), radii)
-        counts = clusters.consensus.groupby("tomogram").size().to_dict()
-        half_box = 1.25 * max(radii.values())
-        t = time.perf_counter()
-        if executor is None:
-            noise = sample_noise(tomos, avoid, counts, half_box=half_box, max_batches=20)
-        else:
-            noise = sample_noise_per_tomogram(
-                executor, tomos, avoid, counts, half_box=half_box, max_batches=20
-            )
-        stages["noise"] = time.perf_counter() - t
-        report["noise_samples"] = len(noise.samples)
-
-        if executor is not None:  # the scheduler's own cost: one trivial task per tomogram
-            items = [(p.name, i) for i, p in enumerate(paths)]
-            t = time.perf_counter()
-            executor.map(np.square, items, label="noop")
-            report["per_task_overhead_ms"] = round(1000 * (time.perf_counter() - t) / len(items), 3)
+        if stages_too:
+            _stages(executor, picks, paths, radii, options, stages, report)
+        del picks
+        gc.collect()
+        # the aggregate's own peak, not that of the stage-by-stage timings above
+        peak_reset = reset_peak()
 
         timer = StageTimer()
         if executor is not None:
@@ -143,6 +153,8 @@ def _child(root: Path, scheduler: str | None) -> dict:
         report["consensus"] = result.n_consensus
     report["stages"] = {k: round(v, 3) for k, v in report["stages"].items()}
     report["driver_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if peak_reset:  # the driver's peak during `aggregate` alone (MiB as /proc gives it)
+        report["aggregate_peak_rss_mib"] = round(peak_rss_mb())
     return report
 
 
@@ -174,13 +186,13 @@ def _predict(serial: dict, dask: dict, n_tomograms: int, workers: int) -> dict:
     }
 
 
-def run_modes(script: str, root: Path, modes) -> dict[str, dict]:
+def run_modes(script: str, root: Path, modes, extra: tuple[str, ...] = ()) -> dict[str, dict]:
     """Run ``script --child MODE --root ROOT`` once per mode, each in its own process (so each
     pays its own imports and reports its own peak memory); the JSON each prints last."""
     runs = {}
     for mode in modes:
         proc = subprocess.run(
-            [sys.executable, script, "--child", mode, "--root", str(root)],
+            [sys.executable, script, "--child", mode, "--root", str(root), *extra],
             capture_output=True,
             text=True,
         )
@@ -196,19 +208,25 @@ def main() -> None:
     parser.add_argument("--tomograms", type=int, default=200)
     parser.add_argument("--pickers", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--end-to-end-only",
+        action="store_true",
+        help="only the aggregate end to end (its time and driver memory), not each stage",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         mode = None if args.child == "serial" else args.child
-        print(json.dumps(_child(Path(args.root), mode)))
+        print(json.dumps(_child(Path(args.root), mode, stages_too=not args.end_to_end_only)))
         return
     with tempfile.TemporaryDirectory(prefix="picks-bench-dask-") as tmp:
         root = Path(tmp)
         t = time.perf_counter()
         _write_world(root, args.picks, args.tomograms, args.pickers)
         setup = time.perf_counter() - t
-        runs = run_modes(__file__, root, ("serial", f"local:{args.workers}"))
+        extra = ("--end-to-end-only",) if args.end_to_end_only else ()
+        runs = run_modes(__file__, root, ("serial", f"local:{args.workers}"), extra)
     serial, dask = runs["serial"], runs[f"local:{args.workers}"]
     report = {
         "benchmark": "aggregate per-tomogram stages: serial vs Dask LocalCluster",
@@ -224,7 +242,9 @@ def main() -> None:
             for k in serial["stages"]
         },
         "speedup_end_to_end": round(serial["end_to_end_s"] / dask["end_to_end_s"], 2),
-        "prediction": _predict(serial, dask, args.tomograms, args.workers),
+        "prediction": (
+            None if args.end_to_end_only else _predict(serial, dask, args.tomograms, args.workers)
+        ),
         "machine": machine(),
     }
     print(json.dumps(report, indent=2))
