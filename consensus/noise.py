@@ -168,8 +168,14 @@ def evasion_radii(
 ) -> np.ndarray:
     """Per-point evasion radius: ``evasion`` Å, else ``factor`` × class radius (the largest
     known radius for classes without one)."""
-    values = list(particles)
+    values = pd.Series(list(particles) if not isinstance(particles, pd.Series) else particles)
     if evasion is not None:
         return np.full(len(values), float(evasion))
     largest = max(radii.values()) if radii else 0.0
-    return np.array([factor * float(radii.get(p, largest)) for p in values], dtype=float)
+    # one look-up per distinct class (millions of points, a handful of classes); a point
+    # without a class (None, NaN) takes the largest radius, as any unknown class
+    codes, classes = pd.factorize(values.astype(object))
+    per_class = np.array([factor * float(radii.get(c, largest)) for c in classes] + [0.0])
+    out = per_class[codes]
+    out[codes < 0] = factor * float(radii.get(None, largest))
+    return out

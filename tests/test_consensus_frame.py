@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from picks.core.store import Store
-from picks.core.store.frames import read_frame
+from picks.core.store.frames import read_frame, read_frame_blocks
 from picks.workflows.aggregate import aggregate
 
 HEADER = "id,experiment,particle_type,x,y,z,score\n"
@@ -100,4 +100,10 @@ def test_read_frame_matches_from_records(tmp_path):
     got = read_frame(conn.execute(sql), floats=("f", "g"))
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
     empty = read_frame(conn.execute(sql + " LIMIT 0"), floats=("f",))
+    assert list(empty.columns) == list(expected.columns) and empty["f"].dtype == float
+    # block-wise (blocks of 2 rows: a seam inside the table, the last block short)
+    for block in (1, 2, 5):
+        blocks = read_frame_blocks(conn.execute(sql), floats=("f", "g"), block=block)
+        pd.testing.assert_frame_equal(blocks, expected, check_exact=True)
+    empty = read_frame_blocks(conn.execute(sql + " LIMIT 0"), floats=("f",), block=2)
     assert list(empty.columns) == list(expected.columns) and empty["f"].dtype == float

@@ -56,7 +56,7 @@ def noise_for_run(
     }
     avoid = store.avoid_points(run_id) if avoid is None else avoid.copy()
     avoid["evasion"] = evasion_radii(
-        [None if pd.isna(p) else p for p in avoid["particle"]],
+        avoid["particle"],  # None and NaN alike: no class
         radii,
         evasion=evasion,
         factor=evasion_factor,

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from picks.core.progress import now
 from picks.core.store.bulk import references_checked_here, require_ids
-from picks.core.store.frames import read_frame
+from picks.core.store.frames import read_frame, read_frame_blocks
 
 
 def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -301,8 +301,10 @@ class ConsensusTables:
             "JOIN sources s ON s.id = p.source_id WHERE s.role IN ('positive', 'negative') "
             "AND p.tomogram IN (SELECT DISTINCT tomogram FROM consensus WHERE run_id = ?)"
         )
-        rows = self.db.execute(sql, [int(run_id), int(run_id)]).fetchall()
-        return pd.DataFrame.from_records(rows, columns=["tomogram", "particle", "x", "y", "z"])
+        # block-wise: a run's every clustered pick (millions), not all as Python rows at once
+        return read_frame_blocks(
+            self.db.conn.execute(sql, [int(run_id), int(run_id)]), floats=("x", "y", "z")
+        )
 
     # -- consensus reads for later stages ----------------------------------------------------
     def member_picks(self, run_id: int) -> pd.DataFrame:
