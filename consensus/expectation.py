@@ -27,7 +27,9 @@ The posteriors are the ones the decision used (tempered: :data:`picks.consensus.
 DEFAULT_TEMPERATURE`). Measured on picks' and polnet's worlds and on synthetic worlds with
 hard-to-see particles, expectations from them were closer to the measured values than from
 the untempered model (docs/accuracy.md "Calibration"): the dependence that tempering hedges
-against in the decision also makes the untempered posteriors rate lone reports too low.
+against in the decision also makes the untempered posteriors rate lone reports too low. The
+price is paid where the model is right and a picker floods a class with lone junk: tempered,
+that junk lifts Q1 and the reported F-beta comes out a few hundredths low (measured 0.03–0.06).
 
 ``expected_fbeta_sd`` is the standard deviation of the realised F-beta if the posteriors
 were exact (each candidate a particle with probability p, independently; the missed count
