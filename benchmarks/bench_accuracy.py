@@ -20,8 +20,9 @@ into a fresh store, so every wall time includes the import of the picker files.
 On ``picks simulate`` worlds it also counts the consensus candidates that sit on a gold bead
 or contamination (and on no particle): how many each method accepted and rejected. Where a
 run's ``summary.json`` carries truth-free estimates per class (``expected_fbeta``,
-``expected_precision``, ``expected_recall``) the dashboard prints them beside the measured
-values.
+``expected_precision``, ``expected_recall``: the latent-class runs, ``latent.classes``) the
+dashboard prints them beside the measured values of the scored classes, with how many lie
+within ±0.05 (the calibration check of issue #10 §3).
 
     python benchmarks/bench_accuracy.py --out docs/accuracy-run.md [--quick] [--skip-cnn]
         [--worlds sim-11x3,polnet] [--methods latent] [--work DIR]
@@ -348,7 +349,7 @@ def expected_scores(summary_path: Path) -> dict[str, dict]:
     except (OSError, ValueError):
         return {}
     found: dict[str, list[dict]] = {}
-    keys = ("expected_fbeta", "expected_precision", "expected_recall")
+    keys = ("expected_fbeta", "expected_precision", "expected_recall", "expected_fbeta_sd")
 
     def visit(node, parent_key: str | None = None) -> None:
         if isinstance(node, dict):
@@ -558,29 +559,73 @@ def markdown(report: dict) -> str:
                     else ""
                 )
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        estimated = [(label, row) for label, row in world["rows"].items() if row.get("expected")]
-        if estimated:
-            lines += [
-                "",
-                f"Estimated (truth-free, from summary.json) vs measured F4 in {world['world']}:",
-                "",
-                "| method | class | expected F | measured F4 | expected P | measured P "
-                "| expected R | measured R |",
-                "|---|---|---|---|---|---|---|---|",
-            ]
-            for label, row in estimated:
-                for c, est in sorted(row["expected"].items()):
-                    got = row["classes"].get(c, {})
-                    lines.append(
-                        f"| {label} | {c} | {_f(est.get('expected_fbeta'))} | {_f(got.get('f4'))} "
-                        f"| {_f(est.get('expected_precision'))} | {_f(got.get('precision'))} "
-                        f"| {_f(est.get('expected_recall'))} | {_f(got.get('recall'))} |"
-                    )
+        lines += _calibration_lines(world)
         lines += _estimate_lines(world)
     text = "\n".join(lines)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text + "\n"
+
+
+def calibration(world: dict, label: str, tolerance: float = 0.05) -> dict:
+    """Expected (truth-free, from summary.json) against measured F4, precision and recall of
+    one method's scored classes (weight > 0): per class, and how many lie within
+    ``tolerance`` (issue #10 §3: ±0.05)."""
+    row = world["rows"].get(label, {})
+    classes = []
+    for c, est in sorted((row.get("expected") or {}).items()):
+        got = (row.get("classes") or {}).get(c)
+        if not got or not got.get("weight"):
+            continue
+        pairs = {
+            "f4": (est.get("expected_fbeta"), got.get("f4")),
+            "precision": (est.get("expected_precision"), got.get("precision")),
+            "recall": (est.get("expected_recall"), got.get("recall")),
+        }
+        classes.append(
+            {
+                "particle": c,
+                "sd": est.get("expected_fbeta_sd"),
+                **{f"expected_{k}": e for k, (e, _) in pairs.items()},
+                **{f"measured_{k}": m for k, (_, m) in pairs.items()},
+                **{
+                    f"within_{k}": e is not None and m is not None and abs(e - m) <= tolerance
+                    for k, (e, m) in pairs.items()
+                },
+            }
+        )
+    counts = {k: sum(c[f"within_{k}"] for c in classes) for k in ("f4", "precision", "recall")}
+    return {"method": label, "classes": classes, "within": counts, "tolerance": tolerance}
+
+
+def _calibration_lines(world: dict) -> list[str]:
+    """Per method with truth-free estimates: expected vs measured per scored class."""
+    lines: list[str] = []
+    for label, row in world["rows"].items():
+        if not row.get("expected") or row.get("same_as"):
+            continue
+        cal = calibration(world, label)
+        if not cal["classes"]:
+            continue
+        n, w = len(cal["classes"]), cal["within"]
+        lines += [
+            "",
+            f"Expected (truth-free, summary.json) vs measured, {label} in {world['world']}: "
+            f"within ±{cal['tolerance']:g} in {w['f4']} of {n} scored classes (F4), "
+            f"{w['precision']} (precision), {w['recall']} (recall).",
+            "",
+            "| class | expected F4 (± sd) | measured F4 | expected P | measured P "
+            "| expected R | measured R |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in cal["classes"]:
+            sd = f" ± {c['sd']:.3f}" if c["sd"] is not None else ""
+            lines.append(
+                f"| {c['particle']} | {_f(c['expected_f4'])}{sd} | {_f(c['measured_f4'])} "
+                f"| {_f(c['expected_precision'])} | {_f(c['measured_precision'])} "
+                f"| {_f(c['expected_recall'])} | {_f(c['measured_recall'])} |"
+            )
+    return lines
 
 
 def _estimate_lines(world: dict) -> list[str]:

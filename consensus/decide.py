@@ -245,9 +245,14 @@ def decide_per_class(
     posterior: pd.Series | np.ndarray,
     fit: LatentFit,
     beta: float | Objective,
+    missed: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The decision per class for ``beta`` (a number: maximum expected F-beta; or an
     :class:`Objective`).
+
+    ``missed``: the particles no picker reported, per class in ``fit`` order (default: the
+    model's ``fit.expected_missed``; :mod:`picks.consensus.latent` passes a larger count to a
+    recall target, see :mod:`picks.consensus.expectation`).
 
     Returns (per candidate, indexed like ``consensus``: accepted, posterior, threshold,
     expected_precision, expected_recall, expected_fbeta of its class, reason) and (per class:
@@ -256,6 +261,7 @@ def decide_per_class(
     precision target was out of reach) for the run summary.
     """
     objective = as_objective(beta)
+    missed_by_class = None if missed is None else np.asarray(missed, dtype=float)
     p = np.asarray(posterior, dtype=float)
     if len(p) != len(consensus):
         raise PicksError(f"{len(p)} posteriors for {len(consensus)} candidates")
@@ -277,7 +283,7 @@ def decide_per_class(
     for code in sorted(set(cand_code.tolist())):
         idx = np.flatnonzero(cand_code == code)
         name = fit.group_names[code]
-        missed = float(fit.expected_missed[code])
+        missed = float((fit.expected_missed if missed_by_class is None else missed_by_class)[code])
         decision = decide(p[idx], objective, missed if np.isfinite(missed) else 0.0)
         accepted[idx] = decision.accepted
         thresholds[idx] = decision.threshold

@@ -22,6 +22,7 @@ from scipy.special import expit, logit
 
 from picks.consensus.cluster import Clusters
 from picks.consensus.decide import Objective, as_objective, decide_per_class, implied_support_rule
+from picks.consensus.expectation import missed_per_class, reported_expectations
 from picks.consensus.reliability import conflict_counts, picker_reliability
 from picks.core.errors import PicksError
 from picks.core.jsonable import json_records
@@ -138,7 +139,18 @@ def decide_latent(
     posterior = temper(posterior, temperature)
     posterior = posterior.where(~veto.to_numpy(), 0.0)
     objective = as_objective(beta)
-    decided, classes = decide_per_class(consensus, posterior, fit, objective)
+    # Particles every picker missed together, which the model's independence count does not
+    # see (expectation.py): what is reported counts them. A recall target is decided on
+    # that count, so that the recall it claims to reach is the recall reported; the F-beta
+    # decision keeps the model's count (measured: the reported expectations came closer to
+    # the truth, while the decisions, and so the F4 of the default, stay as they were).
+    support = consensus["n_pickers"].to_numpy() if "n_pickers" in consensus else None
+    bound, missed = missed_per_class(
+        fit.groups, fit.eligible, fit.expected_missed, posterior.to_numpy(dtype=float), support
+    )
+    decided, classes = decide_per_class(
+        consensus, posterior, fit, objective, missed if objective.kind == "recall" else None
+    )
     classes.insert(1, "beta", float(objective.beta))
     classes.insert(2, "objective", str(objective))
 
@@ -149,6 +161,17 @@ def decide_latent(
     accepted = np.where(forced, out["accepted"].astype(bool), decided["accepted"].to_numpy())
     out["accepted"] = accepted
     out["score"] = out["posterior"]
+    # what the accepted set (a trusted reference's decisions included) is expected to give
+    classes = reported_expectations(
+        classes,
+        fit.groups,
+        list(fit.group_names),
+        fit.expected_missed,
+        bound,
+        out["posterior"].to_numpy(dtype=float),
+        accepted,
+        float(objective.beta),
+    )
     out["decided_by"] = np.where(forced, "reference", "latent")
     own = decided["reason"].astype(str).to_numpy().astype(object)
     if veto.any():

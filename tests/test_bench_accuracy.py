@@ -90,3 +90,43 @@ def test_method_plan(bench):
     assert plan["auto-nt"]["resolves_to"] == "latent" and "skip" not in plan["auto-nt"]
     assert plan["auto"]["resolves_to"] == "latent" and "skip" not in plan["auto"]
     assert plan["cnn"].get("skip") == "--skip-cnn"
+
+
+def test_calibration_table_reads_the_latent_summary_and_counts_scored_classes(bench, tmp_path):
+    """The layout `aggregate` writes (summary.json → latent.classes) is found, and the check
+    counts the scored classes (weight > 0) whose expectation lies within ±0.05."""
+    path = tmp_path / "summary.json"
+    rows = [
+        ("apo-ferritin", 0.99, 0.98, 0.99, 0.01),
+        ("beta-amylase", 0.5, 0.5, 0.5, 0.1),  # weight 0: not part of the check
+        ("thyroglobulin", 0.93, 0.8, 0.94, 0.03),
+        ("ribosome", float("nan"), 0.9, float("nan"), float("nan")),  # not fitted
+    ]
+    classes = [
+        {
+            "particle": c,
+            "expected_fbeta": f,
+            "expected_precision": p,
+            "expected_recall": r,
+            "expected_fbeta_sd": sd,
+        }
+        for c, f, p, r, sd in rows
+    ]
+    path.write_text(json.dumps({"latent": {"classes": classes}}).replace("NaN", "null"))
+    measured = {
+        "apo-ferritin": {"f4": 0.97, "precision": 0.99, "recall": 0.97, "weight": 1},
+        "beta-amylase": {"f4": 0.1, "precision": 0.1, "recall": 0.1, "weight": 0},
+        "thyroglobulin": {"f4": 0.51, "precision": 0.38, "recall": 0.52, "weight": 2},
+        "ribosome": {"f4": 0.9, "precision": 0.9, "recall": 0.9, "weight": 1},
+    }
+    world = {
+        "world": "w",
+        "rows": {"auto": {"expected": bench.expected_scores(path), "classes": measured}},
+    }
+    cal = bench.calibration(world, "auto")
+    assert [c["particle"] for c in cal["classes"]] == ["apo-ferritin", "ribosome", "thyroglobulin"]
+    # ribosome: its precision is estimated (borrowed), its recall and F4 are not
+    assert cal["within"] == {"f4": 1, "precision": 2, "recall": 1}
+    lines = "\n".join(bench._calibration_lines(world))
+    assert "within ±0.05 in 1 of 3 scored classes (F4)" in lines
+    assert "| thyroglobulin | 0.930 ± 0.030 | 0.510 |" in lines
