@@ -236,6 +236,73 @@ def test_a_task_whose_worker_dies_is_submitted_again(client, tmp_path: Path):
     client.wait_for_workers(2, timeout=60)  # the nanny's fresh worker, for the tests after
 
 
+class _GoneClient:
+    """A client whose first round has one task that finished on a worker that then died
+    before its result was fetched: Dask reports it finished, and fetching it raises
+    CancelledError; and whose first ``scatter_failures`` scatters fail as when a worker leaves
+    during them (both seen on SLURM when a worker's job was cancelled mid-run)."""
+
+    def __init__(self, gone: str, scatter_failures: int = 0):
+        self.gone, self.rounds, self.scatter_failures = gone, 0, scatter_failures
+
+    def scatter(self, values, **_):
+        from distributed.comm.core import CommClosedError
+
+        if self.scatter_failures:
+            self.scatter_failures -= 1
+            raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+        return list(values)
+
+    def map(self, fn, data, *, key, **shared):
+        from concurrent.futures import CancelledError
+
+        self.rounds += 1
+
+        class Future:
+            status = "finished"
+
+            def __init__(self, key, value, lost):
+                self.key, self.value, self.lost = key, value, lost
+
+            def result(self):
+                if self.lost:
+                    raise CancelledError(f"{self.key} cancelled for reason: unknown.")
+                return fn(self.value, **shared)
+
+            def release(self):
+                pass
+
+        first = self.rounds == 1
+        return [
+            Future(k, v, first and k.startswith(self.gone)) for k, v in zip(key, data, strict=True)
+        ]
+
+
+def test_a_result_lost_with_its_worker_is_computed_again(monkeypatch, caplog):
+    import distributed
+
+    monkeypatch.setattr(distributed, "as_completed", iter)
+    monkeypatch.setattr("picks.workflows.parallel.time.sleep", lambda s: None)
+    client = _GoneClient("noise-TS_3-", scatter_failures=1)
+    items = [(f"TS_{v}", v) for v in (5, 3, 9)]
+    with caplog.at_level("WARNING", logger="picks"):
+        results = DaskExecutor(client).map(
+            lambda v, k: v * k, items, label="noise", shared={"k": 2}
+        )
+    assert results == [10, 6, 18] and client.rounds == 2
+    assert "the worker holding the input or result of 'TS_3' died" in caplog.text
+    assert "noise: a worker left while the inputs were sent (CommClosedError" in caplog.text
+
+
+def test_a_scatter_that_keeps_failing_names_the_stage(monkeypatch):
+    monkeypatch.setattr("picks.workflows.parallel.time.sleep", lambda s: None)
+    client = _GoneClient("-", scatter_failures=3)
+    with pytest.raises(PicksError, match="noise: could not send the tomograms' inputs") as exc:
+        DaskExecutor(client).map(lambda v: v, [("TS_1", 1)], label="noise")
+    assert "3 tries; CommClosedError: in <TCP (closed)" in str(exc.value)
+    assert client.rounds == 0
+
+
 def _world(root: Path, n_tomograms: int, size: tuple[int, int, int] = (64, 64, 32)):
     from picks.simulate.world import simulate
 

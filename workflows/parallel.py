@@ -7,12 +7,13 @@ whatever order the workers finish in, so the driver concatenates them determinis
 
 * :class:`SerialExecutor` calls ``fn`` in this process, in order (no Dask import).
 * :class:`DaskExecutor` sends each payload to a worker (``client.scatter``: data go to the
-  workers directly, not through the scheduler's task graph), ships ``shared`` objects (radii,
-  options, a model) to every worker once (``broadcast``), and reports each finished task to
-  the driver's progress (``as_completed``). A failed task does not stop the others: every
-  task runs to its end, the results that finished are kept, and one :class:`TomogramError`
-  names every failed tomogram with its error. A task cancelled because the worker holding its
-  input died is submitted again (``LOST_RESUBMITS`` times) before it counts as failed.
+  workers directly, not through the scheduler's task graph), passes the small ``shared``
+  objects (radii, options, a model's path and card) inside each task, and reports each
+  finished task to the driver's progress (``as_completed``). A failed task does not stop the
+  others: every task runs to its end, the results that finished are kept, and one
+  :class:`TomogramError` names every failed tomogram with its error. A task cancelled because
+  the worker holding its input (or its finished result) died is submitted again
+  (``LOST_RESUBMITS`` times) before it counts as failed.
 
 **Resuming.** With ``cache_dir``, each finished result is pickled there by the driver under a
 key that is the SHA-256 of (picks version, stage label, function, payload, shared objects):
@@ -34,6 +35,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +53,9 @@ INSTALL_HINT = "Install the Dask extra: pip install 'picks[dask]'."
 # A task cancelled because the worker holding its input died is submitted again this many
 # times (its input scattered afresh) before it counts as failed.
 LOST_RESUBMITS = 2
+# Tries of a scatter that fails because a worker left during it (a SLURM job cancelled or out
+# of walltime: the connection to it closes); each try sends to the workers still there.
+SCATTER_TRIES = 3
 LOST = "the worker holding its input died each time (killed, or out of memory?)"
 
 
@@ -240,7 +245,7 @@ class DaskExecutor:
                     break
                 if attempt:
                     log.warning(
-                        "%s: the worker holding the input of %s died; submitting again",
+                        "%s: the worker holding the input or result of %s died; submitting again",
                         label,
                         ", ".join(repr(items[i][0]) for i in todo),
                     )
@@ -280,18 +285,21 @@ class DaskExecutor:
 
         A scattered input lives on one worker only and has no recipe: when that worker dies,
         Dask cannot retry the task elsewhere and cancels it (and every other task whose input
-        was there). Submitting it again, with its input scattered afresh, is the retry."""
+        was there). Submitting it again, with its input scattered afresh, is the retry. So too
+        for a task that finished on a worker that died before its result was fetched (a SLURM
+        job cancelled or out of walltime): the result is gone and fetching it raises
+        CancelledError."""
+        from concurrent.futures import CancelledError
+
         from distributed import as_completed
 
-        # hash=False: equal payloads of two calls must not share a key (a released one would
-        # cancel the other call's task, "lost dependencies").
-        data = self.client.scatter([items[i][1] for i in todo], hash=False)
-        # [v]: scatter takes a dict's items (and a list's elements) one by one.
-        extra = {
-            k: self.client.scatter([v], broadcast=True, hash=False)[0] for k, v in shared.items()
-        }
+        data = self._scatter([items[i][1] for i in todo], label)
+        # ``shared`` travels inside each task, not scattered with broadcast=True: a worker
+        # that dies during the broadcast makes the scheduler's replicate() loop for ever
+        # (dask/distributed#5704; seen on SLURM when a worker's job was cancelled), and a
+        # single scattered copy would take every pending task down with its worker.
         futures = self.client.map(
-            fn, data, **extra, key=[f"{label}-{items[i][0]}-{_token()}" for i in todo]
+            fn, data, **shared, key=[f"{label}-{items[i][0]}-{_token()}" for i in todo]
         )
         slot = {f.key: i for f, i in zip(futures, todo, strict=True)}
         lost = []
@@ -306,12 +314,42 @@ class DaskExecutor:
             elif future.status != "finished":
                 failures.append((items[i][0], f"task {future.status}"))
             else:
-                results[i] = future.result()
+                try:
+                    results[i] = future.result()
+                except (CancelledError, OSError):  # finished, but its worker died with the result
+                    lost.append(i)
+                    future.release()
+                    continue
                 if keys[i] is not None:
                     self._save(keys[i], results[i])
             advance(1)
             future.release()
         return sorted(lost)
+
+    def _scatter(self, values: list[Any], label: str) -> list[Any]:
+        """``client.scatter(values)``, sent again when a worker leaves during it: the
+        connection to it closes (CommClosedError) or no worker is left for a while
+        (TimeoutError), both OSError. The last failure is a PicksError naming the stage."""
+        for attempt in range(1, SCATTER_TRIES + 1):
+            try:
+                # hash=False: equal payloads of two calls must not share a key (a released one
+                # would cancel the other call's task, "lost dependencies").
+                return self.client.scatter(values, hash=False)
+            except OSError as exc:
+                problem = _describe(exc)
+                if attempt == SCATTER_TRIES:
+                    raise PicksError(
+                        f"{label}: could not send the tomograms' inputs to the Dask workers "
+                        f"({SCATTER_TRIES} tries; {problem})",
+                        hint="Are the workers still running (squeue, or the Dask dashboard)?",
+                    ) from None
+                log.warning(
+                    "%s: a worker left while the inputs were sent (%s); sending again",
+                    label,
+                    problem,
+                )
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
 
     def _load(self, key: str) -> tuple[Any] | None:
         path = self.cache_dir / f"{key}.pkl"
