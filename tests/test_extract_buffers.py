@@ -1,10 +1,9 @@
-"""Extraction's reused buffers and shared smoothing give the bytes of the plain computation.
+"""Extraction's reused buffers give the bytes of the plain computation.
 
 The faster paths of :mod:`picks.consensus.cnn.boxes` (scratch arrays in ``_sample``, boxes
-written straight into their batch and their final slot, one Gaussian per chunk region) must
-not change a single bit: the CNN's training and decisions are compared byte for byte before
-and after such changes. The references here are the plain expressions they replaced.
-"""
+written straight into their batch and their final slot) must not change a single bit: the
+CNN's training and decisions are compared byte for byte before and after such changes. The
+references here are the plain expressions they replaced."""
 
 from __future__ import annotations
 
@@ -159,38 +158,3 @@ def test_close_gaps_moves_each_kept_row_down_in_place() -> None:
     expected = boxes[kept].copy()
     bx._close_gaps(boxes, kept)
     np.testing.assert_array_equal(boxes[: len(kept)], expected)
-
-
-def test_one_gaussian_per_region_gives_the_boxes_of_one_per_box(tmp_path, monkeypatch) -> None:
-    rng = np.random.default_rng(5)
-    data = rng.standard_normal((48, 64, 64)).astype(np.float32)
-    tomo = write_mrc(tmp_path / "d.mrc", data, 10.0)
-    geometry = Geometry(12, 30.0, 0)  # step 3: σ = 1, reach 4 voxels = the pad
-    dense = points("d", rng.uniform(150, 490, size=(200, 3)) * [1, 1, 0.7])
-    shared = []
-    original = bx._smooth_region_once
-
-    def spy(*args):
-        shared.append(original(*args))
-        return shared[-1]
-
-    monkeypatch.setattr(bx, "_smooth_region_once", spy)
-    edge = EdgePolicy("reflect", 0.75)
-    once = list(iter_boxes(dense, {"d": tomo}, geometry, edge=edge, batch_size=100))
-    assert any(shared)  # the dense chunks were smoothed once
-    monkeypatch.setattr(bx, "_smooth_region_once", lambda *args: False)
-    per_box = list(iter_boxes(dense, {"d": tomo}, geometry, edge=edge, batch_size=100))
-    for a, b in zip(once, per_box, strict=True):
-        np.testing.assert_array_equal(a.index, b.index)
-        assert a.boxes.tobytes() == b.boxes.tobytes()
-
-
-def test_a_gaussian_reaching_past_the_pad_is_never_shared() -> None:
-    lo, hi = np.zeros((4, 3), int), np.full((4, 3), 40)
-    region = (np.zeros(3, int), np.full(3, 40))
-    assert bx._smooth_region_once(1.0, 4, lo, hi, *region)  # reach 4 ≤ pad 4
-    assert not bx._smooth_region_once(2.0, 7, lo, hi, *region)  # reach int(8.5) = 8 > 7
-    assert not bx._smooth_region_once(0.0, 0, lo, hi, *region)
-    # a sparse chunk (the region far larger than its boxes) keeps one Gaussian per box
-    small = np.full((4, 3), 10)
-    assert not bx._smooth_region_once(1.0, 4, lo, small, np.zeros(3, int), np.full(3, 400))

@@ -375,13 +375,9 @@ def _tomogram_batches(
             r_lo = lo[part].min(axis=0)
             r_hi = hi[part].max(axis=0)
             region = volume.region(r_lo, r_hi)
-            box_sigma = sigma
-            if _smooth_region_once(sigma, pad, lo[part], hi[part], r_lo, r_hi):
-                region = ndimage.gaussian_filter(region, sigma, mode="nearest")
-                box_sigma = 0.0
             for k in part:
                 folded_k = [f[k] for f in folded]
-                box = _sample(region, r_lo, lo[k], hi[k], folded_k, box_sigma, interp, scratch)
+                box = _sample(region, r_lo, lo[k], hi[k], folded_k, sigma, interp, scratch)
                 # the 3-D mask only for a box that crosses a face (most do not)
                 if edge.mode == "pad" and not all(ins[k].all() for ins in inside):
                     mask = (
@@ -406,26 +402,6 @@ def _tomogram_batches(
                 out_index.append(int(rows[k]))
         boxes = boxes[: len(out_index)]
         yield Batch(np.asarray(out_index, dtype=np.int64), boxes, dropped)
-
-
-def _smooth_region_once(
-    sigma: float, pad: int, lo: np.ndarray, hi: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray
-) -> bool:
-    """Whether to smooth a chunk's whole region once instead of each box's own sub-region.
-
-    Both give the same float32 values wherever a box samples, bit for bit, when the Gaussian's
-    reach (SciPy's radius ``int(4σ + 0.5)``, ``truncate=4``) is within the ``pad`` voxels each
-    sub-region has beyond its samples: every voxel sampled then sees the same neighbours in
-    both (a sub-region's own faces only change the ``pad`` voxels that are never sampled; at
-    the tomogram's faces both clamp alike, ``mode="nearest"``), and the separable filter
-    computes each value from its line alone. Once is cheaper where the boxes overlap: when
-    the region holds fewer voxels than the sub-regions together (dense classes; a sparse
-    class keeps filtering box by box).
-    """
-    if not sigma or int(4.0 * float(sigma) + 0.5) > pad:
-        return False
-    per_box = int(np.prod(hi - lo, axis=1).sum())
-    return int(np.prod(r_hi - r_lo)) <= per_box
 
 
 def _split(chunk: np.ndarray, lo: np.ndarray, hi: np.ndarray, limit: int) -> list[np.ndarray]:
