@@ -420,9 +420,9 @@ class _Scratch:
     """Three float32 work arrays that :func:`_sample` reuses from one box to the next.
 
     Each pass of the separable interpolation needs two arrays of a few hundred kB; made fresh
-    for every box, the allocator can hand them back to the system and map them again for the
-    next box, a page fault every 4 kB (measured in ``aggregate``: ~11 million faults, 20 s of
-    system time on the bench7 run). Grown to the largest box seen, then reused.
+    for every box they came, in the long ``aggregate`` process, with ~11 million page faults
+    and 20 s of system time on the bench7 run (0.1 million and 1 s reused; docs/cnn.md §6).
+    Grown to the largest box seen, then reused.
     """
 
     def __init__(self) -> None:
