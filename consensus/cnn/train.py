@@ -45,6 +45,7 @@ from picks.consensus.cnn.labels import (  # noqa: F401 (re-exported: the labels'
     image_vetoed,
     is_trusted,
     match_radius,
+    mining_room,
     mining_sizes,
     negative_selection,
     positive_selection,
@@ -322,29 +323,14 @@ def fit(
     )
     table = data.table
     started = time.perf_counter()
-    # Room for the hard negatives after the training boxes, so that adding them copies no
-    # box: at most as many as the table's counts allow (extraction only drops rows, and
-    # mining_sizes grows with both counts).
-    room = 0
-    if options.hard_negatives > 0:
-        labels_in = table["label"].to_numpy(dtype=np.int64)
-        room = mining_sizes(
-            max(int((table["kind"] == "noise").sum()), MIN_NEGATIVES),
-            int((labels_in > 0).sum()),
-            options,
-        )[0]
-    size = geometry.size
+    # room after the training boxes for the hard negatives: adding them copies no box
+    size, room = geometry.size, mining_room(table, options, MIN_NEGATIVES)
     buffer = np.empty((len(table) + room, size, size, size), dtype=np.float16)
     with progress("extract training boxes", total=len(table)) as advance:
         extracted = extract(
-            table,
-            tomograms,
-            geometry,
-            edge=edge,
-            reader=options.reader,
-            progress=advance,
+            table, tomograms, geometry, edge=edge, reader=options.reader, progress=advance,
             out=buffer,
-        )
+        )  # fmt: skip
     extract_seconds = time.perf_counter() - started
     # the dropped table's kind names the table ref_id points to (junk rows: consensus picks)
     kinds = (
