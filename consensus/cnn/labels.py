@@ -173,3 +173,16 @@ def mining_sizes(n_noise: int, n_positives: int, options: CnnOptions) -> tuple[i
         pool = min(pool, max(round(options.pool_per_positive * n_positives), MIN_POOL))
         wanted = min(wanted, max(1, pool // options.pool_factor))
     return wanted, pool
+
+
+def mining_room(table: pd.DataFrame, options: CnnOptions, min_noise: int) -> int:
+    """The most hard negatives :func:`mining_sizes` can ask for after ``table``'s extraction.
+
+    Extraction only drops rows and ``wanted`` grows with both counts, so the table's own counts
+    bound it: training keeps this many rows free after its boxes. 0 without mining.
+    """
+    if options.hard_negatives <= 0:
+        return 0
+    n_noise = max(int((table["kind"] == "noise").sum()), min_noise)
+    n_positives = int((table["label"].to_numpy(dtype=np.int64) > 0).sum())
+    return mining_sizes(n_noise, n_positives, options)[0]

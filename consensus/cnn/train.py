@@ -45,6 +45,7 @@ from picks.consensus.cnn.labels import (  # noqa: F401 (re-exported: the labels'
     image_vetoed,
     is_trusted,
     match_radius,
+    mining_room,
     mining_sizes,
     negative_selection,
     positive_selection,
@@ -274,6 +275,8 @@ class Trained:
     extract_seconds: float = 0.0
     train_seconds: float = 0.0  # all training rounds
     mine_seconds: float = 0.0  # sampling, extracting and scoring the hard-negative pool
+    # the typicality fit, the validation rule and the model card (its hashes) after training
+    finish_seconds: float = 0.0
 
 
 def fit(
@@ -320,10 +323,14 @@ def fit(
     )
     table = data.table
     started = time.perf_counter()
+    # room after the training boxes for the hard negatives: adding them copies no box
+    size, room = geometry.size, mining_room(table, options, MIN_NEGATIVES)
+    buffer = np.empty((len(table) + room, size, size, size), dtype=np.float16)
     with progress("extract training boxes", total=len(table)) as advance:
         extracted = extract(
-            table, tomograms, geometry, edge=edge, reader=options.reader, progress=advance
-        )
+            table, tomograms, geometry, edge=edge, reader=options.reader, progress=advance,
+            out=buffer,
+        )  # fmt: skip
     extract_seconds = time.perf_counter() - started
     # the dropped table's kind names the table ref_id points to (junk rows: consensus picks)
     kinds = (
@@ -374,7 +381,10 @@ def fit(
         extra = pool.iloc[mined.index[top]].reset_index(drop=True)
         extra = extra.assign(kind="mined", ref_id=-1, particle=None, label=0, weight=1.0)
         rows = pd.concat([rows, extra[rows.columns]], ignore_index=True)
-        boxes = np.concatenate([boxes, mined.boxes[top]])
+        # the hard negatives go into the room left after the training boxes (see above)
+        n_before = len(boxes)
+        boxes = buffer[: n_before + len(top)]
+        boxes[n_before:] = mined.boxes[top]
         labels = rows["label"].to_numpy(dtype=np.int64)
         mined_info = {
             "wanted": wanted,
@@ -403,6 +413,7 @@ def fit(
         train_seconds += result.train_seconds
         extracted = Extracted(np.arange(len(rows)), boxes, extracted.dropped)
         data.table = rows
+    started = time.perf_counter()
     typical = None
     if options.typicality:
         _, feats = cnn.predict(model, extracted.boxes, box=geometry.box, features=True)
@@ -456,8 +467,9 @@ def fit(
         },
         "data": {
             "training_table_sha256": table_hash(rows),
+            # the same bytes hashed through a view: tobytes() copied the ~1 GB of boxes
             "boxes_sha256": hashlib.sha256(
-                np.ascontiguousarray(extracted.boxes).tobytes()
+                np.ascontiguousarray(extracted.boxes).reshape(-1).view(np.uint8)
             ).hexdigest(),
             "tomograms": describe(_used_tomograms(tomograms, rows)),
         },
@@ -473,6 +485,7 @@ def fit(
         extract_seconds,
         train_seconds,
         mine_seconds,
+        time.perf_counter() - started,
     )
 
 
