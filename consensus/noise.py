@@ -167,15 +167,14 @@ def evasion_radii(
     factor: float = DEFAULT_EVASION_FACTOR,
 ) -> np.ndarray:
     """Per-point evasion radius: ``evasion`` Å, else ``factor`` × class radius (the largest
-    known radius for classes without one)."""
-    values = pd.Series(list(particles) if not isinstance(particles, pd.Series) else particles)
+    known radius for classes without one). A point without a class (None or NaN) takes the
+    radius of ``radii[None]`` (unlabelled picks), else the largest."""
+    values = particles if isinstance(particles, pd.Series) else pd.Series(list(particles))
     if evasion is not None:
         return np.full(len(values), float(evasion))
     largest = max(radii.values()) if radii else 0.0
-    # one look-up per distinct class (millions of points, a handful of classes); a point
-    # without a class (None, NaN) takes the largest radius, as any unknown class
+    # one look-up per distinct class (millions of points, a handful of classes); code -1
+    # (no class) takes the last entry
     codes, classes = pd.factorize(values.astype(object))
-    per_class = np.array([factor * float(radii.get(c, largest)) for c in classes] + [0.0])
-    out = per_class[codes]
-    out[codes < 0] = factor * float(radii.get(None, largest))
-    return out
+    per_class = [radii.get(c, largest) for c in classes] + [radii.get(None, largest)]
+    return factor * np.array(per_class, dtype=float)[codes]

@@ -95,7 +95,7 @@ def final_tables(
         table["vote_reason"] = table["vote_reason"].fillna(table["reason"])
     if "score" in table:
         table["score"] = table["score"].astype(float).fillna(table["vote_score"].astype(float))
-    pkey = table["particle"].where(table["particle"].notna(), "").astype(str)  # "": no class
+    pkey = _class_key(table)
     order = np.lexsort(
         (
             table["kind"].to_numpy(),

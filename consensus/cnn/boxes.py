@@ -447,8 +447,9 @@ def _sample(
 ) -> np.ndarray:
     """Trilinear samples of ``region`` on the separable grid ``coords`` (z, y, x), float32.
 
-    With ``scratch`` the result lives in the scratch arrays: it is overwritten by the next
-    call, so the caller uses (or copies) it first.
+    The separable result lives in ``scratch``'s arrays (fresh ones when None): it is
+    overwritten by the next call with the same scratch, so the caller uses (or copies) it
+    first.
     """
     sub = region[
         lo[0] - origin[0] : hi[0] - origin[0],
@@ -461,6 +462,7 @@ def _sample(
     if interp == "map_coordinates":
         grid = np.meshgrid(*local, indexing="ij")
         return ndimage.map_coordinates(sub, grid, order=1, mode="nearest").astype(np.float32)
+    scratch = scratch if scratch is not None else _Scratch()
     out = sub
     # scratch arrays per pass (lower, upper): each pass reads the previous pass's result,
     # so it never writes the array it reads
@@ -474,16 +476,12 @@ def _sample(
         shape = [1, 1, 1]
         shape[axis] = len(c)
         w = w.reshape(shape)
-        if scratch is None:
-            lower = np.take(out, i0, axis=axis)
-            upper = np.take(out, i1, axis=axis)
-        else:
-            # the indices are in range, so "clip" changes nothing (take() with out= would
-            # buffer its result under the default "raise")
-            size = list(out.shape)
-            size[axis] = len(c)
-            lower = np.take(out, i0, axis=axis, out=scratch.array(a, tuple(size)), mode="clip")
-            upper = np.take(out, i1, axis=axis, out=scratch.array(b, tuple(size)), mode="clip")
+        # the indices are in range, so "clip" changes nothing (take() with out= would
+        # buffer its result under the default "raise")
+        size = list(out.shape)
+        size[axis] = len(c)
+        lower = np.take(out, i0, axis=axis, out=scratch.array(a, tuple(size)), mode="clip")
+        upper = np.take(out, i1, axis=axis, out=scratch.array(b, tuple(size)), mode="clip")
         # a·(1 − w) + b·w: the same float32 operations in the same order as the plain
         # expression, in place
         np.multiply(lower, 1.0 - w, out=lower)

@@ -328,9 +328,14 @@ def fit(
     buffer = np.empty((len(table) + room, size, size, size), dtype=np.float16)
     with progress("extract training boxes", total=len(table)) as advance:
         extracted = extract(
-            table, tomograms, geometry, edge=edge, reader=options.reader, progress=advance,
+            table,
+            tomograms,
+            geometry,
+            edge=edge,
+            reader=options.reader,
+            progress=advance,
             out=buffer,
-        )  # fmt: skip
+        )
     extract_seconds = time.perf_counter() - started
     # the dropped table's kind names the table ref_id points to (junk rows: consensus picks)
     kinds = (
@@ -562,9 +567,7 @@ def background_pool(
     counts = {t: max(1, round(count * per[t] / total)) for t in names}
     avoid = run.avoid.copy()
     radii = {p.name: p.radius for p in catalog}
-    avoid["evasion"] = noise_mod.evasion_radii(
-        [None if pd.isna(p) else p for p in avoid["particle"]], radii
-    )
+    avoid["evasion"] = noise_mod.evasion_radii(avoid["particle"], radii)  # None, NaN: no class
     result = noise_mod.sample_noise(
         [lookup[t] for t in names], avoid, counts, half_box=geometry.side / 2, seed=int(seed) + 1
     )
