@@ -122,8 +122,14 @@ def missed_per_class(
         for g in range(len(model)):
             rows = codes == g
             bound[g] = missed_lower_bound(p[rows], k[rows], int(np.asarray(eligible)[g].sum()))
-    used = np.where(np.isfinite(model) & np.isfinite(bound), np.fmax(model, bound), model)
-    return bound, used
+    return bound, _reported_missed(model, bound)
+
+
+def _reported_missed(model: np.ndarray | float, bound: np.ndarray | float) -> np.ndarray:
+    """The count of missed particles reported: the larger of the model's and the bound, the
+    model's alone where either is unknown (NaN)."""
+    model, bound = np.asarray(model, dtype=float), np.asarray(bound, dtype=float)
+    return np.where(np.isfinite(model) & np.isfinite(bound), np.fmax(model, bound), model)
 
 
 def reported_expectations(
@@ -172,7 +178,7 @@ def reported_expectations(
         rows = codes == code if code is not None else np.zeros(len(p), dtype=bool)
         own = float(model_missed[code]) if code is not None else float("nan")
         low = float(bound[code]) if code is not None else float("nan")
-        used = max(own, low) if np.isfinite(own) and np.isfinite(low) else own
+        used = float(_reported_missed(own, low))
         q = expected_quality(p[rows], acc[rows], used, beta)
         if not np.isfinite(own):
             # A class one picker alone reports is not fitted: nothing says how many of its
