@@ -160,17 +160,25 @@ def partition(
     status = np.where(positive, "positive", np.where(doubtful, "doubtful", "negative"))
     with np.errstate(invalid="ignore", divide="ignore"):
         vote = np.where(total > 0, support / total, 0.0)
-    # Each distinct reason is formatted once: a run has a few dozen, not a million.
+    # Each distinct reason is formatted once: a run has a few dozen, not a million. The
+    # reason is a function of (class, support, pickers), so those three, as integer codes
+    # hashed together, name it (hashing: np.unique over records of text sorted for seconds).
+    support_code, supports = pd.factorize(support, use_na_sentinel=False)
+    key = (codes.astype(np.int64) * len(supports) + support_code) * (
+        int(n_pickers.max()) + 1
+    ) + n_pickers
+    inverse, distinct = pd.factorize(key)
+    first = np.empty(len(distinct), dtype=np.int64)
+    first[inverse[::-1]] = np.arange(n)[::-1]  # each distinct key's first candidate
     fields = (support, total, n_pickers, n_all, positive, needed, status)
-    distinct, inverse = np.unique(np.rec.fromarrays(fields), return_inverse=True)
     texts = np.array(
         [
             f"support {s:g}/{t:g} ({m} of {a} pickers), {'≥' if p else '<'} {need:g}: {st}"
-            for s, t, m, a, p, need, st in distinct.tolist()
+            for s, t, m, a, p, need, st in zip(*(f[first].tolist() for f in fields), strict=True)
         ],
         dtype=object,
     )
-    reason = texts[inverse.ravel()]
+    reason = texts[inverse]
     return pd.DataFrame(
         {"status": status, "vote_score": vote, "accepted": positive, "reason": reason},
         index=consensus.index,
