@@ -84,10 +84,39 @@ def build_report(
 ) -> Report:
     """:func:`write_report`, returning what was written and the stage timings."""
     started = time.perf_counter()
-    timings: dict[str, float] = {}
     out_dir = Path(out_dir)
     files = _fresh_files_dir(out_dir / FILES_DIR)
     data = RunData.load(store, int(run_id), consensus)
+    return _build(data, out_dir, files, truth, started)
+
+
+def build_report_from_data(data: RunData, out_dir: str | Path) -> Report:
+    """:func:`build_report` of data already read (:meth:`RunData.load`), into ``out_dir``
+    (a folder of its own: its ``report_files`` is replaced): no store is touched, so a
+    forked process can build it (workflows/aggregate.py, then :func:`publish_report`)."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    return _build(data, out_dir, _fresh_files_dir(out_dir / FILES_DIR), None, started)
+
+
+def publish_report(staged: Path, out_dir: str | Path) -> Path:
+    """Move a report built by :func:`build_report_from_data` in ``staged`` into
+    ``out_dir``, where :func:`build_report` would have written it (the same checks on an
+    existing ``report_files``); ``staged`` is removed. Returns the page's path."""
+    out_dir = Path(out_dir)
+    files = _fresh_files_dir(out_dir / FILES_DIR)
+    files.rmdir()
+    (staged / FILES_DIR).replace(files)
+    path = out_dir / HTML_NAME
+    (staged / HTML_NAME).replace(path)
+    shutil.rmtree(staged)
+    return path
+
+
+def _build(
+    data: RunData, out_dir: Path, files: Path, truth: pd.DataFrame | None, started: float
+) -> Report:
+    timings: dict[str, float] = {}
     if truth is not None and not isinstance(truth, pd.DataFrame):
         raise PicksError("truth: expected a pick table (read files with read_picks_files)")
     timings["read"] = time.perf_counter() - started

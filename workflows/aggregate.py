@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from picks.consensus.decide import Objective
 from picks.workflows.cnn_latent import LatentRefit
 from picks.workflows.export import write_run_outputs
+from picks.workflows.forked_report import finish_report, start_report
 from picks.workflows.importing import check_stored_extent
 from picks.workflows.inputs import (
     InputSpec,
@@ -503,6 +504,27 @@ def aggregate(
         if latent is not None:  # stored once: after the CNN's refit, if there is one
             store.set_estimates(run_id, latent.pickers, latent.classes)
 
+        # Complete the run's parameters with what was resolved (sources, labels, rules).
+        rules_resolved = {str(k): r.as_dict() for k, r in rules.items()}
+        resolved = {
+            **params,
+            "resolved": {
+                "sources": {
+                    str(s): {"label": label_of[s], "role": role_of[s]} for s in sorted(label_of)
+                },
+                "reference_sources": sorted({int(s) for s in references["source_id"]}),
+                "radii": {str(k): v for k, v in radius_map.items()},
+                "support_rules": rules_resolved,
+                "method": resolved_method,
+            },
+        }
+        store.update_run(run_id, params=json.dumps(resolved, sort_keys=True, default=str))
+        # The store now holds all the report reads: its figures are drawn on the other core
+        # while the files are written (published once the run is recorded as finished).
+        report_job = (
+            start_report(store, run_id, out, final) if report and executor is None else None
+        )
+
         # -- outputs ----------------------------------------------------------------------
         outputs, written_warnings = write_run_outputs(
             store,
@@ -540,36 +562,20 @@ def aggregate(
             params=params,
             stats={
                 **cluster_stats,
-                "support_rules": {str(k): r.as_dict() for k, r in rules.items()},
+                "support_rules": rules_resolved,
             },
             cnn=cnn_result if is_jsonable(cnn_result) else repr(cnn_result),
             latent=latent.summary() if latent is not None else None,
         )
-        # Complete the run's parameters with what was resolved (sources, labels, rules).
-        resolved = {
-            **params,
-            "resolved": {
-                "sources": {
-                    str(s): {"label": label_of[s], "role": role_of[s]} for s in sorted(label_of)
-                },
-                "reference_sources": sorted({int(s) for s in references["source_id"]}),
-                "radii": {str(k): v for k, v in radius_map.items()},
-                "support_rules": result.stats["support_rules"],
-                "method": resolved_method,
-            },
-        }
-        store.update_run(run_id, params=json.dumps(resolved, sort_keys=True, default=str))
         _write_summary(out, result, force)
     if getattr(executor, "cache_dir", None) is not None:
         clear_cache(executor.cache_dir)  # the run is recorded: its partial results are done with
     if report:
         # After the run is recorded as finished (the report reads it from the store). The
         # sets are written: a problem with the pictures must not fail the run.
-        from picks.report import write_report
-
         try:
             # ``final`` is what the store holds for the run: not read a third time
-            path = write_report(store, result.run_id, out, consensus=final)
+            path = finish_report(report_job, store, result.run_id, out, final)
         except PicksError as exc:
             result.warnings.append(f"report not written: {exc}")
         else:

@@ -1,0 +1,130 @@
+"""workflows/forked.py and the aggregate's report drawn in a forked child
+(workflows/forked_report.py): same page as when written after the run, and every failure of
+the child falls back to writing it in the parent."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from picks.core.store import Store
+from picks.workflows import forked_report
+from picks.workflows.forked import Forked, ForkFailed
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+
+
+def test_forked_returns_the_childs_value():
+    big = list(range(200_000))  # more than a pipe holds: read while the child writes
+    job = Forked(lambda: (os.getpid(), sum(big), big))
+    pid, total, back = job.result()
+    assert pid != os.getpid() and total == sum(big) and back == big
+
+
+def test_forked_reports_an_exception_as_fork_failed():
+    def boom():
+        raise ValueError("no luck")
+
+    with pytest.raises(ForkFailed, match="ValueError: no luck"):
+        Forked(boom).result()
+
+
+def test_forked_child_that_dies_is_fork_failed():
+    with pytest.raises(ForkFailed, match="status"):
+        Forked(lambda: os._exit(3)).result()
+
+
+def test_forked_off_and_cancel(monkeypatch):
+    job = Forked(lambda: time.sleep(60))
+    started = time.perf_counter()
+    job.cancel()  # killed and reaped, not waited for
+    assert time.perf_counter() - started < 5
+    with pytest.raises(ForkFailed):
+        job.result()
+    monkeypatch.setenv("PICKS_NO_FORK", "1")
+    off = Forked(lambda: 1)
+    assert off.pid is None
+    with pytest.raises(ForkFailed, match="not available"):
+        off.result()
+
+
+def _inputs(folder: Path) -> list[str]:
+    inputs = []
+    for name, dx in (("a", 0), ("b", 7), ("c", 3)):
+        rows = "".join(
+            f"{i},TS_{1 + i % 2},{'ribosome' if i % 3 else 'apo-ferritin'},{90 * i + dx},"
+            f"{300 + (i % 5) * 40},{200 + dx}\n"
+            for i in range(1, 40)
+        )
+        (folder / f"{name}.csv").write_text("id,experiment,particle_type,x,y,z\n" + rows)
+        inputs.append(f"{name}={folder / f'{name}.csv'}")
+    return inputs
+
+
+def _run(tmp_path: Path, out: str, **kw):
+    from picks.workflows.aggregate import aggregate
+
+    with Store(tmp_path / f"{out}.db") as store:  # one store each: both are run 1
+        return aggregate(store, _inputs(tmp_path), out=tmp_path / out, formats=["csv"], **kw)
+
+
+def _page(path: Path) -> list[str]:
+    # the header names the run and when it started: the rest must be the same bytes
+    return [line for line in path.read_text().splitlines() if "started 20" not in line]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((folder / "report_files").iterdir())}
+
+
+def test_forked_report_is_the_serial_one(tmp_path, monkeypatch):
+    calls = []
+    original = forked_report.Forked
+
+    def counting(fn):
+        calls.append(1)
+        return original(fn)
+
+    monkeypatch.setattr(forked_report, "Forked", counting)
+    _run(tmp_path, "forked")
+    assert calls, "the report was not drawn in a child"
+    monkeypatch.setenv("PICKS_NO_FORK", "1")
+    _run(tmp_path, "serial")
+    forked, serial = tmp_path / "forked", tmp_path / "serial"
+    assert _page(forked / "report.html") == _page(serial / "report.html")
+    assert _files(forked) == _files(serial) and _files(forked)
+    assert not (forked / forked_report.STAGING).exists()
+
+
+def test_a_child_that_fails_falls_back_to_the_parent(tmp_path, monkeypatch):
+    import picks.report.build as build
+
+    def broken(data, out_dir):
+        raise RuntimeError("figures failed in the child")
+
+    monkeypatch.setattr(build, "build_report_from_data", broken)
+    result = _run(tmp_path, "out")
+    assert [r for r in result.outputs if r["format"] == "report"]
+    assert (tmp_path / "out" / "report.html").is_file() and _files(tmp_path / "out")
+    assert not (tmp_path / "out" / forked_report.STAGING).exists()
+    assert not [w for w in result.warnings if "report not written" in w]
+
+
+def test_a_run_that_fails_after_the_fork_leaves_no_report(tmp_path, monkeypatch):
+    import gc
+
+    import picks.workflows.aggregate as aggregate_module
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(aggregate_module, "write_run_outputs", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _run(tmp_path, "out")
+    gc.collect()
+    out = tmp_path / "out"
+    assert not (out / forked_report.STAGING).exists()
+    assert not (out / "report.html").exists()
