@@ -128,3 +128,84 @@ def test_a_run_that_fails_after_the_fork_leaves_no_report(tmp_path, monkeypatch)
     out = tmp_path / "out"
     assert not (out / forked_report.STAGING).exists()
     assert not (out / "report.html").exists()
+
+
+# -- the import's read-ahead (importing.prefetch_file) ---------------------------------------
+def _import_all(tmp_path: Path, name: str, inputs: list[str], monkeypatch, fork: bool):
+    from picks.workflows.aggregate import aggregate
+
+    monkeypatch.setenv("PICKS_NO_FORK", "0" if fork else "1")
+    with Store(tmp_path / f"{name}.db") as store:
+        result = aggregate(store, inputs, out=tmp_path / name, formats=["csv"], report=False)
+        tables = {
+            t: store.db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+            for t in ("picks", "consensus_members")
+        }
+        sources = store.db.execute(
+            "SELECT id, sha256, identity, n_picks, warnings, picker FROM sources ORDER BY id"
+        ).fetchall()
+    return result, tables, sources
+
+
+def test_read_ahead_stores_what_a_serial_import_stores(tmp_path, monkeypatch):
+    from picks.workflows import importing
+
+    started = []
+    original = importing.prefetch_file
+
+    def counting(*args, **kwargs):
+        job = original(*args, **kwargs)
+        started.append(job is not None)
+        return job
+
+    monkeypatch.setattr(importing, "prefetch_file", counting)
+    inputs = _inputs(tmp_path)
+    forked, forked_tables, forked_sources = _import_all(tmp_path, "f", inputs, monkeypatch, True)
+    assert any(started)
+    serial, serial_tables, serial_sources = _import_all(tmp_path, "s", inputs, monkeypatch, False)
+    assert forked_tables == serial_tables and forked_sources == serial_sources
+    assert forked.warnings == serial.warnings
+    assert (tmp_path / "f" / "candidates.csv").read_bytes() == (
+        tmp_path / "s" / "candidates.csv"
+    ).read_bytes()
+
+
+def test_read_ahead_brings_back_the_childs_warnings(tmp_path, monkeypatch):
+    inputs = _inputs(tmp_path)
+    # the third file in voxels (tiny coordinates): the reader's warning is made in the child
+    (tmp_path / "c.csv").write_text(
+        "id,experiment,particle_type,x,y,z\n"
+        + "".join(f"{i},TS_1,ribosome,{i},{i + 1},{i + 2}\n" for i in range(1, 9))
+    )
+    forked, _, forked_sources = _import_all(tmp_path, "f", inputs, monkeypatch, True)
+    serial, _, serial_sources = _import_all(tmp_path, "s", inputs, monkeypatch, False)
+    assert [w for w in forked.warnings if "c.csv" in w]
+    assert forked.warnings == serial.warnings and forked_sources == serial_sources
+
+
+def test_a_bad_file_read_ahead_fails_as_it_does_serially(tmp_path, monkeypatch):
+    from picks.core.errors import InputFormatError
+
+    inputs = _inputs(tmp_path)
+    text = (tmp_path / "b.csv").read_text().splitlines()
+    text[5] = "5,TS_1,ribosome,12,not-a-number,3"
+    (tmp_path / "b.csv").write_text("\n".join(text) + "\n")
+    messages = []
+    for fork in (True, False):
+        with pytest.raises(InputFormatError) as caught:
+            _import_all(tmp_path, f"bad{fork}", inputs, monkeypatch, fork)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1] and "line 6" in messages[0]
+
+
+def test_the_same_bytes_twice_are_one_source_with_read_ahead(tmp_path, monkeypatch):
+    inputs = _inputs(tmp_path)
+    (tmp_path / "copy.csv").write_bytes((tmp_path / "a.csv").read_bytes())
+    # right after its twin: read ahead before the twin is stored, then found stored
+    inputs.insert(1, f"d={tmp_path / 'copy.csv'}")
+    with pytest.raises(Exception) as forked:
+        _import_all(tmp_path, "f", inputs, monkeypatch, True)
+    with pytest.raises(Exception) as serial:
+        _import_all(tmp_path, "s", inputs, monkeypatch, False)
+    assert type(forked.value) is type(serial.value)
+    assert str(forked.value) == str(serial.value)

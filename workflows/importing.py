@@ -411,16 +411,22 @@ def import_file(
     run_id: int | None = None,
     chunk_size: int = CHUNK_ROWS,
     keep: list[pd.DataFrame] | None = None,
+    prefetched: Prefetched | None = None,
 ) -> ImportResult:
     """Import one picker file as one transaction (see module docstring), streamed: the adapter
     reads it ``chunk_size`` picks at a time (:meth:`Adapter.read_chunks`) and each chunk is
     stored as it comes, so a file of millions of lines is never whole in memory. ``keep``: a
     list that receives the chunks stored (left empty when nothing new is stored), for a
-    caller that would otherwise read them back (:mod:`picks.workflows.kept`)."""
+    caller that would otherwise read them back (:mod:`picks.workflows.kept`).
+    ``prefetched``: this file already read by :func:`prefetch_file` with the same arguments
+    (stored from there; the file is read here after all if that read failed)."""
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"{path} does not exist or is not a file")
     digest = sha256_file(path)
+    if prefetched is not None and prefetched.digest != digest:  # the file changed meanwhile
+        prefetched.discard()
+        prefetched = None
     chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
     name_tomogram, name_particle, from_name, adapter_options = names_from_pattern(
         path, options, tomogram, particle
@@ -459,6 +465,9 @@ def import_file(
     # never stored cannot match: the file streams straight into the store. Bytes stored before
     # are read once for their identity first, and only stored (read again) when it is new.
     if store.find_source(digest) is not None:
+        if prefetched is not None:  # stored meanwhile (the same bytes given twice)
+            prefetched.discard()
+            prefetched = None
         reading = _Reading(chosen, ctx, from_name, role, digest, chunk_size)
         for _ in reading.chunks():
             pass
@@ -469,6 +478,9 @@ def import_file(
         ctx = dataclasses.replace(ctx, warnings=[], options=dict(adapter_options))
         meta["warnings"] = ctx.warnings
     reading = _Reading(chosen, ctx, from_name, role, digest, chunk_size)
+    read_ahead = prefetched.take(ctx) if prefetched is not None else None
+    if read_ahead is not None:
+        reading = read_ahead
 
     def complete(row: dict) -> None:
         row["identity"] = reading.identity()
@@ -496,6 +508,102 @@ def import_file(
         warnings=list(ctx.warnings),
         from_name=from_name,
     )
+
+
+# Files up to this size are read ahead in a child process (the whole file's tables come back
+# at once, so the size bounds the memory this costs).
+PREFETCH_MAX_BYTES = 256 * 1024 * 1024
+
+
+class _ReadAhead:
+    """What a :class:`_Reading` of the file gave in the child: its tables, count, identity."""
+
+    def __init__(self, frames: list[pd.DataFrame], n: int, identity: str) -> None:
+        self.frames, self.n, self._identity = frames, n, identity
+
+    def chunks(self) -> Iterator[pd.DataFrame]:
+        while self.frames:
+            yield self.frames.pop(0)  # handed on, not kept twice
+
+    def identity(self) -> str:
+        return self._identity
+
+
+class Prefetched:
+    """A file being read in a forked child (:func:`prefetch_file`)."""
+
+    def __init__(self, digest: str, job) -> None:
+        self.digest, self.job = digest, job
+
+    def take(self, ctx: ReadContext) -> _ReadAhead | None:
+        """The child's reading, its warnings added to ``ctx``; None if it failed (an error
+        in the file: the parent reads it again and reports it the usual way)."""
+        from picks.workflows.forked import ForkFailed
+
+        try:
+            frames, n, identity, warnings = self.job.result()
+        except ForkFailed:
+            return None
+        ctx.warnings.extend(warnings)
+        return _ReadAhead(frames, n, identity)
+
+    def discard(self) -> None:
+        self.job.cancel()
+
+
+def prefetch_file(
+    store: Store,
+    path: str | Path,
+    registry: AdapterRegistry,
+    *,
+    adapter: str = "auto",
+    role: str = "picker",
+    voxel_size: float | None = None,
+    binning: float = 1.0,
+    particle: str | None = None,
+    tomogram: str | None = None,
+    options: dict[str, str] | None = None,
+    chunk_size: int = CHUNK_ROWS,
+    **_ignored: object,
+) -> Prefetched | None:
+    """Start reading a picker file in a forked child (workflows/forked.py), so that the
+    parent can store the file before it meanwhile: pass the result to :func:`import_file`
+    with the same arguments. None (nothing started) for a file already stored, one over
+    :data:`PREFETCH_MAX_BYTES`, or where fork is not available. The child reads exactly as
+    :func:`import_file` would; it uses the store's tomograms, which an import does not
+    change (they are registered before)."""
+    from picks.workflows.forked import Forked, fork_available
+
+    path = Path(path)
+    if not fork_available() or not path.is_file() or path.stat().st_size > PREFETCH_MAX_BYTES:
+        return None
+    digest = sha256_file(path)
+    if store.find_source(digest) is not None:
+        return None
+    try:
+        chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
+    except PicksError:
+        return None  # said when it is imported
+    name_tomogram, name_particle, from_name, adapter_options = names_from_pattern(
+        path, options, tomogram, particle
+    )
+    ctx = ReadContext(
+        path=path,
+        tomograms=store.tomograms(),
+        voxel_size=voxel_size,
+        binning=binning,
+        particle=name_particle,
+        tomogram=name_tomogram,
+        options=adapter_options,
+    )
+
+    def read() -> tuple[list[pd.DataFrame], int, str, list[str]]:
+        reading = _Reading(chosen, ctx, from_name, role, digest, chunk_size)
+        frames = list(reading.chunks())
+        return frames, reading.n, reading.identity(), list(ctx.warnings)
+
+    job = Forked(read)
+    return Prefetched(digest, job) if job.pid is not None else None
 
 
 def _keeping(chunks: Iterator[pd.DataFrame], keep: list[pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -121,7 +121,7 @@ def _import_inputs(
     Without picker inputs (``from_store``) every picker source in the store is used, with
     its stored label. ``kept`` receives the picks of the picker files stored now.
     """
-    from picks.workflows.importing import expand_inputs, import_file
+    from picks.workflows.importing import expand_inputs, import_file, prefetch_file
 
     done = _Imported()
     label_of, role_of, fill_of = done.label_of, done.role_of, done.fill_of
@@ -130,30 +130,49 @@ def _import_inputs(
         for spec in specs
     ]
     default_owner: dict[str, str] = {}
-    with progress("import", total=sum(len(files) for _, files in planned)) as advance:
+
+    def file_args(spec: InputSpec) -> dict:
+        return {
+            "adapter": spec.options.get("adapter", "auto"),
+            "picker": spec.label,
+            "role": spec.role,
+            "voxel_size": _float_option(spec, "voxel_size") or voxel_size,
+            "binning": _float_option(spec, "binning") or 1.0,
+            "particle": spec.options.get("particle") or particle,
+            "tomogram": spec.options.get("tomogram"),
+            "options": {k: v for k, v in spec.options.items() if k not in INPUT_KEYS},
+            "run_id": run_id,
+        }
+
+    # While one file is stored, the next is read in a child process (the other core):
+    # importing.prefetch_file; the files are stored in the same order, with the same results.
+    queue = [(spec, path) for spec, files in planned for path in files]
+    ahead: dict[int, object] = {}
+
+    def read_ahead(k: int) -> None:
+        if k < len(queue) and k not in ahead:
+            spec, path = queue[k]
+            ahead[k] = prefetch_file(store, path, registry, **file_args(spec))
+
+    position = 0
+    with progress("import", total=len(queue)) as advance:
         for spec, files in planned:
-            adapter_opts = {k: v for k, v in spec.options.items() if k not in INPUT_KEYS}
             fill = spec.options.get("particle") or particle
             source_ids = []
             n_in = 0
             file_warnings: dict[str, list[Path]] = {}
             for path in files:
+                read_ahead(position + 1)
                 chunks = kept.collector() if kept is not None and spec.role == "picker" else None
                 result = import_file(
                     store,
                     path,
                     registry,
-                    adapter=spec.options.get("adapter", "auto"),
-                    picker=spec.label,
-                    role=spec.role,
-                    voxel_size=_float_option(spec, "voxel_size") or voxel_size,
-                    binning=_float_option(spec, "binning") or 1.0,
-                    particle=fill,
-                    tomogram=spec.options.get("tomogram"),
-                    options=adapter_opts,
-                    run_id=run_id,
+                    **file_args(spec),
                     keep=chunks,
+                    prefetched=ahead.pop(position, None),
                 )
+                position += 1
                 advance(1)
                 source = store.get_source(result.source_id)
                 if chunks and not result.skipped and kept is not None:
