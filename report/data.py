@@ -44,11 +44,12 @@ class RunData:
             params = json.loads(run.get("params") or "{}")
         except ValueError:
             params = {}
-        frame["cls"] = [NO_CLASS if p is None else str(p) for p in frame["particle"]]
-        radii = class_radii(params, sorted(set(frame["particle"].astype(str))))
-        frame["radius"] = [
-            radii["None" if p is None else str(p)] for p in frame["particle"].tolist()
-        ]
+        frame["cls"] = per_value(frame["particle"], lambda p: NO_CLASS if p is None else str(p))
+        # (the distinct texts first: the same set, without a Python object per candidate)
+        radii = class_radii(params, sorted(set(frame["particle"].astype(str).unique())))
+        frame["radius"] = per_value(
+            frame["particle"], lambda p: radii["None" if p is None else str(p)]
+        )
         reference = frame["forced"].to_numpy(dtype=bool) | (
             frame["decided_by"].astype(str) == "reference"
         ).to_numpy(dtype=bool)
@@ -74,6 +75,31 @@ class RunData:
             tomograms={t.name: t for t in store.tomograms()},
             models=store.run_models(run_id),
         )
+
+
+def per_value(column: pd.Series, fn) -> list:
+    """``[fn(v) for v in column]``, with ``fn`` called once per distinct text (a class name
+    per candidate: a handful of calls, not a million). Anything but text and missing values
+    (the missing ones one by one: None and NaN are not one value to ``fn``) is left to the
+    plain loop."""
+    values = column.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(values)  # missing values (None, NaN): code -1
+    if any(type(u) is not str for u in uniques.tolist()):
+        return [fn(v) for v in values.tolist()]
+    table = np.empty(len(uniques) + 1, dtype=object)  # (the last: a place for code -1)
+    for k, u in enumerate(uniques.tolist()):
+        table[k] = fn(u)
+    out = table[codes]
+    missing = np.flatnonzero(codes < 0)
+    if len(missing):
+        first = None
+        for i, v in zip(missing.tolist(), values[missing].tolist(), strict=True):
+            if v is None:  # (the usual missing value: fn once)
+                first = (fn(None),) if first is None else first
+                out[i] = first[0]
+            else:
+                out[i] = fn(v)
+    return out.tolist()
 
 
 def run_objective(params: dict) -> str:
