@@ -77,29 +77,30 @@ class RunData:
         )
 
 
-def per_value(column: pd.Series, fn) -> list:
-    """``[fn(v) for v in column]``, with ``fn`` called once per distinct text (a class name
-    per candidate: a handful of calls, not a million). Anything but text and missing values
-    (the missing ones one by one: None and NaN are not one value to ``fn``) is left to the
-    plain loop."""
+def per_value(column: pd.Series, fn) -> list | pd.api.extensions.ExtensionArray:
+    """``[fn(v) for v in column]`` as a column (the dtype pandas gives that list), with ``fn``
+    called once per distinct text (a class name per candidate: a handful of calls and a
+    take, not a million Python objects). Anything but text and missing values (the missing
+    ones one by one: None and NaN are not one value to ``fn``) is left to the plain loop."""
     values = column.to_numpy(dtype=object)
     codes, uniques = pd.factorize(values)  # missing values (None, NaN): code -1
-    if any(type(u) is not str for u in uniques.tolist()):
+    if not len(values) or any(type(u) is not str for u in uniques.tolist()):
         return [fn(v) for v in values.tolist()]
-    table = np.empty(len(uniques) + 1, dtype=object)  # (the last: a place for code -1)
-    for k, u in enumerate(uniques.tolist()):
-        table[k] = fn(u)
-    out = table[codes]
+    results = [fn(u) for u in uniques.tolist()]
     missing = np.flatnonzero(codes < 0)
     if len(missing):
-        first = None
+        codes = codes.copy()
+        none = None  # the place of fn(None) (the usual missing value: one call)
         for i, v in zip(missing.tolist(), values[missing].tolist(), strict=True):
-            if v is None:  # (the usual missing value: fn once)
-                first = (fn(None),) if first is None else first
-                out[i] = first[0]
-            else:
-                out[i] = fn(v)
-    return out.tolist()
+            if v is None and none is not None:
+                codes[i] = none
+                continue
+            results.append(fn(v))
+            codes[i] = len(results) - 1
+            if v is None:
+                none = codes[i]
+    # the distinct results infer the dtype the whole list would (the same kinds of value)
+    return pd.Series(results).take(codes).array
 
 
 def run_objective(params: dict) -> str:
