@@ -266,7 +266,7 @@ def output_frame(rows: pd.DataFrame) -> pd.DataFrame:
     has_angles = np.isfinite(angles).all(axis=1)
     frame = canonical.make(
         {
-            "tomogram": rows["tomogram"].astype(str).to_numpy(),
+            "tomogram": rows["tomogram"].astype(str).array,
             "particle": rows["particle"].to_numpy(dtype=object),
             "x": rows["x"].to_numpy(dtype=float),
             "y": rows["y"].to_numpy(dtype=float),
@@ -283,7 +283,7 @@ def output_frame(rows: pd.DataFrame) -> pd.DataFrame:
     )
     frame["consensus_id"] = rows["id"].to_numpy(dtype=np.int64)
     frame["support"] = rows["support"].to_numpy(dtype=float)
-    frame["status"] = rows["status"].astype(str).to_numpy()
+    frame["status"] = rows["status"].astype(str).array
     return frame
 
 
@@ -548,8 +548,8 @@ def _write_submission(
     table = pd.DataFrame(
         {
             "id": np.arange(len(rows)),
-            "experiment": rows["tomogram"].astype(str).to_numpy(),
-            "particle_type": rows["particle"].astype(str).to_numpy(),
+            "experiment": rows["tomogram"].astype(str).array,
+            "particle_type": rows["particle"].astype(str).array,
             "x": rows["x"].to_numpy(dtype=float),
             "y": rows["y"].to_numpy(dtype=float),
             "z": rows["z"].to_numpy(dtype=float),
