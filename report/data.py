@@ -46,7 +46,8 @@ class RunData:
             params = {}
         frame["cls"] = per_value(frame["particle"], lambda p: NO_CLASS if p is None else str(p))
         # (the distinct texts first: the same set, without a Python object per candidate)
-        radii = class_radii(params, sorted(set(frame["particle"].astype(str).unique())))
+        distinct = pd.Series(pd.unique(frame["particle"].to_numpy(dtype=object)), dtype=object)
+        radii = class_radii(params, sorted(set(distinct.astype(str).unique())))
         frame["radius"] = per_value(
             frame["particle"], lambda p: radii["None" if p is None else str(p)]
         )
@@ -54,9 +55,9 @@ class RunData:
             frame["decided_by"].astype(str) == "reference"
         ).to_numpy(dtype=bool)
         accepted = frame["accepted"].fillna(0).astype(int).to_numpy(dtype=bool)
-        frame["decision"] = np.where(
-            reference, "reference", np.where(accepted, "accepted", "rejected")
-        )
+        # a take of the three names (the column their array of texts gives, built faster)
+        decision = np.where(reference, 2, np.where(accepted, 1, 0))
+        frame["decision"] = pd.Series(["rejected", "accepted", "reference"]).take(decision).array
         frame["accepted"] = accepted
         # over the distinct lists only (a few combinations, not one per candidate)
         combos = pd.unique(frame["pickers"].astype(str).to_numpy(dtype=object))
