@@ -178,7 +178,7 @@ class _Builder(TomogramSections, ClassSections, CnnSection, TruthSection):
                 f"Run {d.run_id}: {run.get('command')} ({d.method}), status {run.get('status')}, "
                 f"started {run.get('started_at')}, picks {run.get('version')}, seed "
                 f"{run.get('seed')}. {len(d.frame)} candidates in "
-                f"{d.frame['tomogram'].nunique()} tomogram(s), {len(set(d.frame['cls']))} "
+                f"{d.frame['tomogram'].nunique()} tomogram(s), {len(self.class_slugs)} "
                 f"class(es), from {len(d.pickers)} picker(s): "
                 + ", ".join(f"{self.letters[p]} = {p}" for p in d.pickers)
                 + "."
@@ -197,7 +197,8 @@ class _Builder(TomogramSections, ClassSections, CnnSection, TruthSection):
         d = self.data
         f = d.frame
         rows = []
-        for name, group in f.groupby("cls", sort=True):
+        columns = ["cls", "decision", "radius", "support"]  # (only these: fewer copies)
+        for name, group in f[columns].groupby("cls", sort=True):
             counts = group["decision"].value_counts()
             rows.append(
                 [

@@ -41,7 +41,10 @@ class ClassSections(SectionContext):
             ],
         )
         max_support = float(d.frame["support"].max())
-        for name, group in d.frame.groupby("cls", sort=True):
+        # the columns the figures and the gallery read (the groups copy only these)
+        columns = ["cls", "id", "tomogram", "x", "y", "z", "radius", "pickers", "support"]
+        columns += ["score", "accepted", "decision"]
+        for name, group in d.frame[columns].groupby("cls", sort=True):
             section.sections.append(self._class(str(name), group, max_support))
         return section
 
@@ -88,8 +91,15 @@ class ClassSections(SectionContext):
         return Section(f"class-{slug}", f"Class {name}", blocks)
 
     def _gallery_rows(self, group: pd.DataFrame) -> list:
-        own = group[group["decision"] != "reference"].copy()
-        own["s"] = own["score"].fillna(-np.inf)
+        # sorted on the keys alone (and the row's place), the few rows shown taken after
+        own = pd.DataFrame(
+            {
+                "s": group["score"].fillna(-np.inf).to_numpy(),
+                "id": group["id"].to_numpy(),
+                "accepted": group["accepted"].to_numpy(dtype=bool),
+                "row": np.arange(len(group)),
+            }
+        )[(group["decision"] != "reference").to_numpy()]
         accepted = own[own["accepted"]].sort_values(["s", "id"], ascending=[False, True])
         rejected = own[~own["accepted"]].sort_values(["s", "id"], ascending=[False, True])
         highest = accepted.head(GALLERY_TILES)
@@ -101,7 +111,8 @@ class ClassSections(SectionContext):
             ("accepted,\nlowest score", lowest.head(GALLERY_TILES)),
             ("rejected,\nhighest score", rejected.head(GALLERY_TILES)),
         ):
-            rows.append((title, [self._tile(r) for r in frame.itertuples()]))
+            shown = group.iloc[frame["row"].to_numpy()]
+            rows.append((title, [self._tile(r) for r in shown.itertuples()]))
         return rows
 
     def _tile(self, row) -> tuple[np.ndarray | None, str, float]:

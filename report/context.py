@@ -28,8 +28,9 @@ class SectionContext:
         self.images: list[Path] = []
         self.warnings: list[str] = []
         self.letters = picker_letters(data.pickers)
-        self.tomogram_slugs = slugs([str(t) for t in data.frame["tomogram"]])
-        self.class_slugs = slugs(list(data.frame["cls"]))
+        # over the distinct names (slugs takes the set of them)
+        self.tomogram_slugs = slugs([str(t) for t in pd.unique(data.frame["tomogram"])])
+        self.class_slugs = slugs(list(pd.unique(data.frame["cls"])))
         self._volumes: dict[str, object] = {}
 
     def close(self) -> None:

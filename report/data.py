@@ -44,18 +44,20 @@ class RunData:
             params = json.loads(run.get("params") or "{}")
         except ValueError:
             params = {}
-        frame["cls"] = [NO_CLASS if p is None else str(p) for p in frame["particle"]]
-        radii = class_radii(params, sorted(set(frame["particle"].astype(str))))
-        frame["radius"] = [
-            radii["None" if p is None else str(p)] for p in frame["particle"].tolist()
-        ]
+        frame["cls"] = per_value(frame["particle"], lambda p: NO_CLASS if p is None else str(p))
+        # (the distinct texts first: the same set, without a Python object per candidate)
+        distinct = pd.Series(pd.unique(frame["particle"].to_numpy(dtype=object)), dtype=object)
+        radii = class_radii(params, sorted(set(distinct.astype(str).unique())))
+        frame["radius"] = per_value(
+            frame["particle"], lambda p: radii["None" if p is None else str(p)]
+        )
         reference = frame["forced"].to_numpy(dtype=bool) | (
             frame["decided_by"].astype(str) == "reference"
         ).to_numpy(dtype=bool)
         accepted = frame["accepted"].fillna(0).astype(int).to_numpy(dtype=bool)
-        frame["decision"] = np.where(
-            reference, "reference", np.where(accepted, "accepted", "rejected")
-        )
+        # a take of the three names (the column their array of texts gives, built faster)
+        decision = np.where(reference, 2, np.where(accepted, 1, 0))
+        frame["decision"] = pd.Series(["rejected", "accepted", "reference"]).take(decision).array
         frame["accepted"] = accepted
         # over the distinct lists only (a few combinations, not one per candidate)
         combos = pd.unique(frame["pickers"].astype(str).to_numpy(dtype=object))
@@ -74,6 +76,32 @@ class RunData:
             tomograms={t.name: t for t in store.tomograms()},
             models=store.run_models(run_id),
         )
+
+
+def per_value(column: pd.Series, fn) -> list | pd.api.extensions.ExtensionArray:
+    """``[fn(v) for v in column]`` as a column (the dtype pandas gives that list), with ``fn``
+    called once per distinct text (a class name per candidate: a handful of calls and a
+    take, not a million Python objects). Anything but text and missing values (the missing
+    ones one by one: None and NaN are not one value to ``fn``) is left to the plain loop."""
+    values = column.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(values)  # missing values (None, NaN): code -1
+    if not len(values) or any(type(u) is not str for u in uniques.tolist()):
+        return [fn(v) for v in values.tolist()]
+    results = [fn(u) for u in uniques.tolist()]
+    missing = np.flatnonzero(codes < 0)
+    if len(missing):
+        codes = codes.copy()
+        none = None  # the place of fn(None) (the usual missing value: one call)
+        for i, v in zip(missing.tolist(), values[missing].tolist(), strict=True):
+            if v is None and none is not None:
+                codes[i] = none
+                continue
+            results.append(fn(v))
+            codes[i] = len(results) - 1
+            if v is None:
+                none = codes[i]
+    # the distinct results infer the dtype the whole list would (the same kinds of value)
+    return pd.Series(results).take(codes).array
 
 
 def run_objective(params: dict) -> str:

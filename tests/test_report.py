@@ -376,3 +376,33 @@ def test_aggregate_writes_the_report_by_default(tmp_path):
     _parse(tmp_path / "out" / HTML_NAME)
     assert not (tmp_path / "out2" / HTML_NAME).exists()
     assert not [r for r in quiet.outputs if r["format"] == "report"]
+
+
+def test_per_value_is_the_plain_loop() -> None:
+    """RunData's class and radius columns: ``fn`` per distinct text, the column (values and
+    dtype) the per-candidate loop gives, None and NaN told apart."""
+    from picks.report.data import per_value
+
+    columns = [
+        [None, "a", "b", "a", None],
+        [np.nan, "a", None, "b", None, np.nan],
+        ["a"] * 5,
+        [None] * 3,
+        [1, "a"],  # not all text: the loop itself
+        [],
+    ]
+    functions = [
+        lambda p: "(no class)" if p is None else str(p),
+        lambda p: {"a": 1.5, "b": 2.0}.get(p, 3.0),
+        lambda p: 1 if p == "a" else 2,
+    ]
+    for values in columns:
+        column = pd.Series(values, dtype=object)
+        for fn in functions:
+            index = np.arange(len(values))[::-1] * 2  # (not a RangeIndex)
+            plain = pd.DataFrame({"q": range(len(values))}, index=index)
+            fast = plain.copy()
+            plain["c"] = [fn(v) for v in column]
+            fast["c"] = per_value(column, fn)
+            assert fast["c"].dtype == plain["c"].dtype
+            assert fast.equals(plain)

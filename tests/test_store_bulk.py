@@ -84,3 +84,55 @@ def test_members_inserted_in_blocks_are_the_same_rows(tmp_path: Path, monkeypatc
     whole = members("whole")
     monkeypatch.setattr(tables, "MEMBER_BLOCK", 2)
     assert members("blocks") == whole and len(whole) == 7
+
+
+class _NoJson:
+    """A connection without SQLite's JSON functions (as some builds are)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args):
+        if "json_each" in sql:
+            raise sqlite3.OperationalError("no such table: json_each")
+        return self.conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows):
+        return self.conn.executemany(sql, rows)
+
+
+@pytest.mark.parametrize("block", [2, 1_000_000])
+@pytest.mark.parametrize("json", [True, False])
+def test_export_members_rows(tmp_path, monkeypatch, block: int, json: bool) -> None:
+    """export_members rows: one per distinct id, ascending, in that order (rowids), whatever
+    the order given, in blocks, with or without json_each."""
+    from picks.core.store import consensus
+
+    monkeypatch.setattr(consensus, "EXPORT_MEMBER_BLOCK", block)
+    if not json:
+        insert = consensus._insert_members
+        monkeypatch.setattr(
+            consensus, "_insert_members", lambda conn, e, m: insert(_NoJson(conn), e, m)
+        )
+    with Store(tmp_path / "picks.db") as store:
+        run_id = _run(tmp_path, store)
+        ids = sorted(store.consensus(run_id)["id"].astype(int))
+        given = [ids[2], ids[0], ids[2], ids[1]]  # unsorted, one twice
+        before = store.count("export_members")
+        new = store.add_exports(
+            [
+                (run_id, "a.csv", "csv", "0" * 64, np.array(given), "t"),
+                (run_id, "b.csv", "csv", "0" * 64, np.array(ids), "t"),
+                (run_id, "c.csv", "csv", "0" * 64, np.array([], dtype=np.int64), "t"),
+            ]
+        )
+        rows = store.db.conn.execute(
+            "SELECT export_id, consensus_id FROM export_members ORDER BY rowid"
+        ).fetchall()[before:]
+        assert rows == [(new[0], i) for i in ids[:3]] + [(new[1], i) for i in ids]
+        n_rows = store.db.conn.execute(
+            f"SELECT n_rows FROM exports WHERE id IN ({','.join(map(str, new))}) ORDER BY id"
+        ).fetchall()
+        assert n_rows == [(3,), (len(ids),), (0,)]
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            store.add_exports([(run_id, "d.csv", "csv", "0" * 64, np.array([ids[-1] + 9]), "t")])

@@ -84,9 +84,12 @@ class KeptPicks:
         columns: dict[str, object] = {"id": take(all_ids), "source_id": take(source)}
         pickers = {s: self.labels[s] for s in ids}
         src = take(source)
+        owner_index = np.searchsorted(ids, src)
         for key, index in (("picker", 0), ("role", 1)):
-            names = np.array([pickers[s][index] for s in ids], dtype=object)
-            columns[key] = names[np.searchsorted(ids, src)]
+            # a take of the few names, as the column of a million (the same dtype: the names
+            # are inferred as the whole object column would be, without a million objects)
+            names = pd.Series(np.array([pickers[s][index] for s in ids], dtype=object))
+            columns[key] = names.take(owner_index).reset_index(drop=True)
         for column in self.columns:
             if column in ("id", "source_id"):
                 continue

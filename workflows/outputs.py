@@ -266,7 +266,7 @@ def output_frame(rows: pd.DataFrame) -> pd.DataFrame:
     has_angles = np.isfinite(angles).all(axis=1)
     frame = canonical.make(
         {
-            "tomogram": rows["tomogram"].astype(str).to_numpy(),
+            "tomogram": rows["tomogram"].astype(str).array,
             "particle": rows["particle"].to_numpy(dtype=object),
             "x": rows["x"].to_numpy(dtype=float),
             "y": rows["y"].to_numpy(dtype=float),
@@ -283,7 +283,7 @@ def output_frame(rows: pd.DataFrame) -> pd.DataFrame:
     )
     frame["consensus_id"] = rows["id"].to_numpy(dtype=np.int64)
     frame["support"] = rows["support"].to_numpy(dtype=float)
-    frame["status"] = rows["status"].astype(str).to_numpy()
+    frame["status"] = rows["status"].astype(str).array
     return frame
 
 
@@ -310,9 +310,12 @@ def _write_outputs(
     ``voxel_size`` (the run's ``--voxel-size``). ``radii`` (Å per class) go to writers that
     describe classes (copick's project config)."""
     recorder = run_id if record_run is None else record_run
-    chosen = final[final["accepted"].astype(bool)] if accepted_only else final
+    # (only the columns output_frame reads: the selection and the sort copy fewer)
+    used = ["id", "tomogram", "particle", "x", "y", "z", "score", "rot", "tilt", "psi"]
+    chosen = final[[*used, "support", "status"]]
+    chosen = chosen[final["accepted"].astype(bool)] if accepted_only else chosen
     frame = output_frame(chosen.sort_values("id", kind="stable"))
-    keyed = frame["particle"].map(lambda p: "unclassified" if p is None else str(p))
+    codes, names = _class_codes(frame["particle"])
     tomos = store.tomograms()
     options = {"shared": True, "radii": dict(radii or {})}
     jobs: list[tuple[str, Any, Path, pd.DataFrame, str]] = []
@@ -320,8 +323,8 @@ def _write_outputs(
         if adapter.layout == "directory":
             jobs.append((name, adapter, out / name, frame, "*"))
             continue
-        for cls in sorted(set(keyed)):
-            subset = frame[keyed == cls].reset_index(drop=True)
+        for cls in sorted(names):
+            subset = frame[codes == names.index(cls)].reset_index(drop=True)
             base = out / name / safe_name(cls)
             target = (
                 base.with_name(base.name + adapter.extension) if adapter.layout == "file" else base
@@ -394,6 +397,25 @@ def _write_outputs(
             # list it as a file a pick is in
             rows.append(record(Path(path), name, frame["consensus_id"].iloc[:0], None))
     return rows
+
+
+def _class_codes(particle: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """The file key of each pick's class (``"unclassified"`` for None, else ``str(p)``) as
+    codes into the distinct keys: each distinct class converted once, not once per pick."""
+    values = particle.to_numpy(dtype=object)
+
+    def key(p: object) -> str:
+        return "unclassified" if p is None else str(p)
+
+    codes, uniques = pd.factorize(values)  # missing (None, NaN): -1
+    if any(type(u) is not str for u in uniques.tolist()):  # (numbers: 1 and 1.0 are one)
+        keys = [key(p) for p in values.tolist()]
+    else:
+        keys = np.array([*uniques.tolist(), ""], dtype=object)[codes]
+        missing = np.flatnonzero(codes < 0)
+        keys[missing] = [key(p) for p in values[missing].tolist()]
+    codes, names = pd.factorize(np.asarray(keys, dtype=object))
+    return codes, list(names.tolist())
 
 
 def _export_row(run_id: int, path: Path, fmt: str, consensus_ids: pd.Series) -> tuple:
@@ -519,14 +541,15 @@ def _write_submission(
     from picks.core.csvtext import write_csv
     from picks.core.files import atomic_path
 
-    accepted = final[final["accepted"].astype(bool)] if accepted_only else final
+    accepted = final[["id", "tomogram", "particle", "x", "y", "z"]]  # (the columns it reads)
+    accepted = accepted[final["accepted"].astype(bool)] if accepted_only else accepted
     classless = accepted["particle"].isna()
     rows = accepted[~classless].sort_values(["tomogram", "particle", "id"], kind="stable")
     table = pd.DataFrame(
         {
             "id": np.arange(len(rows)),
-            "experiment": rows["tomogram"].astype(str).to_numpy(),
-            "particle_type": rows["particle"].astype(str).to_numpy(),
+            "experiment": rows["tomogram"].astype(str).array,
+            "particle_type": rows["particle"].astype(str).array,
             "x": rows["x"].to_numpy(dtype=float),
             "y": rows["y"].to_numpy(dtype=float),
             "z": rows["z"].to_numpy(dtype=float),

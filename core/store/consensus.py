@@ -33,6 +33,8 @@ def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 MEMBER_BLOCK = 200_000
 # consensus rows (22 columns) inserted per executemany, for the same reason
 CONSENSUS_BLOCK = 50_000
+# export_members rows inserted per statement (the ids go as one JSON array of text)
+EXPORT_MEMBER_BLOCK = 1_000_000
 
 # columns inserted NULL for NaN (the others are never missing, or go as SQLite takes them)
 _NULLABLE = ("particle", "score", "posterior", "rot", "tilt", "psi")
@@ -499,17 +501,16 @@ class ConsensusTables:
         # stay in cached pages (cheaper than require_ids' range read per file, measured)
         with self.transaction(), self.bulk_writes():
             for run_id, path, fmt, sha256, members, created_at in rows:
-                members = np.unique(np.asarray(members, dtype=np.int64))
+                members = np.asarray(members, dtype=np.int64)
+                if len(members) > 1 and not (members[1:] > members[:-1]).all():
+                    members = np.unique(members)  # (already ascending and distinct: as it is)
                 cursor = self.db.conn.execute(
                     "INSERT INTO exports (run_id, path, format, sha256, n_rows, created_at) "
                     "VALUES (?,?,?,?,?,?)",
                     (int(run_id), str(path), fmt, sha256, len(members), created_at),
                 )
                 export_id = int(cursor.lastrowid)
-                self.db.conn.executemany(
-                    "INSERT INTO export_members (export_id, consensus_id) VALUES (?,?)",
-                    zip(itertools.repeat(export_id), members.tolist()),
-                )
+                _insert_members(self.db.conn, export_id, members)
                 ids.append(export_id)
         return ids
 
@@ -550,6 +551,29 @@ class ConsensusTables:
                 "SELECT id, params FROM runs WHERE status = 'running' AND command = ?", [command]
             ).fetchall()
         ]
+
+
+def _insert_members(conn: sqlite3.Connection, export_id: int, members: np.ndarray) -> None:
+    """``export_members`` rows ``(export_id, m)`` for the ascending ids ``members``, in that
+    order: one statement over a JSON array of the ids (``json_each``) rather than one
+    ``executemany`` step per row (a third of the time at a million rows); the same rows, in
+    the same order, with the same foreign-key checks. SQLite without JSON functions: the
+    ``executemany``."""
+    for start in range(0, len(members), EXPORT_MEMBER_BLOCK):  # (bounds the JSON text)
+        ids = members[start : start + EXPORT_MEMBER_BLOCK].tolist()
+        try:
+            conn.execute(
+                "INSERT INTO export_members (export_id, consensus_id) "
+                "SELECT ?, value FROM json_each(?)",
+                (int(export_id), "[" + ",".join(map(str, ids)) + "]"),
+            )
+        except sqlite3.OperationalError as exc:
+            if "json_each" not in str(exc):
+                raise
+            conn.executemany(
+                "INSERT INTO export_members (export_id, consensus_id) VALUES (?,?)",
+                zip(itertools.repeat(int(export_id)), ids),
+            )
 
 
 _CONSENSUS_FLOATS = (
