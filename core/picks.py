@@ -28,7 +28,9 @@ The frame is the one copick, the CryoET Data Portal and the CZII metric use; see
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -83,22 +85,50 @@ def make(data: Mapping[str, Any] | pd.DataFrame, **constants: Any) -> pd.DataFra
     frame = pd.DataFrame(dict(data)) if not isinstance(data, pd.DataFrame) else data.copy()
     n = len(frame)
     for key, value in constants.items():
+        if n and COLUMNS.get(key) == "object" and key not in _TEXT and _plain(value):
+            # what normalise makes of [value] * n: an object column, without the text dtype
+            # pandas would infer first
+            frame[key] = _filled(n, value, frame.index)
+            continue
         frame[key] = [value] * n if n else pd.Series(dtype=COLUMNS.get(key, "object"))
     missing = [c for c in ("tomogram", "x", "y", "z", "record") if c not in frame]
     if missing:
         raise ValueError(f"canonical pick table is missing required columns {missing}")
     for column, default in _DEFAULTS.items():
-        if column not in frame:
-            frame[column] = [default] * n if n else pd.Series(dtype=COLUMNS[column])
+        if column in frame:
+            continue
+        if n and column not in _TEXT:
+            # what normalise makes of [default] * n (NaN: float64; None: an object column)
+            frame[column] = _filled(n, default, frame.index)
+            continue
+        frame[column] = [default] * n if n else pd.Series(dtype=COLUMNS[column])
     return normalise(frame)
+
+
+def _filled(n: int, value: Any, index: pd.Index) -> pd.Series:
+    """A column of ``n`` times ``value`` (``None``, text or NaN) with its canonical dtype."""
+    if isinstance(value, float):
+        return pd.Series(np.full(n, value), index=index)
+    return pd.Series(np.full(n, value, dtype=object), index=index, dtype=object)
+
+
+_TEXT = ("tomogram", "original")
+
+
+def _plain(value: object) -> bool:
+    return value is None or type(value) is str
 
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """Return ``frame`` restricted to :data:`COLUMNS`, in order, with canonical dtypes."""
     out = frame.loc[:, list(COLUMNS)].copy()
     for column, dtype in COLUMNS.items():
-        if column in ("tomogram", "original") and _all_text(out[column]):
-            continue  # normalised already (a checked chunk): spare a pass over every value
+        series = out[column]
+        if column in _TEXT:
+            if _all_text(series):
+                continue  # normalised already (a checked chunk): spare a pass over every value
+        elif series.dtype == dtype and (dtype != "object" or _none_for_missing(series)):
+            continue  # normalised already: the conversions below would give the same values
         if dtype == "object":
             values = out[column].astype(object)
             out[column] = values.where(pd.notna(values), None)
@@ -107,6 +137,13 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
         else:
             out[column] = pd.to_numeric(out[column], errors="raise").astype(dtype)
     return out.reset_index(drop=True)
+
+
+def _none_for_missing(series: pd.Series) -> bool:
+    """Whether every missing value of an object column is ``None`` (what normalise puts)."""
+    values = series.to_numpy()
+    missing = pd.isna(values)
+    return not missing.any() or all(map(operator.is_, values[missing].tolist(), repeat(None)))
 
 
 def _all_text(series: pd.Series) -> bool:

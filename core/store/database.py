@@ -79,11 +79,13 @@ def _pick_values(series: pd.Series, column: str) -> tuple[list[Any], bool]:
     if column == "record":
         return series.to_numpy(dtype=np.int64).tolist(), False
     values = series.to_numpy(dtype=object).tolist()
-    first = values[0]
+    first, last = values[0], values[-1]
     if (
         (first is None or type(first) is str)
+        and type(last) is type(first)
+        and last == first  # (quick tests first)
         and set(map(type, values)) == {type(first)}
-        and len(set(values)) == 1
+        and values.count(first) == len(values)
     ):
         return [first], True
     return values, False
