@@ -22,8 +22,10 @@ picks carry them (the metric ignores extra columns).
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from collections.abc import Iterator
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -68,19 +70,22 @@ class CziiCsvAdapter(Adapter):
             # newline=None: CR-only and CRLF endings read as lines (as points-csv reads them);
             # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not content
             with open(path, encoding="utf-8-sig", newline=None) as handle:
-                reader = csv.reader(handle)
+                lines = _Lines(handle)
+                reader = csv.reader(lines)
                 try:
-                    yield from self._read_rows(reader, ctx, chunk_size)
+                    yield from self._read_rows(reader, lines, ctx, chunk_size)
                 except csv.Error as exc:
                     # a field over csv's limit (131,072 characters), a quote left open...
                     raise ctx.error(
-                        f"not a valid CSV line ({exc})", line=max(reader.line_num, 1)
+                        f"not a valid CSV line ({exc})", line=max(lines.number, 1)
                     ) from None
         except UnicodeDecodeError:
             read_text(path, ctx)  # raises the error naming the line of the bad bytes
             raise
 
-    def _read_rows(self, reader, ctx: ReadContext, chunk_size: int) -> Iterator[pd.DataFrame]:
+    def _read_rows(
+        self, reader, lines: _Lines, ctx: ReadContext, chunk_size: int
+    ) -> Iterator[pd.DataFrame]:
         first = next(reader, None)
         blank = first is None or all(not f.strip() for f in first)
         # a blank first line: the file is empty if every line is (else the header is missing)
@@ -96,22 +101,38 @@ class CziiCsvAdapter(Adapter):
         index = {c: lower.index(c) for c in lower}
         columns = [index[c] for c in ("experiment", "particle_type", "x", "y", "z")]
         score_at = index.get("score")
+        has_score = score_at is not None
         rows = _Rows()
         voxels = units_are_voxels(ctx.options, "angstrom")
         extent = _Extent()
-        for fields in reader:
-            lineno = reader.line_num  # the physical line (a quoted field may span lines)
-            if not fields or all(not f.strip() for f in fields):
+        while lines.fill():
+            # a block of plain lines is split at once (the fields csv.reader gives them)
+            block = _plain_block(lines, len(header), columns, score_at)
+            if block is not None:
+                rows.extend(block)
+                while len(rows.record) >= chunk_size:
+                    chunk, rows = rows.split(chunk_size)
+                    yield self._convert(chunk.frame(ctx, has_score), ctx, voxels, extent)
                 continue
-            if len(fields) != len(header):
-                rows.frame(ctx, score_at is not None)  # an earlier line's error comes first
-                raise ctx.error(f"expected {len(header)} fields, found {len(fields)}", line=lineno)
-            rows.add(fields, columns, score_at, lineno)
-            if len(rows.record) >= chunk_size:
-                yield self._convert(rows.frame(ctx, score_at is not None), ctx, voxels, extent)
-                rows = _Rows()
+            # anything else line by line, as csv.reader reads it, to the end of the block
+            while lines.pending():
+                fields = next(reader, None)
+                if fields is None:
+                    break
+                lineno = lines.number  # the physical line (a quoted field may span lines)
+                if not fields or all(not f.strip() for f in fields):
+                    continue
+                if len(fields) != len(header):
+                    rows.frame(ctx, has_score)  # an earlier line's error comes first
+                    raise ctx.error(
+                        f"expected {len(header)} fields, found {len(fields)}", line=lineno
+                    )
+                rows.add(fields, columns, score_at, lineno)
+                if len(rows.record) >= chunk_size:
+                    yield self._convert(rows.frame(ctx, has_score), ctx, voxels, extent)
+                    rows = _Rows()
         if rows.record or not extent.seen:
-            yield self._convert(rows.frame(ctx, score_at is not None), ctx, voxels, extent)
+            yield self._convert(rows.frame(ctx, has_score), ctx, voxels, extent)
         if not voxels:
             extent.warn_if_voxels(ctx)
 
@@ -147,6 +168,8 @@ class CziiCsvAdapter(Adapter):
 class _Rows:
     """The raw fields of one chunk's lines, as lists of strings (parsed a column at a time)."""
 
+    FIELDS = ("tomogram", "particle", "x", "y", "z", "score", "record", "original")
+
     def __init__(self) -> None:
         self.tomogram: list[str] = []
         self.particle: list[str] = []
@@ -156,6 +179,19 @@ class _Rows:
         self.score: list[str] = []
         self.record: list[int] = []
         self.original: list[str] = []
+
+    def extend(self, block: _Rows) -> None:
+        for name in _Rows.FIELDS:
+            getattr(self, name).extend(getattr(block, name))
+
+    def split(self, n: int) -> tuple[_Rows, _Rows]:
+        """The first ``n`` lines, and the rest."""
+        head, rest = _Rows(), _Rows()
+        for name in _Rows.FIELDS:
+            values = getattr(self, name)
+            setattr(head, name, values[:n])
+            setattr(rest, name, values[n:])
+        return head, rest
 
     def add(self, fields: list[str], columns: list[int], score_at: int | None, line: int) -> None:
         experiment, particle, x, y, z = columns
@@ -175,11 +211,13 @@ class _Rows:
         parsed = {}
         bad = np.zeros(len(self.record), dtype=bool)
         for axis in ("x", "y", "z", "score"):
-            tokens = pd.Series(getattr(self, axis), dtype=object)
+            tokens = np.array(getattr(self, axis), dtype=object)
             values = np.array(pd.to_numeric(tokens, errors="coerce"), dtype=float)
             unread = ~np.isfinite(values)
-            if axis == "score":  # an empty score or a missing-value token is no score
-                unread &= ~(tokens.eq("") | tokens.isin(NA_TOKENS)).to_numpy()
+            if axis == "score" and unread.any():  # an empty score or a missing-value token
+                rows = np.flatnonzero(unread)  # is no score
+                empty = pd.Series(tokens[rows], dtype=object)
+                unread[rows] = ~(empty.eq("") | empty.isin(NA_TOKENS)).to_numpy()
             parsed[axis] = (values, unread)
             bad |= unread
         for row in np.flatnonzero(bad):
@@ -193,14 +231,140 @@ class _Rows:
         return canonical.make(
             {
                 "tomogram": ctx.resolve_tomograms(self.tomogram),
-                "particle": [names[raw] for raw in self.particle],
+                # text and None as an object column: what make gives it (not text first)
+                "particle": pd.Series(list(map(names.__getitem__, self.particle)), dtype=object),
                 **{axis: parsed[axis][0] for axis in ("x", "y", "z", "score")},
-                "record": self.record,
+                "record": np.array(self.record, dtype=np.int64),
                 "original": self.original,
             },
             particle_field="particle_type",
             score_field="score" if has_score else None,
         )
+
+
+# Lines read from the file at a time (the fast path splits them together).
+BLOCK_LINES = 16_384
+# What a plain block holds: printable ASCII, tabs and line ends; no quote (csv.reader would
+# unquote), no other control character (csv.reader's NUL, str.strip's other whitespace).
+_NOT_PLAIN = re.compile(r'["\x00-\x08\x0b-\x1f\x7f]')
+
+
+class _Lines:
+    """The lines of a text file (newlines translated), read ``BLOCK_LINES`` at a time: handed
+    to csv.reader one by one (it iterates this), or taken a block at a time by the fast path.
+    :attr:`number` counts the lines handed out: the physical line of the last one.
+
+    Lines are read from the file one by one, as csv.reader read them: bytes that are not
+    UTF-8 raise when the line they are in is reached (after the lines before it are used),
+    so errors come in the order a line-by-line read gives them."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.block: list[str] = []
+        self.at = 0  # lines of the block handed out
+        self.number = 0
+        self.failure: UnicodeDecodeError | None = None
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.at < len(self.block):
+            line = self.block[self.at]
+            self.at += 1
+        else:
+            self._raise()
+            line = next(self.handle)
+        self.number += 1
+        return line
+
+    def _raise(self) -> None:
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+
+    def pending(self) -> bool:
+        """Whether lines of the block are still to be handed out."""
+        return self.at < len(self.block)
+
+    def fill(self) -> bool:
+        """Read the next block if this one is used up; False at the end of the file."""
+        if self.pending():
+            return True
+        self._raise()
+        block: list[str] = []
+        try:
+            for line in self.handle:
+                block.append(line)
+                if len(block) == BLOCK_LINES:
+                    break
+        except UnicodeDecodeError as exc:
+            if not block:
+                raise
+            self.failure = exc  # raised once the lines before it are used
+        self.block, self.at = block, 0
+        return bool(block)
+
+    def take(self) -> list[str]:
+        """The rest of the block, handed out at once."""
+        lines = self.block[self.at :]
+        self.at = len(self.block)
+        self.number += len(lines)
+        return lines
+
+
+def _plain_block(
+    lines: _Lines, width: int, columns: list[int], score_at: int | None
+) -> _Rows | None:
+    """The rest of the block as :class:`_Rows` when every line is plain, with the fields
+    ``csv.reader`` gives it: printable ASCII (no quote), ``width`` fields, under csv's field
+    size limit; blank lines are skipped. Then the block is taken; otherwise None, and nothing
+    is taken (csv.reader reads it)."""
+    rest = lines.block[lines.at :]
+    text = "".join(rest)
+    if not text.isascii() or _NOT_PLAIN.search(text) is not None:
+        return None
+    # without quotes and control characters csv.reader's fields are the line split at commas
+    body = text[:-1] if text.endswith("\n") else text
+    originals = body.split("\n")
+    if max(map(len, originals)) >= csv.field_size_limit():
+        return None
+    first = lines.number + 1
+    numbers: list[int] | range = range(first, first + len(originals))
+    commas = width - 1
+    counts = list(map(str.count, originals, repeat(",")))
+    experiment, particle, x, y, z = columns
+    if counts.count(commas) != len(counts):
+        # blank lines (all fields blank: only spaces, tabs and commas) are skipped
+        kept = [i for i, line in enumerate(originals) if line.strip(" \t,")]
+        if any(counts[i] != commas for i in kept):
+            return None  # a line of another width: csv.reader's path names it
+        originals = [originals[i] for i in kept]
+        numbers = [first + i for i in kept]
+        body = "\n".join(originals)
+        if not originals:
+            lines.take()
+            return _Rows()
+    flat = body.replace("\n", ",").split(",")
+    padded = " " in text or "\t" in text
+
+    def column(at: int, strip: bool = True) -> list[str]:
+        values = flat[at::width]
+        return list(map(str.strip, values)) if strip and padded else values
+
+    block = _Rows()
+    block.x = column(x)
+    if "" in block.x:
+        return None  # a line with no x: csv.reader's path names it
+    block.tomogram = column(experiment)
+    block.particle = column(particle, strip=False)
+    block.y = column(y)
+    block.z = column(z)
+    block.score = column(score_at) if score_at is not None else [""] * len(originals)
+    block.record = list(numbers)
+    block.original = originals
+    lines.take()
+    return block
 
 
 class _Extent:

@@ -28,7 +28,9 @@ The frame is the one copick, the CryoET Data Portal and the CZII metric use; see
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -83,22 +85,50 @@ def make(data: Mapping[str, Any] | pd.DataFrame, **constants: Any) -> pd.DataFra
     frame = pd.DataFrame(dict(data)) if not isinstance(data, pd.DataFrame) else data.copy()
     n = len(frame)
     for key, value in constants.items():
+        if n and COLUMNS.get(key) == "object" and key not in _TEXT and _plain(value):
+            # what normalise makes of [value] * n: an object column, without the text dtype
+            # pandas would infer first
+            frame[key] = _filled(n, value, frame.index)
+            continue
         frame[key] = [value] * n if n else pd.Series(dtype=COLUMNS.get(key, "object"))
     missing = [c for c in ("tomogram", "x", "y", "z", "record") if c not in frame]
     if missing:
         raise ValueError(f"canonical pick table is missing required columns {missing}")
     for column, default in _DEFAULTS.items():
-        if column not in frame:
-            frame[column] = [default] * n if n else pd.Series(dtype=COLUMNS[column])
+        if column in frame:
+            continue
+        if n and column not in _TEXT:
+            # what normalise makes of [default] * n (NaN: float64; None: an object column)
+            frame[column] = _filled(n, default, frame.index)
+            continue
+        frame[column] = [default] * n if n else pd.Series(dtype=COLUMNS[column])
     return normalise(frame)
+
+
+def _filled(n: int, value: Any, index: pd.Index) -> pd.Series:
+    """A column of ``n`` times ``value`` (``None``, text or NaN) with its canonical dtype."""
+    if isinstance(value, float):
+        return pd.Series(np.full(n, value), index=index)
+    return pd.Series(np.full(n, value, dtype=object), index=index, dtype=object)
+
+
+_TEXT = ("tomogram", "original")
+
+
+def _plain(value: object) -> bool:
+    return value is None or type(value) is str
 
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """Return ``frame`` restricted to :data:`COLUMNS`, in order, with canonical dtypes."""
     out = frame.loc[:, list(COLUMNS)].copy()
     for column, dtype in COLUMNS.items():
-        if column in ("tomogram", "original") and _all_text(out[column]):
-            continue  # normalised already (a checked chunk): spare a pass over every value
+        series = out[column]
+        if column in _TEXT:
+            if _all_text(series):
+                continue  # normalised already (a checked chunk): spare a pass over every value
+        elif series.dtype == dtype and (dtype != "object" or _none_for_missing(series)):
+            continue  # normalised already: the conversions below would give the same values
         if dtype == "object":
             values = out[column].astype(object)
             out[column] = values.where(pd.notna(values), None)
@@ -107,6 +137,13 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
         else:
             out[column] = pd.to_numeric(out[column], errors="raise").astype(dtype)
     return out.reset_index(drop=True)
+
+
+def _none_for_missing(series: pd.Series) -> bool:
+    """Whether every missing value of an object column is ``None`` (what normalise puts)."""
+    values = series.to_numpy()
+    missing = pd.isna(values)
+    return not missing.any() or all(map(operator.is_, values[missing].tolist(), repeat(None)))
 
 
 def _all_text(series: pd.Series) -> bool:
@@ -131,26 +168,150 @@ def validate(frame: pd.DataFrame) -> None:
 DIGEST_COLUMNS = ("record", "tomogram", "particle", "x", "y", "z", "score", "rot", "tilt", "psi")
 
 
-def _digest_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns :func:`content_digest` hashes, rounded and sorted."""
+def _digest_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The columns :func:`content_digest` hashes, rounded, in the frame's order."""
     particle = frame["particle"].to_numpy(dtype=object).copy()
     particle[pd.isna(particle)] = ""
     if set(map(type, particle.tolist())) - {str}:
         particle = np.array([str(p) for p in particle.tolist()], dtype=object)
-    table = pd.DataFrame(
-        {
-            "record": pd.to_numeric(frame["record"]).to_numpy(dtype="int64"),
-            # object columns (not pandas' arrow text): sorted the same, hashed much faster
-            "tomogram": pd.Series(
-                frame["tomogram"].astype(str).to_numpy(dtype=object), dtype=object
-            ),
-            "particle": pd.Series(particle, dtype=object),
-        }
-    )
+    columns = {
+        "record": pd.to_numeric(frame["record"]).to_numpy(dtype="int64"),
+        # object columns (not pandas' arrow text): sorted the same, hashed much faster
+        "tomogram": frame["tomogram"].astype(str).to_numpy(dtype=object),
+        "particle": particle,
+    }
     for column in ("x", "y", "z", "score", "rot", "tilt", "psi"):
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-        table[column] = np.round(values, 4 if column in COORDS else 6) + 0.0  # no "-0"
+        columns[column] = np.round(values, 4 if column in COORDS else 6) + 0.0  # no "-0"
+    return columns
+
+
+def _sorted_table(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The digest columns as a table sorted by record (then the other columns)."""
+    table = pd.DataFrame({c: pd.Series(columns[c], dtype=columns[c].dtype) for c in columns})
     return table.sort_values(list(DIGEST_COLUMNS), kind="stable")
+
+
+def _digest_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns :func:`content_digest` hashes, rounded and sorted."""
+    return _sorted_table(_digest_columns(frame))
+
+
+def _digest_text(table: pd.DataFrame, header: bool) -> bytes:
+    """What the digest hashes of a sorted table: its CSV text (``%.6f``, NaN ``nan``)."""
+    return csv_text(table, header=header, float_format="%.6f", na_rep="nan").encode()
+
+
+# -- the digest's CSV text, vectorised ----------------------------------------------------------
+# The text :func:`_digest_text` gives, built as bytes by numpy for tables whose values are plain
+# (text without characters CSV quotes, floats below 2**33 on the 6-decimal grid): each field
+# is written into a fixed-width slot of a row of bytes, 0 where a slot has no character, and
+# the 0 bytes are dropped at the end. Anything else is left to csv_text.
+_SPECIAL = (",", '"', "\n", "\r", "\x00")  # CSV quotes the first four; 0 is our filler
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+# "00" .. "99" as the 2-byte (native order) integers their ASCII text is
+_PAIRS = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], dtype=np.uint8).view(
+    np.uint16
+)[:, 0]
+_NAN = np.frombuffer(b"nan", dtype=np.uint8)
+_FLOAT_LIMIT = 2.0**33  # below it, a value on the 6-decimal grid prints as its grid point
+
+
+def _digits(values: np.ndarray, width: int) -> np.ndarray:
+    """Non-negative int64 ``values`` (below 10**width) as ``width`` ASCII digits each, with
+    leading zeros: (N, width) bytes."""
+    pairs = (width + 1) // 2
+    out = np.empty((len(values), pairs), dtype=np.uint16)
+    rest = values
+    for at in range(pairs - 1, -1, -1):  # two digits at a time
+        rest, pair = np.divmod(rest, 100)
+        out[:, at] = _PAIRS[pair]
+    return out.view(np.uint8)[:, 2 * pairs - width :]
+
+
+def _int_bytes(values: np.ndarray, negative: np.ndarray | None) -> np.ndarray:
+    """Non-negative int64 ``values`` as their decimal digits, right-aligned in (N, width)
+    bytes after a sign slot (``-`` where ``negative``); 0 bytes where there is no character."""
+    width = len(str(int(values.max()))) if len(values) else 1
+    out = np.zeros((len(values), width + 1), dtype=np.uint8)
+    out[:, 1:] = _digits(values, width)
+    for at in range(1, width):  # leading zeros are no characters (a lone 0 stays)
+        out[:, at] *= (values >= _POW10[width - at]).view(np.uint8)
+    if negative is not None:
+        out[negative, 0] = ord("-")
+    return out
+
+
+def _fixed6_bytes(values: np.ndarray) -> np.ndarray | None:
+    """``"%.6f" % v`` (``nan`` for NaN) of float64 ``values``, as (N, width) bytes; None when a
+    value is not plain (infinite, over 2**33, or not printed exactly by its nearest 6-decimal
+    grid point)."""
+    missing = np.isnan(values)
+    if missing.all():
+        return np.broadcast_to(_NAN, (len(values), 3))
+    magnitude = np.where(missing, 0.0, np.abs(values))
+    if not (magnitude < _FLOAT_LIMIT).all():
+        return None
+    scaled = np.rint(magnitude * 1e6)
+    # magnitude is the double nearest scaled / 10**6 and below 2**33, so within half a unit
+    # of its last place (< 5e-7) of it: "%.6f" prints that grid point (no tie)
+    if not (scaled / 1e6 == magnitude).all():
+        return None
+    whole, fraction = np.divmod(scaled.astype(np.int64), 1_000_000)
+    head = _int_bytes(whole, np.signbit(values) & ~missing)
+    width = head.shape[1]
+    out = np.empty((len(values), width + 7), dtype=np.uint8)
+    out[:, :width] = head
+    out[:, width] = ord(".")
+    out[:, width + 1 :] = _digits(fraction, 6)
+    if missing.any():
+        out[missing] = 0
+        out[missing, :3] = _NAN
+    return out
+
+
+def _text_bytes(values: np.ndarray) -> np.ndarray | None:
+    """A column of ``str`` as UTF-8 bytes, left-aligned in (N, width) bytes; None when a
+    value is not ``str`` or holds a character CSV quotes (or a NUL)."""
+    codes, uniques = pd.factorize(values)
+    texts = list(uniques)
+    if (codes < 0).any() or any(type(t) is not str for t in texts):
+        return None
+    if any(c in "\x01".join(texts) for c in _SPECIAL):
+        return None
+    try:
+        encoded = [t.encode() for t in texts]
+    except UnicodeEncodeError:
+        return None
+    table = np.zeros((len(encoded), max(map(len, encoded), default=0)), dtype=np.uint8)
+    for row, text in enumerate(encoded):
+        table[row, : len(text)] = np.frombuffer(text, dtype=np.uint8)
+    return table[codes]
+
+
+def _plain_digest_text(columns: dict[str, np.ndarray], header: bool) -> bytes | None:
+    """:func:`_digest_text` of the digest columns in their order (records ascending), or
+    None when a value is not plain."""
+    record = columns["record"]
+    if record.min() == np.iinfo(np.int64).min:
+        return None
+    pieces = [_int_bytes(np.abs(record), record < 0)]
+    for column in ("tomogram", "particle"):
+        pieces.append(_text_bytes(columns[column]))
+    for column in ("x", "y", "z", "score", "rot", "tilt", "psi"):
+        pieces.append(_fixed6_bytes(columns[column]))
+    if any(piece is None for piece in pieces):
+        return None
+    rows = np.zeros((len(record), sum(p.shape[1] + 1 for p in pieces)), dtype=np.uint8)
+    at = 0
+    for piece in pieces:
+        rows[:, at : at + piece.shape[1]] = piece
+        at += piece.shape[1]
+        rows[:, at] = ord(",")
+        at += 1
+    rows[:, -1] = ord("\n")
+    text = rows.tobytes().translate(None, b"\x00")
+    return (",".join(DIGEST_COLUMNS) + "\n").encode() + text if header else text
 
 
 class ContentDigest:
@@ -163,6 +324,10 @@ class ContentDigest:
     of every chunk and sorts them at the end. Either way the result equals ``content_digest``
     of all the chunks concatenated: a streamed import of a file is the same source as a
     one-shot one (re-importing it is a no-op).
+
+    What is hashed is the CSV text of the sorted columns (:func:`_digest_text`); a chunk
+    whose records ascend is in that order already, and its text is built by numpy
+    (:func:`_plain_digest_text`) when its values are plain.
     """
 
     def __init__(self, *, keep: bool = False) -> None:
@@ -177,21 +342,26 @@ class ContentDigest:
     def update(self, frame: pd.DataFrame) -> None:
         if not len(frame) or self.broken:
             return
-        table = _digest_table(frame)
+        columns = _digest_columns(frame)
         if self._kept is not None:
-            self._kept.append(table)
+            self._kept.append(_sorted_table(columns))
             return
-        records = table["record"].to_numpy()
+        records = columns["record"]
         if self._last is not None and int(records.min()) <= self._last:
             self.broken = True
             return
         self._last = int(records.max())
-        self._emit(table)
+        text = None
+        if (records[1:] > records[:-1]).all():  # sorted already (records are distinct)
+            text = _plain_digest_text(columns, self._header)
+        if text is None:
+            text = _digest_text(_sorted_table(columns), self._header)
+        self._header = False
+        self._hash.update(text)
 
     def _emit(self, table: pd.DataFrame) -> None:
-        text = csv_text(table, header=self._header, float_format="%.6f", na_rep="nan")
+        self._hash.update(_digest_text(table, self._header))
         self._header = False
-        self._hash.update(text.encode())
 
     def hexdigest(self) -> str:
         if self.broken:

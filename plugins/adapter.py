@@ -114,13 +114,10 @@ class ReadContext:
 
     def resolve_tomograms(self, raw: Iterable[object]) -> list[str]:
         """:meth:`resolve_tomogram` for a whole column; each distinct name is resolved once."""
-        resolved: dict[str, str] = {}
-        out = []
-        for name in map(str, raw):
-            if name not in resolved:
-                resolved[name] = self.resolve_tomogram(name)
-            out.append(resolved[name])
-        return out
+        names = list(map(str, raw))
+        # in the order they first appear (the first unknown name is the one an error names)
+        resolved = {name: self.resolve_tomogram(name) for name in dict.fromkeys(names)}
+        return list(map(resolved.__getitem__, names))
 
     def tomogram_from_path(self) -> str:
         """The tomogram of a one-file-per-tomogram format: ``--tomogram`` or the file name."""

@@ -47,7 +47,11 @@ class KeptPicks:
             for column in TEXT:
                 if column not in part:
                     continue
+                if isinstance(part[column].dtype, pd.StringDtype):
+                    continue  # pandas text: every value present is a str
                 values = part[column].to_numpy(dtype=object)
+                if set(map(type, values.tolist())) <= {str, type(None)}:
+                    continue  # (a quick test first)
                 present = values[~pd.isna(values)]
                 # SQLite's TEXT affinity turns a number into its own text: not reproduced here
                 if any(type(v) is not str for v in present.tolist()):

@@ -47,6 +47,9 @@ PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
 # SQLite page cache during bulk writes (KiB): the picks indexes of a multi-million-pick
 # import stay in memory instead of being evicted and re-read page by page.
 BULK_CACHE_KIB = 256 * 1024
+# Rows per INSERT statement of Store.insert_picks (at most 15 bound values a row: 750 values,
+# under SQLite's oldest limit of 999 per statement).
+ROWS_PER_INSERT = 50
 
 
 def _json(value: Any) -> str | None:
@@ -54,6 +57,38 @@ def _json(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _pick_values(series: pd.Series, column: str) -> tuple[list[Any], bool]:
+    """A picks column as the Python values ``sqlite3`` binds (NaN: ``None``), and whether every
+    row has the same one (text, ``None`` or a float of the same bits): then only that one is
+    returned, to be bound once. ``record`` is never shared (so a statement binds per row)."""
+    dtype = canonical.COLUMNS[column]
+    if dtype == "float64":
+        array = series.to_numpy(dtype=float)
+        missing = np.isnan(array)
+        if missing.all():
+            return [None], True
+        bits = array.view(np.int64)
+        if not missing.any() and (bits == bits[0]).all():
+            return [float(array[0])], True
+        values = array.tolist()
+        for row in np.flatnonzero(missing).tolist():
+            values[row] = None
+        return values, False
+    if column == "record":
+        return series.to_numpy(dtype=np.int64).tolist(), False
+    values = series.to_numpy(dtype=object).tolist()
+    first, last = values[0], values[-1]
+    if (
+        (first is None or type(first) is str)
+        and type(last) is type(first)
+        and last == first  # (quick tests first)
+        and set(map(type, values)) == {type(first)}
+        and values.count(first) == len(values)
+    ):
+        return [first], True
+    return values, False
 
 
 class _Found(Exception):
@@ -303,25 +338,53 @@ class Store(ConsensusTables):
         return source_id
 
     def insert_picks(self, source_id: int, picks: pd.DataFrame) -> None:
-        """Bulk insert (executemany over columns, no per-row Python dicts)."""
+        """Bulk insert, :data:`ROWS_PER_INSERT` rows per ``INSERT`` statement (no per-row
+        Python dicts). One statement inserting many rows keeps SQLite's cursors on the table and
+        its two indexes where the last row went; a statement per row looked every row up from
+        the B-trees' roots again (≈ 2.5× the time). A value that every row shares (the source
+        id, a column with no value, the score's field name) is bound once per statement. The
+        rows, their order (ids) and every stored value are those of one ``INSERT`` a row."""
         if picks.empty:
             return
-        columns = list(canonical.COLUMNS)
-        values = [np.full(len(picks), source_id, dtype=object)]
-        for column in columns:
-            series = picks[column]
-            if canonical.COLUMNS[column] == "float64":
-                array = series.to_numpy(dtype=float).astype(object)
-                array[np.isnan(series.to_numpy(dtype=float))] = None
-                values.append(array)
-            elif column == "record":
-                values.append(series.to_numpy(dtype=np.int64).astype(object))
+        n = len(picks)
+        columns = ["source_id", *canonical.COLUMNS]
+        shared: list[Any] = [source_id]  # values bound once: ?1, ?2, ...
+        varying: list[list[Any]] = []  # record always among them
+        slots: list[tuple[str, int]] = [("shared", 0)]  # per column: shared or varying, which
+        for column in canonical.COLUMNS:
+            values, same = _pick_values(picks[column], column)
+            if same:
+                slots.append(("shared", len(shared)))
+                shared.extend(values)
             else:
-                values.append(series.to_numpy(dtype=object))
-        placeholders = ",".join("?" * (len(columns) + 1))
-        sql = f"INSERT INTO picks (source_id, {', '.join(columns)}) VALUES ({placeholders})"
-        rows = zip(*[v.tolist() for v in values], strict=True)
-        self.db.conn.executemany(sql, rows)
+                slots.append(("varying", len(varying)))
+                varying.append(values)
+        width = len(varying)
+        flat: list[Any] = [None] * (n * width)  # the varying values, row after row
+        for j, values in enumerate(varying):
+            flat[j::width] = values
+
+        def statement(rows: int) -> str:
+            groups = []
+            for row in range(rows):
+                first = len(shared) + row * width + 1
+                marks = [
+                    f"?{index + 1}" if kind == "shared" else f"?{first + index}"
+                    for kind, index in slots
+                ]
+                groups.append(f"({','.join(marks)})")
+            return f"INSERT INTO picks ({', '.join(columns)}) VALUES {','.join(groups)}"
+
+        conn = self.db.conn
+        step = ROWS_PER_INSERT * width
+        full = n // ROWS_PER_INSERT * step
+        if full:
+            conn.executemany(
+                statement(ROWS_PER_INSERT),
+                (shared + flat[start : start + step] for start in range(0, full, step)),
+            )
+        if full < len(flat):
+            conn.execute(statement(n % ROWS_PER_INSERT), shared + flat[full:])
 
     def sources(self) -> list[dict]:
         return list(self.db["sources"].rows_where(order_by="id"))
