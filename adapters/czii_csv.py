@@ -226,13 +226,19 @@ class _Rows:
                     token = getattr(self, axis)[row]
                     line = self.record[row]
                     values[row] = number(token, ctx, line, axis, allow_na=axis == "score")
-        # one look-up per distinct label, not per line
-        names = {raw: ctx.particle_name(raw) for raw in set(self.particle)}
+        # one look-up per distinct label and tomogram name, not per line
+        particles, labels = _codes(self.particle)
+        names = np.array([ctx.particle_name(raw) for raw in labels], dtype=object)
+        tomograms, seen = _codes(self.tomogram)
+        resolved = ctx.resolve_tomograms(seen)  # in the order they first appear
         return canonical.make(
             {
-                "tomogram": ctx.resolve_tomograms(self.tomogram),
+                # the text column pandas makes of the names, line by line
+                "tomogram": pd.Series(pd.Series(resolved).array.take(tomograms))
+                if len(tomograms)
+                else [],
                 # text and None as an object column: what make gives it (not text first)
-                "particle": pd.Series(list(map(names.__getitem__, self.particle)), dtype=object),
+                "particle": pd.Series(names[particles], dtype=object),
                 **{axis: parsed[axis][0] for axis in ("x", "y", "z", "score")},
                 "record": np.array(self.record, dtype=np.int64),
                 "original": self.original,
@@ -240,6 +246,12 @@ class _Rows:
             particle_field="particle_type",
             score_field="score" if has_score else None,
         )
+
+
+def _codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each value's index into the distinct values, which are in the order they first appear."""
+    codes, distinct = pd.factorize(np.array(values, dtype=object), use_na_sentinel=False)
+    return codes, list(distinct)
 
 
 # Lines read from the file at a time (the fast path splits them together).

@@ -142,8 +142,10 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
 def _none_for_missing(series: pd.Series) -> bool:
     """Whether every missing value of an object column is ``None`` (what normalise puts)."""
     values = series.to_numpy()
-    missing = pd.isna(values)
-    return not missing.any() or all(map(operator.is_, values[missing].tolist(), repeat(None)))
+    if set(map(type, values.tolist())) <= {str, type(None)}:
+        return True  # (a quick test first: no value of these types is missing but None)
+    missing = values[pd.isna(values)].tolist()
+    return all(map(operator.is_, missing, repeat(None)))
 
 
 def _all_text(series: pd.Series) -> bool:

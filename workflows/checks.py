@@ -57,6 +57,14 @@ class FileChecks:
         self._add_implausible(frame)
 
     def _add_extent(self, frame: pd.DataFrame) -> None:
+        # only the tomograms whose extent is known (often none: a file read before the
+        # tomograms are registered) are grouped
+        names = frame["tomogram"].unique()
+        sized = [name for name in names if self._sized(name)]
+        if not sized:
+            return
+        if len(sized) < len(names):
+            frame = frame[frame["tomogram"].isin(sized)]
         for name, group in frame.groupby("tomogram", sort=True):
             tomo = self.tomograms.get(str(name))
             if tomo is None or tomo.shape is None or not tomo.voxel_size:
@@ -75,6 +83,10 @@ class FileChecks:
             if seen.first is None:
                 seen.first = int(group["record"].to_numpy()[np.flatnonzero(outside)[0]])
             seen.below = seen.below or bool((coords < lo).any())
+
+    def _sized(self, name: object) -> bool:
+        tomo = self.tomograms.get(str(name))
+        return tomo is not None and tomo.shape is not None and bool(tomo.voxel_size)
 
     def _add_implausible(self, frame: pd.DataFrame) -> None:
         names = frame["tomogram"].astype(str)

@@ -78,7 +78,12 @@ def _pick_values(series: pd.Series, column: str) -> tuple[list[Any], bool]:
         return values, False
     if column == "record":
         return series.to_numpy(dtype=np.int64).tolist(), False
-    values = series.to_numpy(dtype=object).tolist()
+    if column in ("tomogram", "particle") and isinstance(series.dtype, pd.StringDtype):
+        # pandas text of a few names: each made a Python str once, not once a row
+        codes, names = pd.factorize(series, use_na_sentinel=False)
+        values = np.asarray(names.to_numpy(dtype=object), dtype=object)[codes].tolist()
+    else:
+        values = series.to_numpy(dtype=object).tolist()
     first, last = values[0], values[-1]
     if (
         (first is None or type(first) is str)
@@ -289,7 +294,7 @@ class Store(ConsensusTables):
         meanwhile) nothing is added and its row is returned; otherwise ``None``, with the new
         source's id in ``meta["id"]``."""
         try:
-            with self.transaction(), self.bulk_writes():
+            with self.journals_in_memory(), self.transaction(), self.bulk_writes():
                 # a placeholder identity (unique) until the picks have decided it
                 row = dict(meta, identity=f"pending:{meta['sha256']}:{os.getpid()}:{now()}")
                 source_id = self._insert_source(row, canonical.empty())
@@ -323,6 +328,29 @@ class Store(ConsensusTables):
             yield
         finally:
             conn.execute(f"PRAGMA cache_size = {int(before)}")
+
+    @contextlib.contextmanager
+    def journals_in_memory(self) -> Iterator[None]:
+        """Around a transaction: SQLite's temporary files in memory. An INSERT of many rows
+        (:meth:`insert_picks`) keeps a copy of every page it changes until it ends (the
+        foreign key check could undo it); past 64 KB SQLite writes those copies to a
+        temporary file, a page at a time (≈ 4 writes for every page the import stores).
+        Only the place of that scratch data changes: the database and its WAL are written
+        as before. Restored afterwards. Setting it drops TEMP tables (picks makes none; with
+        any, or inside a transaction, nothing is changed)."""
+        conn = self.db.conn
+        if (
+            conn.in_transaction
+            or conn.execute("SELECT count(*) FROM sqlite_temp_master").fetchone()[0]
+        ):
+            yield
+            return
+        before = int(conn.execute("PRAGMA temp_store").fetchone()[0])
+        conn.execute("PRAGMA temp_store = MEMORY")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA temp_store = {before}")
 
     def _insert_source(self, meta: dict[str, Any], picks: pd.DataFrame) -> int:
         row = {k: v for k, v in meta.items() if k != "id"}
