@@ -248,6 +248,13 @@ class _Rows:
         )
 
 
+def _shared(values: list[str]) -> list[str]:
+    """``values`` with equal texts as one object (names repeat on every line: later passes
+    over them touch a few objects, not one per line)."""
+    first: dict[str, str] = {}
+    return list(map(first.setdefault, values, values))
+
+
 def _codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
     """Each value's index into the distinct values, which are in the order they first appear."""
     codes, distinct = pd.factorize(np.array(values, dtype=object), use_na_sentinel=False)
@@ -368,8 +375,8 @@ def _plain_block(
     block.x = column(x)
     if "" in block.x:
         return None  # a line with no x: csv.reader's path names it
-    block.tomogram = column(experiment)
-    block.particle = column(particle, strip=False)
+    block.tomogram = _shared(column(experiment))
+    block.particle = _shared(column(particle, strip=False))
     block.y = column(y)
     block.z = column(z)
     block.score = column(score_at) if score_at is not None else [""] * len(originals)
