@@ -22,7 +22,6 @@ picks carry them (the metric ignores extra columns).
 from __future__ import annotations
 
 import csv
-import re
 import sys
 from collections.abc import Iterator
 from itertools import repeat
@@ -248,6 +247,13 @@ class _Rows:
         )
 
 
+def _shared(values: list[str]) -> list[str]:
+    """``values`` with equal texts as one object (names repeat on every line: later passes
+    over them touch a few objects, not one per line)."""
+    first: dict[str, str] = {}
+    return list(map(first.setdefault, values, values))
+
+
 def _codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
     """Each value's index into the distinct values, which are in the order they first appear."""
     codes, distinct = pd.factorize(np.array(values, dtype=object), use_na_sentinel=False)
@@ -258,7 +264,7 @@ def _codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
 BLOCK_LINES = 16_384
 # What a plain block holds: printable ASCII, tabs and line ends; no quote (csv.reader would
 # unquote), no other control character (csv.reader's NUL, str.strip's other whitespace).
-_NOT_PLAIN = re.compile(r'["\x00-\x08\x0b-\x1f\x7f]')
+_PLAIN = bytes([ord("\t"), ord("\n"), *range(0x20, 0x7F)]).replace(b'"', b"")
 
 
 class _Lines:
@@ -334,8 +340,8 @@ def _plain_block(
     is taken (csv.reader reads it)."""
     rest = lines.block[lines.at :]
     text = "".join(rest)
-    if not text.isascii() or _NOT_PLAIN.search(text) is not None:
-        return None
+    if not text.isascii() or text.encode("ascii").translate(None, _PLAIN):
+        return None  # (what is left once the plain characters are deleted is not plain)
     # without quotes and control characters csv.reader's fields are the line split at commas
     body = text[:-1] if text.endswith("\n") else text
     originals = body.split("\n")
@@ -368,8 +374,8 @@ def _plain_block(
     block.x = column(x)
     if "" in block.x:
         return None  # a line with no x: csv.reader's path names it
-    block.tomogram = column(experiment)
-    block.particle = column(particle, strip=False)
+    block.tomogram = _shared(column(experiment))
+    block.particle = _shared(column(particle, strip=False))
     block.y = column(y)
     block.z = column(z)
     block.score = column(score_at) if score_at is not None else [""] * len(originals)

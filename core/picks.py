@@ -84,11 +84,13 @@ def make(data: Mapping[str, Any] | pd.DataFrame, **constants: Any) -> pd.DataFra
     """
     frame = pd.DataFrame(dict(data)) if not isinstance(data, pd.DataFrame) else data.copy()
     n = len(frame)
+    filled = set()  # columns made canonical here
     for key, value in constants.items():
         if n and COLUMNS.get(key) == "object" and key not in _TEXT and _plain(value):
             # what normalise makes of [value] * n: an object column, without the text dtype
             # pandas would infer first
             frame[key] = _filled(n, value, frame.index)
+            filled.add(key)
             continue
         frame[key] = [value] * n if n else pd.Series(dtype=COLUMNS.get(key, "object"))
     missing = [c for c in ("tomogram", "x", "y", "z", "record") if c not in frame]
@@ -100,9 +102,10 @@ def make(data: Mapping[str, Any] | pd.DataFrame, **constants: Any) -> pd.DataFra
         if n and column not in _TEXT:
             # what normalise makes of [default] * n (NaN: float64; None: an object column)
             frame[column] = _filled(n, default, frame.index)
+            filled.add(column)
             continue
         frame[column] = [default] * n if n else pd.Series(dtype=COLUMNS[column])
-    return normalise(frame)
+    return _normalise(frame, filled)
 
 
 def _filled(n: int, value: Any, index: pd.Index) -> pd.Series:
@@ -121,8 +124,15 @@ def _plain(value: object) -> bool:
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """Return ``frame`` restricted to :data:`COLUMNS`, in order, with canonical dtypes."""
+    return _normalise(frame, set())
+
+
+def _normalise(frame: pd.DataFrame, canonical: set[str]) -> pd.DataFrame:
+    """:func:`normalise`; the columns in ``canonical`` are known to be canonical already."""
     out = frame.loc[:, list(COLUMNS)].copy()
     for column, dtype in COLUMNS.items():
+        if column in canonical:
+            continue
         series = out[column]
         if column in _TEXT:
             if _all_text(series):

@@ -97,7 +97,10 @@ class FileChecks:
             and bool(t.voxel_size)
             for name in names.unique()
         }
-        unknown = ~names.map(sized).to_numpy(dtype=bool)
+        if not any(sized.values()) and not names.hasnans:  # (often none is registered)
+            unknown = np.ones(len(names), dtype=bool)
+        else:
+            unknown = ~names.map(sized).to_numpy(dtype=bool)
         if not unknown.any():
             return
         coords = frame[canonical.COORDS].to_numpy(dtype=float)[unknown]

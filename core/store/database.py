@@ -47,9 +47,9 @@ PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
 # SQLite page cache during bulk writes (KiB): the picks indexes of a multi-million-pick
 # import stay in memory instead of being evicted and re-read page by page.
 BULK_CACHE_KIB = 256 * 1024
-# Rows per INSERT statement of Store.insert_picks (at most 15 bound values a row: 750 values,
-# under SQLite's oldest limit of 999 per statement).
-ROWS_PER_INSERT = 50
+# Rows per INSERT statement of Store.insert_picks (fewer where SQLite's limit on the values
+# bound to one statement, 999 before 3.32 and 32,766 since, would be passed).
+ROWS_PER_INSERT = 200
 
 
 def _json(value: Any) -> str | None:
@@ -366,7 +366,7 @@ class Store(ConsensusTables):
         return source_id
 
     def insert_picks(self, source_id: int, picks: pd.DataFrame) -> None:
-        """Bulk insert, :data:`ROWS_PER_INSERT` rows per ``INSERT`` statement (no per-row
+        """Bulk insert, up to :data:`ROWS_PER_INSERT` rows per ``INSERT`` statement (no per-row
         Python dicts). One statement inserting many rows keeps SQLite's cursors on the table and
         its two indexes where the last row went; a statement per row looked every row up from
         the B-trees' roots again (≈ 2.5× the time). A value that every row shares (the source
@@ -404,15 +404,17 @@ class Store(ConsensusTables):
             return f"INSERT INTO picks ({', '.join(columns)}) VALUES {','.join(groups)}"
 
         conn = self.db.conn
-        step = ROWS_PER_INSERT * width
-        full = n // ROWS_PER_INSERT * step
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        rows = max(1, min(ROWS_PER_INSERT, (limit - len(shared)) // width))
+        step = rows * width
+        full = n // rows * step
         if full:
             conn.executemany(
-                statement(ROWS_PER_INSERT),
+                statement(rows),
                 (shared + flat[start : start + step] for start in range(0, full, step)),
             )
         if full < len(flat):
-            conn.execute(statement(n % ROWS_PER_INSERT), shared + flat[full:])
+            conn.execute(statement(n % rows), shared + flat[full:])
 
     def sources(self) -> list[dict]:
         return list(self.db["sources"].rows_where(order_by="id"))
