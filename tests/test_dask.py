@@ -4,6 +4,7 @@ tomogram is named and a re-run redoes only what is missing."""
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import sqlite3
@@ -283,6 +284,9 @@ def test_a_result_lost_with_its_worker_is_computed_again(monkeypatch, caplog):
 
     monkeypatch.setattr(distributed, "as_completed", iter)
     monkeypatch.setattr("picks.workflows.parallel.time.sleep", lambda s: None)
+    # a CLI test earlier in the process stops the picks loggers' propagation (cli/logs.py):
+    # caplog listens at the root
+    monkeypatch.setattr(logging.getLogger("picks"), "propagate", True)
     client = _GoneClient("noise-TS_3-", scatter_failures=1)
     items = [(f"TS_{v}", v) for v in (5, 3, 9)]
     with caplog.at_level("WARNING", logger="picks"):

@@ -17,6 +17,17 @@ from picks.workflows.forked import Forked, ForkFailed
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 
 
+@pytest.fixture(autouse=True)
+def forks(monkeypatch):
+    """Fork as a user's run would: with two cores, and no CNN run's TensorFlow in the process
+    (the suite's CNN tests load it; forked_report then stays in the parent)."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("PICKS_NO_FORK", raising=False)
+
+
 def test_forked_returns_the_childs_value():
     big = list(range(200_000))  # more than a pipe holds: read while the child writes
     job = Forked(lambda: (os.getpid(), sum(big), big))
@@ -82,7 +93,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_forked_report_is_the_serial_one(tmp_path, monkeypatch):
     calls = []
-    original = forked_report.Forked
+    original = forked_report.Forked  # the child is really started (not the fallback)
 
     def counting(fn):
         calls.append(1)
@@ -209,3 +220,11 @@ def test_the_same_bytes_twice_are_one_source_with_read_ahead(tmp_path, monkeypat
         _import_all(tmp_path, "s", inputs, monkeypatch, False)
     assert type(forked.value) is type(serial.value)
     assert str(forked.value) == str(serial.value)
+
+
+def test_no_fork_with_one_core(monkeypatch):
+    from picks.workflows import forked
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert not forked.fork_available()
+    assert Forked(lambda: 1).pid is None

@@ -18,8 +18,8 @@ Rules that keep it safe:
 * an abandoned child (the parent failed before asking for the result) is killed and reaped
   when its :class:`Forked` is collected (:func:`weakref.finalize`).
 
-``PICKS_NO_FORK=1`` turns it off (the work is then done in the parent, at the point where
-the result is asked for).
+``PICKS_NO_FORK=1`` turns it off, and so does a process allowed only one core (the work is
+then done in the parent, at the point where the result is asked for).
 """
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ class ForkFailed(Exception):
 
 
 def fork_available() -> bool:
-    return hasattr(os, "fork") and os.environ.get("PICKS_NO_FORK", "") in ("", "0")
+    """Fork exists, is not turned off, and this process may use two cores or more (with one,
+    a child only takes turns with the parent: a job given one CPU, a busy allotment)."""
+    if not hasattr(os, "fork") or os.environ.get("PICKS_NO_FORK", "") not in ("", "0"):
+        return False
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except AttributeError:  # no affinity call (macOS): the machine's count
+        return (os.cpu_count() or 1) >= 2
 
 
 class Forked:
