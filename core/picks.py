@@ -116,6 +116,8 @@ def _filled(n: int, value: Any, index: pd.Index) -> pd.Series:
 
 
 _TEXT = ("tomogram", "original")
+# pandas 3 always copies on write: a selection of columns changes independently of its frame
+_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3
 
 
 def _plain(value: object) -> bool:
@@ -129,7 +131,9 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _normalise(frame: pd.DataFrame, canonical: set[str]) -> pd.DataFrame:
     """:func:`normalise`; the columns in ``canonical`` are known to be canonical already."""
-    out = frame.loc[:, list(COLUMNS)].copy()
+    out = frame.loc[:, list(COLUMNS)]
+    if not _COPY_ON_WRITE:  # (with copy on write the selection acts as a copy already)
+        out = out.copy()
     for column, dtype in COLUMNS.items():
         if column in canonical:
             continue
