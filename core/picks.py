@@ -116,6 +116,8 @@ def _filled(n: int, value: Any, index: pd.Index) -> pd.Series:
 
 
 _TEXT = ("tomogram", "original")
+# pandas 3 always copies on write: a selection of columns changes independently of its frame
+_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3
 
 
 def _plain(value: object) -> bool:
@@ -129,7 +131,9 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _normalise(frame: pd.DataFrame, canonical: set[str]) -> pd.DataFrame:
     """:func:`normalise`; the columns in ``canonical`` are known to be canonical already."""
-    out = frame.loc[:, list(COLUMNS)].copy()
+    out = frame.loc[:, list(COLUMNS)]
+    if not _COPY_ON_WRITE:  # (with copy on write the selection acts as a copy already)
+        out = out.copy()
     for column, dtype in COLUMNS.items():
         if column in canonical:
             continue
@@ -187,15 +191,26 @@ def _digest_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     if set(map(type, particle.tolist())) - {str}:
         particle = np.array([str(p) for p in particle.tolist()], dtype=object)
     columns = {
-        "record": pd.to_numeric(frame["record"]).to_numpy(dtype="int64"),
+        "record": _digest_records(frame),
         # object columns (not pandas' arrow text): sorted the same, hashed much faster
         "tomogram": frame["tomogram"].astype(str).to_numpy(dtype=object),
         "particle": particle,
     }
-    for column in ("x", "y", "z", "score", "rot", "tilt", "psi"):
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-        columns[column] = np.round(values, 4 if column in COORDS else 6) + 0.0  # no "-0"
+    for column in _DIGEST_FLOATS:
+        columns[column] = _digest_floats(frame, column)
     return columns
+
+
+_DIGEST_FLOATS = ("x", "y", "z", "score", "rot", "tilt", "psi")
+
+
+def _digest_floats(frame: pd.DataFrame, column: str) -> np.ndarray:
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    return np.round(values, 4 if column in COORDS else 6) + 0.0  # no "-0"
+
+
+def _digest_records(frame: pd.DataFrame) -> np.ndarray:
+    return pd.to_numeric(frame["record"]).to_numpy(dtype="int64")
 
 
 def _sorted_table(columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -282,12 +297,10 @@ def _fixed6_bytes(values: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def _text_bytes(values: np.ndarray) -> np.ndarray | None:
-    """A column of ``str`` as UTF-8 bytes, left-aligned in (N, width) bytes; None when a
-    value is not ``str`` or holds a character CSV quotes (or a NUL)."""
-    codes, uniques = pd.factorize(values)
-    texts = list(uniques)
-    if (codes < 0).any() or any(type(t) is not str for t in texts):
+def _text_bytes(codes: np.ndarray, texts: list) -> np.ndarray | None:
+    """Text ``texts[code]`` (code -1: empty) as UTF-8 bytes, left-aligned in (N, width)
+    bytes; None when a text is not ``str`` or holds a character CSV quotes (or a NUL)."""
+    if any(type(t) is not str for t in texts):
         return None
     if any(c in "\x01".join(texts) for c in _SPECIAL):
         return None
@@ -295,23 +308,31 @@ def _text_bytes(values: np.ndarray) -> np.ndarray | None:
         encoded = [t.encode() for t in texts]
     except UnicodeEncodeError:
         return None
-    table = np.zeros((len(encoded), max(map(len, encoded), default=0)), dtype=np.uint8)
+    # one row per text, and a last one of no bytes (code -1)
+    table = np.zeros((len(encoded) + 1, max(map(len, encoded), default=0)), dtype=np.uint8)
     for row, text in enumerate(encoded):
         table[row, : len(text)] = np.frombuffer(text, dtype=np.uint8)
     return table[codes]
 
 
-def _plain_digest_text(columns: dict[str, np.ndarray], header: bool) -> bytes | None:
-    """:func:`_digest_text` of the digest columns in their order (records ascending), or
-    None when a value is not plain."""
-    record = columns["record"]
+def _plain_digest_text(frame: pd.DataFrame, record: np.ndarray, header: bool) -> bytes | None:
+    """:func:`_digest_text` of :func:`_digest_table` of a frame whose records (``record``,
+    as :func:`_digest_columns` reads them) ascend, or None when a value is not plain."""
     if record.min() == np.iinfo(np.int64).min:
         return None
-    pieces = [_int_bytes(np.abs(record), record < 0)]
-    for column in ("tomogram", "particle"):
-        pieces.append(_text_bytes(columns[column]))
-    for column in ("x", "y", "z", "score", "rot", "tilt", "psi"):
-        pieces.append(_fixed6_bytes(columns[column]))
+    # the tomogram's text (as _digest_columns: astype(str)), each distinct one encoded once
+    codes, names = pd.factorize(frame["tomogram"].astype(str))
+    if (codes < 0).any():
+        return None  # a missing name ("nan" in csv_text): left to it
+    tomogram = _text_bytes(codes, list(names))
+    # the class: missing is "" (as _digest_columns)
+    values = frame["particle"].to_numpy(dtype=object)
+    codes, names = pd.factorize(values)
+    if not np.array_equal(codes < 0, pd.isna(values)):
+        return None  # (factorize and isna disagree on what is missing: left to csv_text)
+    particle = _text_bytes(codes, list(names))
+    pieces = [_int_bytes(np.abs(record), record < 0), tomogram, particle]
+    pieces += [_fixed6_bytes(_digest_floats(frame, column)) for column in _DIGEST_FLOATS]
     if any(piece is None for piece in pieces):
         return None
     rows = np.zeros((len(record), sum(p.shape[1] + 1 for p in pieces)), dtype=np.uint8)
@@ -354,20 +375,19 @@ class ContentDigest:
     def update(self, frame: pd.DataFrame) -> None:
         if not len(frame) or self.broken:
             return
-        columns = _digest_columns(frame)
         if self._kept is not None:
-            self._kept.append(_sorted_table(columns))
+            self._kept.append(_digest_table(frame))
             return
-        records = columns["record"]
+        records = _digest_records(frame)
         if self._last is not None and int(records.min()) <= self._last:
             self.broken = True
             return
         self._last = int(records.max())
         text = None
         if (records[1:] > records[:-1]).all():  # sorted already (records are distinct)
-            text = _plain_digest_text(columns, self._header)
+            text = _plain_digest_text(frame, records, self._header)
         if text is None:
-            text = _digest_text(_sorted_table(columns), self._header)
+            text = _digest_text(_digest_table(frame), self._header)
         self._header = False
         self._hash.update(text)
 

@@ -14,12 +14,12 @@ from picks.core.csvtext import csv_text
 from picks.core.picks import (
     DIGEST_COLUMNS,
     ContentDigest,
-    _digest_columns,
+    _digest_records,
+    _digest_table,
     _digest_text,
     _fixed6_bytes,
     _int_bytes,
     _plain_digest_text,
-    _sorted_table,
     content_digest,
 )
 
@@ -100,14 +100,14 @@ def test_numpy_text_is_csv_text(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 400))
     for odd in (False, True):
-        columns = _digest_columns(_frame(rng, n, odd=odd))
+        frame = _frame(rng, n, odd=odd)
         for header in (True, False):
-            fast = _plain_digest_text(columns, header)
-            expected = _digest_text(_sorted_table(columns), header)
+            fast = _plain_digest_text(frame, _digest_records(frame), header)
+            expected = _digest_text(_digest_table(frame), header)
             assert (
                 expected
                 == csv_text(
-                    _sorted_table(columns), header=header, float_format="%.6f", na_rep="nan"
+                    _digest_table(frame), header=header, float_format="%.6f", na_rep="nan"
                 ).encode()
             )
             if fast is not None:
@@ -192,7 +192,7 @@ def test_digest_of_a_known_table() -> None:
         }
     )
     assert content_digest(frame) == _reference_digest([frame])
-    text = _plain_digest_text(_digest_columns(frame), True)
+    text = _plain_digest_text(frame, _digest_records(frame), True)
     assert text == (
         b"record,tomogram,particle,x,y,z,score,rot,tilt,psi\n"
         b"2,TS_01,ribosome,1.234600,2.000000,0.000000,0.500000,nan,nan,nan\n"
