@@ -9,9 +9,11 @@ dates, nullable integers, a single column, odd column names) is left to pandas, 
 always the one pandas writes. ``tests/test_csvtext.py`` compares the two over many tables.
 
 A column of few distinct values (a class, a status, a support, a reason) is formatted once per
-distinct value (its *codes* index its texts), and neighbouring such columns are joined into one
-field list per distinct combination before the rows are: a candidates table's ten columns of
-decisions become one, and a row is then a join of a few fields rather than of fifteen.
+distinct value (its *codes* index its texts: pandas' ``factorize``, floats by their bits), and
+neighbouring such columns are joined into one field per distinct combination before the rows
+are: a candidates table's ten columns of decisions become one. The other columns' numbers are
+formatted with their row, by one ``%`` per row (``"%d,%s,%.6g,..."``: the integers' ``str``, the
+float format itself), which is what joining their texts would give, with no list per column.
 """
 
 from __future__ import annotations
