@@ -25,6 +25,7 @@ def forks(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2), raising=False)
     monkeypatch.delenv("PICKS_NO_FORK", raising=False)
 
 
@@ -228,3 +229,11 @@ def test_no_fork_with_one_core(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert not forked.fork_available()
     assert Forked(lambda: 1).pid is None
+
+
+def test_no_fork_on_a_busy_machine(monkeypatch):
+    from picks.workflows import forked
+
+    assert forked.fork_available()
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0), raising=False)
+    assert not forked.fork_available()

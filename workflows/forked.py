@@ -18,8 +18,9 @@ Rules that keep it safe:
 * an abandoned child (the parent failed before asking for the result) is killed and reaped
   when its :class:`Forked` is collected (:func:`weakref.finalize`).
 
-``PICKS_NO_FORK=1`` turns it off, and so does a process allowed only one core (the work is
-then done in the parent, at the point where the result is asked for).
+``PICKS_NO_FORK=1`` turns it off, and so does a process allowed only one core or a machine
+without a core to spare (1-minute load average above the usable cores − 1): the work is then
+done in the parent, at the point where the result is asked for.
 """
 
 from __future__ import annotations
@@ -39,14 +40,22 @@ class ForkFailed(Exception):
 
 
 def fork_available() -> bool:
-    """Fork exists, is not turned off, and this process may use two cores or more (with one,
-    a child only takes turns with the parent: a job given one CPU, a busy allotment)."""
+    """Fork exists, is not turned off, this process may use two cores or more and one of them
+    is free (else a child only takes turns with the parent: a job given one CPU, a busy
+    machine)."""
     if not hasattr(os, "fork") or os.environ.get("PICKS_NO_FORK", "") not in ("", "0"):
         return False
     try:
-        return len(os.sched_getaffinity(0)) >= 2
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity call (macOS): the machine's count
-        return (os.cpu_count() or 1) >= 2
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    # a core to spare: on a machine already busy, a child only competes with the parent
+    # (measured: 1 M picks at load 4.4 on 2 cores, 51.8 s forked against 40.3 s serial)
+    return cores >= 2 and busy <= cores - 1
 
 
 class Forked:
