@@ -427,18 +427,8 @@ def import_file(
     if prefetched is not None and prefetched.digest != digest:  # the file changed meanwhile
         prefetched.discard()
         prefetched = None
-    chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
-    name_tomogram, name_particle, from_name, adapter_options = names_from_pattern(
-        path, options, tomogram, particle
-    )
-    ctx = ReadContext(
-        path=path,
-        tomograms=store.tomograms(),
-        voxel_size=voxel_size,
-        binning=binning,
-        particle=name_particle,
-        tomogram=name_tomogram,
-        options=adapter_options,
+    chosen, ctx, from_name, adapter_options = _read_context(
+        store, path, registry, adapter, options, tomogram, particle, voxel_size, binning
     )
     label = picker or default_picker_label(chosen)
     meta = {
@@ -581,9 +571,35 @@ def prefetch_file(
     if store.find_source(digest) is not None:
         return None
     try:
-        chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
+        chosen, ctx, from_name, _ = _read_context(
+            store, path, registry, adapter, options, tomogram, particle, voxel_size, binning
+        )
     except PicksError:
         return None  # said when it is imported
+
+    def read() -> tuple[list[pd.DataFrame], int, str, list[str]]:
+        reading = _Reading(chosen, ctx, from_name, role, digest, chunk_size)
+        frames = list(reading.chunks())
+        return frames, reading.n, reading.identity(), list(ctx.warnings)
+
+    job = Forked(read)
+    return Prefetched(digest, job) if job.pid is not None else None
+
+
+def _read_context(
+    store: Store,
+    path: Path,
+    registry: AdapterRegistry,
+    adapter: str,
+    options: dict[str, str] | None,
+    tomogram: str | None,
+    particle: str | None,
+    voxel_size: float | None,
+    binning: float,
+) -> tuple[Adapter, ReadContext, dict[str, str], dict[str, str]]:
+    """The adapter for ``path``, its read context, the names taken from the file name and
+    the adapter's own options: what :func:`import_file` and :func:`prefetch_file` read with."""
+    chosen = registry.detect(path) if adapter == "auto" else registry.get(adapter)
     name_tomogram, name_particle, from_name, adapter_options = names_from_pattern(
         path, options, tomogram, particle
     )
@@ -596,14 +612,7 @@ def prefetch_file(
         tomogram=name_tomogram,
         options=adapter_options,
     )
-
-    def read() -> tuple[list[pd.DataFrame], int, str, list[str]]:
-        reading = _Reading(chosen, ctx, from_name, role, digest, chunk_size)
-        frames = list(reading.chunks())
-        return frames, reading.n, reading.identity(), list(ctx.warnings)
-
-    job = Forked(read)
-    return Prefetched(digest, job) if job.pid is not None else None
+    return chosen, ctx, from_name, adapter_options
 
 
 def _keeping(chunks: Iterator[pd.DataFrame], keep: list[pd.DataFrame]) -> Iterator[pd.DataFrame]:
