@@ -237,3 +237,84 @@ def test_no_fork_on_a_busy_machine(monkeypatch):
     assert forked.fork_available()
     monkeypatch.setattr(os, "getloadavg", lambda: (4.4, 4.0, 3.0), raising=False)
     assert not forked.fork_available()
+
+
+# -- clustering on two cores (workflows/per_tomogram.cluster_on_two_cores) ---------------------
+
+
+def _cluster_picks(n: int, tomograms: list[str], seed: int = 5):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 3000, (n // 3, 3))
+    at = rng.integers(0, len(centres), n)
+    return pd.DataFrame(
+        {
+            "id": rng.permutation(n) + 1,
+            "picker": rng.choice(["p0", "p1", "p2"], n),
+            # uneven tomograms, names whose sorted order is not their numeric one
+            "tomogram": rng.choice(
+                tomograms,
+                n,
+                p=np.linspace(1, 3, len(tomograms)) / np.linspace(1, 3, len(tomograms)).sum(),
+            ),
+            "particle": rng.choice(["ribosome", "apo-ferritin", None], n),
+            "x": centres[at, 0] + rng.normal(0, 20, n),
+            "y": centres[at, 1] + rng.normal(0, 20, n),
+            "z": centres[at, 2] / 6,
+            "score": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 50, n) / 50),
+            "rot": np.where(rng.random(n) < 0.5, np.nan, rng.uniform(0, 360, n)),
+            "tilt": 10.0,
+            "psi": 20.0,
+        }
+    )
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_clustering_on_two_cores_equals_one(monkeypatch, fails):
+    import pandas as pd
+
+    from picks.consensus.cluster import ClusterOptions, cluster
+    from picks.workflows import per_tomogram
+
+    monkeypatch.setattr(per_tomogram, "FORK_MIN_PICKS", 100)
+    picks = _cluster_picks(6000, ["TS_10", "TS_9", "TS_b", "TS_a", "TS_2"])
+    radii = {"ribosome": 150.0, "apo-ferritin": 60.0, None: 100.0}
+    forks = []
+    real = per_tomogram._cluster
+
+    def counting(part, **kw):
+        forks.append(os.getpid())
+        if fails and os.getpid() != parent:
+            raise RuntimeError("the child fails")
+        return real(part, **kw)
+
+    parent = os.getpid()
+    monkeypatch.setattr(per_tomogram, "_cluster", counting)
+    for options in (ClusterOptions(), ClusterOptions(class_agnostic=True)):
+        whole = cluster(picks, radii, options)
+        two = per_tomogram.cluster_on_two_cores(picks, radii, options)
+        pd.testing.assert_frame_equal(whole.consensus, two.consensus, check_exact=True)
+        pd.testing.assert_frame_equal(whole.members, two.members, check_exact=True)
+        assert whole.stats == two.stats
+    # the parent clustered one half (and, when the child failed, the other as well)
+    assert forks.count(parent) == (4 if fails else 2)
+
+
+def test_clustering_stays_in_one_process_when_it_should(monkeypatch):
+    from picks.consensus.cluster import ClusterOptions
+    from picks.workflows import per_tomogram
+
+    calls = []
+    monkeypatch.setattr(per_tomogram, "_cluster", lambda part, **kw: calls.append(1))
+    picks = _cluster_picks(3000, ["TS_1", "TS_2"])
+    radii = {"ribosome": 150.0, "apo-ferritin": 60.0, None: 100.0}
+    # too few picks to be worth a fork (the default threshold), then one tomogram, then no fork
+    assert len(per_tomogram.cluster_on_two_cores(picks, radii, ClusterOptions()).consensus)
+    monkeypatch.setattr(per_tomogram, "FORK_MIN_PICKS", 100)
+    one = picks.assign(tomogram="TS_1")
+    assert len(per_tomogram.cluster_on_two_cores(one, radii, ClusterOptions()).consensus)
+    monkeypatch.setenv("PICKS_NO_FORK", "1")
+    assert len(per_tomogram.cluster_on_two_cores(picks, radii, ClusterOptions()).consensus)
+    assert calls == []

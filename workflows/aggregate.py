@@ -25,7 +25,6 @@ from picks.consensus import noise as noise_mod
 from picks.consensus.cluster import (
     DEFAULT_MATCH_FRACTION,
     ClusterOptions,
-    cluster,
     resolve_radii,
 )
 from picks.consensus.cnn.options import CnnOptions, as_options
@@ -68,7 +67,11 @@ from picks.workflows.outputs import (
     resolve_formats,
 )
 from picks.workflows.parallel import Executor, clear_cache
-from picks.workflows.per_tomogram import cluster_per_tomogram, read_headers
+from picks.workflows.per_tomogram import (
+    cluster_on_two_cores,
+    cluster_per_tomogram,
+    read_headers,
+)
 from picks.workflows.summary import final_tables, summary_rows
 
 METHODS = ("auto", "vote", "latent", "cnn")
@@ -384,7 +387,8 @@ def aggregate(
             clusters = cluster_per_tomogram(executor, picks, radius_map, options)
         else:
             with progress("cluster", total=1) as advance:
-                clusters = cluster(picks, radius_map, options)
+                # both cores when one is free (half the tomograms in a forked child)
+                clusters = cluster_on_two_cores(picks, radius_map, options)
                 advance(1)
         rules = support_rules(
             picks, weights=weights_map, min_support=min_rule, class_agnostic=class_agnostic

@@ -7,7 +7,8 @@ table, byte for byte:
 
 * :func:`read_headers`: tomogram headers, read on the workers by path (a shared filesystem),
   never the data;
-* :func:`cluster_per_tomogram`: :func:`picks.consensus.cluster.cluster` per tomogram. What
+* :func:`cluster_per_tomogram`: :func:`picks.consensus.cluster.cluster` per tomogram (and
+  :func:`cluster_on_two_cores`: in two halves of tomograms, one of them in a forked child). What
   crosses tomograms is computed here first: the per-picker percentile rank of the scores
   (over the whole run) and the picker-count limit. Consensus rows come back in the canonical
   order within a tomogram, so concatenating in name order (member rows renumbered) is the
@@ -51,6 +52,9 @@ _CLUSTER_COLUMNS = (
     "psi",
 )
 MAX_PICKERS = 52  # picker labels in one run (cluster.py keeps them in one 64-bit mask)
+# Picks below which cluster_on_two_cores clusters in one process: a fork and the pickled
+# result cost more than half of clustering this few.
+FORK_MIN_PICKS = 50_000
 
 
 def read_headers(
@@ -77,19 +81,8 @@ def cluster_per_tomogram(
     options.check()
     if picks.empty:
         return cluster(picks, radii, options)
-    n_pickers = picks["picker"].astype(str).nunique()
-    if n_pickers > MAX_PICKERS:
-        raise PicksError(
-            f"{n_pickers} picker labels: at most {MAX_PICKERS} are supported in one run"
-        )
-    score = (
-        picks["score"].to_numpy(dtype=float) if "score" in picks else np.full(len(picks), np.nan)
-    )
-    # Only what cluster() reads travels (not e.g. each pick's source record).
-    columns = [c for c in _CLUSTER_COLUMNS if c in picks.columns]
-    frame = picks[columns].assign(
-        _nscore=normalised_scores(picks["picker"].astype(str).to_numpy(), score)
-    )
+    _check_pickers(picks)
+    frame = _cluster_frame(picks)
     tomo = frame["tomogram"].astype(str)
     items = [(str(name), group) for name, group in frame.groupby(tomo, sort=True)]
     parts = executor.map(
@@ -99,6 +92,61 @@ def cluster_per_tomogram(
         shared={"radii": dict(radii), "options": options},
     )
     return _join_clusters(parts)
+
+
+def cluster_on_two_cores(
+    picks: pd.DataFrame, radii: Mapping[str | None, float], options: ClusterOptions
+) -> Clusters:
+    """:func:`cluster` of ``picks``, equal to it, with the tomograms split in two halves
+    (by name, about as many picks in each): the later half is clustered in a forked child
+    (:mod:`picks.workflows.forked`) while this process clusters the earlier one. Done here
+    alone when forking is off or not worth it (fewer than :data:`FORK_MIN_PICKS` picks, one
+    tomogram), and when the child fails for any reason."""
+    from picks.workflows.forked import Forked, ForkFailed, fork_available
+
+    if len(picks) < FORK_MIN_PICKS or not fork_available():
+        return cluster(picks, radii, options)
+    options.check()
+    tomo = picks["tomogram"].astype(str)
+    codes, names = pd.factorize(tomo, sort=True)
+    if len(names) < 2:
+        return cluster(picks, radii, options)
+    _check_pickers(picks)
+    frame = _cluster_frame(picks)
+    # the first tomogram (in name order) whose picks reach half the run starts the later half
+    counts = np.bincount(codes, minlength=len(names))
+    cut = int(np.searchsorted(np.cumsum(counts), len(picks) / 2))
+    cut = min(max(cut, 1), len(names) - 1)
+    later = frame[codes >= cut]
+    shared = {"radii": dict(radii), "options": options}
+    child = Forked(lambda: _cluster(later, **shared))
+    earlier = _cluster(frame[codes < cut], **shared)
+    try:
+        rest = child.result()
+    except ForkFailed:
+        rest = _cluster(later, **shared)
+    return _join_clusters([earlier, rest])
+
+
+def _check_pickers(picks: pd.DataFrame) -> None:
+    n_pickers = picks["picker"].astype(str).nunique()
+    if n_pickers > MAX_PICKERS:
+        raise PicksError(
+            f"{n_pickers} picker labels: at most {MAX_PICKERS} are supported in one run"
+        )
+
+
+def _cluster_frame(picks: pd.DataFrame) -> pd.DataFrame:
+    """What :func:`cluster` reads of ``picks``, with each pick's score already ranked per
+    picker over the whole run (``_nscore``): the one thing that crosses tomograms."""
+    score = (
+        picks["score"].to_numpy(dtype=float) if "score" in picks else np.full(len(picks), np.nan)
+    )
+    # Only what cluster() reads travels (not e.g. each pick's source record).
+    columns = [c for c in _CLUSTER_COLUMNS if c in picks.columns]
+    return picks[columns].assign(
+        _nscore=normalised_scores(picks["picker"].astype(str).to_numpy(), score)
+    )
 
 
 def _cluster(part: pd.DataFrame, *, radii: Mapping, options: ClusterOptions) -> Clusters:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,3 +61,58 @@ def require_ids(conn: sqlite3.Connection, table: str, ids: np.ndarray, what: str
             f"FOREIGN KEY constraint failed: {what} {int(missing[0])} is not in {table}"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
+
+
+# Rows per INSERT statement of :func:`insert_rows` (fewer where SQLite's limit on the values
+# bound to one statement, 999 before 3.32 and 32,766 since, would be passed).
+ROWS_PER_INSERT = 200
+
+
+def insert_rows(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: Mapping[str, Sequence[Any]],
+    shared: Mapping[str, Any] | None = None,
+) -> None:
+    """Insert ``len(column)`` rows given column by column (Python values as ``sqlite3``
+    binds them), up to :data:`ROWS_PER_INSERT` rows per ``INSERT`` statement.
+
+    One statement of many rows keeps SQLite's cursors on the table and its indexes where the
+    last row went; a statement per row (``executemany`` of one row) looks every row up from
+    the B-trees' roots again (≈ 2.5× the time for the picks). ``shared`` holds the values
+    every row has (a run id, a source id, a column with no value): bound once per statement.
+    The rows, their order (their ids) and every stored value are those of one ``INSERT`` a
+    row; the column order of the statement does not matter to SQLite."""
+    shared = dict(shared or {})
+    names = list(columns)
+    width = len(names)
+    n = len(columns[names[0]]) if names else 0
+    if not n:
+        return
+    flat: list[Any] = [None] * (n * width)  # the varying values, row after row
+    for j, name in enumerate(names):
+        values = columns[name]
+        if len(values) != n:
+            raise ValueError(f"column {name!r} has {len(values)} values, not {n}")
+        flat[j::width] = values
+    head = [f"?{k + 1}" for k in range(len(shared))]
+    into = f"INSERT INTO {table} ({', '.join([*shared, *names])}) VALUES "
+
+    def statement(rows: int) -> str:
+        groups = []
+        for row in range(rows):
+            first = len(shared) + row * width + 1
+            groups.append(f"({','.join(head + [f'?{first + j}' for j in range(width)])})")
+        return into + ",".join(groups)
+
+    bound = list(shared.values())
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    rows = max(1, min(ROWS_PER_INSERT, (limit - len(bound)) // max(width, 1)))
+    step = rows * width
+    full = n // rows * step
+    if full:
+        conn.executemany(
+            statement(rows), (bound + flat[start : start + step] for start in range(0, full, step))
+        )
+    if full < len(flat):
+        conn.execute(statement(n % rows), bound + flat[full:])

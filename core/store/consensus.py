@@ -19,7 +19,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from picks.core.progress import now
-from picks.core.store.bulk import references_checked_here, require_ids
+from picks.core.store.bulk import insert_rows, references_checked_here, require_ids
 from picks.core.store.frames import read_frame, read_frame_blocks
 
 
@@ -29,9 +29,9 @@ def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
-# consensus_members rows inserted per executemany (bounds the Python objects built at once)
+# consensus_members rows inserted per block (bounds the Python objects built at once)
 MEMBER_BLOCK = 200_000
-# consensus rows (22 columns) inserted per executemany, for the same reason
+# consensus rows (22 columns) inserted per block, for the same reason
 CONSENSUS_BLOCK = 50_000
 # export_members rows inserted per statement (the ids go as one JSON array of text)
 EXPORT_MEMBER_BLOCK = 1_000_000
@@ -134,16 +134,13 @@ class ConsensusTables:
                 "tilt": table["tilt"].to_numpy(dtype=float),
                 "psi": table["psi"].to_numpy(dtype=float),
             }
-            sql = (
-                f"INSERT INTO consensus ({', '.join(columns)}) "
-                f"VALUES ({','.join('?' * len(columns))})"
-            )
             for a in range(0, n, CONSENSUS_BLOCK):
-                block = [
-                    _values(name, values, a, a + CONSENSUS_BLOCK)
+                block = {
+                    name: _values(name, values, a, a + CONSENSUS_BLOCK)
                     for name, values in columns.items()
-                ]
-                conn.executemany(sql, zip(*block, strict=True))
+                    if name != "run_id"
+                }
+                insert_rows(conn, "consensus", block, {"run_id": int(run_id)})
                 del block
             rows = members["row"].to_numpy(dtype=np.int64)
             if len(rows) and (rows.min() < 0 or rows.max() >= n):
@@ -160,17 +157,16 @@ class ConsensusTables:
             # a block of rows at a time: Python objects for 200,000 members, not a million
             for a in range(0, len(members), MEMBER_BLOCK):
                 b = a + MEMBER_BLOCK
-                conn.executemany(
-                    "INSERT INTO consensus_members (consensus_id, pick_id, picker, distance, "
-                    "duplicate_of) VALUES (?,?,?,?,?)",
-                    zip(
-                        consensus_ids[a:b].tolist(),
-                        pick_ids[a:b].tolist(),
-                        picker[a:b].tolist(),
-                        distance[a:b].tolist(),
-                        dup_ids[a:b].tolist(),
-                        strict=True,
-                    ),
+                insert_rows(
+                    conn,
+                    "consensus_members",
+                    {
+                        "consensus_id": consensus_ids[a:b].tolist(),
+                        "pick_id": pick_ids[a:b].tolist(),
+                        "picker": picker[a:b].tolist(),
+                        "distance": distance[a:b].tolist(),
+                        "duplicate_of": dup_ids[a:b].tolist(),
+                    },
                 )
         return first, columns
 

@@ -24,6 +24,7 @@ from sqlite_utils.db import NotFoundError
 from picks.core import picks as canonical
 from picks.core.errors import NotFound
 from picks.core.progress import now
+from picks.core.store.bulk import insert_rows
 from picks.core.store.consensus import ConsensusTables
 from picks.core.store.frames import read_frame
 from picks.core.store.liveness import (  # noqa: F401  (the store's public names)
@@ -47,9 +48,6 @@ PICK_COLUMNS = ["source_id", *canonical.COLUMNS]
 # SQLite page cache during bulk writes (KiB): the picks indexes of a multi-million-pick
 # import stay in memory instead of being evicted and re-read page by page.
 BULK_CACHE_KIB = 256 * 1024
-# Rows per INSERT statement of Store.insert_picks (fewer where SQLite's limit on the values
-# bound to one statement, 999 before 3.32 and 32,766 since, would be passed).
-ROWS_PER_INSERT = 200
 
 
 def _json(value: Any) -> str | None:
@@ -366,55 +364,22 @@ class Store(ConsensusTables):
         return source_id
 
     def insert_picks(self, source_id: int, picks: pd.DataFrame) -> None:
-        """Bulk insert, up to :data:`ROWS_PER_INSERT` rows per ``INSERT`` statement (no per-row
-        Python dicts). One statement inserting many rows keeps SQLite's cursors on the table and
-        its two indexes where the last row went; a statement per row looked every row up from
-        the B-trees' roots again (≈ 2.5× the time). A value that every row shares (the source
-        id, a column with no value, the score's field name) is bound once per statement. The
-        rows, their order (ids) and every stored value are those of one ``INSERT`` a row."""
+        """Bulk insert of a source's picks, many rows per ``INSERT`` statement
+        (:func:`~picks.core.store.bulk.insert_rows`; no per-row Python dicts). A value that
+        every row shares (the source id, a column with no value, the score's field name) is
+        bound once per statement. The rows, their order (ids) and every stored value are those
+        of one ``INSERT`` a row."""
         if picks.empty:
             return
-        n = len(picks)
-        columns = ["source_id", *canonical.COLUMNS]
-        shared: list[Any] = [source_id]  # values bound once: ?1, ?2, ...
-        varying: list[list[Any]] = []  # record always among them
-        slots: list[tuple[str, int]] = [("shared", 0)]  # per column: shared or varying, which
+        shared: dict[str, Any] = {"source_id": source_id}
+        varying: dict[str, list[Any]] = {}
         for column in canonical.COLUMNS:
             values, same = _pick_values(picks[column], column)
             if same:
-                slots.append(("shared", len(shared)))
-                shared.extend(values)
+                shared[column] = values[0]
             else:
-                slots.append(("varying", len(varying)))
-                varying.append(values)
-        width = len(varying)
-        flat: list[Any] = [None] * (n * width)  # the varying values, row after row
-        for j, values in enumerate(varying):
-            flat[j::width] = values
-
-        def statement(rows: int) -> str:
-            groups = []
-            for row in range(rows):
-                first = len(shared) + row * width + 1
-                marks = [
-                    f"?{index + 1}" if kind == "shared" else f"?{first + index}"
-                    for kind, index in slots
-                ]
-                groups.append(f"({','.join(marks)})")
-            return f"INSERT INTO picks ({', '.join(columns)}) VALUES {','.join(groups)}"
-
-        conn = self.db.conn
-        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        rows = max(1, min(ROWS_PER_INSERT, (limit - len(shared)) // width))
-        step = rows * width
-        full = n // rows * step
-        if full:
-            conn.executemany(
-                statement(rows),
-                (shared + flat[start : start + step] for start in range(0, full, step)),
-            )
-        if full < len(flat):
-            conn.execute(statement(n % rows), shared + flat[full:])
+                varying[column] = values
+        insert_rows(self.db.conn, "picks", varying, shared)
 
     def sources(self) -> list[dict]:
         return list(self.db["sources"].rows_where(order_by="id"))
