@@ -14,7 +14,8 @@ from picks.core.errors import PicksError
 from picks.core.tomograms import TomogramSet, find_volumes, read_tomogram
 from picks.plugins.adapter import ReadContext, WriteContext
 from picks.plugins.manager import AdapterRegistry
-from picks.workflows.importing import check_named, names_from_pattern, read_file
+from picks.workflows.importing import read_file
+from picks.workflows.name_patterns import check_named, names_from_pattern
 from picks.workflows.outputs import write_picks
 
 
