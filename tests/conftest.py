@@ -18,9 +18,11 @@ if str(Path(__file__).parent) not in sys.path:
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """The read-only ../shared folder (real format fixtures and simulated data)."""
+    """The read-only ../shared folder (real format fixtures and simulated data). Absent (a
+    checkout on its own): the tests that need it are skipped, saying why; what the suite
+    cannot do without lives in tests/data/."""
     if not SHARED.exists():
-        pytest.fail(f"{SHARED} is missing: CI and developers keep ../shared beside the repo")
+        pytest.skip(f"{SHARED} is absent: this test reads ../shared (kept beside the repo)")
     return SHARED
 
 

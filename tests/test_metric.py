@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,9 +49,18 @@ def test_t3_one_pick_hitting_two_particles_counts_twice():
     assert result.overall == pytest.approx(0.147186, abs=1e-6)
 
 
+# The polnet truth the worked cases score: kept in tests/data (21 kB) so that the metric's
+# worked cases run without ../shared (tests/data/SOURCES.md).
+POLNET_TRUTH = Path(__file__).parent / "data" / "polnet_ground_truth.csv"
+
+
 @pytest.fixture(scope="module")
-def polnet_truth(polnet_dir):
-    return pd.read_csv(polnet_dir / "ground_truth.csv")
+def polnet_truth():
+    return pd.read_csv(POLNET_TRUTH)
+
+
+def test_the_kept_polnet_truth_is_the_shared_one(polnet_dir):
+    assert POLNET_TRUTH.read_bytes() == (polnet_dir / "ground_truth.csv").read_bytes()
 
 
 def test_t4_truth_against_itself_is_perfect(polnet_truth):
