@@ -318,3 +318,66 @@ def test_clustering_stays_in_one_process_when_it_should(monkeypatch):
     monkeypatch.setenv("PICKS_NO_FORK", "1")
     assert len(per_tomogram.cluster_on_two_cores(picks, radii, ClusterOptions()).consensus)
     assert calls == []
+
+
+# -- image statistics on two cores (per_tomogram.candidate_statistics_on_two_cores) ------------
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_image_statistics_on_two_cores_equal_one(tmp_path, monkeypatch, fails):
+    import mrcfile
+    import numpy as np
+    import pandas as pd
+
+    from picks.consensus import image_features
+    from picks.core.tomograms import read_tomogram
+    from picks.workflows import per_tomogram
+
+    rng = np.random.default_rng(3)
+    tomograms = {}
+    for name in ("TS_10", "TS_9", "TS_b"):  # name order is not number order
+        path = tmp_path / f"{name}.mrc"
+        with mrcfile.new(path) as mrc:
+            mrc.set_data(rng.standard_normal((24, 60, 70)).astype(np.float32))
+            mrc.voxel_size = 10.0
+        tomograms[name] = read_tomogram(path)
+    n = 300
+    consensus = pd.DataFrame(
+        {
+            "tomogram": rng.choice(list(tomograms), n, p=[0.2, 0.5, 0.3]),
+            "particle": rng.choice(["ribosome", "apo-ferritin", "thyroglobulin"], n),
+            "x": rng.uniform(0, 700, n),
+            "y": rng.uniform(0, 600, n),
+            "z": rng.uniform(0, 240, n),
+        },
+        index=rng.permutation(n) + 1000,  # an index the result must keep, in this order
+    )
+    radii = {"ribosome": 130.0, "apo-ferritin": 60.0, "thyroglobulin": 85.0}
+    monkeypatch.setattr(per_tomogram, "FORK_MIN_CANDIDATES", 10)
+    parent = os.getpid()
+    calls = []
+    real = image_features.candidate_statistics
+
+    def counting(table, *args, **kw):
+        calls.append(os.getpid())
+        if fails and os.getpid() != parent:
+            raise RuntimeError("the child fails")
+        return real(table, *args, **kw)
+
+    monkeypatch.setattr(image_features, "candidate_statistics", counting)
+    two = per_tomogram.candidate_statistics_on_two_cores(consensus, tomograms, radii)
+    one = real(consensus, tomograms, radii)
+    pd.testing.assert_frame_equal(two, one, check_exact=True)
+    assert calls.count(parent) == (2 if fails else 1)  # one half here (both if the child failed)
+    assert two.notna().any(axis=None) and two.isna().any(axis=None)  # boxes kept and dropped
+
+
+def test_no_fork_with_tensorflow_loaded(monkeypatch):
+    import sys
+    import types
+
+    from picks.workflows.forked import fork_available
+
+    assert fork_available()
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    assert not fork_available()

@@ -68,6 +68,7 @@ from picks.workflows.outputs import (
 )
 from picks.workflows.parallel import Executor, clear_cache
 from picks.workflows.per_tomogram import (
+    candidate_statistics_on_two_cores,
     cluster_on_two_cores,
     cluster_per_tomogram,
     read_headers,
@@ -410,12 +411,13 @@ def aggregate(
 
             images = None
             if have_volumes and not class_agnostic:
-                from picks.consensus.image_features import candidate_statistics
-
                 # Truth-free image statistics of every candidate against its class's
-                # typical particle: what rejects the beads several pickers agree on.
+                # typical particle: what rejects the beads several pickers agree on (half
+                # the tomograms' candidates in a forked child when a core is free).
                 with progress("images", total=1) as advance:
-                    images = candidate_statistics(clusters.consensus, store.tomograms(), radius_map)
+                    images = candidate_statistics_on_two_cores(
+                        clusters.consensus, store.tomograms(), radius_map
+                    )
                     advance(1)
             decide = partial(
                 decide_latent,

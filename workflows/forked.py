@@ -18,7 +18,9 @@ Rules that keep it safe:
 * an abandoned child (the parent failed before asking for the result) is killed and reaped
   when its :class:`Forked` is collected (:func:`weakref.finalize`).
 
-``PICKS_NO_FORK=1`` turns it off, and so does a process allowed only one core or a machine
+``PICKS_NO_FORK=1`` turns it off, and so does TensorFlow loaded in the process (a CNN run
+after its training started: the runtime's threads do not survive a fork), a process allowed
+only one core or a machine
 without a core to spare (1-minute load average, which counts this process, at or above the
 usable cores + 0.5): the work is then done in the parent, at the point where the result is
 asked for.
@@ -45,6 +47,8 @@ def fork_available() -> bool:
     is free (else a child only takes turns with the parent: a job given one CPU, a busy
     machine)."""
     if not hasattr(os, "fork") or os.environ.get("PICKS_NO_FORK", "") not in ("", "0"):
+        return False
+    if "tensorflow" in sys.modules:  # its runtime's threads and devices do not survive a fork
         return False
     try:
         cores = len(os.sched_getaffinity(0))

@@ -43,11 +43,7 @@ def start_report(store: Store, run_id: int, out: Path, final: pd.DataFrame) -> R
     """Fork the report's child (None where fork is not available: then it is written later).
     ``final``: the run's decisions as the store holds them; the store must already hold the
     run's parameters, estimates and models."""
-    if not fork_available():
-        return None
-    import sys
-
-    if "tensorflow" in sys.modules:  # a CNN run: its runtime's threads and devices stay put
+    if not fork_available():  # (nor after a CNN run: TensorFlow is loaded)
         return None
     from picks.report.build import build_report_from_data
     from picks.report.data import RunData

@@ -8,7 +8,8 @@ table, byte for byte:
 * :func:`read_headers`: tomogram headers, read on the workers by path (a shared filesystem),
   never the data;
 * :func:`cluster_per_tomogram`: :func:`picks.consensus.cluster.cluster` per tomogram (and
-  :func:`cluster_on_two_cores`: in two halves of tomograms, one of them in a forked child). What
+  :func:`cluster_on_two_cores`: in two halves of tomograms, one of them in a forked child;
+  :func:`candidate_statistics_on_two_cores` does the same for the image statistics). What
   crosses tomograms is computed here first: the per-picker percentile rank of the scores
   (over the whole run) and the picker-count limit. Consensus rows come back in the canonical
   order within a tomogram, so concatenating in name order (member rows renumbered) is the
@@ -55,6 +56,9 @@ MAX_PICKERS = 52  # picker labels in one run (cluster.py keeps them in one 64-bi
 # Picks below which cluster_on_two_cores clusters in one process: a fork and the pickled
 # result cost more than half of clustering this few.
 FORK_MIN_PICKS = 50_000
+# Candidates below which candidate_statistics_on_two_cores measures them in one process (a box
+# costs ≈ 1 ms: a fork pays off from a few hundred; two thousand leaves a wide margin).
+FORK_MIN_CANDIDATES = 2_000
 
 
 def read_headers(
@@ -126,6 +130,37 @@ def cluster_on_two_cores(
     except ForkFailed:
         rest = _cluster(later, **shared)
     return _join_clusters([earlier, rest])
+
+
+def candidate_statistics_on_two_cores(
+    consensus: pd.DataFrame, tomograms, radii: Mapping[object, float]
+) -> pd.DataFrame:
+    """:func:`picks.consensus.image_features.candidate_statistics` of ``consensus``, equal to
+    it, with the candidates of the later half of the tomograms (by name, about as many
+    candidates in each half) measured in a forked child while this process measures the
+    earlier ones. A candidate's statistics come from its own box alone (each box is read,
+    smoothed and sampled by itself), so splitting the candidates changes no value. In one
+    process when forking is off or not worth it (fewer than :data:`FORK_MIN_CANDIDATES`
+    candidates, one tomogram), and when the child fails for any reason."""
+    from picks.consensus.image_features import candidate_statistics
+    from picks.workflows.forked import Forked, ForkFailed, fork_available
+
+    if len(consensus) < FORK_MIN_CANDIDATES or not fork_available():
+        return candidate_statistics(consensus, tomograms, radii)
+    codes, names = pd.factorize(consensus["tomogram"].astype(str), sort=True)
+    if len(names) < 2:
+        return candidate_statistics(consensus, tomograms, radii)
+    counts = np.bincount(codes, minlength=len(names))
+    cut = int(np.searchsorted(np.cumsum(counts), len(consensus) / 2))
+    cut = min(max(cut, 1), len(names) - 1)
+    later = consensus[codes >= cut]
+    child = Forked(lambda: candidate_statistics(later, tomograms, radii))
+    earlier = candidate_statistics(consensus[codes < cut], tomograms, radii)
+    try:
+        rest = child.result()
+    except ForkFailed:
+        rest = candidate_statistics(later, tomograms, radii)
+    return pd.concat([earlier, rest]).loc[consensus.index]
 
 
 def _check_pickers(picks: pd.DataFrame) -> None:
