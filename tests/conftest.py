@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def shared_dir() -> Path:
     checkout on its own): the tests that need it are skipped, saying why; what the suite
     cannot do without lives in tests/data/."""
     if not SHARED.exists():
+        if os.environ.get("PICKS_REQUIRE_SHARED", "") not in ("", "0"):  # CI: never skip quietly
+            pytest.fail(f"{SHARED} is missing and PICKS_REQUIRE_SHARED is set")
         pytest.skip(f"{SHARED} is absent: this test reads ../shared (kept beside the repo)")
     return SHARED
 

@@ -370,6 +370,12 @@ def test_image_statistics_on_two_cores_equal_one(tmp_path, monkeypatch, fails):
     pd.testing.assert_frame_equal(two, one, check_exact=True)
     assert calls.count(parent) == (2 if fails else 1)  # one half here (both if the child failed)
     assert two.notna().any(axis=None) and two.isna().any(axis=None)  # boxes kept and dropped
+    repeated = consensus.set_axis(np.arange(n) // 2)  # an index whose labels repeat
+    pd.testing.assert_frame_equal(
+        per_tomogram.candidate_statistics_on_two_cores(repeated, tomograms, radii),
+        real(repeated, tomograms, radii),
+        check_exact=True,
+    )
 
 
 def test_no_fork_with_tensorflow_loaded(monkeypatch):

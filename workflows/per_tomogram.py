@@ -26,6 +26,7 @@ take plain data and return DataFrames and arrays; none opens the store.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ _CLUSTER_COLUMNS = (
     "tilt",
     "psi",
 )
+log = logging.getLogger("picks.parallel")
 MAX_PICKERS = 52  # picker labels in one run (cluster.py keeps them in one 64-bit mask)
 # Picks below which cluster_on_two_cores clusters in one process: a fork and the pickled
 # result cost more than half of clustering this few.
@@ -127,7 +129,8 @@ def cluster_on_two_cores(
     earlier = _cluster(frame[codes < cut], **shared)
     try:
         rest = child.result()
-    except ForkFailed:
+    except ForkFailed as exc:
+        log.debug("clustering: the child's half done here (%s)", exc)
         rest = _cluster(later, **shared)
     return _join_clusters([earlier, rest])
 
@@ -153,14 +156,20 @@ def candidate_statistics_on_two_cores(
     counts = np.bincount(codes, minlength=len(names))
     cut = int(np.searchsorted(np.cumsum(counts), len(consensus) / 2))
     cut = min(max(cut, 1), len(names) - 1)
-    later = consensus[codes >= cut]
+    late = codes >= cut
+    later = consensus[late]
     child = Forked(lambda: candidate_statistics(later, tomograms, radii))
-    earlier = candidate_statistics(consensus[codes < cut], tomograms, radii)
+    earlier = candidate_statistics(consensus[~late], tomograms, radii)
     try:
         rest = child.result()
-    except ForkFailed:
+    except ForkFailed as exc:
+        log.debug("image statistics: the child's half done here (%s)", exc)
         rest = candidate_statistics(later, tomograms, radii)
-    return pd.concat([earlier, rest]).loc[consensus.index]
+    # put back by position (an index label may repeat), in the consensus's row order
+    out = pd.DataFrame(np.nan, index=consensus.index, columns=earlier.columns)
+    out.iloc[np.flatnonzero(~late)] = earlier.to_numpy()
+    out.iloc[np.flatnonzero(late)] = rest.to_numpy()
+    return out
 
 
 def _check_pickers(picks: pd.DataFrame) -> None:

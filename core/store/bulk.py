@@ -85,8 +85,10 @@ def insert_rows(
     row; the column order of the statement does not matter to SQLite."""
     shared = dict(shared or {})
     names = list(columns)
+    if not names:  # every value shared: the row count would be unknown
+        raise ValueError(f"insert_rows into {table}: no column varies (how many rows?)")
     width = len(names)
-    n = len(columns[names[0]]) if names else 0
+    n = len(columns[names[0]])
     if not n:
         return
     flat: list[Any] = [None] * (n * width)  # the varying values, row after row
