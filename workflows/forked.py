@@ -20,10 +20,9 @@ Rules that keep it safe:
 
 ``PICKS_NO_FORK=1`` turns it off, and so does TensorFlow loaded in the process (a CNN run
 after its training started: the runtime's threads do not survive a fork), a process allowed
-only one core or a machine
-without a core to spare (1-minute load average, which counts this process, at or above the
-usable cores + 0.5): the work is then done in the parent, at the point where the result is
-asked for.
+only one core or a machine without a core to spare (1-minute load average, which counts this
+process, at or above the usable cores + 0.5): the work is then done in the parent, at the
+point where the result is asked for.
 """
 
 from __future__ import annotations

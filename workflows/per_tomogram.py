@@ -104,34 +104,20 @@ def cluster_on_two_cores(
     picks: pd.DataFrame, radii: Mapping[str | None, float], options: ClusterOptions
 ) -> Clusters:
     """:func:`cluster` of ``picks``, equal to it, with the tomograms split in two halves
-    (by name, about as many picks in each): the later half is clustered in a forked child
+    (:func:`_later_half`): the later half is clustered in a forked child
     (:mod:`picks.workflows.forked`) while this process clusters the earlier one. Done here
     alone when forking is off or not worth it (fewer than :data:`FORK_MIN_PICKS` picks, one
     tomogram), and when the child fails for any reason."""
-    from picks.workflows.forked import Forked, ForkFailed, fork_available
-
-    if len(picks) < FORK_MIN_PICKS or not fork_available():
+    late = _later_half(picks["tomogram"], FORK_MIN_PICKS)
+    if late is None:
         return cluster(picks, radii, options)
     options.check()
-    tomo = picks["tomogram"].astype(str)
-    codes, names = pd.factorize(tomo, sort=True)
-    if len(names) < 2:
-        return cluster(picks, radii, options)
     _check_pickers(picks)
     frame = _cluster_frame(picks)
-    # the first tomogram (in name order) whose picks reach half the run starts the later half
-    counts = np.bincount(codes, minlength=len(names))
-    cut = int(np.searchsorted(np.cumsum(counts), len(picks) / 2))
-    cut = min(max(cut, 1), len(names) - 1)
-    later = frame[codes >= cut]
     shared = {"radii": dict(radii), "options": options}
-    child = Forked(lambda: _cluster(later, **shared))
-    earlier = _cluster(frame[codes < cut], **shared)
-    try:
-        rest = child.result()
-    except ForkFailed as exc:
-        log.debug("clustering: the child's half done here (%s)", exc)
-        rest = _cluster(later, **shared)
+    earlier, rest = _here_and_in_child(
+        lambda part: _cluster(part, **shared), frame[~late], frame[late], "clustering"
+    )
     return _join_clusters([earlier, rest])
 
 
@@ -139,37 +125,61 @@ def candidate_statistics_on_two_cores(
     consensus: pd.DataFrame, tomograms, radii: Mapping[object, float]
 ) -> pd.DataFrame:
     """:func:`picks.consensus.image_features.candidate_statistics` of ``consensus``, equal to
-    it, with the candidates of the later half of the tomograms (by name, about as many
-    candidates in each half) measured in a forked child while this process measures the
-    earlier ones. A candidate's statistics come from its own box alone (each box is read,
-    smoothed and sampled by itself), so splitting the candidates changes no value. In one
-    process when forking is off or not worth it (fewer than :data:`FORK_MIN_CANDIDATES`
-    candidates, one tomogram), and when the child fails for any reason."""
+    it, with the candidates of the later half of the tomograms (:func:`_later_half`) measured
+    in a forked child while this process measures the earlier ones. A candidate's statistics
+    come from its own box alone (each box is read, smoothed and sampled by itself), so
+    splitting the candidates changes no value. In one process when forking is off or not
+    worth it (fewer than :data:`FORK_MIN_CANDIDATES` candidates, one tomogram), and when the
+    child fails for any reason."""
     from picks.consensus.image_features import candidate_statistics
-    from picks.workflows.forked import Forked, ForkFailed, fork_available
 
-    if len(consensus) < FORK_MIN_CANDIDATES or not fork_available():
+    late = _later_half(consensus["tomogram"], FORK_MIN_CANDIDATES)
+    if late is None:
         return candidate_statistics(consensus, tomograms, radii)
-    codes, names = pd.factorize(consensus["tomogram"].astype(str), sort=True)
-    if len(names) < 2:
-        return candidate_statistics(consensus, tomograms, radii)
-    counts = np.bincount(codes, minlength=len(names))
-    cut = int(np.searchsorted(np.cumsum(counts), len(consensus) / 2))
-    cut = min(max(cut, 1), len(names) - 1)
-    late = codes >= cut
-    later = consensus[late]
-    child = Forked(lambda: candidate_statistics(later, tomograms, radii))
-    earlier = candidate_statistics(consensus[~late], tomograms, radii)
-    try:
-        rest = child.result()
-    except ForkFailed as exc:
-        log.debug("image statistics: the child's half done here (%s)", exc)
-        rest = candidate_statistics(later, tomograms, radii)
+    earlier, rest = _here_and_in_child(
+        lambda part: candidate_statistics(part, tomograms, radii),
+        consensus[~late],
+        consensus[late],
+        "image statistics",
+    )
     # put back by position (an index label may repeat), in the consensus's row order
     out = pd.DataFrame(np.nan, index=consensus.index, columns=earlier.columns)
     out.iloc[np.flatnonzero(~late)] = earlier.to_numpy()
     out.iloc[np.flatnonzero(late)] = rest.to_numpy()
     return out
+
+
+def _later_half(tomogram: pd.Series, at_least: int) -> np.ndarray | None:
+    """Which rows belong to the later half of the tomograms, in name order: from the first
+    tomogram whose rows reach half of them. None when the work stays in one process: fewer
+    than ``at_least`` rows, one tomogram, or no fork (:func:`~picks.workflows.forked.
+    fork_available`)."""
+    from picks.workflows.forked import fork_available
+
+    if len(tomogram) < at_least or not fork_available():
+        return None
+    codes, names = pd.factorize(tomogram.astype(str), sort=True)
+    if len(names) < 2:
+        return None
+    counts = np.bincount(codes, minlength=len(names))
+    cut = int(np.searchsorted(np.cumsum(counts), len(tomogram) / 2))
+    cut = min(max(cut, 1), len(names) - 1)
+    return codes >= cut
+
+
+def _here_and_in_child(fn, here: pd.DataFrame, there: pd.DataFrame, what: str) -> tuple:
+    """``(fn(here), fn(there))``, the second computed in a forked child meanwhile (here
+    again if the child fails for any reason)."""
+    from picks.workflows.forked import Forked, ForkFailed
+
+    child = Forked(lambda: fn(there))
+    mine = fn(here)
+    try:
+        theirs = child.result()
+    except ForkFailed as exc:
+        log.debug("%s: the child's half done here (%s)", what, exc)
+        theirs = fn(there)
+    return mine, theirs
 
 
 def _check_pickers(picks: pd.DataFrame) -> None:

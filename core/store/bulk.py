@@ -109,7 +109,7 @@ def insert_rows(
 
     bound = list(shared.values())
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    rows = max(1, min(ROWS_PER_INSERT, (limit - len(bound)) // max(width, 1)))
+    rows = max(1, min(ROWS_PER_INSERT, (limit - len(bound)) // width))
     step = rows * width
     full = n // rows * step
     if full:
