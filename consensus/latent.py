@@ -14,6 +14,7 @@ how many pickers agreed, and the CNN's training labels are read from it. What ch
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,6 +75,7 @@ def decide_latent(
     temperature: float = DEFAULT_TEMPERATURE,
     images: pd.DataFrame | None = None,
     image_evidence: bool = False,
+    radii: Mapping[object, float] | None = None,
     seed: int = 0,
     extra_features: pd.DataFrame | None = None,
 ) -> LatentDecision:
@@ -101,7 +103,11 @@ def decide_latent(
     (:func:`image_evidence_columns`): each class learns, without truth, how its particles'
     boxes differ from its junk's. It helps where the images separate particles from the junk
     the pickers agree on (the independent polnet world: F4 +0.03, F1 at β = 1 +0.10) and can
-    hurt where they do not (docs/latent.md "Images as evidence").
+    hurt where they do not (docs/latent.md "Images as evidence"). ``radii`` (class → Å, the
+    radii the boxes were cut with; else the candidates' match distances stand in): a
+    candidate no denser than the likely particles of a larger class is never vetoed — a true
+    particle of a class whose likely particles are junk (:func:`~picks.consensus.
+    image_features.typical_of_another_class`).
 
     ``extra_features`` (indexed like the consensus): more evidence columns, e.g. the CNN's
     P(particle) (:mod:`picks.workflows.cnn_latent`). Each is binned and gets a histogram per
@@ -135,7 +141,7 @@ def decide_latent(
     image_notes: list[str] = []
     z = None
     if images is not None and len(consensus) and not class_agnostic:
-        veto, z, image_notes = _image_veto(consensus, images, posterior)
+        veto, z, image_notes = _image_veto(consensus, images, posterior, radii)
     posterior = temper(posterior, temperature)
     posterior = posterior.where(~veto.to_numpy(), 0.0)
     objective = as_objective(beta)
@@ -236,7 +242,10 @@ def _unreached(classes: pd.DataFrame, objective: Objective) -> list[str]:
 
 
 def _image_veto(
-    consensus: pd.DataFrame, images: pd.DataFrame, posterior: pd.Series
+    consensus: pd.DataFrame,
+    images: pd.DataFrame,
+    posterior: pd.Series,
+    radii: Mapping[object, float] | None = None,
 ) -> tuple[pd.Series, pd.DataFrame, list[str]]:
     """The density veto against each class's likely particles (see :func:`decide_latent`)."""
     from picks.consensus.image_features import veto_from_statistics
@@ -244,7 +253,11 @@ def _image_veto(
     if not images.index.equals(consensus.index):
         raise PicksError("image statistics must be indexed like the consensus candidates")
     likely = posterior.fillna(0.0).to_numpy(dtype=float) >= 0.5
-    return veto_from_statistics(images, consensus["particle"], likely)
+    sizes = radii
+    if sizes is None and "match_distance" in consensus:  # a fixed fraction of the radius
+        keys = consensus["particle"].astype(str).to_numpy()
+        sizes = consensus["match_distance"].groupby(keys).median().to_dict()
+    return veto_from_statistics(images, consensus["particle"], likely, sizes)
 
 
 def image_evidence_columns(consensus: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:

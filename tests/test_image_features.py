@@ -15,6 +15,8 @@ from picks.consensus.image_features import (
     candidate_statistics,
     density_veto,
     robust_scores,
+    typical_of_another_class,
+    veto_from_statistics,
 )
 from picks.core.store import Store
 from picks.core.tomograms import read_tomogram
@@ -125,6 +127,49 @@ def test_particles_denser_than_the_junk_but_typical_of_the_likely_ones_are_kept(
     assert (z["core"].iloc[30:40] > 6).all()
     veto, _ = density_veto(z, z_likely, particle)
     assert veto.tolist() == [False] * 40 + [True]
+
+
+def _junk_led_world(seed: int = 5):
+    """Class "small": 40 faint candidates the agreement takes for its particles (junk) and
+    two true particles as dense as the likely particles of class "big"; one gold bead, far
+    denser than anything; class "big": 20 likely particles."""
+    rng = np.random.default_rng(seed)
+    small = np.concatenate([rng.normal(0.5, 0.3, 40), [5.0, 5.2], [30.0]])
+    big = rng.normal(10.0, 1.0, 20)
+    core = np.concatenate([small, big])
+    stats = pd.DataFrame({"core": core, "body": core / 3, "peak": core * 1.3 + 1, "trough": -2.0})
+    particle = pd.Series(["small"] * len(small) + ["big"] * len(big))
+    likely = np.r_[np.ones(40, bool), np.zeros(3, bool), np.ones(20, bool)]
+    return stats, particle, likely
+
+
+def test_true_particles_of_a_class_whose_likely_particles_are_junk_are_not_vetoed():
+    stats, particle, likely = _junk_led_world()
+    true, bead = [40, 41], 42
+    # without sizes (the old veto): the two true particles are rejected with the bead
+    veto, _, _ = veto_from_statistics(stats, particle, likely)
+    assert veto.iloc[true].all() and veto.iloc[bead]
+    # they look like the likely particles of the larger class; the bead looks like nothing
+    sizes = {"small": 60.0, "big": 150.0}
+    spared = typical_of_another_class(stats, particle, likely, sizes)
+    assert spared.iloc[true].all() and not spared.iloc[bead]
+    veto, _, notes = veto_from_statistics(stats, particle, likely, sizes)
+    assert np.flatnonzero(veto.to_numpy()).tolist() == [bead]
+    assert any("2 candidate(s)" in note and "larger class" in note for note in notes)
+
+
+def test_only_a_larger_class_spares_a_candidate():
+    # the same boxes, but "big" is the smaller class (a class of beads, say): nothing spared
+    stats, particle, likely = _junk_led_world()
+    sizes = {"small": 150.0, "big": 60.0}
+    assert not typical_of_another_class(stats, particle, likely, sizes).iloc[:43].any()
+    veto, _, _ = veto_from_statistics(stats, particle, likely, sizes)
+    assert veto.iloc[[40, 41, 42]].all()
+    # a class with too few likely particles gives no reference, and an unknown size spares none
+    few = likely.copy()
+    few[43:56] = False
+    assert not typical_of_another_class(stats, particle, few, {"small": 60.0, "big": 150.0}).any()
+    assert not typical_of_another_class(stats, particle, likely, {"big": 150.0}).any()
 
 
 @pytest.mark.slow

@@ -429,6 +429,7 @@ def aggregate(
                 picker_scores=picker_scores,
                 images=images,
                 image_evidence=image_evidence,
+                radii=radius_map,
                 seed=seed,
                 **({} if temperature is None else {"temperature": temperature}),
             )

@@ -115,7 +115,7 @@ def with_image_veto(
     radii = {p: catalog.radius(p) for p in set(names[known])}
     stats = candidate_statistics(candidates[known], lookup, radii)
     likely, _ = positive_selection(candidates[known], positives)
-    veto, _, notes = veto_from_statistics(stats, names[known], likely)
+    veto, _, notes = veto_from_statistics(stats, names[known], likely, radii)
     out = candidates.copy()
     out["image_veto"] = False
     out.loc[veto.index[veto.to_numpy()], "image_veto"] = True
