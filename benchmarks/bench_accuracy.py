@@ -103,7 +103,8 @@ def make_world(name: str, work: Path, say) -> World:
             len(result.tomograms),
             time.perf_counter() - start,
         )
-    if name in ("polnet", "polnet-crop"):
+    base, _, picker_seed = name.partition("@")
+    if base in ("polnet", "polnet-crop") and (not picker_seed or picker_seed.isdigit()):
         from picks.simulate import volume as sv
         from picks.simulate.external import run_pickers
 
@@ -116,12 +117,12 @@ def make_world(name: str, work: Path, say) -> World:
         truth = pd.read_csv(POLNET / "ground_truth.csv").rename(
             columns={"experiment": "tomogram", "particle_type": "particle"}
         )[["tomogram", "particle", "x", "y", "z"]]
-        if name == "polnet-crop":
+        if base == "polnet-crop":
             sources, truth = crop_polnet(sources, truth, work / "polnet-crop-input")
         result = run_pickers(
             sources,
             folder,
-            seed=0,
+            seed=int(picker_seed or 0),
             contrast="auto",
             optics=sv.Optics(defocus=0.0),
             say=say,
@@ -136,7 +137,10 @@ def make_world(name: str, work: Path, say) -> World:
             len(result.tomograms),
             time.perf_counter() - start,
         )
-    raise SystemExit(f"unknown world {name!r}: expected sim-<seed>x<n>, polnet or polnet-crop")
+    raise SystemExit(
+        f"unknown world {name!r}: expected sim-<seed>x<n>, polnet or polnet-crop "
+        "(polnet@<seed>: the pickers run with another seed)"
+    )
 
 
 def crop_polnet(

@@ -130,3 +130,23 @@ def test_calibration_table_reads_the_latent_summary_and_counts_scored_classes(be
     lines = "\n".join(bench._calibration_lines(world))
     assert "within ±0.05 in 1 of 3 scored classes (F4)" in lines
     assert "| thyroglobulin | 0.930 ± 0.030 | 0.510 |" in lines
+
+
+def test_polnet_worlds_name_the_pickers_seed(bench, tmp_path: Path, monkeypatch):
+    import picks.simulate.external as external
+
+    if not (bench.POLNET / "ground_truth.csv").is_file():
+        pytest.skip("the polnet fixture (../shared) is not here")
+    seeds = []
+
+    def fake_run_pickers(sources, folder, **options):
+        seeds.append(options["seed"])
+        raise RuntimeError("stop before running the pickers")
+
+    monkeypatch.setattr(external, "run_pickers", fake_run_pickers)
+    for name in ("polnet", "polnet@2"):
+        with pytest.raises(RuntimeError, match="stop before"):
+            bench.make_world(name, tmp_path, print)
+    assert seeds == [0, 2]
+    with pytest.raises(SystemExit, match="polnet@<seed>"):
+        bench.make_world("polnet@x", tmp_path, print)
