@@ -301,11 +301,7 @@ def veto_from_statistics(
     z_likely = robust_scores(stats, particle, likely, typical=likely)
     veto, notes = density_veto(z, z_likely, particle)
     if veto.any() and sizes is not None:
-        spared = veto & typical_of_another_class(stats, particle, likely, sizes)
-        if spared.any():
-            veto = veto & ~spared
-            notes.append(
-                f"{int(spared.sum())} candidate(s) far denser than their class's typical box "
-                "kept: no denser than the likely particles of a larger class"
-            )
+        # Not a warning: sparing them is the normal case where a class's likely particles are
+        # junk (the built-in demo spares 4); those candidates are decided by the agreement.
+        veto = veto & ~typical_of_another_class(stats, particle, likely, sizes)
     return veto, z, notes
