@@ -172,6 +172,24 @@ def test_only_a_larger_class_spares_a_candidate():
     assert not typical_of_another_class(stats, particle, likely, {"big": 150.0}).any()
 
 
+def test_a_larger_class_whose_likely_particles_are_mostly_beads_vouches_for_no_bead():
+    # "big": 8 true particles (centre 10) and 12 beads (centre 30) that every picker agrees
+    # on; "small": a bead (centre 25) among 40 faint candidates. The median of big's likely
+    # particles is a bead, denser than that one; their lower quartile is a particle, so the
+    # small class's bead is still vetoed.
+    rng = np.random.default_rng(7)
+    small = np.concatenate([rng.normal(0.5, 0.3, 40), [25.0]])
+    big = np.concatenate([rng.normal(10.0, 0.5, 8), rng.normal(30.0, 0.5, 12)])
+    core = np.concatenate([small, big])
+    stats = pd.DataFrame({"core": core, "body": core / 3, "peak": core * 1.3 + 1, "trough": -2.0})
+    particle = pd.Series(["small"] * len(small) + ["big"] * len(big))
+    likely = np.r_[np.ones(40, bool), False, np.ones(20, bool)]
+    sizes = {"small": 60.0, "big": 150.0}
+    assert not typical_of_another_class(stats, particle, likely, sizes).iloc[40]
+    veto, _, _ = veto_from_statistics(stats, particle, likely, sizes)
+    assert veto.iloc[40]
+
+
 @pytest.mark.slow
 def test_beads_all_pickers_agree_on_are_rejected_with_tomograms_only(tmp_path):
     path, particles, beads, inputs = _bead_world(tmp_path / "world")
