@@ -177,6 +177,7 @@ def decide_latent(
         out["posterior"].to_numpy(dtype=float),
         accepted,
         float(objective.beta),
+        n_pickers=np.asarray(fit.eligible).sum(axis=1),
     )
     out["decided_by"] = np.where(forced, "reference", "latent")
     own = decided["reason"].astype(str).to_numpy().astype(object)

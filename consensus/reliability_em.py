@@ -114,6 +114,12 @@ def fit_latent(
                 f"class {name}: {n_elig[k]} pickers report it; agreement among so few does not "
                 "identify every rate, the estimates lean on the rates pooled over classes"
                 + (" and the scores" if scores is not None else "")
+                + (
+                    " (its expected precision, recall and F-beta are not reported: three "
+                    "pickers are needed to identify them)"
+                    if n_elig[k] == 2
+                    else ""
+                )
             )
         if n_g[k] < 10:
             warnings.append(f"class {name}: only {n_g[k]} candidate(s); estimates are rough")

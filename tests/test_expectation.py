@@ -169,3 +169,35 @@ def test_a_class_one_picker_reports_has_no_reported_recall():
     fitted = out.iloc[0]
     assert fitted["model_missed"] == 0.5 and fitted["expected_missed"] == 0.5  # Q1 = 0.2
     assert fitted["expected_recall"] == pytest.approx(2.7 / (2.9 + 0.5))
+
+
+def test_a_class_two_pickers_report_has_no_reported_expectations():
+    # Two pickers cannot identify a particle/junk split (three patterns, five rates): the
+    # numbers would be the pooled prior's, so precision, recall and F-beta are NaN; a class
+    # three pickers report keeps them.
+    classes = pd.DataFrame(
+        {
+            "particle": ["ribosome", "virus-like-particle"],
+            "expected_missed": [0.5, 0.2],
+            "expected_precision": [0.0, 0.0],
+            "expected_recall": [0.0, 0.0],
+            "expected_fbeta": [0.0, 0.0],
+        }
+    )
+    groups = np.r_[np.zeros(4, int), np.ones(3, int)]
+    eligible = np.array([[True, True, True], [True, True, False]])
+    p = np.r_[0.9, 0.9, 0.2, 0.9, 0.8, 0.7, 0.3]
+    support = np.r_[2, 3, 1, 2, 2, 1, 1]
+    model = classes["expected_missed"].to_numpy()
+    bound, _ = missed_per_class(groups, eligible, model, p, support)
+    names = ["ribosome", "virus-like-particle"]
+    out = reported_expectations(
+        classes, groups, names, model, bound, p, p > 0.5, 4.0, n_pickers=eligible.sum(axis=1)
+    )
+    two = out.iloc[1]
+    for key in ("expected_precision", "expected_recall", "expected_fbeta", "expected_fbeta_sd"):
+        assert np.isnan(two[key]), key
+        assert np.isfinite(out.iloc[0][key]), key
+    # without the counts (callers that have none) nothing changes
+    plain = reported_expectations(classes, groups, names, model, bound, p, p > 0.5, 4.0)
+    assert np.isfinite(plain.iloc[1]["expected_fbeta"])

@@ -460,3 +460,18 @@ def test_an_unfinished_em_warns_only_while_its_posteriors_still_move():
     settled = fit_latent(w["detected"], w["groups"], w["eligible"], max_iter=400, tol=0.0)
     assert not settled.converged and settled.iterations == 400
     assert not any("did not converge" in m for m in settled.warnings), STALL_TOL
+
+
+def test_a_class_two_pickers_report_is_warned_of_as_not_estimated():
+    w = world(4, classes=((220, 400),))
+    rng = np.random.default_rng(2)
+    pair = np.zeros((30, 5), dtype=bool)
+    pair[:, 0] = rng.random(30) < 0.7
+    pair[:, 1] = ~pair[:, 0] | (rng.random(30) < 0.5)
+    d = np.vstack([w["detected"], pair])
+    g = np.r_[w["groups"], np.ones(30, int)]
+    eligible = np.array([[True] * 5, [True, True, False, False, False]])
+    fit = fit_latent(d, g, eligible)
+    text = [t for t in fit.warnings if t.startswith("class 1: 2 pickers")]
+    assert len(text) == 1 and "not reported" in text[0]
+    assert not any("not reported" in t for t in fit.warnings if t.startswith("class 0"))
