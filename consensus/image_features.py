@@ -308,6 +308,6 @@ def veto_from_statistics(
     veto, notes = density_veto(z, z_likely, particle)
     if veto.any() and sizes is not None:
         # Not a warning: sparing them is the normal case where a class's likely particles are
-        # junk (the built-in demo spares 4); those candidates are decided by the agreement.
+        # junk (the built-in demo has some); those candidates are decided by the agreement.
         veto = veto & ~typical_of_another_class(stats, particle, likely, sizes)
     return veto, z, notes
