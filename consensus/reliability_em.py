@@ -110,17 +110,18 @@ def fit_latent(
                 "other classes (0.5 if none) and its recall is unknown"
             )
         elif n_elig[k] <= 3:
-            warnings.append(
+            text = (
                 f"class {name}: {n_elig[k]} pickers report it; agreement among so few does not "
                 "identify every rate, the estimates lean on the rates pooled over classes"
-                + (" and the scores" if scores is not None else "")
-                + (
+            )
+            if scores is not None:
+                text += " and the scores"
+            if n_elig[k] == 2:  # consensus.expectation.reported_expectations reports NaN
+                text += (
                     " (its expected precision, recall and F-beta are not reported: three "
                     "pickers are needed to identify them)"
-                    if n_elig[k] == 2
-                    else ""
                 )
-            )
+            warnings.append(text)
         if n_g[k] < 10:
             warnings.append(f"class {name}: only {n_g[k]} candidate(s); estimates are rough")
 

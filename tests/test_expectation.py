@@ -140,16 +140,22 @@ def test_missed_lower_bound_edge_cases():
     assert missed_lower_bound(p, k, 5) == pytest.approx(7.2)
 
 
-def test_a_class_one_picker_reports_has_no_reported_recall():
-    classes = pd.DataFrame(
+def _class_table(particles: list[str], missed: list[float]) -> pd.DataFrame:
+    """The per-class table of decide_per_class as reported_expectations reads it."""
+    zeros = [0.0] * len(particles)
+    return pd.DataFrame(
         {
-            "particle": ["ribosome", "thyroglobulin"],
-            "expected_missed": [0.5, np.nan],
-            "expected_precision": [0.0, 0.0],
-            "expected_recall": [0.0, 0.0],
-            "expected_fbeta": [0.0, 0.0],
+            "particle": particles,
+            "expected_missed": missed,
+            "expected_precision": zeros,
+            "expected_recall": zeros,
+            "expected_fbeta": zeros,
         }
     )
+
+
+def test_a_class_one_picker_reports_has_no_reported_recall():
+    classes = _class_table(["ribosome", "thyroglobulin"], [0.5, np.nan])
     groups = np.r_[np.zeros(4, int), np.ones(3, int)]
     eligible = np.array([[True, True, True], [True, False, False]])
     p = np.r_[0.9, 0.9, 0.2, 0.9, 0.7, 0.7, 0.7]
@@ -175,15 +181,7 @@ def test_a_class_two_pickers_report_has_no_reported_expectations():
     # Two pickers cannot identify a particle/junk split (three patterns, five rates): the
     # numbers would be the pooled prior's, so precision, recall and F-beta are NaN; a class
     # three pickers report keeps them.
-    classes = pd.DataFrame(
-        {
-            "particle": ["ribosome", "virus-like-particle"],
-            "expected_missed": [0.5, 0.2],
-            "expected_precision": [0.0, 0.0],
-            "expected_recall": [0.0, 0.0],
-            "expected_fbeta": [0.0, 0.0],
-        }
-    )
+    classes = _class_table(["ribosome", "virus-like-particle"], [0.5, 0.2])
     groups = np.r_[np.zeros(4, int), np.ones(3, int)]
     eligible = np.array([[True, True, True], [True, True, False]])
     p = np.r_[0.9, 0.9, 0.2, 0.9, 0.8, 0.7, 0.3]
