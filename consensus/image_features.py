@@ -173,21 +173,21 @@ def robust_scores(
         polarity = measured[rows] & likely[rows]
         if polarity.sum() < min_candidates:
             polarity = ref
-        sign = _sign(block, polarity)
+        sign = contrast_sign(block, polarity)
         for name in STATISTICS:
-            values = _signed(block, name, sign)
+            values = signed_statistic(block, name, sign)
             out.iloc[rows, out.columns.get_loc(name)] = _robust_z(values, ref)
     return out
 
 
-def _sign(block: pd.DataFrame, polarity: np.ndarray) -> float:
+def contrast_sign(block: pd.DataFrame, polarity: np.ndarray) -> float:
     """+1 where ``polarity``'s boxes are denser than their background, −1 where darker: the
     sign of their stronger median contrast, core or body (see :func:`robust_scores`)."""
     contrast = [np.median(block[c].to_numpy(float)[polarity]) for c in ("core", "body")]
     return 1.0 if max(contrast, key=abs) >= 0 else -1.0
 
 
-def _signed(block: pd.DataFrame, name: str, sign: float) -> np.ndarray:
+def signed_statistic(block: pd.DataFrame, name: str, sign: float) -> np.ndarray:
     """Statistic ``name`` turned so that larger means denser than the background."""
     # dark particles: a bead's extreme is the box's 1st percentile ("trough")
     column = "trough" if (name == "peak" and sign < 0) else name
@@ -235,9 +235,9 @@ def typical_of_another_class(
         polarity = own if own.sum() >= min_candidates else measured[rows]
         if not polarity.any():
             continue
-        sign = _sign(block, polarity)
-        values[rows, 0] = _signed(block, "core", sign)
-        values[rows, 1] = _signed(block, "peak", sign)
+        sign = contrast_sign(block, polarity)
+        values[rows, 0] = signed_statistic(block, "core", sign)
+        values[rows, 1] = signed_statistic(block, "peak", sign)
         if own.sum() >= min_candidates and np.isfinite(size_of.get(key, np.nan)):
             reference[key] = (
                 float(np.quantile(values[rows, 0][own], REFERENCE_QUANTILE)),

@@ -76,6 +76,7 @@ def decide_latent(
     images: pd.DataFrame | None = None,
     image_evidence: bool = False,
     radii: Mapping[object, float] | None = None,
+    background: pd.DataFrame | None = None,
     seed: int = 0,
     extra_features: pd.DataFrame | None = None,
 ) -> LatentDecision:
@@ -109,6 +110,12 @@ def decide_latent(
     particle of a class whose likely particles are junk (:func:`~picks.consensus.
     image_features.typical_of_another_class`).
 
+    ``background`` (with ``images``): the empty boxes' statistics of
+    :func:`picks.consensus.background.empty_background`. Where a class's well-supported
+    candidates stand far out of the empty background, a candidate no denser than empty
+    background (a noise peak some pickers reported) gets P(particle) = 0 and is rejected
+    with the reason (:func:`picks.consensus.background.empty_veto`).
+
     ``extra_features`` (indexed like the consensus): more evidence columns, e.g. the CNN's
     P(particle) (:mod:`picks.workflows.cnn_latent`). Each is binned and gets a histogram per
     class and latent state, like the conflict count; NaN means "no evidence" for that row.
@@ -140,8 +147,12 @@ def decide_latent(
     veto = pd.Series(False, index=consensus.index)
     image_notes: list[str] = []
     z = None
+    empty = None
     if images is not None and len(consensus) and not class_agnostic:
         veto, z, image_notes = _image_veto(consensus, images, posterior, radii)
+        if background is not None:
+            empty = _empty_boxes(consensus, images, background, fit, veto)
+            veto = veto | empty[0]
     posterior = temper(posterior, temperature)
     posterior = posterior.where(~veto.to_numpy(), 0.0)
     objective = as_objective(beta)
@@ -185,11 +196,21 @@ def decide_latent(
         dense = np.nan_to_num(z.to_numpy(dtype=float), nan=-np.inf)
         worst = np.asarray(z.columns)[dense.argmax(axis=1)]
         top = dense.max(axis=1)
-        for i in np.flatnonzero(veto.to_numpy()):
+        hollow = empty[0].to_numpy() if empty is not None else np.zeros(len(own), dtype=bool)
+        for i in np.flatnonzero(veto.to_numpy() & ~hollow):
             own[i] = (
                 f"image: {worst[i]} {top[i]:.1f} robust spreads denser than the typical "
                 f"{consensus['particle'].iloc[i]} box (a bead or contamination): rejected"
             )
+        if empty is not None:
+            mask, contrast, levels = empty
+            for i in np.flatnonzero(mask.to_numpy()):
+                level, cut = levels[str(consensus["particle"].iloc[i])]
+                own[i] = (
+                    f"image: an empty box, {contrast.iloc[i]:.1f} robust spreads above empty "
+                    f"background (below {cut:.1f}; the class's well-supported candidates: "
+                    f"{level:.1f}): a noise peak, rejected"
+                )
     out["reason"] = [
         (f"{head}, but a trusted reference decides: {'accepted' if ok else 'rejected'}; {base}")
         if f
@@ -200,10 +221,18 @@ def decide_latent(
     ]
 
     if images is not None:
-        vetoed = veto.groupby(consensus["particle"].astype(str).to_numpy()).sum()
-        classes["image_vetoed"] = (
-            classes["particle"].astype(str).map(vetoed).fillna(0).astype(int).to_numpy()
-        )
+        keys = consensus["particle"].astype(str).to_numpy()
+        dense_only = veto if empty is None else veto & ~empty[0]
+        for column, mask in (
+            ("image_vetoed", dense_only),
+            ("image_empty", None if empty is None else empty[0]),
+        ):
+            if mask is None:
+                continue
+            counts = mask.groupby(keys).sum()
+            classes[column] = (
+                classes["particle"].astype(str).map(counts).fillna(0).astype(int).to_numpy()
+            )
     notes = list(fit.warnings) + [f"image veto: {w}" for w in image_notes]
     notes += _unreached(classes, objective)
     rules: dict[str, str] = {}
@@ -259,6 +288,30 @@ def _image_veto(
         keys = consensus["particle"].astype(str).to_numpy()
         sizes = consensus["match_distance"].groupby(keys).median().to_dict()
     return veto_from_statistics(images, consensus["particle"], likely, sizes)
+
+
+def _empty_boxes(
+    consensus: pd.DataFrame,
+    images: pd.DataFrame,
+    background: pd.DataFrame,
+    fit,
+    vetoed: pd.Series,
+) -> tuple[pd.Series, pd.Series, dict[str, tuple[float, float]]]:
+    """The empty-box veto (:mod:`picks.consensus.background`): the mask, each candidate's
+    contrast against empty background, and per class that applied it (level, cut)."""
+    from picks.consensus.background import empty_veto, object_contrast, well_supported
+
+    eligible = np.asarray(fit.eligible, dtype=bool)
+    per_class = (
+        {name: int(eligible[k].sum()) for k, name in enumerate(fit.group_names)}
+        if eligible.ndim == 2
+        else {}
+    )
+    reference = well_supported(consensus, per_class) & ~vetoed.to_numpy(dtype=bool)
+    contrast = object_contrast(images, consensus, background, reference)
+    mask, cuts = empty_veto(contrast, consensus["particle"], reference)
+    mask = mask & ~vetoed.to_numpy(dtype=bool)
+    return mask, contrast, cuts
 
 
 def image_evidence_columns(consensus: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:

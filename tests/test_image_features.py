@@ -307,10 +307,14 @@ def _lone_world(folder: Path, seed: int = 0):
     return path, truth, junk, inputs
 
 
-def test_image_evidence_tells_lone_particles_from_lone_junk(tmp_path):
+def test_image_evidence_tells_lone_particles_from_lone_junk(tmp_path, monkeypatch):
     # experimental image_evidence (docs/latent.md "Images as evidence"): the box statistics
-    # enter the latent fit, so the dense lone reports rise above the empty ones
+    # enter the latent fit, so the dense lone reports rise above the empty ones. The
+    # empty-box veto (tests/test_background.py) would reject this junk by default: off here.
+    from picks.consensus import background
     from picks.evaluate.metric import score
+
+    monkeypatch.setattr(background, "CLEAR_CONTRAST", np.inf)
 
     path, truth, junk, inputs = _lone_world(tmp_path / "world")
     tables = {}

@@ -68,9 +68,9 @@ from picks.workflows.outputs import (
 )
 from picks.workflows.parallel import Executor, clear_cache
 from picks.workflows.per_tomogram import (
-    candidate_statistics_on_two_cores,
     cluster_on_two_cores,
     cluster_per_tomogram,
+    image_statistics,
     read_headers,
 )
 from picks.workflows.summary import final_tables, summary_rows
@@ -170,7 +170,7 @@ def aggregate(
     input as given) to options ``adapter, binning, voxel_size, particle, tomogram, role`` and
     adapter options. ``positives``/``negatives`` are trusted reference files. ``tomograms``
     are volumes to register. With volumes (given now, or registered before with files that
-    exist), noise is sampled and ``method="auto"`` means the CNN. ``executor``
+    exist), noise is sampled and the images are evidence of the decision. ``executor``
     (:func:`picks.workflows.parallel.open_executor`) runs the per-tomogram stages (headers,
     clustering, noise, CNN scoring) on Dask workers, with the same results; None: this process.
     ``cnn``: the CNN's options (:class:`~picks.consensus.cnn.options.CnnOptions`; a mapping
@@ -409,14 +409,15 @@ def aggregate(
         if resolved_method in ("latent", "cnn"):  # cnn: the CNN's score refits this model
             from picks.consensus.latent import decide_latent
 
-            images = None
+            images = background = None
             if have_volumes and not class_agnostic:
                 # Truth-free image statistics of every candidate against its class's
                 # typical particle: what rejects the beads several pickers agree on (half
-                # the tomograms' candidates in a forked child when a core is free).
+                # the tomograms' candidates in a forked child when a core is free); and
+                # of empty boxes, what rejects the noise peaks pickers report.
                 with progress("images", total=1) as advance:
-                    images = candidate_statistics_on_two_cores(
-                        clusters.consensus, store.tomograms(), radius_map
+                    images, background = image_statistics(
+                        clusters.consensus, store.tomograms(), radius_map, seed=seed
                     )
                     advance(1)
             decide = partial(
@@ -430,6 +431,7 @@ def aggregate(
                 images=images,
                 image_evidence=image_evidence,
                 radii=radius_map,
+                background=background,
                 seed=seed,
                 **({} if temperature is None else {"temperature": temperature}),
             )

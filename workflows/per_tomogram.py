@@ -149,6 +149,27 @@ def candidate_statistics_on_two_cores(
     return out
 
 
+def image_statistics(
+    consensus: pd.DataFrame, tomograms, radii: Mapping[object, float], *, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The candidates' box statistics and the empty background's
+    (:mod:`picks.consensus.background`), measured in one :func:`candidate_statistics_on_two_cores`
+    call: the empty boxes are measured like candidates, so they share the two cores.
+    Returns (statistics indexed like ``consensus``, the background per tomogram and class)."""
+    from picks.consensus import background as bg
+
+    tomograms = list(tomograms or ())
+    points = bg.background_points(consensus, tomograms, radii, seed=seed)
+    classes = sorted(set(consensus["particle"].dropna().tolist()), key=str)
+    probes = bg.background_probes(points, classes, radii)
+    columns = ["tomogram", "particle", "x", "y", "z"]
+    both = pd.concat([consensus[columns], probes[columns]], ignore_index=True)
+    measured = candidate_statistics_on_two_cores(both, tomograms, radii)
+    n = len(consensus)
+    stats = measured.iloc[:n].set_axis(consensus.index)
+    return stats, bg.summarise_background(probes, measured.iloc[n:])
+
+
 def _later_half(tomogram: pd.Series, at_least: int) -> np.ndarray | None:
     """Which rows belong to the later half of the tomograms, in name order: from the first
     tomogram whose rows reach half of them. None when the work stays in one process: fewer
