@@ -54,6 +54,10 @@ CLEAR_CONTRAST = 15.0
 EMPTY_FRACTION = 1.0 / 3.0
 EMPTY_CAP = 8.0
 MIN_SUPPORTED = 5
+# Fewer measured empty boxes than this in a (tomogram, class) (a crowded or thin tomogram):
+# no background there, so its candidates are never called empty (a spread from a handful of
+# boxes could be anything).
+MIN_BACKGROUND = 20
 _MAD = 1.4826
 
 
@@ -103,7 +107,8 @@ def summarise_background(probes: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFr
     """Median and robust spread of each box statistic of the ``probes`` (their
     :func:`~picks.consensus.image_features.candidate_statistics`, row for row), per
     (tomogram, class): columns ``tomogram, particle`` and ``<statistic>_median``,
-    ``<statistic>_spread`` for ``core, body, peak, trough``."""
+    ``<statistic>_spread`` for ``core, body, peak, trough``; NaN (no background) where fewer
+    than :data:`MIN_BACKGROUND` boxes were measured."""
     names = ["core", "body", "peak", "trough"]
     columns = ["tomogram", "particle"] + [f"{s}_{k}" for s in names for k in ("median", "spread")]
     if not len(probes):
@@ -115,8 +120,9 @@ def summarise_background(probes: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFr
         for s in names:
             values = group[s].to_numpy(dtype=float)
             values = values[np.isfinite(values)]
-            median = float(np.median(values)) if len(values) else np.nan
-            spread = _MAD * float(np.median(np.abs(values - median))) if len(values) else np.nan
+            enough = len(values) >= MIN_BACKGROUND
+            median = float(np.median(values)) if enough else np.nan
+            spread = _MAD * float(np.median(np.abs(values - median))) if enough else np.nan
             row[f"{s}_median"], row[f"{s}_spread"] = median, spread
         out.append(row)
     return pd.DataFrame(out, columns=columns)

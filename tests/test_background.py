@@ -111,6 +111,17 @@ def test_background_points_avoid_candidates_and_do_not_depend_on_their_order():
     assert not len(background_points(consensus, [unknown], radii, per_tomogram=50))
 
 
+def test_a_handful_of_empty_boxes_is_no_background(tmp_path):
+    # a crowded tomogram leaves little room: too few boxes give no median or spread at all
+    path, truth, junk, _ = _lone_world(tmp_path / "world")
+    tomograms = [read_tomogram(path)]
+    consensus = _candidates(truth, junk)
+    few = empty_background(consensus, tomograms, RADII, per_tomogram=background.MIN_BACKGROUND - 1)
+    assert len(few) == 1 and few.drop(columns=["tomogram", "particle"]).isna().all(axis=None)
+    enough = empty_background(consensus, tomograms, RADII, per_tomogram=background.MIN_BACKGROUND)
+    assert enough.drop(columns=["tomogram", "particle"]).notna().all(axis=None)
+
+
 def test_a_candidate_without_background_is_never_empty():
     consensus = pd.DataFrame({"tomogram": ["TS_1"] * 6, "particle": ["a"] * 6})
     stats = pd.DataFrame(
