@@ -43,7 +43,7 @@ import pandas as pd
 from picks.consensus.image_features import STATISTICS, contrast_sign, signed_statistic
 
 # 64 boxes per (tomogram, class): the median and spread move the decisions by at most ±0.005
-# F4 between 50 and 100 boxes and two seeds; each box of a large class costs ≈ 2 ms.
+# F4 between 50 and 100 boxes and two seeds; a large class's box costs 2–5 ms.
 BACKGROUND_PER_TOMOGRAM = 64
 # A class's well-supported candidates must be at least this many background spreads above
 # empty boxes for the rule to apply (polnet's classes: 17–42; picks' own worlds: ≤ 12.4;
