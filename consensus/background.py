@@ -40,7 +40,12 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from picks.consensus.image_features import STATISTICS, contrast_sign, signed_statistic
+from picks.consensus.image_features import (
+    STATISTICS,
+    contrast_sign,
+    robust_location,
+    signed_statistic,
+)
 
 # 64 boxes per (tomogram, class): the median and spread move the decisions by at most ±0.005
 # F4 between 50 and 100 boxes and two seeds; a large class's box costs 2–5 ms.
@@ -58,7 +63,6 @@ MIN_SUPPORTED = 5
 # no background there, so its candidates are never called empty (a spread from a handful of
 # boxes could be anything).
 MIN_BACKGROUND = 20
-_MAD = 1.4826
 
 
 def background_points(
@@ -119,13 +123,27 @@ def summarise_background(probes: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFr
         row: dict = {"tomogram": tomogram, "particle": particle}
         for s in names:
             values = group[s].to_numpy(dtype=float)
-            values = values[np.isfinite(values)]
-            enough = len(values) >= MIN_BACKGROUND
-            median = float(np.median(values)) if enough else np.nan
-            spread = _MAD * float(np.median(np.abs(values - median))) if enough else np.nan
-            row[f"{s}_median"], row[f"{s}_spread"] = median, spread
+            if np.isfinite(values).sum() >= MIN_BACKGROUND:
+                row[f"{s}_median"], row[f"{s}_spread"] = robust_location(values)
+            else:
+                row[f"{s}_median"] = row[f"{s}_spread"] = np.nan
         out.append(row)
     return pd.DataFrame(out, columns=columns)
+
+
+def empty_probes(
+    consensus: pd.DataFrame,
+    tomograms: list,
+    radii: Mapping[object, float],
+    *,
+    per_tomogram: int = BACKGROUND_PER_TOMOGRAM,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The :func:`background_probes` of the :func:`background_points` of ``consensus``,
+    for every class it holds: the empty boxes to measure."""
+    points = background_points(consensus, tomograms, radii, per_tomogram=per_tomogram, seed=seed)
+    classes = sorted(set(consensus["particle"].dropna().tolist()), key=str)
+    return background_probes(points, classes, radii)
 
 
 def empty_background(
@@ -137,14 +155,11 @@ def empty_background(
     seed: int = 0,
 ) -> pd.DataFrame:
     """What an empty box of each class looks like in each tomogram of ``consensus``
-    (:func:`summarise_background` of the :func:`background_probes` of
-    :func:`background_points`, measured in this process)."""
+    (:func:`summarise_background` of the :func:`empty_probes`, measured in this process)."""
     from picks.consensus.image_features import candidate_statistics
 
     tomograms = list(tomograms or ())
-    points = background_points(consensus, tomograms, radii, per_tomogram=per_tomogram, seed=seed)
-    classes = sorted(set(consensus["particle"].dropna().tolist()), key=str)
-    probes = background_probes(points, classes, radii)
+    probes = empty_probes(consensus, tomograms, radii, per_tomogram=per_tomogram, seed=seed)
     return summarise_background(probes, candidate_statistics(probes, tomograms, radii))
 
 

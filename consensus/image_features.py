@@ -122,13 +122,19 @@ def candidate_statistics(
     return out
 
 
+def robust_location(values: np.ndarray) -> tuple[float, float]:
+    """Median and robust spread (1.4826 × MAD) of the finite ``values``; NaN for none."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return np.nan, np.nan
+    median = float(np.median(values))
+    return median, float(_MAD * np.median(np.abs(values - median)))
+
+
 def _robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    ref = values[reference & np.isfinite(values)]
-    if not len(ref):
-        return np.full(len(values), np.nan)
-    median = np.median(ref)
-    spread = _MAD * np.median(np.abs(ref - median))
-    if not spread > 1e-9:
+    median, spread = robust_location(values[reference])
+    if not spread > 1e-9:  # NaN too: no reference
         return np.full(len(values), np.nan)
     return (values - median) / spread
 

@@ -152,9 +152,10 @@ def decide_latent(
         veto, z, image_notes = _image_veto(consensus, images, posterior, radii)
         if background is not None:
             empty = _empty_boxes(consensus, images, background, fit, veto)
-            veto = veto | empty[0]
+    # the density veto and the empty boxes are disjoint (an empty box is never dense)
+    rejected = veto if empty is None else veto | empty[0]
     posterior = temper(posterior, temperature)
-    posterior = posterior.where(~veto.to_numpy(), 0.0)
+    posterior = posterior.where(~rejected.to_numpy(), 0.0)
     objective = as_objective(beta)
     # Particles every picker missed together, which the model's independence count does not
     # see (expectation.py): what is reported counts them. A recall target is decided on
@@ -196,21 +197,20 @@ def decide_latent(
         dense = np.nan_to_num(z.to_numpy(dtype=float), nan=-np.inf)
         worst = np.asarray(z.columns)[dense.argmax(axis=1)]
         top = dense.max(axis=1)
-        hollow = empty[0].to_numpy() if empty is not None else np.zeros(len(own), dtype=bool)
-        for i in np.flatnonzero(veto.to_numpy() & ~hollow):
+        for i in np.flatnonzero(veto.to_numpy()):
             own[i] = (
                 f"image: {worst[i]} {top[i]:.1f} robust spreads denser than the typical "
                 f"{consensus['particle'].iloc[i]} box (a bead or contamination): rejected"
             )
-        if empty is not None:
-            mask, contrast, levels = empty
-            for i in np.flatnonzero(mask.to_numpy()):
-                level, cut = levels[str(consensus["particle"].iloc[i])]
-                own[i] = (
-                    f"image: an empty box, {contrast.iloc[i]:.1f} robust spreads above empty "
-                    f"background (below {cut:.1f}; the class's well-supported candidates: "
-                    f"{level:.1f}): a noise peak, rejected"
-                )
+    if empty is not None:
+        mask, contrast, levels = empty
+        for i in np.flatnonzero(mask.to_numpy()):
+            level, cut = levels[str(consensus["particle"].iloc[i])]
+            own[i] = (
+                f"image: an empty box, {contrast.iloc[i]:.1f} robust spreads above empty "
+                f"background (below {cut:.1f}; the class's well-supported candidates: "
+                f"{level:.1f}): a noise peak, rejected"
+            )
     out["reason"] = [
         (f"{head}, but a trusted reference decides: {'accepted' if ok else 'rejected'}; {base}")
         if f
@@ -222,13 +222,8 @@ def decide_latent(
 
     if images is not None:
         keys = consensus["particle"].astype(str).to_numpy()
-        dense_only = veto if empty is None else veto & ~empty[0]
-        for column, mask in (
-            ("image_vetoed", dense_only),
-            ("image_empty", None if empty is None else empty[0]),
-        ):
-            if mask is None:
-                continue
+        masks = {"image_vetoed": veto} | ({} if empty is None else {"image_empty": empty[0]})
+        for column, mask in masks.items():
             counts = mask.groupby(keys).sum()
             classes[column] = (
                 classes["particle"].astype(str).map(counts).fillna(0).astype(int).to_numpy()
@@ -307,10 +302,11 @@ def _empty_boxes(
         if eligible.ndim == 2
         else {}
     )
-    reference = well_supported(consensus, per_class) & ~vetoed.to_numpy(dtype=bool)
+    dense = vetoed.to_numpy(dtype=bool)
+    reference = well_supported(consensus, per_class) & ~dense
     contrast = object_contrast(images, consensus, background, reference)
     mask, cuts = empty_veto(contrast, consensus["particle"], reference)
-    mask = mask & ~vetoed.to_numpy(dtype=bool)
+    mask = mask & ~dense
     return mask, contrast, cuts
 
 

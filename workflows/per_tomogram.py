@@ -159,9 +159,7 @@ def image_statistics(
     from picks.consensus import background as bg
 
     tomograms = list(tomograms or ())
-    points = bg.background_points(consensus, tomograms, radii, seed=seed)
-    classes = sorted(set(consensus["particle"].dropna().tolist()), key=str)
-    probes = bg.background_probes(points, classes, radii)
+    probes = bg.empty_probes(consensus, tomograms, radii, seed=seed)
     columns = ["tomogram", "particle", "x", "y", "z"]
     both = pd.concat([consensus[columns], probes[columns]], ignore_index=True)
     measured = candidate_statistics_on_two_cores(both, tomograms, radii)
